@@ -1,0 +1,57 @@
+//! The core's error kinds. The binding crate maps each kind to one Python exception
+//! (`rust/python/src/error.rs`); nothing else in the project decides how errors look in Python.
+
+use std::fmt;
+
+/// Everything that can go wrong in the core. Each variant carries the name of the input
+/// (a path, `<bytes>` or an argument name) so the message says *what* failed, not only why.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An argument is out of its domain (wrong shape, negative size, NaN weight ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The input bytes are not a valid image of the detected format (truncated, corrupt, empty).
+    #[error("cannot decode {name}: {reason}")]
+    Decode { name: String, reason: String },
+    /// The input is valid but uses a feature gradatim does not implement.
+    #[error("cannot decode {name}: unsupported {what}")]
+    Unsupported { name: String, what: String },
+    /// The header declares more pixels than the configured limit; nothing was allocated.
+    #[error("cannot decode {name}: {width}x{height} = {pixels} pixels exceeds the limit of {limit} (raise max_pixels to allow it)")]
+    TooLarge {
+        name: String,
+        width: u64,
+        height: u64,
+        pixels: u64,
+        limit: u64,
+    },
+    /// Reading the input failed.
+    #[error("cannot read {name}: {source}")]
+    Io {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(msg: impl fmt::Display) -> Self {
+        Error::InvalidArgument(msg.to_string())
+    }
+
+    pub fn decode(name: &str, reason: impl fmt::Display) -> Self {
+        Error::Decode {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn unsupported(name: &str, what: impl fmt::Display) -> Self {
+        Error::Unsupported {
+            name: name.to_string(),
+            what: what.to_string(),
+        }
+    }
+}

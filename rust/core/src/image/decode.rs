@@ -1,0 +1,221 @@
+//! Decoding entry point: sniff the format from the bytes, check the declared size against a pixel
+//! limit *before* allocating, and hand over to the format's decoder (`jpeg`, `png`, `dicom`).
+
+use std::path::Path;
+
+use super::{Image, Sample};
+use crate::error::{Error, Result};
+
+/// Default pixel limit: a header declaring more than 2^28 pixels is refused before any allocation.
+pub const DEFAULT_MAX_PIXELS: u64 = 1 << 28;
+
+/// A decoded image: 8-bit, or 16-bit for 16-bit PNG and DICOM with more than 8 bits stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decoded {
+    U8(Image<u8>),
+    U16(Image<u16>),
+}
+
+impl Decoded {
+    pub fn dims(&self) -> (usize, usize, usize) {
+        match self {
+            Decoded::U8(i) => (i.width, i.height, i.channels),
+            Decoded::U16(i) => (i.width, i.height, i.channels),
+        }
+    }
+}
+
+/// Which channels to return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorMode {
+    /// Grey stays grey (HxW), colour stays colour (HxWx3, RGB order); alpha is dropped.
+    Unchanged,
+    /// Always grey: JPEG decodes the luma plane directly (as `cv2.IMREAD_GRAYSCALE`); other colour
+    /// inputs are converted with BT.601 weights (as `cv2.cvtColor(..., COLOR_RGB2GRAY)`).
+    Gray,
+    /// Always RGB; grey is replicated.
+    Rgb,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeOptions {
+    /// Target `(width, height)`: JPEG decodes at the smallest 1/2, 1/4 or 1/8 scale that stays
+    /// at least this large (DCT scaling). Other formats decode at full size.
+    pub reduce_to: Option<(usize, usize)>,
+    pub mode: ColorMode,
+    pub max_pixels: u64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            reduce_to: None,
+            mode: ColorMode::Unchanged,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Dicom,
+}
+
+/// Detect the format from magic bytes (DICOM: "DICM" after the 128-byte preamble).
+pub fn sniff(bytes: &[u8]) -> Option<Format> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(Format::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(Format::Png)
+    } else if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        Some(Format::Dicom)
+    } else {
+        None
+    }
+}
+
+/// Decode an in-memory image; `name` is used in error messages.
+pub fn decode(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Decoded> {
+    if bytes.is_empty() {
+        return Err(Error::decode(name, "the input is empty (0 bytes)"));
+    }
+    let decoded = match sniff(bytes) {
+        Some(Format::Jpeg) => super::jpeg::decode_jpeg(bytes, name, opts)?,
+        Some(Format::Png) => super::png::decode_png(bytes, name, opts)?,
+        Some(Format::Dicom) => super::dicom::decode_dicom(bytes, name, opts)?,
+        None => {
+            return Err(Error::unsupported(
+                name,
+                format!(
+                    "format (first bytes {:02x?}); gradatim reads JPEG, PNG and DICOM (with the 128-byte preamble)",
+                    &bytes[..bytes.len().min(8)]
+                ),
+            ))
+        }
+    };
+    Ok(apply_mode(decoded, opts.mode))
+}
+
+/// Read and decode a file; errors name the path.
+pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<Decoded> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        name: name.clone(),
+        source,
+    })?;
+    decode(&bytes, &name, opts)
+}
+
+/// Refuse a declared size above the limit before anything is allocated.
+pub(crate) fn check_pixels(name: &str, width: u64, height: u64, limit: u64) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(Error::decode(
+            name,
+            format!("the header declares an empty image ({width}x{height})"),
+        ));
+    }
+    let pixels = width.saturating_mul(height);
+    if pixels > limit {
+        return Err(Error::TooLarge {
+            name: name.to_string(),
+            width,
+            height,
+            pixels,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn apply_mode(d: Decoded, mode: ColorMode) -> Decoded {
+    match d {
+        Decoded::U8(i) => Decoded::U8(convert_channels(i, mode)),
+        Decoded::U16(i) => Decoded::U16(convert_channels(i, mode)),
+    }
+}
+
+fn convert_channels<T: Sample>(img: Image<T>, mode: ColorMode) -> Image<T> {
+    match (mode, img.channels) {
+        (ColorMode::Gray, 3) => rgb_to_gray(&img),
+        (ColorMode::Rgb, 1) => {
+            let mut data = Vec::with_capacity(img.data.len() * 3);
+            for &v in &img.data {
+                data.extend_from_slice(&[v, v, v]);
+            }
+            Image {
+                channels: 3,
+                data,
+                ..img
+            }
+        }
+        _ => img,
+    }
+}
+
+/// BT.601 luma with OpenCV's fixed-point weights (R 4899, G 9617, B 1868, 14 bits).
+fn rgb_to_gray<T: Sample>(img: &Image<T>) -> Image<T> {
+    let data = img
+        .data
+        .chunks_exact(3)
+        .map(|p| {
+            let y = p[0].to_usize() * 4899 + p[1].to_usize() * 9617 + p[2].to_usize() * 1868;
+            T::from_usize_sat((y + (1 << 13)) >> 14)
+        })
+        .collect();
+    Image {
+        width: img.width,
+        height: img.height,
+        channels: 1,
+        data,
+    }
+}
+
+/// The largest DCT scale denominator (1, 2, 4 or 8) whose output stays at least `target`.
+pub fn reduction_denominator(width: usize, height: usize, target: Option<(usize, usize)>) -> usize {
+    let Some((tw, th)) = target else { return 1 };
+    [8usize, 4, 2]
+        .into_iter()
+        .find(|&d| width.div_ceil(d) >= tw && height.div_ceil(d) >= th)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denominator_stays_at_least_target() {
+        assert_eq!(reduction_denominator(2048, 2048, Some((512, 512))), 4);
+        assert_eq!(reduction_denominator(2048, 2048, Some((513, 512))), 2);
+        assert_eq!(reduction_denominator(1955, 1841, Some((224, 224))), 8);
+        assert_eq!(reduction_denominator(100, 100, Some((200, 200))), 1);
+        assert_eq!(reduction_denominator(100, 100, None), 1);
+    }
+
+    #[test]
+    fn empty_and_unknown_inputs_are_named() {
+        let e = decode(&[], "x.jpg", &DecodeOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.jpg") && e.contains("empty"), "{e}");
+        let e = decode(b"GIF89a....", "a.gif", &DecodeOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.gif") && e.contains("unsupported"), "{e}");
+    }
+
+    #[test]
+    fn gray_conversion_matches_bt601_fixed_point() {
+        let img = Image {
+            width: 2,
+            height: 1,
+            channels: 3,
+            data: vec![255u8, 0, 0, 10, 200, 30],
+        };
+        let g = rgb_to_gray(&img);
+        // 255*4899/16384 = 76.2 -> 76; (10*4899 + 200*9617 + 30*1868 + 8192) >> 14 = 123
+        assert_eq!(g.data, vec![76, 123]);
+    }
+}

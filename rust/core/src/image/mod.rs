@@ -1,0 +1,143 @@
+//! Per-image operations of the pipeline: decode, CLAHE, affine warp (with boxes), resize,
+//! laterality-aware flip, box overlay and normalisation.
+//!
+//! Images are row-major with `channels` interleaved samples per pixel (HxW or HxWxC, as NumPy
+//! holds them). Every kernel is single-threaded; the loader parallelises across images.
+
+pub mod clahe;
+pub mod decode;
+pub mod dicom;
+pub mod draw;
+pub mod flip;
+pub mod jpeg;
+pub mod normalize;
+pub mod png;
+pub mod resize;
+pub mod warp;
+
+use crate::error::{Error, Result};
+
+/// A pixel sample type the kernels accept: 8- or 16-bit unsigned.
+pub trait Sample: Copy + Default + Send + Sync + PartialOrd + 'static {
+    /// Largest representable value, as f32 (255 or 65535).
+    const MAX: f32;
+    /// Number of distinct values (histogram size for CLAHE).
+    const LEVELS: usize;
+    fn to_f32(self) -> f32;
+    fn to_usize(self) -> usize;
+    /// Round half away from zero and saturate, as OpenCV's `saturate_cast`.
+    fn from_f32(v: f32) -> Self;
+    fn from_usize_sat(v: usize) -> Self;
+}
+
+impl Sample for u8 {
+    const MAX: f32 = 255.0;
+    const LEVELS: usize = 256;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    #[inline(always)]
+    fn to_usize(self) -> usize {
+        self as usize
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v.round().clamp(0.0, 255.0) as u8
+    }
+    #[inline(always)]
+    fn from_usize_sat(v: usize) -> Self {
+        v.min(255) as u8
+    }
+}
+
+impl Sample for u16 {
+    const MAX: f32 = 65535.0;
+    const LEVELS: usize = 65536;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    #[inline(always)]
+    fn to_usize(self) -> usize {
+        self as usize
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v.round().clamp(0.0, 65535.0) as u16
+    }
+    #[inline(always)]
+    fn from_usize_sat(v: usize) -> Self {
+        v.min(65535) as u16
+    }
+}
+
+/// An owned image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image<T> {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: Vec<T>,
+}
+
+/// A borrowed, contiguous image.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageRef<'a, T> {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: &'a [T],
+}
+
+impl<T: Copy + Default> Image<T> {
+    pub fn new(width: usize, height: usize, channels: usize) -> Self {
+        Image {
+            width,
+            height,
+            channels,
+            data: vec![T::default(); width * height * channels],
+        }
+    }
+
+    pub fn view(&self) -> ImageRef<'_, T> {
+        ImageRef {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            data: &self.data,
+        }
+    }
+}
+
+impl<'a, T> ImageRef<'a, T> {
+    /// Checks that `data` holds exactly `height * width * channels` samples.
+    pub fn new(width: usize, height: usize, channels: usize, data: &'a [T]) -> Result<Self> {
+        if channels == 0
+            || width
+                .checked_mul(height)
+                .and_then(|p| p.checked_mul(channels))
+                != Some(data.len())
+        {
+            return Err(Error::invalid(format!(
+                "image buffer of {} samples does not match {width}x{height}x{channels}",
+                data.len()
+            )));
+        }
+        Ok(ImageRef {
+            width,
+            height,
+            channels,
+            data,
+        })
+    }
+
+    #[inline(always)]
+    pub fn row(&self, y: usize) -> &'a [T] {
+        let stride = self.width * self.channels;
+        &self.data[y * stride..(y + 1) * stride]
+    }
+}
+
+/// An axis-aligned box `[x1, y1, x2, y2]` in pixel coordinates (x2 > x1, y2 > y1 when valid).
+pub type BoxXyxy = [f64; 4];

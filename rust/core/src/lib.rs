@@ -1,0 +1,9 @@
+//! gradatim-core: the pure-Rust half of gradatim.
+//!
+//! Image operations (`image`), and later sampling and curricula. Nothing here knows about Python:
+//! the binding crate (`rust/python`) only converts arguments, releases the GIL and calls in.
+
+pub mod error;
+pub mod image;
+
+pub use error::{Error, Result};

@@ -1,0 +1,14 @@
+//! gradatim._core: thin PyO3 bindings over gradatim-core. Files mirror the core's modules; each only
+//! converts arguments, releases the GIL and calls the core. Errors go through `error::to_py`.
+
+use pyo3::prelude::*;
+
+mod error;
+mod image;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    image::register(m)?;
+    Ok(())
+}
