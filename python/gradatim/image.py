@@ -1,4 +1,4 @@
-"""Per-image operations, implemented in Rust (``rust/core/src/image``) and run with the GIL released.
+"""Per-image operations, implemented in Rust (``rust/core/src/image``), run without the GIL.
 
 Arrays are NumPy, HxW (grey) or HxWxC (colour, RGB order), ``uint8`` or ``uint16``. Each operation
 matches an OpenCV oracle (see DESIGN.md, "Oracle conventions"):
@@ -75,9 +75,10 @@ def decode(
 ) -> np.ndarray:
     """Decode a JPEG, PNG or DICOM file (path) or in-memory bytes.
 
-    Returns ``uint8`` (JPEG, 8-bit PNG, DICOM with <= 8 bits stored) or ``uint16`` (16-bit PNG, DICOM
-    with more bits stored), HxW for grey and HxWx3 (RGB) for colour. ``mode="gray"`` always gives
-    HxW (JPEG decodes the luma plane, as ``cv2.IMREAD_GRAYSCALE``), ``mode="rgb"`` always HxWx3.
+    Returns ``uint8`` (JPEG, 8-bit PNG, DICOM with <= 8 bits stored) or ``uint16`` (16-bit PNG,
+    DICOM with more bits stored), HxW for grey and HxWx3 (RGB) for colour. ``mode="gray"``
+    always gives HxW (JPEG decodes the luma plane, as ``cv2.IMREAD_GRAYSCALE``), ``mode="rgb"``
+    always HxWx3.
 
     ``reduce_to=(w, h)``: JPEG decodes at the smallest scale 1/2, 1/4 or 1/8 whose output is still
     at least ``w`` x ``h`` (DCT scaling, as ``cv2.IMREAD_REDUCED_*``); other formats ignore it.

@@ -1,0 +1,67 @@
+# gradatim: `make demo` and `make test` each do all set-up on a fresh machine (Debian + Rust +
+# CPython with pip): system packages, Python packages, a release build of the extension, then run.
+
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check --root-user-action=ignore
+WHEELS := target/wheels
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
+
+.PHONY: all demo test test-rust test-python bench lint fmt sysdeps deps-demo deps-test testdata build clean
+
+all: test
+
+## The main job: the image pipeline on a real radiograph (pydicom-data's RG1_UNCR.dcm).
+demo: sysdeps deps-demo build
+	$(PYTHON) -m gradatim demo --out target/gradatim-demo.png
+
+## cargo tests of the core, then pytest (oracles: OpenCV, NumPy, pydicom, torch).
+test: sysdeps deps-test testdata build test-rust test-python
+
+test-rust:
+	cargo test -p gradatim-core --release
+
+test-python:
+	$(PYTHON) -m pytest -q
+
+## Throughput benchmarks (baseline and gradatim in one run; results in benches/results/).
+bench: sysdeps deps-test testdata build
+	$(PYTHON) benches/image_ops.py
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy -p gradatim-core -p gradatim-python -- -D warnings
+	$(PYTHON) -m ruff check python tests benches
+
+fmt:
+	cargo fmt --all
+	$(PYTHON) -m ruff format python tests benches
+
+# libjpeg-turbo is vendored and built by cmake, with nasm for its SIMD kernels.
+sysdeps:
+	@command -v cmake >/dev/null && command -v nasm >/dev/null || \
+	  { apt-get update -qq && $(APT_INSTALL) cmake nasm; }
+
+deps-demo:
+	$(PIP_INSTALL) -r requirements/demo.txt
+
+deps-test:
+	$(PIP_INSTALL) -r requirements/test.txt
+	$(PIP_INSTALL) --no-deps torchxrayvision
+
+# Real images that no one here made (Debian): JPEG variants and large photos. Best effort: the
+# tests that need them skip with a reason when they are missing.
+testdata:
+	@test -d /usr/share/libjxl-testdata && test -d /usr/share/wallpapers/Autumn || \
+	  { apt-get update -qq && $(APT_INSTALL) libjxl-testdata plasma-workspace-wallpapers; } || \
+	  echo "testdata: Debian test images unavailable; their tests will skip"
+
+# Release build of the extension, installed into $(PYTHON) (maturin develop needs a virtualenv).
+build:
+	rm -rf $(WHEELS)
+	$(PYTHON) -m maturin build --release --quiet -i $(PYTHON) --out $(WHEELS)
+	$(PIP_INSTALL) --no-deps --force-reinstall $(WHEELS)/gradatim-*.whl
+
+clean:
+	cargo clean
+	rm -rf $(WHEELS)

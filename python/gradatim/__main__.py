@@ -1,0 +1,5 @@
+"""``python -m gradatim`` runs the command line."""
+
+from gradatim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""The ``gradatim`` command line (``python -m gradatim`` is the same program).
+
+Each subcommand lives beside the code it drives and registers itself here with an
+``add_parser(subparsers)`` function that sets ``func`` on its parser; ``func(args)`` returns the
+exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from gradatim import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="gradatim",
+        description="Rust-accelerated data loading and curricula for medical VLM training.",
+    )
+    parser.add_argument("--version", action="version", version=f"gradatim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from gradatim import demo
+
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Shared fixtures: real images that no one here made, found where their packages install them.
+
+- ``pydicom-data`` (PyPI): RG1_UNCR.dcm, a PA chest radiograph (16-bit, MONOCHROME1), and twins.
+- Debian ``libjxl-testdata``: JPEG variants (progressive, 4:2:0/4:2:2/4:4:4, grey).
+- Debian ``plasma-workspace-wallpapers``: large real JPEG photos.
+
+A test that needs a missing package is skipped with the reason, never failed; ``make test``
+installs all three.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+LIBJXL_DIR = "/usr/share/libjxl-testdata/jxl/flower"
+WALLPAPER_GLOB = "/usr/share/wallpapers/*/contents/images/*.jpg"
+
+
+def dicom_file(name: str) -> Path:
+    """Path of a pydicom-data file, or skip."""
+    data = pytest.importorskip("pydicom.data", reason="pydicom-data is not installed")
+    try:
+        return Path(data.get_testdata_file(name))
+    except Exception as exc:  # pragma: no cover - depends on the installation
+        pytest.skip(f"pydicom-data file {name} unavailable: {exc}")
+
+
+def libjxl_jpegs() -> list[str]:
+    """The JPEG variants of libjxl-testdata (empty when the package is missing)."""
+    return sorted(glob.glob(f"{LIBJXL_DIR}/*.jpg"))
+
+
+def wallpaper_jpegs() -> list[str]:
+    """Large real photos (empty when the package is missing)."""
+    return sorted(glob.glob(WALLPAPER_GLOB))
+
+
+@pytest.fixture(scope="session")
+def radiograph_path() -> Path:
+    return dicom_file("RG1_UNCR.dcm")
+
+
+@pytest.fixture(scope="session")
+def radiograph_u16(radiograph_path: Path) -> np.ndarray:
+    """The real radiograph as gradatim decodes it (uint16, 1955 rows x 1841 columns)."""
+    from gradatim import image
+
+    return image.decode(radiograph_path)
+
+
+@pytest.fixture(scope="session")
+def radiograph_u8(radiograph_u16: np.ndarray) -> np.ndarray:
+    """An 8-bit version: the stored range stretched to 0..255."""
+    lo, hi = int(radiograph_u16.min()), int(radiograph_u16.max())
+    return ((radiograph_u16.astype(np.float64) - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def libjxl() -> list[str]:
+    files = libjxl_jpegs()
+    if not files:
+        pytest.skip(f"Debian libjxl-testdata is not installed ({LIBJXL_DIR} missing)")
+    return files
+
+
+@pytest.fixture(scope="session")
+def wallpapers() -> list[str]:
+    files = wallpaper_jpegs()
+    if not files:
+        pytest.skip("Debian plasma-workspace-wallpapers is not installed")
+    return files
