@@ -3,7 +3,9 @@
 //! Image operations (`image`), and later sampling and curricula. Nothing here knows about Python:
 //! the binding crate (`rust/python`) only converts arguments, releases the GIL and calls in.
 
+pub mod curriculum;
 pub mod error;
 pub mod image;
+pub mod sampling;
 
 pub use error::{Error, Result};

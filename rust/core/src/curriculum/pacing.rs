@@ -40,7 +40,9 @@ impl Pacing {
         };
         if let Pacing::Root { p } = kind {
             if !(p.is_finite() && p > 0.0) {
-                return Err(Error::invalid(format!("p: must be a positive number, got {p}")));
+                return Err(Error::invalid(format!(
+                    "p: must be a positive number, got {p}"
+                )));
             }
         }
         if let Pacing::BabyStep { buckets } | Pacing::OnePass { buckets } = kind {
@@ -58,7 +60,9 @@ impl Pacing {
 
 fn check(t: f64, epochs: f64, c0: f64) -> Result<()> {
     if !(epochs.is_finite() && epochs > 0.0) {
-        return Err(Error::invalid(format!("T: must be a positive number, got {epochs}")));
+        return Err(Error::invalid(format!(
+            "T: must be a positive number, got {epochs}"
+        )));
     }
     if !(t.is_finite() && t >= 0.0) {
         return Err(Error::invalid(format!("t: must be >= 0, got {t}")));
@@ -111,7 +115,13 @@ pub fn difficulty_order(difficulty: &[f64]) -> Result<Vec<i64>> {
 }
 
 /// The `[lo, hi)` range of sorted positions trained on at epoch `t`, over `n` samples.
-pub fn selected_range(kind: Pacing, t: f64, epochs: f64, c0: f64, n: usize) -> Result<(usize, usize)> {
+pub fn selected_range(
+    kind: Pacing,
+    t: f64,
+    epochs: f64,
+    c0: f64,
+    n: usize,
+) -> Result<(usize, usize)> {
     if n == 0 {
         return Err(Error::invalid("difficulty: the training set is empty"));
     }
@@ -147,15 +157,30 @@ mod tests {
     #[test]
     fn hand_computed() {
         let c0 = 0.01;
-        assert!(close(fraction(Pacing::Linear, 0.0, 10.0, c0).unwrap(), 0.01));
-        assert!(close(fraction(Pacing::Linear, 5.0, 10.0, c0).unwrap(), 0.505));
-        assert!(close(fraction(Pacing::Linear, 10.0, 10.0, c0).unwrap(), 1.0));
+        assert!(close(
+            fraction(Pacing::Linear, 0.0, 10.0, c0).unwrap(),
+            0.01
+        ));
+        assert!(close(
+            fraction(Pacing::Linear, 5.0, 10.0, c0).unwrap(),
+            0.505
+        ));
+        assert!(close(
+            fraction(Pacing::Linear, 10.0, 10.0, c0).unwrap(),
+            1.0
+        ));
         // root p=2 at t=T/2: sqrt(0.5 * (1 - 1e-4) + 1e-4) = sqrt(0.50005)
         let r = fraction(Pacing::Root { p: 2.0 }, 5.0, 10.0, c0).unwrap();
         assert!(close(r, 0.50005f64.sqrt()));
-        assert!(close(fraction(Pacing::Root { p: 2.0 }, 0.0, 10.0, c0).unwrap(), 0.01));
+        assert!(close(
+            fraction(Pacing::Root { p: 2.0 }, 0.0, 10.0, c0).unwrap(),
+            0.01
+        ));
         // geometric at t=T/2: 0.01^0.5 = 0.1
-        assert!(close(fraction(Pacing::Geometric, 5.0, 10.0, c0).unwrap(), 0.1));
+        assert!(close(
+            fraction(Pacing::Geometric, 5.0, 10.0, c0).unwrap(),
+            0.1
+        ));
         assert_eq!(fraction(Pacing::Geometric, 20.0, 10.0, c0).unwrap(), 1.0);
     }
 
@@ -168,20 +193,35 @@ mod tests {
         assert_eq!(selected_range(bs, 0.0, 10.0, 0.01, 100).unwrap(), (0, 20));
         assert_eq!(selected_range(bs, 4.0, 10.0, 0.01, 100).unwrap(), (0, 60));
         assert_eq!(selected_range(op, 4.0, 10.0, 0.01, 100).unwrap(), (40, 60));
-        assert_eq!(selected_range(op, 10.0, 10.0, 0.01, 103).unwrap(), (82, 103));
+        assert_eq!(
+            selected_range(op, 10.0, 10.0, 0.01, 103).unwrap(),
+            (82, 103)
+        );
         assert!(selected_range(op, 0.0, 10.0, 0.01, 3).is_err());
     }
 
     #[test]
     fn ceil_prefix() {
-        assert_eq!(selected_range(Pacing::Linear, 0.0, 10.0, 0.01, 150).unwrap(), (0, 2));
-        assert_eq!(selected_range(Pacing::Linear, 0.0, 10.0, 0.01, 10).unwrap(), (0, 1));
-        assert_eq!(selected_range(Pacing::Linear, 10.0, 10.0, 0.01, 10).unwrap(), (0, 10));
+        assert_eq!(
+            selected_range(Pacing::Linear, 0.0, 10.0, 0.01, 150).unwrap(),
+            (0, 2)
+        );
+        assert_eq!(
+            selected_range(Pacing::Linear, 0.0, 10.0, 0.01, 10).unwrap(),
+            (0, 1)
+        );
+        assert_eq!(
+            selected_range(Pacing::Linear, 10.0, 10.0, 0.01, 10).unwrap(),
+            (0, 10)
+        );
     }
 
     #[test]
     fn order_and_errors() {
-        assert_eq!(difficulty_order(&[0.3, 0.1, 0.3, 0.0]).unwrap(), vec![3, 1, 0, 2]);
+        assert_eq!(
+            difficulty_order(&[0.3, 0.1, 0.3, 0.0]).unwrap(),
+            vec![3, 1, 0, 2]
+        );
         assert!(difficulty_order(&[f64::NAN]).is_err());
         assert!(Pacing::parse("nope", 2.0, 5).is_err());
         assert!(Pacing::parse("root", 0.0, 5).is_err());

@@ -72,9 +72,16 @@ fn resolve_c(c: Option<f64>, num_classes: usize) -> Result<f64> {
 
 /// Eq. 11-13 from per-class difficulty (raw means; scaled here): `lambda_n(t)` for every class.
 /// `c` defaults to the number of classes.
-pub fn rrgcl_rates(class_difficulty: &[f64], t: f64, epochs: f64, c: Option<f64>) -> Result<Vec<f64>> {
+pub fn rrgcl_rates(
+    class_difficulty: &[f64],
+    t: f64,
+    epochs: f64,
+    c: Option<f64>,
+) -> Result<Vec<f64>> {
     if class_difficulty.is_empty() {
-        return Err(Error::invalid("class_difficulty: at least one class is required"));
+        return Err(Error::invalid(
+            "class_difficulty: at least one class is required",
+        ));
     }
     if let Some(i) = class_difficulty.iter().position(|d| !d.is_finite()) {
         return Err(Error::invalid(format!(
@@ -240,7 +247,10 @@ impl Rrgcl {
         &self.lambda0
     }
     pub fn class_sizes(&self) -> Vec<u64> {
-        self.offsets.windows(2).map(|w| (w[1] - w[0]) as u64).collect()
+        self.offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as u64)
+            .collect()
     }
     /// Class `n`'s samples, easiest first.
     pub fn class_members(&self, n: usize) -> &[u64] {
@@ -310,8 +320,14 @@ mod tests {
         assert!((r[0] - e0).abs() < 1e-15, "{} {}", r[0], e0);
         // class 1 (gamma 1) is linear: 0.25 + 0.75 * 0.5
         assert!((r[1] - 0.625).abs() < 1e-15);
-        assert_eq!(rrgcl_rates(&[0.0, 1.0], 10.0, 10.0, None).unwrap(), vec![1.0, 1.0]);
-        assert_eq!(rrgcl_rates(&[0.0, 1.0], 12.0, 10.0, None).unwrap(), vec![1.0, 1.0]);
+        assert_eq!(
+            rrgcl_rates(&[0.0, 1.0], 10.0, 10.0, None).unwrap(),
+            vec![1.0, 1.0]
+        );
+        assert_eq!(
+            rrgcl_rates(&[0.0, 1.0], 12.0, 10.0, None).unwrap(),
+            vec![1.0, 1.0]
+        );
     }
 
     #[test]
@@ -342,7 +358,10 @@ mod tests {
         assert!(counts.iter().all(|&k| k >= 1));
         // every class present
         for cls in 0..3 {
-            assert!(s.class_members(cls).iter().any(|i| first.contains(&(*i as i64))));
+            assert!(s
+                .class_members(cls)
+                .iter()
+                .any(|i| first.contains(&(*i as i64))));
         }
     }
 

@@ -47,3 +47,72 @@ pub fn decode_jpeg(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Dec
     dec.decompress(bytes, out).map_err(tj)?;
     Ok(Decoded::U8(img))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::decode::decode;
+
+    /// A smooth grey test card, JPEG-encoded by libjpeg-turbo itself.
+    fn encoded(width: usize, height: usize) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..width * height)
+            .map(|i| ((i % width + i / width) % 256) as u8)
+            .collect();
+        let img = TjImage {
+            pixels: pixels.as_slice(),
+            width,
+            pitch: width,
+            height,
+            format: PixelFormat::GRAY,
+        };
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(92).unwrap();
+        c.set_subsamp(turbojpeg::Subsamp::Gray).unwrap();
+        c.compress_to_vec(img).unwrap()
+    }
+
+    #[test]
+    fn reduced_decode_covers_the_target() {
+        let jpg = encoded(1001, 777);
+        let opts = |t| DecodeOptions {
+            reduce_to: Some(t),
+            ..Default::default()
+        };
+        let dims = |t| decode(&jpg, "t.jpg", &opts(t)).unwrap().dims();
+        assert_eq!(dims((250, 194)), (251, 195, 1)); // 1/8 (126x98) is too small -> 1/4
+        assert_eq!(dims((126, 98)), (126, 98, 1)); // 1/8 exactly covers
+        assert_eq!(dims((1001, 777)), (1001, 777, 1));
+        let full = decode(&jpg, "t.jpg", &DecodeOptions::default()).unwrap();
+        let Decoded::U8(full) = full else {
+            panic!("8-bit expected")
+        };
+        // a lossy round trip of a smooth card stays close to the source
+        assert!((full.data[500 * 1001 + 500] as i32 - ((1000 % 256) as i32)).abs() <= 3);
+    }
+
+    #[test]
+    fn truncated_and_oversized_jpegs_are_refused() {
+        let jpg = encoded(64, 48);
+        let e = decode(&jpg[..jpg.len() / 2], "cut.jpg", &DecodeOptions::default()).unwrap_err();
+        assert!(
+            matches!(e, Error::Decode { .. }) && e.to_string().contains("cut.jpg"),
+            "{e}"
+        );
+        let limited = DecodeOptions {
+            max_pixels: 64 * 48 - 1,
+            ..Default::default()
+        };
+        let e = decode(&jpg, "big.jpg", &limited).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::TooLarge {
+                    width: 64,
+                    height: 48,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}

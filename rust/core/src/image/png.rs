@@ -70,3 +70,50 @@ fn drop_alpha<T: Copy>(samples: Vec<T>, src_ch: usize, keep: usize) -> Vec<T> {
         .flat_map(|p| p[..keep].iter().copied())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::decode::decode;
+
+    fn encode(width: u32, height: u32, color: ColorType, depth: BitDepth, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, width, height);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        enc.write_header().unwrap().write_image_data(data).unwrap();
+        out
+    }
+
+    #[test]
+    fn sixteen_bit_grey_round_trips() {
+        let values: Vec<u16> = (0..6 * 5).map(|i| (i * 2000) as u16).collect();
+        let be: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
+        let bytes = encode(6, 5, ColorType::Grayscale, BitDepth::Sixteen, &be);
+        let Decoded::U16(img) = decode(&bytes, "g16.png", &DecodeOptions::default()).unwrap()
+        else {
+            panic!("16-bit expected")
+        };
+        assert_eq!((img.width, img.height, img.channels), (6, 5, 1));
+        assert_eq!(img.data, values);
+    }
+
+    #[test]
+    fn rgba_drops_alpha_and_oversize_is_refused() {
+        let data: Vec<u8> = (0..4 * 3 * 2).map(|i| i as u8).collect();
+        let bytes = encode(3, 2, ColorType::Rgba, BitDepth::Eight, &data);
+        let Decoded::U8(img) = decode(&bytes, "a.png", &DecodeOptions::default()).unwrap() else {
+            panic!("8-bit expected")
+        };
+        let expect: Vec<u8> = data.chunks(4).flat_map(|p| p[..3].to_vec()).collect();
+        assert_eq!(img.data, expect);
+        let limited = DecodeOptions {
+            max_pixels: 5,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode(&bytes, "a.png", &limited),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+}

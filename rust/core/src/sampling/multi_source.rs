@@ -245,7 +245,10 @@ impl MultiSource {
         if count == 0 {
             return Ok(Vec::new());
         }
-        if epoch.checked_mul(l.max(1)).is_none_or(|s| s >= (1u64 << 62)) {
+        if epoch
+            .checked_mul(l.max(1))
+            .is_none_or(|s| s >= (1u64 << 62))
+        {
             return Err(Error::invalid(format!("epoch: {epoch} is too large")));
         }
         if self.cfg.replacement {
@@ -339,9 +342,14 @@ impl MultiSource {
             counts: vec![0; self.cfg.sizes.len()],
         };
         let mut h = Vec::with_capacity(len as usize);
-        advance(&self.cfg, &self.log, &mut self.perms, &mut c, len, |_, idx| {
-            h.push(idx)
-        });
+        advance(
+            &self.cfg,
+            &self.log,
+            &mut self.perms,
+            &mut c,
+            len,
+            |_, idx| h.push(idx),
+        );
         self.head = Some((epoch, h.clone()));
         h
     }
@@ -349,8 +357,13 @@ impl MultiSource {
     /// A cursor at global position `g` of `epoch`, from the cached cursor, the snapshot taken at
     /// the last chunk's start, or the epoch's start, whichever is closest and valid.
     fn seek(&mut self, epoch: u64, g: u64) -> Cursor {
-        let usable = |c: &Option<Cursor>| c.as_ref().filter(|c| c.epoch == epoch && c.g <= g);
-        let mut c = match (usable(&self.cursor), usable(&self.snapshot)) {
+        fn usable(c: &Option<Cursor>, epoch: u64, g: u64) -> Option<&Cursor> {
+            c.as_ref().filter(|c| c.epoch == epoch && c.g <= g)
+        }
+        let mut c = match (
+            usable(&self.cursor, epoch, g),
+            usable(&self.snapshot, epoch, g),
+        ) {
             (Some(a), Some(b)) => {
                 if a.g >= b.g {
                     a.clone()
@@ -544,8 +557,22 @@ mod tests {
     fn deterministic_and_in_range() {
         for replacement in [true, false] {
             for mode in [Mode::Random, Mode::Interleave] {
-                let mut a = sampler(&[10, 0, 30], &[1.0, 0.0, 3.0], Some(500), replacement, mode, Shard::single());
-                let mut b = sampler(&[10, 0, 30], &[1.0, 0.0, 3.0], Some(500), replacement, mode, Shard::single());
+                let mut a = sampler(
+                    &[10, 0, 30],
+                    &[1.0, 0.0, 3.0],
+                    Some(500),
+                    replacement,
+                    mode,
+                    Shard::single(),
+                );
+                let mut b = sampler(
+                    &[10, 0, 30],
+                    &[1.0, 0.0, 3.0],
+                    Some(500),
+                    replacement,
+                    mode,
+                    Shard::single(),
+                );
                 let x = a.epoch_indices(3).unwrap();
                 assert_eq!(x, b.epoch_indices(3).unwrap());
                 assert_ne!(x, a.epoch_indices(4).unwrap());
@@ -560,7 +587,14 @@ mod tests {
         let sizes = [100, 1000, 10, 5000];
         let w = [0.4, 0.1, 0.3, 0.2];
         for replacement in [true, false] {
-            let mut s = sampler(&sizes, &w, Some(200_000), replacement, Mode::Random, Shard::single());
+            let mut s = sampler(
+                &sizes,
+                &w,
+                Some(200_000),
+                replacement,
+                Mode::Random,
+                Shard::single(),
+            );
             let off = s.offsets().to_vec();
             let mut c = [0f64; 4];
             for i in s.epoch_indices(0).unwrap() {
@@ -574,12 +608,23 @@ mod tests {
 
     #[test]
     fn without_replacement_covers_each_source_before_repeating() {
-        let mut s = sampler(&[50, 70], &[50.0, 70.0], Some(120), false, Mode::Random, Shard::single());
+        let mut s = sampler(
+            &[50, 70],
+            &[50.0, 70.0],
+            Some(120),
+            false,
+            Mode::Random,
+            Shard::single(),
+        );
         let x = s.epoch_indices(0).unwrap();
         let off = s.offsets().to_vec();
         // inside each source, the first `size` draws are distinct
         for src in 0..2 {
-            let mine: Vec<i64> = x.iter().copied().filter(|&i| source_of(&off, i) == src).collect();
+            let mine: Vec<i64> = x
+                .iter()
+                .copied()
+                .filter(|&i| source_of(&off, i) == src)
+                .collect();
             let size = [50usize, 70][src];
             let first: std::collections::HashSet<i64> = mine.iter().take(size).copied().collect();
             assert_eq!(first.len(), mine.len().min(size));
@@ -590,9 +635,23 @@ mod tests {
     fn chunks_equal_whole_epoch_in_any_order() {
         for replacement in [true, false] {
             for mode in [Mode::Random, Mode::Interleave] {
-                let mut s = sampler(&[13, 7, 29], &[0.2, 0.5, 0.3], Some(301), replacement, mode, Shard::single());
+                let mut s = sampler(
+                    &[13, 7, 29],
+                    &[0.2, 0.5, 0.3],
+                    Some(301),
+                    replacement,
+                    mode,
+                    Shard::single(),
+                );
                 let full = s.epoch_indices(2).unwrap();
-                let mut t = sampler(&[13, 7, 29], &[0.2, 0.5, 0.3], Some(301), replacement, mode, Shard::single());
+                let mut t = sampler(
+                    &[13, 7, 29],
+                    &[0.2, 0.5, 0.3],
+                    Some(301),
+                    replacement,
+                    mode,
+                    Shard::single(),
+                );
                 let mut parts = Vec::new();
                 for (a, b) in [(250, 301), (0, 17), (17, 250)] {
                     parts.push((a, t.chunk(2, a, b - a).unwrap()));
@@ -611,7 +670,14 @@ mod tests {
                 for n in [1u64, 5, 97, 100] {
                     for world in [1u64, 2, 3, 8] {
                         for drop_last in [false, true] {
-                            let mut single = sampler(&[9, 4], &[1.0, 2.0], Some(n), replacement, mode, Shard::single());
+                            let mut single = sampler(
+                                &[9, 4],
+                                &[1.0, 2.0],
+                                Some(n),
+                                replacement,
+                                mode,
+                                Shard::single(),
+                            );
                             let global = single.epoch_indices(1).unwrap();
                             let sh = Shard::new(0, world, drop_last).unwrap();
                             let expected_total = sh.total(n) as usize;
@@ -621,9 +687,21 @@ mod tests {
                             }
                             for r in 0..world {
                                 let shard = Shard::new(r, world, drop_last).unwrap();
-                                let mut s = sampler(&[9, 4], &[1.0, 2.0], Some(n), replacement, mode, shard);
+                                let mut s = sampler(
+                                    &[9, 4],
+                                    &[1.0, 2.0],
+                                    Some(n),
+                                    replacement,
+                                    mode,
+                                    shard,
+                                );
                                 let mine = s.epoch_indices(1).unwrap();
-                                let want: Vec<i64> = padded.iter().copied().skip(r as usize).step_by(world as usize).collect();
+                                let want: Vec<i64> = padded
+                                    .iter()
+                                    .copied()
+                                    .skip(r as usize)
+                                    .step_by(world as usize)
+                                    .collect();
                                 assert_eq!(mine, want, "n={n} world={world} r={r} drop_last={drop_last} repl={replacement} {mode:?}");
                             }
                         }
@@ -637,7 +715,14 @@ mod tests {
     fn weight_change_applies_from_its_step_on() {
         for replacement in [true, false] {
             for mode in [Mode::Random, Mode::Interleave] {
-                let mut a = sampler(&[100, 100], &[1.0, 0.0], Some(1000), replacement, mode, Shard::single());
+                let mut a = sampler(
+                    &[100, 100],
+                    &[1.0, 0.0],
+                    Some(1000),
+                    replacement,
+                    mode,
+                    Shard::single(),
+                );
                 a.set_weights(1500, vec![0.0, 1.0]).unwrap();
                 // epoch 0 (steps 0..1000) all source 0; epoch 1: positions < 500 source 0, then source 1
                 let e0 = a.epoch_indices(0).unwrap();
@@ -653,11 +738,25 @@ mod tests {
 
     #[test]
     fn weight_change_after_generation_invalidates_caches() {
-        let mut a = sampler(&[30, 30], &[1.0, 1.0], Some(200), false, Mode::Random, Shard::single());
+        let mut a = sampler(
+            &[30, 30],
+            &[1.0, 1.0],
+            Some(200),
+            false,
+            Mode::Random,
+            Shard::single(),
+        );
         let _ = a.chunk(0, 0, 150).unwrap();
         a.set_weights(100, vec![0.0, 1.0]).unwrap();
         let tail = a.chunk(0, 100, 100).unwrap();
-        let mut b = sampler(&[30, 30], &[1.0, 1.0], Some(200), false, Mode::Random, Shard::single());
+        let mut b = sampler(
+            &[30, 30],
+            &[1.0, 1.0],
+            Some(200),
+            false,
+            Mode::Random,
+            Shard::single(),
+        );
         b.set_weights(100, vec![0.0, 1.0]).unwrap();
         let full = b.epoch_indices(0).unwrap();
         assert_eq!(tail, full[100..]);
@@ -667,7 +766,14 @@ mod tests {
 
     #[test]
     fn interleave_follows_the_pattern() {
-        let mut s = sampler(&[1000, 1000], &[2.0, 1.0], Some(120), true, Mode::Interleave, Shard::single());
+        let mut s = sampler(
+            &[1000, 1000],
+            &[2.0, 1.0],
+            Some(120),
+            true,
+            Mode::Interleave,
+            Shard::single(),
+        );
         let x = s.epoch_indices(0).unwrap();
         let pat = interleave_pattern(&[2.0, 1.0]).unwrap();
         for (g, &i) in x.iter().enumerate() {
@@ -677,7 +783,14 @@ mod tests {
 
     #[test]
     fn same_step_replaces_and_log_is_sorted() {
-        let mut s = sampler(&[1, 1], &[1.0, 1.0], None, true, Mode::Random, Shard::single());
+        let mut s = sampler(
+            &[1, 1],
+            &[1.0, 1.0],
+            None,
+            true,
+            Mode::Random,
+            Shard::single(),
+        );
         s.set_weights(10, vec![1.0, 0.0]).unwrap();
         s.set_weights(5, vec![0.0, 1.0]).unwrap();
         s.set_weights(10, vec![2.0, 1.0]).unwrap();
@@ -690,9 +803,29 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(MultiSource::new(vec![], vec![], None, 0, true, Mode::Random, Shard::single()).is_err());
-        assert!(MultiSource::new(vec![0, 0], vec![1.0, 1.0], None, 0, true, Mode::Random, Shard::single()).is_err());
-        assert!(MultiSource::new(vec![1], vec![1.0], Some(0), 0, true, Mode::Random, Shard::single()).is_err());
+        assert!(
+            MultiSource::new(vec![], vec![], None, 0, true, Mode::Random, Shard::single()).is_err()
+        );
+        assert!(MultiSource::new(
+            vec![0, 0],
+            vec![1.0, 1.0],
+            None,
+            0,
+            true,
+            Mode::Random,
+            Shard::single()
+        )
+        .is_err());
+        assert!(MultiSource::new(
+            vec![1],
+            vec![1.0],
+            Some(0),
+            0,
+            true,
+            Mode::Random,
+            Shard::single()
+        )
+        .is_err());
         let mut s = sampler(&[3], &[1.0], Some(10), true, Mode::Random, Shard::single());
         assert!(s.chunk(0, 5, 6).is_err());
         assert!(Mode::parse("nope").is_err());

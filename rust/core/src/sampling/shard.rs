@@ -115,7 +115,11 @@ mod tests {
                         let ours: Vec<usize> = (0..s.local_len(n as u64))
                             .map(|p| s.base_position(n as u64, p) as usize)
                             .collect();
-                        assert_eq!(ours, torch_reference(n, w, r, drop_last), "n={n} w={w} r={r}");
+                        assert_eq!(
+                            ours,
+                            torch_reference(n, w, r, drop_last),
+                            "n={n} w={w} r={r}"
+                        );
                     }
                 }
             }

@@ -35,10 +35,14 @@ pub fn check_values(weights: &[f64]) -> Result<()> {
             return Err(Error::invalid(format!("weights: weight {i} is NaN")));
         }
         if w.is_infinite() {
-            return Err(Error::invalid(format!("weights: weight {i} is infinite ({w})")));
+            return Err(Error::invalid(format!(
+                "weights: weight {i} is infinite ({w})"
+            )));
         }
         if w < 0.0 {
-            return Err(Error::invalid(format!("weights: weight {i} is negative ({w})")));
+            return Err(Error::invalid(format!(
+                "weights: weight {i} is negative ({w})"
+            )));
         }
     }
     if weights.iter().all(|&w| w == 0.0) {
