@@ -2,7 +2,10 @@
 vision-language models.
 
 Submodules: :mod:`gradatim.image` (decode, CLAHE, affine warp with boxes, resize, flip, overlay,
-normalise). The exception family lives in :mod:`gradatim.errors` and is re-exported here.
+normalise), :mod:`gradatim.data` (``ManifestDataset``, ``Augment``, the drop-in ``DataLoader``;
+re-exported here, imported on first use because they need torch), :mod:`gradatim.sampling`,
+:mod:`gradatim.curriculum`, :mod:`gradatim.difficulty`. The exception family lives in
+:mod:`gradatim.errors` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -21,9 +24,21 @@ __all__ = [
     "__version__",
     "errors",
     "image",
+    "Augment",
+    "DataLoader",
+    "ManifestDataset",
     "GradatimError",
     "InvalidArgumentError",
     "DecodeError",
     "UnsupportedFormatError",
     "ImageTooLargeError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the loader needs torch; `import gradatim` alone (e.g. for gradatim.image) must not
+    if name in ("Augment", "DataLoader", "ManifestDataset"):
+        from gradatim import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'gradatim' has no attribute {name!r}")

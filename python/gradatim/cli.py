@@ -21,9 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gradatim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from gradatim import demo
+    from gradatim import demo, plot
 
     demo.add_parser(sub)
+    plot.add_parser(sub)
     return parser
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "hflip",
     "draw_boxes",
     "normalize",
+    "encode_jpeg",
+    "encode_png",
 ]
 
 DEFAULT_MAX_PIXELS: int = _core.DEFAULT_MAX_PIXELS
@@ -223,3 +225,16 @@ def normalize(
     if any(not np.isfinite(x) or x == 0 for x in s):
         raise InvalidArgumentError(f"normalize: std must be finite and non-zero, got {s}")
     return _core.normalize(arr, m, s)
+
+
+def encode_jpeg(img: ArrayLike, quality: int = 92) -> bytes:
+    """JPEG-encode a ``uint8`` grey (HxW) or RGB (HxWx3) image with libjpeg-turbo (colour: 4:2:0)."""
+    arr = _image(img, "encode_jpeg")
+    if arr.dtype != np.uint8:
+        raise InvalidArgumentError(f"encode_jpeg: JPEG holds 8-bit samples, got {arr.dtype}")
+    return _core.encode_jpeg(arr, int(quality))
+
+
+def encode_png(img: ArrayLike) -> bytes:
+    """PNG-encode a ``uint8`` or ``uint16`` grey (HxW) or RGB (HxWx3) image (lossless)."""
+    return _core.encode_png(_image(img, "encode_png"))

@@ -25,6 +25,14 @@ pub enum Error {
         pixels: u64,
         limit: u64,
     },
+    /// An error while loading one sample of a data set: `context` names the sample and its
+    /// manifest line; the cause keeps its own kind (and so its Python exception class).
+    #[error("{context}: {source}")]
+    InSample {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// Reading the input failed.
     #[error("cannot read {name}: {source}")]
     Io {
@@ -45,6 +53,14 @@ impl Error {
         Error::Decode {
             name: name.to_string(),
             reason: reason.to_string(),
+        }
+    }
+
+    /// The innermost error (for choosing the exception class of a wrapped error).
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::InSample { source, .. } => source.root(),
+            other => other,
         }
     }
 

@@ -4,6 +4,7 @@
 //! the binding crate (`rust/python`) only converts arguments, releases the GIL and calls in.
 
 pub mod curriculum;
+pub mod data;
 pub mod error;
 pub mod image;
 pub mod sampling;

@@ -10,7 +10,7 @@
 //! | Io                | `OSError` with errno and filename (`FileNotFoundError` ...) |
 
 use gradatim_core::Error;
-use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 
 fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
@@ -23,24 +23,33 @@ fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
     }
 }
 
-/// Convert a core error into the matching Python exception.
+/// Convert a core error into the matching Python exception. A sample-level wrapper
+/// (`InSample`) keeps the class of its cause and prefixes the message with the sample.
 pub fn to_py(err: Error) -> PyErr {
-    Python::attach(|py| match err {
-        Error::InvalidArgument(_) => raise(py, "InvalidArgumentError", err.to_string()),
-        Error::Decode { .. } => raise(py, "DecodeError", err.to_string()),
-        Error::Unsupported { .. } => raise(py, "UnsupportedFormatError", err.to_string()),
-        Error::TooLarge { .. } => raise(py, "ImageTooLargeError", err.to_string()),
-        Error::Io {
-            ref name,
-            ref source,
-        } => {
+    let message = err.to_string();
+    Python::attach(|py| match err.root() {
+        Error::InvalidArgument(_) => raise(py, "InvalidArgumentError", message),
+        Error::Decode { .. } => raise(py, "DecodeError", message),
+        Error::Unsupported { .. } => raise(py, "UnsupportedFormatError", message),
+        Error::TooLarge { .. } => raise(py, "ImageTooLargeError", message),
+        Error::Io { name, source } => {
             let errno = source.raw_os_error().unwrap_or(0);
-            PyOSError::new_err((errno, source.to_string(), name.clone()))
+            PyOSError::new_err((errno, message, name.clone()))
         }
+        Error::InSample { .. } => raise(py, "GradatimError", message), // root() unwraps these
     })
 }
 
 /// A Python argument of the wrong type (before the core is reached).
 pub fn wrong_type(what: &str, expected: &str) -> PyErr {
     PyTypeError::new_err(format!("{what}: expected {expected}"))
+}
+
+/// An object holding worker threads was used in a forked child, where those threads do not exist.
+pub fn used_after_fork(created_in: u32) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "this gradatim loader iterator was created in process {created_in} and cannot be used after \
+         fork (in process {}): its worker threads do not exist here; create the iterator in the child",
+        std::process::id()
+    ))
 }

@@ -309,7 +309,38 @@ fn normalize(
     with_array!(img, "normalize", |a| run(py, a, &mean, &std))
 }
 
+#[pyfunction]
+#[pyo3(signature = (img, quality=92))]
+fn encode_jpeg(
+    py: Python<'_>,
+    img: PyReadonlyArrayDyn<'_, u8>,
+    quality: i32,
+) -> PyResult<Py<PyAny>> {
+    let v = view(&img)?;
+    let bytes = py
+        .detach(|| core::encode::encode_jpeg(v, quality))
+        .map_err(to_py)?;
+    Ok(pyo3::types::PyBytes::new(py, &bytes).into_any().unbind())
+}
+
+#[pyfunction]
+fn encode_png(py: Python<'_>, img: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let bytes = if let Ok(a) = img.extract::<PyReadonlyArrayDyn<'_, u8>>() {
+        let v = view(&a)?;
+        py.detach(|| core::encode::encode_png_u8(v))
+    } else if let Ok(a) = img.extract::<PyReadonlyArrayDyn<'_, u16>>() {
+        let v = view(&a)?;
+        py.detach(|| core::encode::encode_png_u16(v))
+    } else {
+        return Err(wrong_type("encode_png", "a uint8 or uint16 numpy array"));
+    }
+    .map_err(to_py)?;
+    Ok(pyo3::types::PyBytes::new(py, &bytes).into_any().unbind())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(encode_jpeg, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_png, m)?)?;
     m.add_function(wrap_pyfunction!(decode_path, m)?)?;
     m.add_function(wrap_pyfunction!(decode_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(clahe, m)?)?;

@@ -3,12 +3,18 @@
 
 use pyo3::prelude::*;
 
+mod curriculum;
+mod data;
 mod error;
 mod image;
+mod sampling;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     image::register(m)?;
+    data::register(m)?;
+    sampling::register(m)?;
+    curriculum::register(m)?;
     Ok(())
 }

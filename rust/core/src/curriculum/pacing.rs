@@ -83,6 +83,15 @@ pub fn bucket_stage(t: f64, epochs: f64, buckets: usize) -> usize {
     }
 }
 
+/// [`bucket_stage`] with its arguments checked.
+pub fn checked_bucket_stage(t: f64, epochs: f64, buckets: usize) -> Result<usize> {
+    check(t, epochs, 1.0)?;
+    if buckets == 0 {
+        return Err(Error::invalid("buckets: must be at least 1"));
+    }
+    Ok(bucket_stage(t, epochs, buckets))
+}
+
 /// The fraction of the sorted data in use at epoch `t`: for bucket schedules, the upper end
 /// `j / k` of the bucket range (One Pass starts at `(j - 1) / k`).
 pub fn fraction(kind: Pacing, t: f64, epochs: f64, c0: f64) -> Result<f64> {

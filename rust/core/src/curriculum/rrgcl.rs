@@ -257,6 +257,17 @@ impl Rrgcl {
         &self.members[self.offsets[n]..self.offsets[n + 1]]
     }
 
+    /// [`Rrgcl::class_members`] with the id checked.
+    pub fn members(&self, n: usize) -> Result<&[u64]> {
+        if n >= self.num_classes() {
+            return Err(Error::invalid(format!(
+                "class: id {n} is out of range ({} classes)",
+                self.num_classes()
+            )));
+        }
+        Ok(self.class_members(n))
+    }
+
     /// `lambda_n(t)` for every class (Eq. 11).
     pub fn rates(&self, t: f64) -> Result<Vec<f64>> {
         check_time(t, self.epochs)?;

@@ -397,8 +397,10 @@ mod tests {
     fn medium_probability_hand_computed() {
         let mut s = sched(1);
         // gap = (1 - 0.4) / (1 + 1e-8) after one update with ema_rate 1
-        let mut p = StageParams::default();
-        p.ema_rate = 1.0;
+        let p = StageParams {
+            ema_rate: 1.0,
+            ..Default::default()
+        };
         s = StageScheduler { params: p, ..s };
         s.update(5, &[Some(1.0)], &[Some(0.4)], Some(1.0)).unwrap();
         let gap = 0.6 / (1.0 + 1e-8);
@@ -416,9 +418,12 @@ mod tests {
 
     #[test]
     fn hard_budget_grows_on_plateau_and_shrinks_on_rise() {
-        let mut p = StageParams::default();
-        p.ema_rate = 1.0; // EMA == last loss, so the history is the loss sequence
-        p.gamma_h = 0.1;
+        // ema_rate 1: the EMA is the last loss, so the history is the loss sequence
+        let p = StageParams {
+            ema_rate: 1.0,
+            gamma_h: 0.1,
+            ..Default::default()
+        };
         let mut s = StageScheduler::new(p, 1, 0).unwrap();
         // big easy-medium gap: 0.5
         for e in 0..4 {

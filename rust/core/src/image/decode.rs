@@ -78,13 +78,19 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
 
 /// Decode an in-memory image; `name` is used in error messages.
 pub fn decode(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Decoded> {
+    decode_scaled(bytes, name, opts).map(|(d, _)| d)
+}
+
+/// Decode, and say by which power of two the decoder shrank the image (1 = full size): decoded
+/// pixel `i` covers source pixels `[i * d, (i + 1) * d)`.
+pub fn decode_scaled(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
     if bytes.is_empty() {
         return Err(Error::decode(name, "the input is empty (0 bytes)"));
     }
-    let decoded = match sniff(bytes) {
+    let (decoded, denom) = match sniff(bytes) {
         Some(Format::Jpeg) => super::jpeg::decode_jpeg(bytes, name, opts)?,
-        Some(Format::Png) => super::png::decode_png(bytes, name, opts)?,
-        Some(Format::Dicom) => super::dicom::decode_dicom(bytes, name, opts)?,
+        Some(Format::Png) => (super::png::decode_png(bytes, name, opts)?, 1),
+        Some(Format::Dicom) => (super::dicom::decode_dicom(bytes, name, opts)?, 1),
         None => {
             return Err(Error::unsupported(
                 name,
@@ -95,17 +101,22 @@ pub fn decode(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Decoded>
             ))
         }
     };
-    Ok(apply_mode(decoded, opts.mode))
+    Ok((apply_mode(decoded, opts.mode), denom))
 }
 
 /// Read and decode a file; errors name the path.
 pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<Decoded> {
+    decode_file_scaled(path, opts).map(|(d, _)| d)
+}
+
+/// [`decode_file`] with the decoder's scale denominator, as [`decode_scaled`].
+pub fn decode_file_scaled(path: &Path, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         name: name.clone(),
         source,
     })?;
-    decode(&bytes, &name, opts)
+    decode_scaled(&bytes, &name, opts)
 }
 
 /// Refuse a declared size above the limit before anything is allocated.

@@ -7,7 +7,8 @@ use super::decode::{check_pixels, reduction_denominator, ColorMode, DecodeOption
 use super::Image;
 use crate::error::{Error, Result};
 
-pub fn decode_jpeg(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Decoded> {
+/// Decode; also returns the DCT scale denominator used (1, 2, 4 or 8).
+pub fn decode_jpeg(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
     let tj = |e: turbojpeg::Error| Error::decode(name, format!("JPEG: {e}"));
     let mut dec = Decompressor::new().map_err(tj)?;
     let header = dec.read_header(bytes).map_err(tj)?;
@@ -45,7 +46,7 @@ pub fn decode_jpeg(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Dec
         format,
     };
     dec.decompress(bytes, out).map_err(tj)?;
-    Ok(Decoded::U8(img))
+    Ok((Decoded::U8(img), denom))
 }
 
 #[cfg(test)]

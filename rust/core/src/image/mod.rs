@@ -8,6 +8,7 @@ pub mod clahe;
 pub mod decode;
 pub mod dicom;
 pub mod draw;
+pub mod encode;
 pub mod flip;
 pub mod jpeg;
 pub mod normalize;
@@ -28,6 +29,19 @@ pub trait Sample: Copy + Default + Send + Sync + PartialOrd + 'static {
     /// Round half away from zero and saturate, as OpenCV's `saturate_cast`.
     fn from_f32(v: f32) -> Self;
     fn from_usize_sat(v: usize) -> Self;
+    /// Round half to even and saturate: what `cv::saturate_cast<T>(float)` does on x86, where
+    /// `cvRound` is the SSE2 conversion (ties to even). Branch- and libm-free, so loops using it
+    /// auto-vectorise (clahe.rs, resize.rs rely on this for bit-exact OpenCV results).
+    fn from_f32_rne(v: f32) -> Self;
+}
+
+/// `v` rounded to the nearest integer, ties to even, for `0 <= v < 2**22`: adding 1.5 * 2**23
+/// leaves no fraction bits, so the FPU's default rounding does the work and the integer sits in
+/// the low mantissa bits (no float-to-int conversion, no `roundps`, which SSE2 lacks).
+#[inline(always)]
+fn round_ties_even_small(v: f32) -> u32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (v + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits())
 }
 
 impl Sample for u8 {
@@ -49,6 +63,10 @@ impl Sample for u8 {
     fn from_usize_sat(v: usize) -> Self {
         v.min(255) as u8
     }
+    #[inline(always)]
+    fn from_f32_rne(v: f32) -> Self {
+        round_ties_even_small(v.clamp(0.0, 255.0)) as u8
+    }
 }
 
 impl Sample for u16 {
@@ -69,6 +87,10 @@ impl Sample for u16 {
     #[inline(always)]
     fn from_usize_sat(v: usize) -> Self {
         v.min(65535) as u16
+    }
+    #[inline(always)]
+    fn from_f32_rne(v: f32) -> Self {
+        round_ties_even_small(v.clamp(0.0, 65535.0)) as u16
     }
 }
 

@@ -68,12 +68,34 @@ struct Entry {
     draw: Draw,
 }
 
-/// Draw counts per source after the first `g` global positions of `epoch`.
+/// Per source, the permutation cycle and the offset inside it of the next draw, after the first
+/// `g` global positions of `epoch` (kept as a pair so no division is needed per draw).
 #[derive(Clone, Debug)]
 struct Cursor {
     epoch: u64,
     g: u64,
-    counts: Vec<u64>,
+    counts: Vec<(u64, u64)>,
+}
+
+impl Cursor {
+    fn start(epoch: u64, sources: usize) -> Self {
+        Cursor {
+            epoch,
+            g: 0,
+            counts: vec![(0, 0); sources],
+        }
+    }
+}
+
+/// Takes the next (cycle, offset) of a source of `size` elements.
+#[inline(always)]
+fn bump(c: &mut (u64, u64), size: u64) -> (u64, u64) {
+    let cur = *c;
+    c.1 += 1;
+    if c.1 == size {
+        *c = (c.0 + 1, 0);
+    }
+    cur
 }
 
 struct PermCache {
@@ -266,24 +288,44 @@ impl MultiSource {
 
     fn chunk_with_replacement(&self, epoch: u64, start: u64, count: u64) -> Vec<i64> {
         let cfg = &self.cfg;
-        let (n, w) = (cfg.num_samples, cfg.shard.world_size);
+        let (n, w, rank) = (cfg.num_samples, cfg.shard.world_size, cfg.shard.rank);
         let base_step = epoch * cfg.local_len;
         let ksrc = derive_key(cfg.seed, &[TAG_SOURCE, epoch]);
         let kidx = derive_key(cfg.seed, &[TAG_INDEX, epoch]);
         let mut out = Vec::with_capacity(count as usize);
-        let mut seg = Segment::empty();
-        for p in start..start + count {
-            let b = cfg.shard.base_position(n, p);
-            let step = base_step + b / w;
-            if !seg.contains(step) {
-                seg = Segment::find(&self.log, step, base_step, w);
+        let end = start + count;
+        // Local position p reads global position p * W + rank, in row p (so at step
+        // base_step + p) until the padding, which repeats the epoch's first positions.
+        let pad_from = if n > rank { (n - rank).div_ceil(w) } else { 0 };
+        let mut p = start;
+        while p < end.min(pad_from) {
+            let seg = Segment::find(&self.log, base_step + p, base_step, w);
+            let stop = end.min(pad_from).min(seg.hi.saturating_sub(base_step));
+            let entry = &self.log[seg.entry];
+            let draw_index =
+                |g: u64, s: usize| (cfg.offsets[s] + bounded(at(kidx, g), cfg.sizes[s])) as i64;
+            match &entry.draw {
+                Draw::Alias(t) => {
+                    for q in p..stop {
+                        let g = q * w + rank;
+                        out.push(draw_index(g, t.draw(at(ksrc, g))));
+                    }
+                }
+                Draw::Pattern(pat) => {
+                    let len = pat.len() as u64;
+                    for q in p..stop {
+                        let g = q * w + rank;
+                        out.push(draw_index(g, pat[((g - seg.g0) % len) as usize] as usize));
+                    }
+                }
             }
-            let s = match &self.log[seg.entry].draw {
-                Draw::Alias(t) => t.draw(at(ksrc, b)),
-                Draw::Pattern(pat) => pat[((b - seg.g0) % pat.len() as u64) as usize] as usize,
-            };
-            let idx = cfg.offsets[s] + bounded(at(kidx, b), cfg.sizes[s]);
-            out.push(idx as i64);
+            p = stop;
+        }
+        for q in p.max(pad_from)..end {
+            let b = (q * w + rank) % n;
+            let seg = Segment::find(&self.log, base_step + b / w, base_step, w);
+            let s = source_at(&self.log, &seg, ksrc, b);
+            out.push((cfg.offsets[s] + bounded(at(kidx, b), cfg.sizes[s])) as i64);
         }
         out
     }
@@ -336,11 +378,7 @@ impl MultiSource {
             }
         }
         let len = self.cfg.shard.world_size.min(self.cfg.num_samples);
-        let mut c = Cursor {
-            epoch,
-            g: 0,
-            counts: vec![0; self.cfg.sizes.len()],
-        };
+        let mut c = Cursor::start(epoch, self.cfg.sizes.len());
         let mut h = Vec::with_capacity(len as usize);
         advance(
             &self.cfg,
@@ -372,11 +410,7 @@ impl MultiSource {
                 }
             }
             (Some(a), None) | (None, Some(a)) => a.clone(),
-            (None, None) => Cursor {
-                epoch,
-                g: 0,
-                counts: vec![0; self.cfg.sizes.len()],
-            },
+            (None, None) => Cursor::start(epoch, self.cfg.sizes.len()),
         };
         skip(&self.cfg, &self.log, &mut c, g);
         c
@@ -446,19 +480,43 @@ fn source_at(log: &[Entry], seg: &Segment, ksrc: u64, g: u64) -> usize {
     }
 }
 
+/// Calls `f(g, seg)` for every global position `g` in `from..until` of `epoch`, with the log
+/// segment in force there; walks row by row so no division is needed per position.
+#[inline(always)]
+fn for_positions(
+    cfg: &Config,
+    log: &[Entry],
+    epoch: u64,
+    from: u64,
+    until: u64,
+    mut f: impl FnMut(u64, &Segment),
+) {
+    let w = cfg.shard.world_size;
+    let base_step = epoch * cfg.local_len;
+    let mut g = from;
+    let mut row = from / w;
+    let mut seg = Segment::empty();
+    while g < until {
+        if !seg.contains(base_step + row) {
+            seg = Segment::find(log, base_step + row, base_step, w);
+        }
+        let row_end = ((row + 1) * w).min(until);
+        while g < row_end {
+            f(g, &seg);
+            g += 1;
+        }
+        row += 1;
+    }
+}
+
 /// Moves `c` to position `until` counting draws per source, without materialising indices.
 fn skip(cfg: &Config, log: &[Entry], c: &mut Cursor, until: u64) {
-    let w = cfg.shard.world_size;
-    let base_step = c.epoch * cfg.local_len;
     let ksrc = derive_key(cfg.seed, &[TAG_SOURCE, c.epoch]);
-    let mut seg = Segment::empty();
-    for g in c.g..until {
-        let step = base_step + g / w;
-        if !seg.contains(step) {
-            seg = Segment::find(log, step, base_step, w);
-        }
-        c.counts[source_at(log, &seg, ksrc, g)] += 1;
-    }
+    let counts = &mut c.counts;
+    for_positions(cfg, log, c.epoch, c.g, until, |g, seg| {
+        let s = source_at(log, seg, ksrc, g);
+        bump(&mut counts[s], cfg.sizes[s]);
+    });
     c.g = c.g.max(until);
 }
 
@@ -471,24 +529,15 @@ fn advance(
     until: u64,
     mut emit: impl FnMut(u64, i64),
 ) {
-    let w = cfg.shard.world_size;
     let epoch = c.epoch;
-    let base_step = epoch * cfg.local_len;
     let ksrc = derive_key(cfg.seed, &[TAG_SOURCE, epoch]);
-    let mut seg = Segment::empty();
-    for g in c.g..until {
-        let step = base_step + g / w;
-        if !seg.contains(step) {
-            seg = Segment::find(log, step, base_step, w);
-        }
-        let s = source_at(log, &seg, ksrc, g);
-        let k = c.counts[s];
-        c.counts[s] += 1;
-        let size = cfg.sizes[s];
-        let (cycle, off) = (k / size, k % size);
+    let counts = &mut c.counts;
+    for_positions(cfg, log, epoch, c.g, until, |g, seg| {
+        let s = source_at(log, seg, ksrc, g);
+        let (cycle, off) = bump(&mut counts[s], cfg.sizes[s]);
         let perm = permutation(cfg, perms, s, epoch, cycle);
         emit(g, (cfg.offsets[s] + perm[off as usize] as u64) as i64);
-    }
+    });
     c.g = c.g.max(until);
 }
 

@@ -1,0 +1,260 @@
+"""MedCLM's Easy / Medium / Hard stage curriculum (paper 001; the rules of MedCLM's released
+scheduler, computed in ``rust/core/src/curriculum/stages.rs``).
+
+- Easy: the box overlay is drawn on the image; Medium: no overlay, the batch carries a box mask
+  for the attention KL loss; Hard: answer only, no box information.
+- Epoch ``e < easy_warmup_epochs``: Easy only.
+- ``e < hard_transition_epoch``: Medium with probability
+  ``p_med = ramp(e) * sigmoid((gap_d - gamma) / tau)``, else Easy, where
+  ``ramp(e) = min(1, (e - easy_warmup_epochs) / ramp_kappa)`` (0 up to the warm-up's end) and
+  ``gap_d = (m_easy_d - m_med_d) / (m_easy_d + 1e-8)`` from the per-domain loss EMAs.
+- Later: Hard with probability ``lambda_H`` (the hard budget), else as above.
+- After each epoch (:meth:`StageScheduler.update`): EMAs ``m <- (1 - ema_rate) m + ema_rate x``
+  (the released code's convention: ``ema_rate`` weights the new value); the global EMA joins a
+  history; ``lambda_H`` grows by ``hard_step_up`` (up to ``hard_budget_max``) when the loss has
+  plateaued (every ``|delta| <= epsilon_plat`` over the last ``plateau_patience`` EMA values) and
+  the median gap over domains is ``>= gamma_h``; otherwise it shrinks by the factor
+  ``1 - hard_step_down`` when the last EMA rose by ``>= delta_rise``.
+
+Every constant is a parameter; the defaults are MedCLM's released configuration. The stage of a
+sample is a pure function of ``(seed, epoch, sample id)`` and the scheduler state, so it does not
+depend on worker count or order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from gradatim import _core
+from gradatim.errors import InvalidArgumentError
+
+__all__ = ["STAGES", "EASY", "MEDIUM", "HARD", "StageScheduler"]
+
+STAGES = ("easy", "medium", "hard")
+EASY, MEDIUM, HARD = 0, 1, 2
+
+_DEFAULTS: dict[str, Any] = {
+    "easy_warmup_epochs": 4,
+    "hard_transition_epoch": 19,
+    "ramp_kappa": 10.0,
+    "gamma": 0.5,
+    "tau": 0.1,
+    "gamma_h": 0.6,
+    "epsilon_plat": 0.01,
+    "plateau_patience": 5,
+    "delta_rise": 0.05,
+    "hard_step_up": 0.05,
+    "hard_step_down": 0.1,
+    "hard_budget_max": 0.3,
+    "hard_budget_init": 0.0,
+    "ema_rate": 0.9,
+    "ema_init_easy": 1e-3,
+    "ema_init_medium": 1e-3,
+    "ema_init_global": 1e-4,
+}
+
+
+class StageScheduler:
+    """Decides per sample and epoch between Easy, Medium and Hard (MedCLM).
+
+    Args:
+        domains: the domain names (MedCLM: lesion type + modality); losses are tracked per domain.
+            Unknown domains passed to :meth:`update` are added.
+        seed: seed of the per-sample stage draws.
+        easy_warmup_epochs, hard_transition_epoch, ramp_kappa, gamma, tau, gamma_h, epsilon_plat,
+        plateau_patience, delta_rise, hard_step_up, hard_step_down, hard_budget_max,
+        hard_budget_init, ema_rate, ema_init_easy, ema_init_medium, ema_init_global: the
+            constants of the rules in the module docstring (defaults: MedCLM's configuration).
+    """
+
+    def __init__(
+        self,
+        domains: Sequence[Hashable] = ("default",),
+        *,
+        seed: int = 0,
+        easy_warmup_epochs: int = 4,
+        hard_transition_epoch: int = 19,
+        ramp_kappa: float = 10.0,
+        gamma: float = 0.5,
+        tau: float = 0.1,
+        gamma_h: float = 0.6,
+        epsilon_plat: float = 0.01,
+        plateau_patience: int = 5,
+        delta_rise: float = 0.05,
+        hard_step_up: float = 0.05,
+        hard_step_down: float = 0.1,
+        hard_budget_max: float = 0.3,
+        hard_budget_init: float = 0.0,
+        ema_rate: float = 0.9,
+        ema_init_easy: float = 1e-3,
+        ema_init_medium: float = 1e-3,
+        ema_init_global: float = 1e-4,
+    ) -> None:
+        names = list(domains)
+        if not names or len(set(names)) != len(names):
+            raise InvalidArgumentError("domains: expected unique, non-empty domain names")
+        self._domains = names
+        self._index = {d: i for i, d in enumerate(names)}
+        self._seed = int(seed) % (1 << 64)
+        self._params = {
+            "easy_warmup_epochs": int(easy_warmup_epochs),
+            "hard_transition_epoch": int(hard_transition_epoch),
+            "ramp_kappa": float(ramp_kappa),
+            "gamma": float(gamma),
+            "tau": float(tau),
+            "gamma_h": float(gamma_h),
+            "epsilon_plat": float(epsilon_plat),
+            "plateau_patience": int(plateau_patience),
+            "delta_rise": float(delta_rise),
+            "hard_step_up": float(hard_step_up),
+            "hard_step_down": float(hard_step_down),
+            "hard_budget_max": float(hard_budget_max),
+            "hard_budget_init": float(hard_budget_init),
+            "ema_rate": float(ema_rate),
+            "ema_init_easy": float(ema_init_easy),
+            "ema_init_medium": float(ema_init_medium),
+            "ema_init_global": float(ema_init_global),
+        }
+        for key in ("easy_warmup_epochs", "hard_transition_epoch", "plateau_patience"):
+            if self._params[key] < 0:
+                raise InvalidArgumentError(f"{key}: must be >= 0")
+        self._core = _core.StageScheduler(len(names), self._seed, **self._params)
+
+    # -- domains ---------------------------------------------------------------------------------
+    @property
+    def domains(self) -> list[Hashable]:
+        return list(self._domains)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every constant in use."""
+        return dict(self._params)
+
+    def _domain_id(self, domain: Hashable, add: bool = False) -> int:
+        if domain in self._index:
+            return self._index[domain]
+        if add:
+            self._index[domain] = len(self._domains)
+            self._domains.append(domain)
+            self._core.ensure_domains(len(self._domains))
+            return self._index[domain]
+        raise InvalidArgumentError(f"domain: unknown domain {domain!r} (known: {self._domains})")
+
+    # -- decisions -------------------------------------------------------------------------------
+    def assign(
+        self, sample_ids: ArrayLike, epoch: int, domains: Sequence[Hashable] | None = None
+    ) -> NDArray[np.uint8]:
+        """Stage codes (0 Easy, 1 Medium, 2 Hard) of samples ``sample_ids`` (stable ids, e.g.
+        dataset indices) at ``epoch``; ``domains`` gives each sample's domain (default: the first
+        domain for all)."""
+        ids = np.ascontiguousarray(sample_ids, dtype=np.int64).ravel()
+        if domains is None:
+            dom = np.zeros(ids.shape[0], dtype=np.int64)
+        else:
+            dom = np.fromiter((self._domain_id(d) for d in domains), dtype=np.int64)
+        return self._core.assign(ids, dom, int(epoch))
+
+    def stage(self, sample_id: int, epoch: int, domain: Hashable | None = None) -> str:
+        """``"easy"``, ``"medium"`` or ``"hard"`` for one sample."""
+        doms = None if domain is None else [domain]
+        return STAGES[int(self.assign([sample_id], epoch, doms)[0])]
+
+    def medium_probability(self, domain: Hashable, epoch: int) -> float:
+        """``p_med = ramp(epoch) * sigmoid((gap - gamma) / tau)`` for ``domain``."""
+        return float(self._core.medium_probability(self._domain_id(domain), int(epoch)))
+
+    def gap(self, domain: Hashable) -> float:
+        """The normalised easy-vs-medium loss gap of ``domain``."""
+        return float(self._core.gap(self._domain_id(domain)))
+
+    def ramp(self, epoch: int) -> float:
+        return float(self._core.ramp(int(epoch)))
+
+    @property
+    def median_gap(self) -> float:
+        return float(self._core.median_gap())
+
+    @property
+    def hard_budget(self) -> float:
+        """``lambda_H``: the probability of Hard once ``epoch >= hard_transition_epoch``."""
+        return float(self._core.get_state()[5])
+
+    @property
+    def plateau(self) -> bool:
+        """Whether the last ``plateau_patience`` global EMA values moved by ``<= epsilon_plat``."""
+        return bool(self._core.plateau())
+
+    @property
+    def loss_rising(self) -> bool:
+        return bool(self._core.loss_rising())
+
+    # -- learning signal -------------------------------------------------------------------------
+    def update(
+        self,
+        losses: Mapping[Hashable, Mapping[str, float]],
+        *,
+        epoch: int,
+        global_loss: float | None = None,
+    ) -> None:
+        """End of ``epoch``: ``losses[domain]`` holds the epoch's mean ``"easy"`` and/or
+        ``"medium"`` loss (other keys, e.g. ``"hard"``, only count for the global loss).
+        ``global_loss`` defaults to the mean of every value given (the released code's rule)."""
+        for d in losses:
+            self._domain_id(d, add=True)
+        n = len(self._domains)
+        easy: list[float | None] = [None] * n
+        medium: list[float | None] = [None] * n
+        values: list[float] = []
+        for d, entry in losses.items():
+            k = self._index[d]
+            for key, v in entry.items():
+                x = float(v)
+                values.append(x)
+                if key == "easy":
+                    easy[k] = x
+                elif key == "medium":
+                    medium[k] = x
+        if global_loss is None and values:
+            global_loss = float(np.mean(values))
+        self._core.update(
+            int(epoch), easy, medium, None if global_loss is None else float(global_loss)
+        )
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state: parameters, domains, EMAs, EMA history and hard budget."""
+        epoch, ema_easy, ema_medium, ema_global, history, budget = self._core.get_state()
+        return {
+            "version": 1,
+            "kind": "StageScheduler",
+            "seed": self._seed,
+            "params": dict(self._params),
+            "domains": list(self._domains),
+            "epoch": int(epoch),
+            "ema_easy": list(ema_easy),
+            "ema_medium": list(ema_medium),
+            "ema_global": float(ema_global),
+            "history": list(history),
+            "hard_budget": float(budget),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (parameters and domains included)."""
+        if state.get("kind") != "StageScheduler" or state.get("version") != 1:
+            raise InvalidArgumentError("state: not a StageScheduler state_dict")
+        params = {**_DEFAULTS, **dict(state["params"])}
+        self.__init__(state["domains"], seed=int(state["seed"]), **params)  # type: ignore[misc]
+        self._core.set_state(
+            (
+                int(state["epoch"]),
+                [float(x) for x in state["ema_easy"]],
+                [float(x) for x in state["ema_medium"]],
+                float(state["ema_global"]),
+                [float(x) for x in state["history"]],
+                float(state["hard_budget"]),
+            )
+        )

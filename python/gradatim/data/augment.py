@@ -1,0 +1,92 @@
+"""Augmentation as plain data (DESIGN.md "Image pipeline"), run per sample in Rust
+(``rust/core/src/data/augment.rs``).
+
+An :class:`Augment` is a serialisable description (JSON via :meth:`Augment.to_dict`); the random
+parameters of each sample are drawn from ``(seed, epoch, sample index)``, so results do not depend
+on thread count. The work happens at the output size: reduced decode, crop + area resize, then
+CLAHE and the affine warp on the small image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Augment"]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """What to do to each training image. Each part is a dict of parameters, or ``None`` (off).
+
+    - ``clahe``: ``{"clip_limit": 2.0, "tile_grid": (8, 8), "p": 1.0}``
+    - ``affine``: ``{"rotate": 10.0, "scale": (0.95, 1.05), "translate": 0.05, "shear": 0.0,
+      "p": 1.0}`` - rotation and shear in +- degrees, translation in +- fraction of the size
+    - ``crop``: random resized crop ``{"scale": (0.9, 1.0), "ratio": (0.75, 1.333), "p": 0.3}``
+    - ``flip``: ``{"p": 0.5}`` - never applied to laterality-sensitive samples; when applied,
+      "left"/"right" are swapped in the text
+    - ``min_visible``: a box keeping less than this fraction of its area is dropped
+    """
+
+    clahe: dict[str, Any] | None = field(
+        default_factory=lambda: {"clip_limit": 2.0, "tile_grid": (8, 8), "p": 1.0}
+    )
+    affine: dict[str, Any] | None = field(
+        default_factory=lambda: {
+            "rotate": 10.0,
+            "scale": (0.95, 1.05),
+            "translate": 0.05,
+            "shear": 0.0,
+            "p": 1.0,
+        }
+    )
+    crop: dict[str, Any] | None = None
+    flip: dict[str, Any] | None = None
+    min_visible: float = 0.25
+
+    @classmethod
+    def none(cls) -> Augment:
+        """No augmentation: decode, resize, normalise."""
+        return cls(clahe=None, affine=None, crop=None, flip=None)
+
+    @classmethod
+    def cure_train(cls) -> Augment:
+        """CURE's training recipe: CLAHE clip 4.0 8x8 (p 0.5), random resized crop (scale
+        0.9-1.0, p 0.3), affine (scale 0.9-1.1, translate +-10 %, rotate +-15 deg, p 0.5),
+        no flip."""
+        return cls(
+            clahe={"clip_limit": 4.0, "tile_grid": (8, 8), "p": 0.5},
+            crop={"scale": (0.9, 1.0), "p": 0.3},
+            affine={"rotate": 15.0, "scale": (0.9, 1.1), "translate": 0.1, "p": 0.5},
+            flip=None,
+        )
+
+    @classmethod
+    def cure_eval(cls) -> Augment:
+        """CURE's evaluation recipe: CLAHE clip 3.0, always; nothing random."""
+        return cls(clahe={"clip_limit": 3.0, "tile_grid": (8, 8), "p": 1.0}, affine=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Augment:
+        """Inverse of :meth:`to_dict`; missing parts are off, unknown keys are an error."""
+        unknown = set(d) - {"clahe", "affine", "crop", "flip", "min_visible"}
+        if unknown:
+            from gradatim.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"augment: unknown parts {sorted(unknown)}")
+        return cls(
+            clahe=d.get("clahe"),
+            affine=d.get("affine"),
+            crop=d.get("crop"),
+            flip=d.get("flip"),
+            min_visible=float(d.get("min_visible", 0.25)),
+        )
+
+    def to_json(self) -> str:
+        """The JSON the Rust core reads; it validates it when a data set is made."""
+        return json.dumps(self.to_dict())

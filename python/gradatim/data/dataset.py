@@ -1,0 +1,233 @@
+"""``ManifestDataset``: a manifest (DESIGN.md "Data model") as a map-style torch ``Dataset``.
+
+With :class:`gradatim.DataLoader` it takes the fast path: Rust threads read, decode, augment,
+render the box-aware text and write whole batches into one buffer. With any other loader (or
+``dataset[i]``) each item is loaded by the same Rust code, one sample at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from gradatim import _core
+from gradatim.data.augment import Augment
+from gradatim.errors import InvalidArgumentError
+from gradatim.image import DEFAULT_MAX_PIXELS
+
+__all__ = ["ManifestDataset", "read_manifest_lines", "batch_to_torch"]
+
+StageArg = Literal["easy", "medium", "hard"] | Any | None
+_STAGE_CODES = {"easy": 0, "medium": 1, "hard": 2}
+
+
+def read_manifest_lines(manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]]) -> str:
+    """The manifest as JSON lines: a ``.jsonl`` file as is, a ``.parquet`` file row by row through
+    pyarrow (line numbers are then row numbers, 1-based), or in-memory records."""
+    if isinstance(manifest, (str, os.PathLike)):
+        path = Path(manifest)
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(path).to_pylist()
+            return "\n".join(json.dumps(_plain(r)) for r in rows)
+        return path.read_text(encoding="utf-8")
+    return "\n".join(json.dumps(_plain(dict(r))) for r in manifest)
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    """Parquet map/struct columns arrive as lists of pairs or dicts with None fields: normalise."""
+    labels = record.get("labels")
+    if isinstance(labels, list):  # pyarrow map<string, ...> -> [(key, value), ...]
+        record["labels"] = dict(labels)
+    elif isinstance(labels, dict):
+        record["labels"] = {k: v for k, v in labels.items()}
+    return record
+
+
+class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Image-text samples of a manifest, decoded and augmented in Rust.
+
+    Args:
+        manifest: a ``.jsonl`` or ``.parquet`` path, or an iterable of record dicts.
+        root: folder that relative image paths are resolved against (default: the manifest's
+            folder, or the current directory for in-memory records).
+        image_size: output ``(width, height)``.
+        augment: an :class:`Augment` (or its dict), ``None`` for no augmentation.
+        box_format: ``"cure"`` | ``"maira2"`` | ``"loc"`` | ``"xyxy"``, for boxes in target text.
+        channels: 1 (grey) or 3 (RGB; grey images are replicated).
+        output: ``"float32"`` (``(v / max - mean) / std``) or ``"uint8"``.
+        mean, std: per-channel normalisation on the [0, 1] scale (default 0 and 1).
+        on_error: ``"raise"`` (the error names the file and manifest line) or ``"skip"`` (the
+            sample is replaced by a deterministic other one and counted in ``loader.stats()``).
+        allow_outside_root: allow absolute image paths and paths climbing out of ``root``.
+        templates: overrides of the prompt/target templates (see ``docs/loader.md``).
+        seed: augmentation seed (combined with the loader's seed and the epoch).
+        stages: MedCLM stage per sample: ``None`` (no stage curriculum), ``"easy"``,
+            ``"medium"``, ``"hard"``, or a :class:`gradatim.curriculum.StageScheduler`.
+        mask_grid: ``(w, h)`` patch grid of the Medium-stage ``box_mask``; ``mask_sigma`` its
+            Gaussian blur in cells; ``overlay_thickness`` the Easy-stage outline width.
+    """
+
+    def __init__(
+        self,
+        manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+        *,
+        root: str | os.PathLike[str] | None = None,
+        image_size: tuple[int, int] = (512, 512),
+        augment: Augment | Mapping[str, Any] | None = None,
+        box_format: Literal["cure", "maira2", "loc", "xyxy"] = "cure",
+        channels: int = 1,
+        output: Literal["float32", "uint8"] = "float32",
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        allow_outside_root: bool = False,
+        templates: Mapping[str, str] | None = None,
+        seed: int = 0,
+        stages: StageArg = None,
+        mask_grid: tuple[int, int] = (16, 16),
+        mask_sigma: float = 1.0,
+        overlay_thickness: int = 3,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if isinstance(manifest, (str, os.PathLike)):
+            name = os.fspath(manifest)
+            default_root = Path(manifest).resolve().parent
+        else:
+            name, default_root = "<records>", Path.cwd()
+        if augment is None:
+            augment = Augment.none()
+        elif isinstance(augment, Mapping):
+            augment = Augment.from_dict(dict(augment))
+        if channels not in (1, 3):
+            raise InvalidArgumentError(f"channels must be 1 or 3, got {channels}")
+        w, h = (int(v) for v in image_size)
+        self.augment: Augment = augment
+        self.image_size = (w, h)
+        self.channels = channels
+        self.output = output
+        self.box_format = box_format
+        self.seed = int(seed)
+        self.stages = stages
+        self.epoch = 0
+        self._core = _core.Dataset(
+            read_manifest_lines(manifest),
+            name,
+            os.fspath(root) if root is not None else os.fspath(default_root),
+            bool(allow_outside_root),
+            w,
+            h,
+            channels,
+            output,
+            _per_channel(mean, 0.0, channels, "mean"),
+            _per_channel(std, 1.0, channels, "std"),
+            augment.to_json(),
+            box_format,
+            json.dumps(dict(templates or {})),
+            on_error,
+            int(max_pixels),
+            tuple(int(v) for v in mask_grid),
+            float(mask_sigma),
+            int(overlay_thickness),
+        )
+        if isinstance(stages, str) and stages not in _STAGE_CODES:
+            raise InvalidArgumentError(
+                f"stages must be easy, medium, hard or a scheduler, not {stages!r}"
+            )
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def record(self, index: int) -> dict[str, Any]:
+        """The manifest record at ``index`` (image path resolved)."""
+        return self._core.record(int(index))
+
+    def column(self, name: str) -> list[Any]:
+        """A manifest column: ``id``, ``image``, ``source``, ``task``, ``split``, ``text`` or
+        ``line``."""
+        return self._core.column(name)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used by ``dataset[i]`` (the loader passes its own epoch to its workers)."""
+        self.epoch = int(epoch)
+
+    def stage_codes(self, indices: NDArray[np.int64], epoch: int) -> list[int]:
+        """MedCLM stage code per sample (-1 without a stage curriculum)."""
+        if self.stages is None:
+            return []
+        if isinstance(self.stages, str):
+            return [_STAGE_CODES[self.stages]] * len(indices)
+        scheduler = self.stages
+        domains = getattr(scheduler, "domains", [])
+        sources = None
+        if domains:
+            col = self._sources()
+            picked = [col[i] for i in indices.tolist()]
+            if all(s in domains for s in picked):
+                sources = picked
+        return scheduler.assign(indices, epoch, sources).astype(np.int8).tolist()
+
+    def _sources(self) -> list[str]:
+        if not hasattr(self, "_source_column"):
+            self._source_column = self.column("source")
+        return self._source_column
+
+    def load_batch(
+        self, indices: Sequence[int], *, epoch: int | None = None, seed: int | None = None
+    ) -> dict[str, Any]:
+        """Build one batch synchronously (Rust, GIL released) as a dict of tensors and lists."""
+        idx = np.asarray(indices, dtype=np.int64)
+        e = self.epoch if epoch is None else int(epoch)
+        s = self.seed if seed is None else int(seed)
+        return batch_to_torch(self._core.batch(idx.tolist(), e, s, self.stage_codes(idx, e)))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """One sample (tensors without the batch dimension), for torch's own DataLoader."""
+        if not 0 <= index < len(self):
+            if -len(self) <= index < 0:
+                index += len(self)
+            else:
+                raise IndexError(f"index {index} out of range for {len(self)} samples")
+        batch = self.load_batch([index])
+        return {k: _unbatch(v) for k, v in batch.items() if k not in ("skipped", "work_ns")}
+
+
+def _unbatch(v: Any) -> Any:
+    if isinstance(v, torch.Tensor) or isinstance(v, list):
+        return v[0]
+    return v
+
+
+def _per_channel(
+    v: Sequence[float] | float | None, default: float, channels: int, name: str
+) -> list[float]:
+    vals = [default] if v is None else np.atleast_1d(np.asarray(v, dtype=np.float64)).tolist()
+    if len(vals) == 1:
+        vals = vals * channels
+    if len(vals) != channels:
+        raise InvalidArgumentError(f"{name} has {len(vals)} values for {channels} channels")
+    return [float(x) for x in vals]
+
+
+_TENSORS = ("pixel_values", "boxes", "box_count", "index", "stage", "box_mask")
+
+
+def batch_to_torch(
+    batch: dict[str, Any], pin: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> dict[str, Any]:
+    """Turn the core's dict of NumPy arrays into tensors without copying (``torch.from_numpy``)."""
+    out = dict(batch)
+    for key in _TENSORS:
+        arr = out.get(key)
+        if arr is not None:
+            t = torch.from_numpy(arr)
+            out[key] = pin(t) if pin is not None else t
+    return out

@@ -1,0 +1,2 @@
+"""placeholder"""
+from gradatim.difficulty.vns_gap import vns_gap

@@ -1,0 +1,494 @@
+"""Manifest records: the builder, the schema check, and the JSONL / Parquet writer and reader.
+
+One record per image-text sample (DESIGN.md, "Data model: the manifest")::
+
+    {"id": "mimic-cxr/02aa804e-...", "image": "files/p10/p10000032/s50414267/02aa804e-....jpg",
+     "source": "mimic-cxr", "task": "report", "split": "train",
+     "text": "<findings> <impression>", "prompt": null,
+     "labels": {"No Finding": 1, "Cardiomegaly": 0, ...},
+     "boxes": [{"box": [x1, y1, x2, y2], "phrase": "...", "anatomy": "right lung" | null}],
+     "laterality_sensitive": true}
+
+Boxes are in the source image's pixels, ``x1 < x2`` and ``y1 < y2``. :func:`validate_record` is
+the pure-Python schema check that the converters, the phantom generator and the tests share; its
+errors (:class:`gradatim.errors.ManifestError`) name the file, the line or row and the field, and
+never quote report text. Unknown fields are refused so that a misspelt field name is an error
+rather than a silently missing value.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from gradatim.errors import ManifestError
+from gradatim.manifest.classes import CHEXPERT_LABELS
+
+__all__ = [
+    "TASKS",
+    "FIELDS",
+    "Where",
+    "Conversion",
+    "make_box",
+    "make_record",
+    "validate_record",
+    "join_report",
+    "join_image",
+    "write_manifest",
+    "read_manifest",
+    "open_text",
+    "iter_csv",
+    "parse_float",
+    "SPLITS",
+    "hash_split",
+    "splitter",
+    "normalize_split",
+]
+
+TASKS: tuple[str, ...] = (
+    "report",
+    "phrase_grounding",
+    "grounded_report",
+    "anatomy_grounded_report",
+    "vqa",
+)
+"""The task names a record may carry (CURE's templates plus report generation and VQA)."""
+
+FIELDS: tuple[str, ...] = (
+    "id",
+    "image",
+    "source",
+    "task",
+    "split",
+    "text",
+    "prompt",
+    "labels",
+    "boxes",
+    "laterality_sensitive",
+)
+"""Record fields in the order they are written."""
+
+_REQUIRED = ("id", "image", "source", "task", "split", "text")
+_BOX_FIELDS = ("box", "phrase", "anatomy")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a record comes from, for error messages: a file and a 1-based line, row or entry."""
+
+    path: str | None = None
+    row: int | None = None
+    row_kind: str = "line"
+
+    def error(self, field: str | None, reason: str) -> ManifestError:
+        """A :class:`ManifestError` at this place about ``field``."""
+        return ManifestError(reason, self.path, self.row, field, self.row_kind)
+
+
+def _where(where: Where | str | os.PathLike[str] | None) -> Where:
+    if isinstance(where, Where):
+        return where
+    return Where(None if where is None else os.fspath(where))
+
+
+def make_box(box: Sequence[float], phrase: str = "", anatomy: str | None = None) -> dict[str, Any]:
+    """One ``boxes`` entry: ``[x1, y1, x2, y2]`` in source-image pixels, its phrase and anatomy."""
+    return {"box": [float(v) for v in box], "phrase": phrase, "anatomy": anatomy}
+
+
+def make_record(
+    *,
+    id: str,
+    image: str,
+    source: str,
+    task: str,
+    split: str,
+    text: str,
+    prompt: str | None = None,
+    labels: Mapping[str, int | None] | None = None,
+    boxes: Iterable[Mapping[str, Any]] = (),
+    laterality_sensitive: bool = True,
+) -> dict[str, Any]:
+    """Build a record with every field, in :data:`FIELDS` order (not validated; see
+    :func:`validate_record`)."""
+    return {
+        "id": id,
+        "image": image,
+        "source": source,
+        "task": task,
+        "split": split,
+        "text": text,
+        "prompt": prompt,
+        "labels": dict(labels or {}),
+        "boxes": [dict(b) for b in boxes],
+        "laterality_sensitive": laterality_sensitive,
+    }
+
+
+def _nonempty_str(record: Mapping[str, Any], name: str, where: Where) -> str:
+    value = record.get(name)
+    if not isinstance(value, str):
+        raise where.error(name, f"expected a string, got {type(value).__name__}")
+    if name != "text" and not value.strip():
+        raise where.error(name, "must not be empty")
+    return value
+
+
+def _label_value(value: Any, name: str, where: Where) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise where.error(name, f"expected 1, 0, -1 or null, got {type(value).__name__}")
+    if value not in (1, 0, -1):
+        raise where.error(name, f"expected 1, 0, -1 or null, got {value!r}")
+    return int(value)
+
+
+def _box(entry: Any, i: int, where: Where) -> dict[str, Any]:
+    name = f"boxes[{i}]"
+    if not isinstance(entry, Mapping):
+        raise where.error(name, f"expected an object, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(_BOX_FIELDS))
+    if unknown:
+        raise where.error(f"{name}.{unknown[0]}", f"unknown field (allowed: {_BOX_FIELDS})")
+    coords = entry.get("box")
+    if not isinstance(coords, (list, tuple)) or len(coords) != 4:
+        raise where.error(f"{name}.box", "expected [x1, y1, x2, y2]")
+    out: list[float] = []
+    for v in coords:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise where.error(f"{name}.box", f"coordinates must be finite numbers, got {coords!r}")
+        out.append(float(v))
+    if not (out[0] < out[2] and out[1] < out[3]):
+        raise where.error(f"{name}.box", f"expected x1 < x2 and y1 < y2, got {out!r}")
+    phrase = entry.get("phrase", "")
+    if not isinstance(phrase, str):
+        raise where.error(f"{name}.phrase", f"expected a string, got {type(phrase).__name__}")
+    anatomy = entry.get("anatomy")
+    if anatomy is not None and (not isinstance(anatomy, str) or not anatomy.strip()):
+        raise where.error(f"{name}.anatomy", "expected a non-empty string or null")
+    return {"box": out, "phrase": phrase, "anatomy": anatomy}
+
+
+def validate_record(
+    record: Mapping[str, Any], where: Where | str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Check one record against the manifest schema; return it normalised.
+
+    Normalised: fields in :data:`FIELDS` order, the optional ones filled with their defaults
+    (``prompt`` None, ``labels`` {}, ``boxes`` [], ``laterality_sensitive`` True), label values
+    as ``int``, box coordinates as ``float``. ``where`` (a :class:`Where`, or just a path) places
+    errors: :class:`gradatim.errors.ManifestError` names the file, the line/row and the field.
+    """
+    w = _where(where)
+    if not isinstance(record, Mapping):
+        raise w.error(None, f"expected a JSON object, got {type(record).__name__}")
+    unknown = sorted(set(record) - set(FIELDS))
+    if unknown:
+        raise w.error(unknown[0], f"unknown field (the manifest's fields are {', '.join(FIELDS)})")
+    for name in _REQUIRED:
+        if name not in record:
+            raise w.error(name, "missing")
+    out: dict[str, Any] = {name: _nonempty_str(record, name, w) for name in _REQUIRED}
+    if out["task"] not in TASKS:
+        raise w.error("task", f"unknown task {out['task']!r} (expected one of {', '.join(TASKS)})")
+    if out["task"] == "report" and not out["text"].strip():
+        raise w.error("text", "a report record needs a non-empty report text")
+    prompt = record.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise w.error("prompt", f"expected a string or null, got {type(prompt).__name__}")
+    out["prompt"] = prompt
+    labels = record.get("labels")
+    if labels is None:
+        labels = {}
+    if not isinstance(labels, Mapping):
+        raise w.error("labels", f"expected an object label -> value, got {type(labels).__name__}")
+    clean: dict[str, int | None] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not key.strip():
+            raise w.error("labels", f"label names must be non-empty strings, got {key!r}")
+        clean[key] = _label_value(value, f"labels[{key!r}]", w)
+    # CheXpert order first, then any other labels as given: stable, diff-friendly output.
+    ordered = {k: clean[k] for k in CHEXPERT_LABELS if k in clean}
+    ordered.update((k, v) for k, v in clean.items() if k not in ordered)
+    out["labels"] = ordered
+    boxes = record.get("boxes")
+    if boxes is None:
+        boxes = []
+    if not isinstance(boxes, (list, tuple)):
+        raise w.error("boxes", f"expected a list, got {type(boxes).__name__}")
+    out["boxes"] = [_box(b, i, w) for i, b in enumerate(boxes)]
+    lat = record.get("laterality_sensitive", True)
+    if not isinstance(lat, bool):
+        raise w.error("laterality_sensitive", f"expected true or false, got {lat!r}")
+    out["laterality_sensitive"] = lat
+    return out
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def join_report(*sections: str | None) -> str:
+    """Join report sections (findings, impression) into one text: whitespace runs collapsed to
+    one space, empty sections dropped, sections separated by one space."""
+    parts = [_SPACE.sub(" ", s).strip() for s in sections if s]
+    return " ".join(p for p in parts if p)
+
+
+def join_image(prefix: str | os.PathLike[str] | None, name: str) -> str:
+    """The manifest ``image`` of file ``name`` under ``prefix`` (POSIX separators)."""
+    if not prefix:
+        return name
+    return f"{os.fspath(prefix).replace(os.sep, '/').rstrip('/')}/{name}"
+
+
+@dataclass
+class Conversion:
+    """What a converter produced: the records, and how many inputs it skipped for which reason.
+
+    ``inputs`` counts the units the converter read (reports, images, annotation rows, ...);
+    ``notes`` counts events that did not drop a record (a study without labels, ...).
+    """
+
+    source: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    inputs: int = 0
+    on_error: str = "raise"
+    notes: Counter[str] = field(default_factory=Counter)
+
+    def reject(self, err: ManifestError) -> None:
+        """Raise ``err`` (``on_error="raise"``) or count it as skipped (``"skip"``)."""
+        if self.on_error != "skip":
+            raise err
+        self.skipped[f"invalid {err.field or 'record'}"] += 1
+
+    def summary(self) -> str:
+        """One line of counts (never any text or identifier), for logs."""
+        line = f"{self.source}: {len(self.records)} records from {self.inputs} inputs"
+        if self.skipped:
+            line += "; skipped " + ", ".join(
+                f"{n} ({why})" for why, n in sorted(self.skipped.items())
+            )
+        if self.notes:
+            line += "; " + ", ".join(f"{n} {what}" for what, n in sorted(self.notes.items()))
+        return line
+
+
+def _check_on_error(on_error: str) -> str:
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    return on_error
+
+
+def _parquet_schema() -> Any:
+    import pyarrow as pa
+
+    box = pa.struct(
+        [
+            pa.field("box", pa.list_(pa.float64()), nullable=False),
+            pa.field("phrase", pa.string(), nullable=False),
+            pa.field("anatomy", pa.string()),
+        ]
+    )
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("image", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("task", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("prompt", pa.string()),
+            pa.field("labels", pa.map_(pa.string(), pa.int8()), nullable=False),
+            pa.field("boxes", pa.list_(box), nullable=False),
+            pa.field("laterality_sensitive", pa.bool_(), nullable=False),
+        ]
+    )
+
+
+def _is_parquet(path: Path, parquet: bool | None) -> bool:
+    return parquet if parquet is not None else path.suffix.lower() in (".parquet", ".pq")
+
+
+def write_manifest(
+    records: Iterable[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    parquet: bool | None = None,
+) -> Path:
+    """Validate ``records`` and write them as JSONL (default) or Parquet (``parquet=True``, or a
+    ``.parquet`` suffix). Ids must be unique. The file is written to a temporary name and moved
+    into place, so a failed conversion never leaves a half-written manifest. Returns the path.
+    """
+    out = Path(path)
+    clean: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for i, rec in enumerate(records, start=1):
+        r = validate_record(rec, Where(str(out), i, "record"))
+        if r["id"] in seen:
+            raise ManifestError(
+                f"duplicate id (also record {seen[r['id']]})", str(out), i, "id", "record"
+            )
+        seen[r["id"]] = i
+        clean.append(r)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        if _is_parquet(out, parquet):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            os.close(fd)
+            rows = [{**r, "labels": list(r["labels"].items())} for r in clean]
+            pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()), tmp)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                for r in clean:
+                    f.write(json.dumps(r, ensure_ascii=False, allow_nan=False))
+                    f.write("\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def read_manifest(
+    path: str | os.PathLike[str], *, parquet: bool | None = None
+) -> list[dict[str, Any]]:
+    """Read and validate a JSONL or Parquet manifest (pure Python; the loader has its own reader).
+
+    Blank JSONL lines are skipped; ids must be unique. Errors name the file, the line (JSONL) or
+    row (Parquet, 1-based) and the field.
+    """
+    p = Path(path)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if _is_parquet(p, parquet):
+        import pyarrow.parquet as pq
+
+        kind = "row"
+        for i, row in enumerate(pq.read_table(p).to_pylist(), start=1):
+            if isinstance(row.get("labels"), list):
+                row["labels"] = dict(row["labels"])
+            rows.append((i, validate_record(row, Where(str(p), i, kind))))
+    else:
+        kind = "line"
+        with open(p, encoding="utf-8") as f:
+            for i, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ManifestError(f"invalid JSON: {exc.msg}", str(p), i, None) from None
+                rows.append((i, validate_record(obj, Where(str(p), i, kind))))
+    seen: dict[str, int] = {}
+    for i, rec in rows:
+        if rec["id"] in seen:
+            raise ManifestError(
+                f"duplicate id (first at {kind} {seen[rec['id']]})", str(p), i, "id", kind
+            )
+        seen[rec["id"]] = i
+    return [rec for _, rec in rows]
+
+
+def open_text(path: str | os.PathLike[str]) -> TextIO:
+    """Open a text file for reading, gunzipping ``*.gz`` transparently (UTF-8, BOM dropped)."""
+    p = os.fspath(path)
+    if p.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8-sig", newline="")
+    return open(p, encoding="utf-8-sig", newline="")
+
+
+def iter_csv(
+    path: str | os.PathLike[str], required: Sequence[str] = ()
+) -> Iterator[tuple[Where, dict[str, str]]]:
+    """Rows of a CSV file (``.csv`` or ``.csv.gz``) as ``(where, row)``; ``where.row`` is the
+    file's line number (the header is line 1). Missing ``required`` columns raise
+    :class:`ManifestError` naming the column."""
+    p = os.fspath(path)
+    with open_text(p) as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        for col in required:
+            if col not in header:
+                raise ManifestError(f"missing column (header has {header})", p, 1, col)
+        for row in reader:
+            yield Where(p, reader.line_num), row
+
+
+def parse_float(value: str | None, where: Where, field: str) -> float:
+    """A finite number from a CSV/JSON cell, or a :class:`ManifestError` naming ``field``."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise where.error(field, f"expected a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise where.error(field, f"expected a finite number, got {value!r}")
+    return x
+
+
+SPLITS: tuple[str, ...] = ("train", "validate", "test")
+"""The split names converters write (MIMIC-CXR's spelling; datasets that say "val" or
+"validation" are mapped to "validate")."""
+
+_SPLIT_ALIASES = {
+    "val": "validate",
+    "valid": "validate",
+    "validation": "validate",
+    "dev": "validate",
+}
+
+
+def normalize_split(name: str) -> str:
+    """A dataset's split name in the manifest's spelling (``"val"`` -> ``"validate"``)."""
+    low = name.strip().lower()
+    return _SPLIT_ALIASES.get(low, low)
+
+
+def hash_split(key: str, fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> str:
+    """A deterministic train/validate/test assignment of ``key`` (SHA-256 of the key, so the
+    same key always lands in the same split, whatever else is converted). Use a patient or study
+    key so that one patient's images never straddle splits."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not sum(fractions) > 0:
+        raise ValueError(f"fractions must be three non-negative numbers, got {fractions!r}")
+    u = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+    total = float(sum(fractions))
+    acc = 0.0
+    for name, f in zip(SPLITS, fractions, strict=True):
+        acc += f / total
+        if u < acc:
+            return name
+    return SPLITS[-1]
+
+
+def splitter(spec: str) -> Callable[[str], str]:
+    """Turn a ``--split`` value into ``key -> split``: a fixed name (``"train"``) or
+    ``"hash:0.7,0.1,0.2"`` (:func:`hash_split` with those train/validate/test fractions)."""
+    if spec.startswith("hash"):
+        rest = spec[4:].lstrip(":")
+        try:
+            fractions = tuple(float(x) for x in rest.split(",")) if rest else (0.7, 0.1, 0.2)
+            hash_split("probe", fractions)
+        except ValueError:
+            raise ValueError(
+                f"split spec {spec!r}: expected 'hash:TRAIN,VALIDATE,TEST' fractions"
+            ) from None
+        return lambda key: hash_split(key, fractions)
+    if not spec.strip():
+        raise ValueError("split name must not be empty")
+    name = normalize_split(spec)
+    return lambda key: name

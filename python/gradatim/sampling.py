@@ -1,0 +1,511 @@
+"""Samplers: which global indices a rank reads, in which order. Indices are generated in Rust
+(``rust/core/src/sampling``) in chunks, deterministically from ``(seed, epoch, position)``.
+
+- :class:`MultiSourceSampler`: weighted draws over the concatenation of several sources (CURE's
+  inter-dataset curriculum, natural or uniform mixing), weights changeable at any step;
+- :class:`CurriculumSampler`: shuffles and shards the subset a curriculum picks for each epoch
+  (RRGCL, pacing baselines);
+- :func:`interleave_pattern`: CURE's deterministic slot pattern.
+
+Both samplers are ``torch.utils.data.Sampler`` subclasses (when torch is installed) and work with a
+plain ``torch.utils.data.DataLoader``. Distributed sharding follows
+``torch.utils.data.DistributedSampler``: every rank computes the same global sequence, pads it by
+repeating its start up to a multiple of ``world_size`` (or truncates it with ``drop_last``) and
+takes positions ``rank, rank + world_size, ...``. ``state_dict()`` is plain JSON-able data;
+``load_state_dict()`` continues the exact sequence. See ``docs/curriculum.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from gradatim import _core
+from gradatim.errors import InvalidArgumentError
+
+try:  # torch is optional: without it the samplers are plain iterables with the same protocol
+    from torch.utils.data import Sampler as _SamplerBase
+except ImportError:  # pragma: no cover - exercised only where torch is absent
+
+    class _SamplerBase:  # type: ignore[no-redef]
+        """Stand-in for ``torch.utils.data.Sampler`` when torch is not installed."""
+
+
+__all__ = [
+    "MultiSourceSampler",
+    "CurriculumSampler",
+    "interleave_pattern",
+    "interleave_slots",
+]
+
+STATE_VERSION = 1
+DEFAULT_CHUNK = 1 << 16
+_U64 = 1 << 64
+
+
+def _seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    return int(seed) % _U64  # like torch.Generator.manual_seed, any int is accepted
+
+
+def _int_arg(value: Any, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{what}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _sizes(sizes: ArrayLike) -> list[int]:
+    arr = np.asarray(sizes)
+    if arr.ndim != 1 or arr.size == 0:
+        raise InvalidArgumentError(
+            f"sizes: expected a non-empty 1-D sequence of ints, got shape {arr.shape}"
+        )
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise InvalidArgumentError(f"sizes: expected integers, got dtype {arr.dtype}")
+    if np.any(arr < 0):
+        bad = int(np.flatnonzero(arr < 0)[0])
+        raise InvalidArgumentError(f"sizes: source {bad} has a negative size ({arr[bad]})")
+    return [int(x) for x in arr]
+
+
+def _weights(weights: ArrayLike) -> list[float]:
+    try:
+        arr = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(f"weights: expected a 1-D sequence of numbers ({e})") from None
+    if arr.ndim != 1:
+        raise InvalidArgumentError(
+            f"weights: expected a 1-D sequence of numbers, got shape {arr.shape}"
+        )
+    return [float(x) for x in arr]
+
+
+def interleave_pattern(weights: ArrayLike) -> NDArray[np.int64]:
+    """One period of CURE's deterministic interleave: source ids, each source ``i`` appearing
+    ``max(int(20 * w_i / w_min), 1)`` times (weights normalised first; zero weights get no slot),
+    spread evenly (see ``docs/curriculum.md``). Equal weights give a plain round robin."""
+    return _core.interleave_pattern(_weights(weights))
+
+
+def interleave_slots(weights: ArrayLike) -> list[int]:
+    """Slots per source in one period of :func:`interleave_pattern`."""
+    return list(_core.interleave_slots(_weights(weights)))
+
+
+class _PassTracker:
+    """Bookkeeping of one pass over a list of indices, cheap per item: the pass yields from a
+    list iterator, and the position is read back from that iterator's ``__length_hint__``."""
+
+    def __init__(self) -> None:
+        self.epoch: int | None = None  # epoch of the active pass, None when no pass is active
+        self.chunk: list[int] = []
+        self.chunk_start = 0
+        self.it: Iterator[int] = iter(self.chunk)
+        self.token: object = None
+
+    def consumed(self) -> int:
+        return self.chunk_start + len(self.chunk) - self.it.__length_hint__()  # type: ignore[attr-defined]
+
+    def load(self, chunk: list[int], start: int) -> Iterator[int]:
+        self.chunk, self.chunk_start = chunk, start
+        self.it = iter(chunk)
+        return self.it
+
+
+class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
+    """Weighted sampler over the concatenation of several sources, yielding global indices
+    (source ``i`` occupies ``offsets[i] .. offsets[i + 1]``).
+
+    Args:
+        sizes: number of samples of each source.
+        weights: relative weight of each source (non-negative, finite, not all zero; they need not
+            sum to 1). A source with weight 0 is never drawn.
+        num_samples: draws per epoch over all ranks (default: the total size of the sources).
+        seed: base seed; epoch ``e`` uses the stream ``(seed, e)``.
+        replacement: with replacement, the element inside the chosen source is uniform. Without,
+            each source is read along a fresh random permutation and, when exhausted, starts a new
+            one, so weights keep their meaning even when they ask for more than a source holds.
+        mode: ``"random"`` draws the source of every position independently with the weights;
+            ``"interleave"`` follows CURE's deterministic slot pattern (:func:`interleave_pattern`).
+        rank, world_size, drop_last: ``DistributedSampler`` sharding.
+        chunk_size: indices generated per call into Rust.
+
+    Steps: a weight change applies from a *step*, the per-rank position counted from the start of
+    epoch 0 (``epoch * len(self) + position``). ``set_weights`` logs ``(step, weights)``; the log
+    is part of ``state_dict()``, so a resumed run switches at the same step, and the indices of the
+    current chunk not handed out yet are regenerated, so prefetching cannot bypass a change.
+
+    Epochs: like ``DistributedSampler``, ``set_epoch(e)`` picks the epoch; when a pass runs to its
+    end without ``set_epoch``, the next pass uses the next epoch (as ``RandomSampler`` would
+    reshuffle), so calling ``set_epoch`` every epoch is optional but recommended.
+    """
+
+    def __init__(
+        self,
+        sizes: ArrayLike,
+        weights: ArrayLike,
+        num_samples: int | None = None,
+        *,
+        seed: int = 0,
+        replacement: bool = True,
+        mode: str = "random",
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> None:
+        super().__init__()
+        self._sizes = _sizes(sizes)
+        self._num_samples_arg = (
+            None if num_samples is None else _int_arg(num_samples, "num_samples", 1)
+        )
+        self._seed = _seed(seed)
+        self._replacement = bool(replacement)
+        self._mode = str(mode)
+        self._rank = _int_arg(rank, "rank")
+        self._world_size = _int_arg(world_size, "world_size", 1)
+        self._drop_last = bool(drop_last)
+        self._chunk_size = _int_arg(chunk_size, "chunk_size", 1)
+        self._core = self._make_core(self._seed, _weights(weights))
+        self._offsets = np.asarray(self._core.offsets, dtype=np.int64)
+        self._epoch = 0
+        self._resume = 0
+        self._pass = _PassTracker()
+
+    def _make_core(self, seed: int, weights: list[float]) -> _core.MultiSource:
+        return _core.MultiSource(
+            self._sizes,
+            weights,
+            self._num_samples_arg,
+            seed,
+            self._replacement,
+            self._mode,
+            self._rank,
+            self._world_size,
+            self._drop_last,
+        )
+
+    # -- torch Sampler protocol ------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Indices per rank and epoch: ``ceil(num_samples / world_size)``, or the floor with
+        ``drop_last`` (``DistributedSampler.num_samples``)."""
+        return int(self._core.local_len)
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, pos = self._epoch, self._resume
+        self._resume = 0
+        n = len(self)
+        track = self._pass
+        token = object()
+        track.token, track.epoch = token, epoch
+        track.load([], pos)
+        while pos < n:
+            count = min(self._chunk_size, n - pos)
+            chunk = self._core.chunk(epoch, pos, count).tolist()
+            yield from track.load(chunk, pos)
+            if track.token is not token:  # a newer pass took over
+                return
+            pos = track.consumed()
+        track.epoch = None
+        self._epoch = epoch + 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next pass. Setting the epoch a restored state points at keeps the
+        restored position (so the usual ``set_epoch`` at the top of a resumed epoch is safe)."""
+        epoch = _int_arg(epoch, "epoch")
+        if epoch != self._epoch:
+            self._resume = 0
+        self._epoch = epoch
+
+    # -- weights ---------------------------------------------------------------------------------
+    def _now(self) -> int:
+        """The step of the next index this sampler will hand out."""
+        if self._pass.epoch is not None:
+            return self._pass.epoch * len(self) + self._pass.consumed()
+        return self._epoch * len(self) + self._resume
+
+    def set_weights(self, weights: ArrayLike, *, step: int | None = None) -> int:
+        """Use ``weights`` from ``step`` on (default: the next index to be handed out). A step
+        that was already handed out is moved to the next index (what was yielded stays yielded);
+        pass ``step = consumed samples`` to make the switch independent of prefetching. Returns the
+        step at which the weights apply. Raises ``ValueError`` for negative, NaN, infinite,
+        all-zero or wrong-length weights."""
+        now = self._now()
+        at = now if step is None else max(_int_arg(step, "step"), now)
+        self._core.set_weights(at, _weights(weights))
+        track = self._pass
+        if track.epoch is not None:
+            # Indices of the current chunk from the switch on were drawn with the old weights:
+            # cut them, so the pass regenerates them.
+            cut = at - track.epoch * len(self) - track.chunk_start
+            if 0 <= cut < len(track.chunk):
+                del track.chunk[max(cut, track.consumed() - track.chunk_start) :]
+        return at
+
+    @property
+    def weights(self) -> list[float]:
+        """The weights in force at the next index to be handed out."""
+        return list(self._core.weights_at(self._now()))
+
+    @property
+    def weight_log(self) -> list[tuple[int, list[float]]]:
+        """Every logged change as ``(step, weights)``, sorted by step; the first is at step 0."""
+        return [(int(s), list(w)) for s, w in self._core.log()]
+
+    # -- introspection ---------------------------------------------------------------------------
+    @property
+    def sizes(self) -> list[int]:
+        return list(self._sizes)
+
+    @property
+    def offsets(self) -> NDArray[np.int64]:
+        """Global index of each source's first element; the last entry is the total size."""
+        return self._offsets.copy()
+
+    @property
+    def num_samples(self) -> int:
+        """Draws per epoch over all ranks (before padding / drop_last)."""
+        return int(self._core.num_samples)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    def source_of(self, indices: ArrayLike) -> NDArray[np.int64]:
+        """The source of each global index."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return np.searchsorted(self._offsets, idx, side="right").astype(np.int64) - 1
+
+    def epoch_indices(self, epoch: int | None = None) -> NDArray[np.int64]:
+        """This rank's whole epoch as an int64 array (does not move the iteration state)."""
+        e = self._epoch if epoch is None else _int_arg(epoch, "epoch")
+        return self._core.chunk(e, 0, len(self))
+
+    # -- state -----------------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "sizes": list(self._sizes),
+            "num_samples": self.num_samples,
+            "replacement": self._replacement,
+            "mode": self._mode,
+            "world_size": self._world_size,
+            "drop_last": self._drop_last,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state: configuration, seed, epoch, position (indices handed out in the
+        epoch) and the weight log. A loader that prefetches may overwrite ``position`` with the
+        number of indices the model consumed."""
+        if self._pass.epoch is not None:
+            epoch, position = self._pass.epoch, self._pass.consumed()
+        else:
+            epoch, position = self._epoch, self._resume
+        if position >= len(self) > 0:
+            epoch, position = epoch + 1, 0
+        return {
+            "version": STATE_VERSION,
+            "kind": "MultiSourceSampler",
+            **self._config(),
+            "rank": self._rank,
+            "seed": self._seed,
+            "epoch": int(epoch),
+            "position": int(position),
+            "weight_log": [[s, w] for s, w in self.weight_log],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the sequence saved by :meth:`state_dict` (of this rank or any rank: the rank
+        is this sampler's own). The configuration must match; seed and weight log are adopted."""
+        if not isinstance(state, dict) or state.get("kind") != "MultiSourceSampler":
+            raise InvalidArgumentError("state: not a MultiSourceSampler state_dict")
+        if state.get("version") != STATE_VERSION:
+            raise InvalidArgumentError(f"state: unsupported version {state.get('version')!r}")
+        for key, mine in self._config().items():
+            if state.get(key) != mine:
+                raise InvalidArgumentError(
+                    f"state: {key} is {state.get(key)!r} in the state but {mine!r} here"
+                )
+        log = state["weight_log"]
+        if not log or int(log[0][0]) != 0:
+            raise InvalidArgumentError("state: the weight log must start at step 0")
+        seed = _seed(state["seed"])
+        core = self._make_core(seed, _weights(log[0][1]))
+        for step, w in log[1:]:
+            core.set_weights(_int_arg(step, "state: weight_log step"), _weights(w))
+        position = _int_arg(state["position"], "state: position")
+        if position > int(core.local_len):
+            raise InvalidArgumentError(f"state: position {position} is beyond the epoch")
+        self._core, self._seed = core, seed
+        self._epoch = _int_arg(state["epoch"], "state: epoch")
+        self._resume = position
+        self._pass = _PassTracker()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy / deepcopy support through the JSON-able state (never pickles the Rust object)
+        return {"init": self._init_args(), "state": self.state_dict()}
+
+    def __setstate__(self, st: dict[str, Any]) -> None:
+        self.__init__(**st["init"])  # type: ignore[misc]
+        self.load_state_dict(st["state"])
+
+    def _init_args(self) -> dict[str, Any]:
+        return {
+            "sizes": list(self._sizes),
+            "weights": self.weight_log[0][1],
+            "num_samples": self._num_samples_arg,
+            "seed": self._seed,
+            "replacement": self._replacement,
+            "mode": self._mode,
+            "rank": self._rank,
+            "world_size": self._world_size,
+            "drop_last": self._drop_last,
+            "chunk_size": self._chunk_size,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"MultiSourceSampler(sizes={self._sizes}, weights={self.weights}, "
+            f"num_samples={self.num_samples}, mode={self._mode!r}, "
+            f"replacement={self._replacement}, rank={self._rank}, world_size={self._world_size})"
+        )
+
+
+class EpochSchedule(Protocol):
+    """Anything that names the samples of epoch ``t`` (RRGCLScheduler, PacingScheduler)."""
+
+    def epoch_indices(self, t: float) -> NDArray[np.int64]: ...
+
+
+class CurriculumSampler(_SamplerBase):  # type: ignore[type-arg,misc]
+    """Trains epoch ``t`` on ``schedule.epoch_indices(t)``: the subset is shuffled with a seed
+    derived from ``(seed, t)`` (or kept in the schedule's order with ``shuffle=False``) and sharded
+    like ``DistributedSampler``. Epochs past the schedule's ``T`` use its last subset (all data for
+    RRGCL and the prefix baselines).
+
+    ``set_epoch(t)`` picks the epoch; a pass that runs to its end moves on to the next one.
+    ``len(self)`` is the length of the current epoch's shard, so it changes from epoch to epoch.
+    """
+
+    def __init__(
+        self,
+        schedule: EpochSchedule,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if not callable(getattr(schedule, "epoch_indices", None)):
+            raise TypeError("schedule: expected an object with an epoch_indices(t) method")
+        self._schedule = schedule
+        self._seed = _seed(seed)
+        self._shuffle = bool(shuffle)
+        self._rank = _int_arg(rank, "rank")
+        self._world_size = _int_arg(world_size, "world_size", 1)
+        if self._rank >= self._world_size:
+            raise InvalidArgumentError(
+                f"rank: must be in [0, world_size = {self._world_size}), got {self._rank}"
+            )
+        self._drop_last = bool(drop_last)
+        self._epoch = 0
+        self._resume = 0
+        self._pass = _PassTracker()
+        self._cache: tuple[int, NDArray[np.int64]] | None = None
+
+    @property
+    def schedule(self) -> EpochSchedule:
+        return self._schedule
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def indices(self, epoch: int | None = None) -> NDArray[np.int64]:
+        """This rank's indices of ``epoch`` (default: the current one), in training order."""
+        e = self._epoch if epoch is None else _int_arg(epoch, "epoch")
+        if self._cache is not None and self._cache[0] == e:
+            return self._cache[1]
+        subset = np.ascontiguousarray(self._schedule.epoch_indices(e), dtype=np.int64)
+        out = _core.shard_subset(
+            subset, self._seed, e, self._shuffle, self._rank, self._world_size, self._drop_last
+        )
+        self._cache = (e, out)
+        return out
+
+    def __len__(self) -> int:
+        return int(self.indices().shape[0])
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, pos = self._epoch, self._resume
+        self._resume = 0
+        track = self._pass
+        token = object()
+        track.token, track.epoch = token, epoch
+        yield from track.load(self.indices(epoch)[pos:].tolist(), pos)
+        if track.token is not token:
+            return
+        track.epoch = None
+        self._epoch = epoch + 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next pass (keeps a restored position for the same epoch)."""
+        epoch = _int_arg(epoch, "epoch")
+        if epoch != self._epoch:
+            self._resume = 0
+        self._epoch = epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state (the schedule itself is rebuilt from its own inputs)."""
+        if self._pass.epoch is not None:
+            epoch, position = self._pass.epoch, self._pass.consumed()
+            if position >= len(self.indices(epoch)):
+                epoch, position = epoch + 1, 0
+        else:
+            epoch, position = self._epoch, self._resume
+        return {
+            "version": STATE_VERSION,
+            "kind": "CurriculumSampler",
+            "seed": self._seed,
+            "shuffle": self._shuffle,
+            "rank": self._rank,
+            "world_size": self._world_size,
+            "drop_last": self._drop_last,
+            "epoch": int(epoch),
+            "position": int(position),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the sequence saved by :meth:`state_dict`."""
+        if not isinstance(state, dict) or state.get("kind") != "CurriculumSampler":
+            raise InvalidArgumentError("state: not a CurriculumSampler state_dict")
+        if state.get("version") != STATE_VERSION:
+            raise InvalidArgumentError(f"state: unsupported version {state.get('version')!r}")
+        for key, mine in (
+            ("shuffle", self._shuffle),
+            ("world_size", self._world_size),
+            ("drop_last", self._drop_last),
+        ):
+            if state.get(key) != mine:
+                raise InvalidArgumentError(
+                    f"state: {key} is {state.get(key)!r} in the state but {mine!r} here"
+                )
+        self._seed = _seed(state["seed"])
+        self._cache = None
+        self._epoch = _int_arg(state["epoch"], "state: epoch")
+        self._resume = _int_arg(state["position"], "state: position")
+        self._pass = _PassTracker()

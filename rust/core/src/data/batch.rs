@@ -1,0 +1,150 @@
+//! A whole batch built by one worker into one contiguous buffer (`[B, C, H, W]`), which becomes
+//! a NumPy array and then a torch tensor without a copy.
+
+use std::time::Instant;
+
+use super::manifest::Task;
+use super::sample::{load_sample, DatasetSpec, OnError, OutPixel, Stage, TAG_SKIP};
+use crate::error::{Error, Result};
+use crate::sampling::rng;
+
+/// How many replacement draws a skipped sample gets before the batch fails.
+pub const MAX_SKIP_ATTEMPTS: u64 = 16;
+
+/// The pixel buffer of a batch.
+#[derive(Debug)]
+pub enum Pixels {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+/// One batch, column-wise.
+#[derive(Debug)]
+pub struct Batch {
+    pub pixels: Pixels,
+    /// `[B, C, H, W]`.
+    pub shape: [usize; 4],
+    /// Index actually loaded per slot (differs from the requested one when a sample was skipped).
+    pub indices: Vec<i64>,
+    pub ids: Vec<String>,
+    pub texts: Vec<String>,
+    pub prompts: Vec<String>,
+    pub targets: Vec<String>,
+    pub tasks: Vec<&'static str>,
+    pub sources: Vec<String>,
+    /// `[B, max_boxes, 4]` surviving boxes in output pixels, zero-padded; `box_counts[b]` valid.
+    pub boxes: Vec<f32>,
+    pub box_counts: Vec<i64>,
+    pub max_boxes: usize,
+    pub stages: Vec<i8>,
+    /// `[B, grid_h, grid_w]` (zeros outside the Medium stage), present when any slot is Medium.
+    pub box_mask: Option<Vec<f32>>,
+    /// `(requested index, reason)` of each skipped sample.
+    pub skipped: Vec<(i64, String)>,
+    /// Worker time spent building the batch.
+    pub work_ns: u64,
+}
+
+/// Build the batch of `indices` (with per-sample `stages`, or all `None` when empty).
+pub fn build_batch(spec: &DatasetSpec, indices: &[usize], stages: &[i8], epoch: u64, seed: u64) -> Result<Batch> {
+    let start = Instant::now();
+    if !stages.is_empty() && stages.len() != indices.len() {
+        return Err(Error::invalid(format!("{} stages for {} samples", stages.len(), indices.len())));
+    }
+    let stages: Vec<Stage> = if stages.is_empty() {
+        vec![Stage::None; indices.len()]
+    } else {
+        stages.iter().map(|&s| Stage::from_code(s)).collect::<Result<_>>()?
+    };
+    let n = indices.len();
+    let per = spec.pixels_per_sample();
+    let mut batch = match spec.output {
+        super::sample::OutputKind::Float32 => fill(spec, indices, &stages, epoch, seed, vec![0f32; n * per])?,
+        super::sample::OutputKind::Uint8 => fill(spec, indices, &stages, epoch, seed, vec![0u8; n * per])?,
+    };
+    batch.work_ns = start.elapsed().as_nanos() as u64;
+    Ok(batch)
+}
+
+trait IntoPixels {
+    fn into_pixels(self) -> Pixels;
+}
+impl IntoPixels for Vec<f32> {
+    fn into_pixels(self) -> Pixels {
+        Pixels::F32(self)
+    }
+}
+impl IntoPixels for Vec<u8> {
+    fn into_pixels(self) -> Pixels {
+        Pixels::U8(self)
+    }
+}
+
+fn fill<P: OutPixel>(spec: &DatasetSpec, indices: &[usize], stages: &[Stage], epoch: u64, seed: u64, mut buf: Vec<P>) -> Result<Batch>
+where
+    Vec<P>: IntoPixels,
+{
+    let n = indices.len();
+    let per = spec.pixels_per_sample();
+    let (gw, gh) = spec.mask_grid;
+    let any_medium = stages.contains(&Stage::Medium);
+    let mut b = Batch {
+        pixels: Pixels::U8(Vec::new()),
+        shape: [n, spec.channels, spec.height, spec.width],
+        indices: Vec::with_capacity(n),
+        ids: Vec::with_capacity(n),
+        texts: Vec::with_capacity(n),
+        prompts: Vec::with_capacity(n),
+        targets: Vec::with_capacity(n),
+        tasks: Vec::with_capacity(n),
+        sources: Vec::with_capacity(n),
+        boxes: vec![0.0; n * spec.max_boxes * 4],
+        box_counts: Vec::with_capacity(n),
+        max_boxes: spec.max_boxes,
+        stages: stages.iter().map(|&s| s as i8).collect(),
+        box_mask: any_medium.then(|| vec![0.0; n * gw * gh]),
+        skipped: Vec::new(),
+        work_ns: 0,
+    };
+    let total = spec.manifest.records.len() as u64;
+    for (slot, (&index, &stage)) in indices.iter().zip(stages).enumerate() {
+        let pixels = &mut buf[slot * per..(slot + 1) * per];
+        let mut loaded = index;
+        let mut result = load_sample(spec, index, epoch, seed, stage, pixels);
+        if spec.on_error == OnError::Skip {
+            let key = rng::derive_key(seed, &[TAG_SKIP, epoch, index as u64]);
+            let mut attempt = 0;
+            while let Err(e) = &result {
+                b.skipped.push((index as i64, e.to_string()));
+                if attempt == MAX_SKIP_ATTEMPTS {
+                    break;
+                }
+                loaded = rng::bounded(rng::at(key, attempt), total) as usize;
+                result = load_sample(spec, loaded, epoch, seed, stage, pixels);
+                attempt += 1;
+            }
+        }
+        let out = result?;
+        let rec = &spec.manifest.records[loaded];
+        b.indices.push(loaded as i64);
+        b.ids.push(rec.id.clone());
+        b.sources.push(rec.source.clone());
+        b.tasks.push(Task::name(rec.task));
+        b.texts.push(out.text);
+        b.prompts.push(out.prompt);
+        b.targets.push(out.target);
+        let count = out.boxes.len().min(spec.max_boxes);
+        for (k, bx) in out.boxes.iter().take(count).enumerate() {
+            let at = (slot * spec.max_boxes + k) * 4;
+            for (d, v) in b.boxes[at..at + 4].iter_mut().zip(bx) {
+                *d = *v as f32;
+            }
+        }
+        b.box_counts.push(count as i64);
+        if let (Some(mask), Some(m)) = (b.box_mask.as_mut(), out.box_mask) {
+            mask[slot * gw * gh..(slot + 1) * gw * gh].copy_from_slice(&m);
+        }
+    }
+    b.pixels = buf.into_pixels();
+    Ok(b)
+}

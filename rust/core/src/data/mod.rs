@@ -1,0 +1,11 @@
+//! The data side of the loader: manifests, box-aware text, augmentation plans and the threaded
+//! batch pipeline.
+
+pub mod augment;
+pub mod batch;
+pub mod box_format;
+pub mod box_mask;
+pub mod manifest;
+pub mod sample;
+pub mod stream;
+pub mod tasks;

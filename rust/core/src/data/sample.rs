@@ -1,0 +1,221 @@
+//! One sample, end to end, written straight into its slot of the batch buffer:
+//! read -> decode (reduced) -> crop/resize -> CLAHE -> affine (+ boxes) -> flip -> stage overlay
+//! -> normalise (planar CHW) -> box-aware prompt/target.
+
+use super::augment::AugmentConfig;
+use super::box_format::BoxFormat;
+use super::box_mask::box_mask;
+use super::manifest::Manifest;
+use super::tasks::{render, Templates};
+use crate::error::{Error, Result};
+use crate::image::decode::{decode_file_scaled, ColorMode, DecodeOptions, Decoded};
+use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, Sample};
+use crate::sampling::rng;
+
+/// Stream tags of `derive_key(seed, [tag, epoch, index])`: augmentation, text choices, skips.
+pub const TAG_AUGMENT: u64 = 0xA0;
+pub const TAG_TEXT: u64 = 0xA1;
+pub const TAG_SKIP: u64 = 0xA2;
+
+/// MedCLM's stages, as carried in a batch (`-1`: no stage curriculum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    None = -1,
+    /// Box overlay drawn on the image.
+    Easy = 0,
+    /// No overlay; the batch carries the box mask for the attention KL term.
+    Medium = 1,
+    /// Answer only: neither overlay nor mask.
+    Hard = 2,
+}
+
+impl Stage {
+    pub fn from_code(code: i8) -> Result<Stage> {
+        match code {
+            -1 => Ok(Stage::None),
+            0 => Ok(Stage::Easy),
+            1 => Ok(Stage::Medium),
+            2 => Ok(Stage::Hard),
+            c => Err(Error::invalid(format!("stage must be -1 (none), 0 (easy), 1 (medium) or 2 (hard), got {c}"))),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// `(v / max - mean) / std`, float32.
+    Float32,
+    /// Pixels as uint8 (16-bit inputs scaled to 0..255).
+    Uint8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    Raise,
+    /// Replace the sample by a deterministic other one and count it.
+    Skip,
+}
+
+/// Everything the workers need to turn an index into a sample.
+#[derive(Clone, Debug)]
+pub struct DatasetSpec {
+    pub manifest: Manifest,
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub output: OutputKind,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub augment: AugmentConfig,
+    pub box_format: BoxFormat,
+    pub templates: Templates,
+    pub on_error: OnError,
+    pub max_pixels: u64,
+    /// Patch grid `(w, h)` of the Medium-stage box mask, and its blur in cells.
+    pub mask_grid: (usize, usize),
+    pub mask_sigma: f64,
+    /// Outline width of the Easy-stage overlay, in output pixels.
+    pub overlay_thickness: usize,
+    /// Box slots per sample in a batch: the largest box count of the manifest (at least 1).
+    pub max_boxes: usize,
+}
+
+impl DatasetSpec {
+    pub fn validate(&self) -> Result<()> {
+        if self.width == 0 || self.height == 0 {
+            return Err(Error::invalid("image_size must be positive"));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return Err(Error::invalid(format!("channels must be 1 or 3, got {}", self.channels)));
+        }
+        if self.mean.len() != self.channels || self.std.len() != self.channels {
+            return Err(Error::invalid("mean and std need one value per channel"));
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s == 0.0) || self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(Error::invalid("mean must be finite and std finite and non-zero"));
+        }
+        if self.mask_grid.0 == 0 || self.mask_grid.1 == 0 || !(self.mask_sigma >= 0.0) {
+            return Err(Error::invalid("mask_grid must be positive and mask_sigma >= 0"));
+        }
+        self.augment.validate()
+    }
+
+    pub fn pixels_per_sample(&self) -> usize {
+        self.width * self.height * self.channels
+    }
+}
+
+/// What a sample contributes to a batch besides its pixels.
+#[derive(Clone, Debug)]
+pub struct SampleOut {
+    /// Surviving boxes in output pixels.
+    pub boxes: Vec<BoxXyxy>,
+    pub text: String,
+    pub prompt: String,
+    pub target: String,
+    pub box_mask: Option<Vec<f32>>,
+}
+
+/// Load sample `index` into `pixels` (its slot, `pixels_per_sample` long, planar CHW).
+pub fn load_sample<P: OutPixel>(spec: &DatasetSpec, index: usize, epoch: u64, seed: u64, stage: Stage, pixels: &mut [P]) -> Result<SampleOut> {
+    let rec = spec.manifest.records.get(index).ok_or_else(|| {
+        Error::invalid(format!("index {index} is out of range for a data set of {} samples", spec.manifest.records.len()))
+    })?;
+    let wrap = |e: Error| Error::InSample {
+        context: format!("sample {index} (id {:?}, {} line {})", rec.id, spec.manifest.name, rec.line),
+        source: Box::new(e),
+    };
+    let (w, h) = (spec.width, spec.height);
+    let key = rng::derive_key(seed, &[TAG_AUGMENT, epoch, index as u64]);
+    let plan = spec.augment.plan(key, w, h, rec.laterality_sensitive);
+    // decode no smaller than what the smallest crop still has to deliver at the output size
+    let grow = 1.0 / spec.augment.min_crop_scale().sqrt();
+    let opts = DecodeOptions {
+        reduce_to: Some(((w as f64 * grow).ceil() as usize, (h as f64 * grow).ceil() as usize)),
+        mode: if spec.channels == 1 { ColorMode::Gray } else { ColorMode::Rgb },
+        max_pixels: spec.max_pixels,
+    };
+    let (decoded, denom) = decode_file_scaled(&rec.image, &opts).map_err(wrap)?;
+    let scale = 1.0 / denom as f64;
+    let rects: Vec<BoxXyxy> = rec.boxes.iter().map(|b| b.rect).collect();
+    let min_visible = spec.augment.min_visible;
+    let boxes = match decoded {
+        Decoded::U8(img) => finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels),
+        Decoded::U16(img) => finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels),
+    }
+    .map_err(wrap)?;
+    let norm: Vec<Option<[f64; 4]>> =
+        boxes.iter().map(|b| b.map(|b| [b[0] / w as f64, b[1] / h as f64, b[2] / w as f64, b[3] / h as f64])).collect();
+    let text_key = rng::derive_key(seed, &[TAG_TEXT, epoch, index as u64]);
+    let mut r = render(rec, &norm, spec.box_format, &spec.templates, text_key);
+    let mut text = rec.text.clone();
+    if plan.flip {
+        r.prompt = swap_laterality(&r.prompt);
+        r.target = swap_laterality(&r.target);
+        text = swap_laterality(&text);
+    }
+    let surviving: Vec<[f64; 4]> = norm.iter().flatten().copied().collect();
+    let box_mask = (stage == Stage::Medium).then(|| box_mask(&surviving, spec.mask_grid.0, spec.mask_grid.1, spec.mask_sigma));
+    Ok(SampleOut { boxes: boxes.into_iter().flatten().collect(), text, prompt: r.prompt, target: r.target, box_mask })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish<T: Sample, P: OutPixel>(
+    spec: &DatasetSpec,
+    img: Image<T>,
+    scale: f64,
+    rects: &[BoxXyxy],
+    plan: &super::augment::Plan,
+    min_visible: f64,
+    stage: Stage,
+    pixels: &mut [P],
+) -> Result<Vec<Option<BoxXyxy>>> {
+    let mut aug = super::augment::apply(img.view(), (scale, scale), rects, plan, spec.width, spec.height, min_visible)?;
+    if stage == Stage::Easy {
+        let kept: Vec<BoxXyxy> = aug.boxes.iter().flatten().copied().collect();
+        let white = vec![T::from_f32(T::MAX); aug.image.channels];
+        draw_boxes(&mut aug.image, &kept, spec.overlay_thickness, &white);
+    }
+    P::write_planar(&aug.image, &spec.mean, &spec.std, pixels);
+    Ok(aug.boxes)
+}
+
+/// A batch buffer element: float32 (normalised) or uint8.
+pub trait OutPixel: Copy + Default + Send + Sync + 'static {
+    /// Write `img` (HWC) into `out` (CHW).
+    fn write_planar<T: Sample>(img: &Image<T>, mean: &[f32], std: &[f32], out: &mut [Self]);
+}
+
+impl OutPixel for f32 {
+    fn write_planar<T: Sample>(img: &Image<T>, mean: &[f32], std: &[f32], out: &mut [f32]) {
+        let (c, plane) = (img.channels, img.width * img.height);
+        for ch in 0..c {
+            // (v / max - mean) / std as one multiply-add
+            let a = 1.0 / (T::MAX * std[ch]);
+            let b = -mean[ch] / std[ch];
+            let dst = &mut out[ch * plane..(ch + 1) * plane];
+            if c == 1 {
+                for (d, &v) in dst.iter_mut().zip(&img.data) {
+                    *d = v.to_f32() * a + b;
+                }
+            } else {
+                for (d, px) in dst.iter_mut().zip(img.data.chunks_exact(c)) {
+                    *d = px[ch].to_f32() * a + b;
+                }
+            }
+        }
+    }
+}
+
+impl OutPixel for u8 {
+    fn write_planar<T: Sample>(img: &Image<T>, _mean: &[f32], _std: &[f32], out: &mut [u8]) {
+        let (c, plane) = (img.channels, img.width * img.height);
+        let k = 255.0 / T::MAX;
+        for ch in 0..c {
+            let dst = &mut out[ch * plane..(ch + 1) * plane];
+            for (d, px) in dst.iter_mut().zip(img.data.chunks_exact(c)) {
+                *d = if T::MAX == 255.0 { px[ch].to_usize() as u8 } else { (px[ch].to_f32() * k).round() as u8 };
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The threaded pipeline: `threads` workers take batch jobs from a queue and build whole batches
+//! (GIL-free, no Python involved); the consumer takes results in submission order or as they
+//! finish. Jobs are submitted by the consumer a few batches ahead (the prefetch window), so
+//! per-batch decisions that depend on training (MedCLM stages, curriculum weights) are made as
+//! late as possible. Dropping the stream stops and joins every worker.
+//!
+//! With `threads == 0` nothing runs in the background: `next` builds the job inline, as
+//! `torch.utils.data.DataLoader(num_workers=0)` does in the main process.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::batch::{build_batch, Batch};
+use super::sample::DatasetSpec;
+use crate::error::{Error, Result};
+
+/// One batch to build.
+#[derive(Clone, Debug)]
+pub struct BatchJob {
+    pub id: u64,
+    pub indices: Vec<usize>,
+    /// MedCLM stage codes per sample, or empty.
+    pub stages: Vec<i8>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<BatchJob>,
+    done: HashMap<u64, Result<Batch>>,
+    running: usize,
+    stop: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    job_ready: Condvar,
+    result_ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // a worker panic is caught before it can poison the lock; recover the data regardless
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct BatchStream {
+    spec: Arc<DatasetSpec>,
+    epoch: u64,
+    seed: u64,
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+fn run_job(spec: &DatasetSpec, job: &BatchJob, epoch: u64, seed: u64) -> Result<Batch> {
+    catch_unwind(AssertUnwindSafe(|| build_batch(spec, &job.indices, &job.stages, epoch, seed))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::invalid(format!("internal error while building batch {}: {what}", job.id)))
+    })
+}
+
+impl BatchStream {
+    pub fn new(spec: Arc<DatasetSpec>, epoch: u64, seed: u64, threads: usize) -> BatchStream {
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), job_ready: Condvar::new(), result_ready: Condvar::new() });
+        let workers = (0..threads)
+            .map(|_| {
+                let (spec, shared) = (spec.clone(), shared.clone());
+                std::thread::spawn(move || loop {
+                    let job = {
+                        let mut st = shared.lock();
+                        loop {
+                            if st.stop {
+                                return;
+                            }
+                            if let Some(job) = st.queue.pop_front() {
+                                st.running += 1;
+                                break job;
+                            }
+                            st = shared.job_ready.wait(st).unwrap_or_else(|p| p.into_inner());
+                        }
+                    };
+                    let result = run_job(&spec, &job, epoch, seed);
+                    let mut st = shared.lock();
+                    st.running -= 1;
+                    st.done.insert(job.id, result);
+                    shared.result_ready.notify_all();
+                })
+            })
+            .collect();
+        BatchStream { spec, epoch, seed, shared, workers }
+    }
+
+    pub fn submit(&self, job: BatchJob) {
+        let mut st = self.shared.lock();
+        st.queue.push_back(job);
+        self.shared.job_ready.notify_one();
+    }
+
+    /// Jobs submitted and not yet taken by `next`.
+    pub fn pending(&self) -> usize {
+        let st = self.shared.lock();
+        st.queue.len() + st.running + st.done.len()
+    }
+
+    /// The result of job `id` (or, with `None`, of whichever job finishes first). Blocks until it
+    /// is ready; `None` when no such job is pending.
+    pub fn next(&self, id: Option<u64>) -> Option<(u64, Result<Batch>)> {
+        let mut st = self.shared.lock();
+        loop {
+            let ready = match id {
+                Some(id) => st.done.remove(&id).map(|r| (id, r)),
+                None => st.done.keys().next().copied().and_then(|k| st.done.remove(&k).map(|r| (k, r))),
+            };
+            if ready.is_some() {
+                return ready;
+            }
+            let waiting_for_known = match id {
+                Some(id) => st.queue.iter().any(|j| j.id == id) || st.running > 0,
+                None => !st.queue.is_empty() || st.running > 0,
+            };
+            if !waiting_for_known {
+                return None;
+            }
+            if self.workers.is_empty() {
+                // inline mode: build queued jobs in order until the wanted one is done
+                let job = st.queue.pop_front()?;
+                drop(st);
+                let result = run_job(&self.spec, &job, self.epoch, self.seed);
+                st = self.shared.lock();
+                st.done.insert(job.id, result);
+                continue;
+            }
+            st = self.shared.result_ready.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+}
+
+impl Drop for BatchStream {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.lock();
+            st.stop = true;
+            st.queue.clear();
+        }
+        self.shared.job_ready.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}

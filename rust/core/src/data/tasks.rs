@@ -1,0 +1,261 @@
+//! Task prompts and targets (CURE's templates, DESIGN.md "Box-aware text supervision").
+//!
+//! Targets are rendered from the boxes *after* augmentation: a box the augmentation dropped is
+//! absent from its sentence. Templates are data (`Templates`, overridable from JSON); placeholders
+//! are `{phrase}`, `{anatomy}`, `{boxes}` and `{text}`.
+//!
+//! Choices where the design is silent (documented in docs/loader.md):
+//! - phrase grounding picks one of the record's phrases per (seed, epoch, sample) - every phrase
+//!   is seen over epochs; a record without boxes grounds its `text` with an empty box list;
+//! - a grounded report attaches each box group to the report sentence that contains its phrase
+//!   (case-insensitive); phrases found in no sentence are appended as their own sentences;
+//! - anatomy-grounded samples pick a region and one of locate / describe / both per sample; the
+//!   region's description is the phrases of its boxes, or `no_finding` when there are none;
+//! - an explicit `prompt` in the record replaces the template prompt (VQA questions live there).
+
+use serde::Deserialize;
+
+use super::box_format::{render_boxes, render_grounded, BoxFormat};
+use super::manifest::{Record, Task};
+use crate::sampling::rng;
+
+/// The prompt/target templates. Every field can be overridden from JSON.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Templates {
+    pub report_prompt: String,
+    pub phrase_prompt: String,
+    pub phrase_target: String,
+    pub grounded_report_prompt: String,
+    pub locate_prompt: String,
+    pub locate_target: String,
+    pub describe_prompt: String,
+    pub describe_target: String,
+    pub locate_describe_prompt: String,
+    pub locate_describe_target: String,
+    pub vqa_prompt: String,
+    pub no_finding: String,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates {
+            report_prompt: "Generate a report.".into(),
+            phrase_prompt: "Ground the phrase: {phrase}".into(),
+            phrase_target: "{phrase}: {boxes}".into(),
+            grounded_report_prompt: "Generate a grounded report.".into(),
+            locate_prompt: "Locate the {anatomy}.".into(),
+            locate_target: "Location of the {anatomy}: {boxes}".into(),
+            describe_prompt: "Describe the {anatomy}.".into(),
+            describe_target: "Description of the {anatomy}: {text}".into(),
+            locate_describe_prompt: "Locate and describe the {anatomy}.".into(),
+            locate_describe_target: "Location of the {anatomy}: {boxes} Description of the {anatomy}: {text}".into(),
+            vqa_prompt: "{text}".into(),
+            no_finding: "No acute findings.".into(),
+        }
+    }
+}
+
+impl Templates {
+    /// Defaults overridden by the keys of a JSON object; unknown keys are an error.
+    pub fn from_json(text: &str) -> crate::error::Result<Templates> {
+        serde_json::from_str(text).map_err(|e| crate::error::Error::invalid(format!("templates: {e}")))
+    }
+}
+
+/// Prompt and target of one sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub prompt: String,
+    pub target: String,
+}
+
+fn fill(template: &str, phrase: &str, anatomy: &str, boxes: &str, text: &str) -> String {
+    template
+        .replace("{phrase}", phrase)
+        .replace("{anatomy}", anatomy)
+        .replace("{boxes}", boxes)
+        .replace("{text}", text)
+        .trim_end()
+        .to_string()
+}
+
+/// Distinct values in first-appearance order.
+fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in items {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Render the prompt and target of `record`. `boxes[i]` is the i-th annotation's normalised box
+/// after augmentation, or `None` if the augmentation dropped it. `key` seeds this sample's choices.
+pub fn render(record: &Record, boxes: &[Option<[f64; 4]>], format: BoxFormat, t: &Templates, key: u64) -> Rendered {
+    let kept = |pred: &dyn Fn(usize) -> bool| -> Vec<[f64; 4]> {
+        (0..record.boxes.len()).filter(|&i| pred(i)).filter_map(|i| boxes.get(i).copied().flatten()).collect()
+    };
+    let custom = record.prompt.clone();
+    let (prompt, target) = match record.task {
+        Task::Report => (t.report_prompt.clone(), record.text.clone()),
+        Task::Vqa => (fill(&t.vqa_prompt, "", "", "", &record.text), record.text.clone()),
+        Task::PhraseGrounding => {
+            let phrases = distinct(record.boxes.iter().map(|b| b.phrase.as_str()));
+            let phrase = if phrases.is_empty() {
+                record.text.as_str()
+            } else {
+                phrases[rng::bounded(rng::at(key, 0), phrases.len() as u64) as usize]
+            };
+            let bx = render_boxes(format, &kept(&|i| record.boxes[i].phrase == phrase));
+            (fill(&t.phrase_prompt, phrase, "", "", ""), fill(&t.phrase_target, phrase, "", &bx, ""))
+        }
+        Task::GroundedReport => (t.grounded_report_prompt.clone(), grounded_report(record, &kept, format)),
+        Task::AnatomyGroundedReport => {
+            let regions = distinct(record.boxes.iter().filter_map(|b| b.anatomy.as_deref()));
+            if regions.is_empty() {
+                (t.report_prompt.clone(), record.text.clone())
+            } else {
+                let region = regions[rng::bounded(rng::at(key, 0), regions.len() as u64) as usize];
+                let in_region = |i: usize| record.boxes[i].anatomy.as_deref() == Some(region);
+                let bx = render_boxes(format, &kept(&in_region));
+                let phrases = distinct(
+                    (0..record.boxes.len()).filter(|&i| in_region(i)).map(|i| record.boxes[i].phrase.as_str()),
+                );
+                let described = phrases.into_iter().filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" ");
+                let text = if described.is_empty() { t.no_finding.as_str() } else { described.as_str() };
+                let (p, tg) = match rng::bounded(rng::at(key, 1), 3) {
+                    0 => (&t.locate_prompt, &t.locate_target),
+                    1 => (&t.describe_prompt, &t.describe_target),
+                    _ => (&t.locate_describe_prompt, &t.locate_describe_target),
+                };
+                (fill(p, "", region, "", ""), fill(tg, "", region, &bx, text))
+            }
+        }
+    };
+    Rendered { prompt: custom.unwrap_or(prompt), target }
+}
+
+fn grounded_report(record: &Record, kept: &dyn Fn(&dyn Fn(usize) -> bool) -> Vec<[f64; 4]>, format: BoxFormat) -> String {
+    let phrases = distinct(record.boxes.iter().map(|b| b.phrase.as_str()).filter(|p| !p.is_empty()));
+    let sentences = split_sentences(&record.text);
+    let lower: Vec<String> = sentences.iter().map(|s| s.to_lowercase()).collect();
+    let mut attached: Vec<Vec<[f64; 4]>> = vec![Vec::new(); sentences.len()];
+    let mut extra = Vec::new();
+    for phrase in phrases {
+        let bx = kept(&|i| record.boxes[i].phrase == phrase);
+        match lower.iter().position(|s| s.contains(&phrase.to_lowercase())) {
+            Some(k) => attached[k].extend(bx),
+            None => extra.push(render_grounded(format, phrase, &bx)),
+        }
+    }
+    sentences
+        .iter()
+        .zip(&attached)
+        .map(|(s, bx)| render_grounded(format, s, bx))
+        .chain(extra)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Split on '.', '!' or '?' followed by whitespace or the end; the punctuation stays.
+fn split_sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    for (i, &c) in bytes.iter().enumerate() {
+        if matches!(c, b'.' | b'!' | b'?') && bytes.get(i + 1).is_none_or(|n| n.is_ascii_whitespace()) {
+            let s = text[start..=i].trim();
+            if !s.is_empty() {
+                out.push(s);
+            }
+            start = i + 1;
+        }
+    }
+    let rest = text[start..].trim();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::manifest::BoxAnnotation;
+    use std::path::PathBuf;
+
+    fn record(task: Task, text: &str, boxes: &[(&str, Option<&str>)]) -> Record {
+        Record {
+            id: "a".into(),
+            image: PathBuf::from("a.jpg"),
+            source: "s".into(),
+            task,
+            split: "train".into(),
+            text: text.into(),
+            prompt: None,
+            labels: vec![],
+            boxes: boxes
+                .iter()
+                .map(|(p, a)| BoxAnnotation { rect: [0.0, 0.0, 1.0, 1.0], phrase: p.to_string(), anatomy: a.map(String::from) })
+                .collect(),
+            laterality_sensitive: true,
+            line: 1,
+        }
+    }
+
+    const A: [f64; 4] = [0.1, 0.2, 0.3, 0.4];
+    const B: [f64; 4] = [0.5, 0.5, 0.7, 0.9];
+
+    #[test]
+    fn phrase_grounding_drops_lost_boxes() {
+        let r = record(Task::PhraseGrounding, "", &[("nodule", None), ("nodule", None)]);
+        let t = Templates::default();
+        let out = render(&r, &[Some(A), None], BoxFormat::Cure, &t, 7);
+        assert_eq!(out.prompt, "Ground the phrase: nodule");
+        assert_eq!(out.target, "nodule: [0.20,0.30,0.20,0.20]");
+        let none = render(&r, &[None, None], BoxFormat::Cure, &t, 7);
+        assert_eq!(none.target, "nodule:");
+    }
+
+    #[test]
+    fn grounded_report_attaches_boxes_to_sentences() {
+        let r = record(
+            Task::GroundedReport,
+            "Small left effusion. Heart size normal. No pneumothorax.",
+            &[("left effusion", None), ("opacity", None)],
+        );
+        let out = render(&r, &[Some(A), Some(B)], BoxFormat::Cure, &Templates::default(), 0);
+        assert_eq!(out.prompt, "Generate a grounded report.");
+        assert_eq!(
+            out.target,
+            "Small left effusion. [0.20,0.30,0.20,0.20] Heart size normal. No pneumothorax. opacity [0.60,0.70,0.20,0.40]"
+        );
+    }
+
+    #[test]
+    fn anatomy_grounding_uses_all_three_templates() {
+        let r = record(Task::AnatomyGroundedReport, "", &[("", Some("left lung")), ("", Some("left lung"))]);
+        let mut prompts = std::collections::BTreeSet::new();
+        for key in 0..64 {
+            let out = render(&r, &[Some(A), None], BoxFormat::Cure, &Templates::default(), key);
+            prompts.insert(out.prompt.clone());
+            if out.prompt == "Describe the left lung." {
+                assert_eq!(out.target, "Description of the left lung: No acute findings.");
+            }
+            if out.prompt == "Locate the left lung." {
+                assert_eq!(out.target, "Location of the left lung: [0.20,0.30,0.20,0.20]");
+            }
+        }
+        assert_eq!(prompts.len(), 3);
+    }
+
+    #[test]
+    fn templates_override_from_json() {
+        let t: Templates = serde_json::from_str(r#"{"report_prompt": "Write the findings."}"#).unwrap();
+        assert_eq!(t.report_prompt, "Write the findings.");
+        assert_eq!(t.phrase_prompt, Templates::default().phrase_prompt);
+        assert!(serde_json::from_str::<Templates>(r#"{"reprot_prompt": "x"}"#).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! Bindings of `gradatim_core::data`: the data set spec, the threaded batch stream and the box
+//! text formats. Batches cross into Python as one dict of NumPy arrays and lists per batch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gradatim_core::data::augment::AugmentConfig;
+use gradatim_core::data::batch::{build_batch, Batch, Pixels};
+use gradatim_core::data::box_format::{parse_boxes as core_parse, render_boxes as core_render, BoxFormat};
+use gradatim_core::data::manifest::{Manifest, ManifestOptions};
+use gradatim_core::data::sample::{DatasetSpec, OnError, OutputKind};
+use gradatim_core::data::stream::{BatchJob, BatchStream};
+use gradatim_core::data::tasks::Templates;
+use gradatim_core::Error;
+use numpy::{PyArray1, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::error::to_py;
+
+fn invalid(msg: impl std::fmt::Display) -> PyErr {
+    to_py(Error::invalid(msg))
+}
+
+/// A manifest plus everything needed to turn an index into a sample (immutable, shareable).
+#[pyclass(module = "gradatim._core", frozen)]
+pub struct Dataset {
+    spec: Arc<DatasetSpec>,
+}
+
+#[pymethods]
+impl Dataset {
+    #[new]
+    #[pyo3(signature = (jsonl, name, root, allow_outside_root, width, height, channels, output, mean, std,
+                        augment_json, box_format, templates_json, on_error, max_pixels, mask_grid,
+                        mask_sigma, overlay_thickness))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        jsonl: &str,
+        name: &str,
+        root: PathBuf,
+        allow_outside_root: bool,
+        width: usize,
+        height: usize,
+        channels: usize,
+        output: &str,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+        augment_json: &str,
+        box_format: &str,
+        templates_json: &str,
+        on_error: &str,
+        max_pixels: u64,
+        mask_grid: (usize, usize),
+        mask_sigma: f64,
+        overlay_thickness: usize,
+    ) -> PyResult<Self> {
+        let opts = ManifestOptions { root, allow_outside_root };
+        let manifest = py.detach(|| Manifest::from_jsonl(jsonl, name, &opts)).map_err(to_py)?;
+        let output = match output {
+            "float32" => OutputKind::Float32,
+            "uint8" => OutputKind::Uint8,
+            o => return Err(invalid(format!("output must be 'float32' or 'uint8', not {o:?}"))),
+        };
+        let on_error = match on_error {
+            "raise" => OnError::Raise,
+            "skip" => OnError::Skip,
+            o => return Err(invalid(format!("on_error must be 'raise' or 'skip', not {o:?}"))),
+        };
+        let templates = Templates::from_json(templates_json).map_err(to_py)?;
+        let max_boxes = manifest.records.iter().map(|r| r.boxes.len()).max().unwrap_or(0).max(1);
+        let spec = DatasetSpec {
+            manifest,
+            width,
+            height,
+            channels,
+            output,
+            mean,
+            std,
+            augment: AugmentConfig::from_json(augment_json).map_err(to_py)?,
+            box_format: BoxFormat::parse(box_format).map_err(to_py)?,
+            templates,
+            on_error,
+            max_pixels,
+            mask_grid,
+            mask_sigma,
+            overlay_thickness,
+            max_boxes,
+        };
+        spec.validate().map_err(to_py)?;
+        Ok(Dataset { spec: Arc::new(spec) })
+    }
+
+    fn __len__(&self) -> usize {
+        self.spec.manifest.records.len()
+    }
+
+    /// One manifest column as a list: "id", "image", "source", "task", "split", "text", "line".
+    fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
+        let recs = &self.spec.manifest.records;
+        match name {
+            "id" => PyList::new(py, recs.iter().map(|r| r.id.as_str())),
+            "image" => PyList::new(py, recs.iter().map(|r| r.image.display().to_string())),
+            "source" => PyList::new(py, recs.iter().map(|r| r.source.as_str())),
+            "task" => PyList::new(py, recs.iter().map(|r| r.task.name())),
+            "split" => PyList::new(py, recs.iter().map(|r| r.split.as_str())),
+            "text" => PyList::new(py, recs.iter().map(|r| r.text.as_str())),
+            "line" => PyList::new(py, recs.iter().map(|r| r.line)),
+            other => Err(invalid(format!("unknown manifest column {other:?}"))),
+        }
+    }
+
+    /// The record at `index` as a dict (paths resolved).
+    fn record<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.spec.manifest.records.get(index).ok_or_else(|| {
+            pyo3::exceptions::PyIndexError::new_err(format!("index {index} out of range ({} records)", self.__len__()))
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("id", &r.id)?;
+        d.set_item("image", r.image.display().to_string())?;
+        d.set_item("source", &r.source)?;
+        d.set_item("task", r.task.name())?;
+        d.set_item("split", &r.split)?;
+        d.set_item("text", &r.text)?;
+        d.set_item("prompt", &r.prompt)?;
+        let labels = PyDict::new(py);
+        for (k, v) in &r.labels {
+            labels.set_item(k, v)?;
+        }
+        d.set_item("labels", labels)?;
+        let boxes = PyList::empty(py);
+        for b in &r.boxes {
+            let bd = PyDict::new(py);
+            bd.set_item("box", b.rect.to_vec())?;
+            bd.set_item("phrase", &b.phrase)?;
+            bd.set_item("anatomy", &b.anatomy)?;
+            boxes.append(bd)?;
+        }
+        d.set_item("boxes", boxes)?;
+        d.set_item("laterality_sensitive", r.laterality_sensitive)?;
+        d.set_item("line", r.line)?;
+        Ok(d)
+    }
+
+    /// Build one batch synchronously (the GIL released while it runs).
+    #[pyo3(signature = (indices, epoch, seed, stages=Vec::new()))]
+    fn batch(&self, py: Python<'_>, indices: Vec<usize>, epoch: u64, seed: u64, stages: Vec<i8>) -> PyResult<Py<PyAny>> {
+        let spec = self.spec.clone();
+        let b = py.detach(|| build_batch(&spec, &indices, &stages, epoch, seed)).map_err(to_py)?;
+        batch_to_dict(py, b, &self.spec)
+    }
+
+    #[getter]
+    fn max_boxes(&self) -> usize {
+        self.spec.max_boxes
+    }
+}
+
+/// Background workers building batches of a `Dataset` for one epoch.
+#[pyclass(module = "gradatim._core")]
+pub struct Stream {
+    inner: Option<BatchStream>,
+    spec: Arc<DatasetSpec>,
+    pid: u32,
+}
+
+impl Stream {
+    fn live(&self) -> PyResult<&BatchStream> {
+        if std::process::id() != self.pid {
+            return Err(crate::error::used_after_fork(self.pid));
+        }
+        self.inner.as_ref().ok_or_else(|| invalid("the stream is closed"))
+    }
+}
+
+#[pymethods]
+impl Stream {
+    #[new]
+    fn new(dataset: &Dataset, epoch: u64, seed: u64, threads: usize) -> Self {
+        Stream { inner: Some(BatchStream::new(dataset.spec.clone(), epoch, seed, threads)), spec: dataset.spec.clone(), pid: std::process::id() }
+    }
+
+    #[pyo3(signature = (id, indices, stages=Vec::new()))]
+    fn submit(&self, id: u64, indices: Vec<usize>, stages: Vec<i8>) -> PyResult<()> {
+        self.live()?.submit(BatchJob { id, indices, stages });
+        Ok(())
+    }
+
+    /// `(id, batch)` of job `id` (or the first finished with `None`); `None` if nothing is pending.
+    #[pyo3(signature = (id=None))]
+    fn next(&self, py: Python<'_>, id: Option<u64>) -> PyResult<Option<(u64, Py<PyAny>)>> {
+        let stream = self.live()?;
+        match py.detach(|| stream.next(id)) {
+            None => Ok(None),
+            Some((id, result)) => Ok(Some((id, batch_to_dict(py, result.map_err(to_py)?, &self.spec)?))),
+        }
+    }
+
+    fn pending(&self) -> PyResult<usize> {
+        Ok(self.live()?.pending())
+    }
+
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.as_ref().map_or(0, |s| s.threads())
+    }
+
+    /// Stop and join the workers (also done when the object is garbage-collected).
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(s) = self.inner.take() {
+            py.detach(move || drop(s));
+        }
+    }
+}
+
+fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<PyAny>> {
+    let d = PyDict::new(py);
+    let shape = b.shape.to_vec();
+    let pixels = match b.pixels {
+        Pixels::F32(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+        Pixels::U8(v) => PyArray1::from_vec(py, v).reshape(shape)?.into_any(),
+    };
+    let n = b.shape[0];
+    d.set_item("pixel_values", pixels)?;
+    d.set_item("boxes", PyArray1::from_vec(py, b.boxes).reshape(vec![n, b.max_boxes, 4])?)?;
+    d.set_item("box_count", PyArray1::from_vec(py, b.box_counts))?;
+    d.set_item("index", PyArray1::from_vec(py, b.indices))?;
+    d.set_item("stage", PyArray1::from_vec(py, b.stages))?;
+    let (gw, gh) = spec.mask_grid;
+    match b.box_mask {
+        Some(m) => d.set_item("box_mask", PyArray1::from_vec(py, m).reshape(vec![n, gh, gw])?)?,
+        None => d.set_item("box_mask", py.None())?,
+    }
+    d.set_item("id", b.ids)?;
+    d.set_item("text", b.texts)?;
+    d.set_item("prompt", b.prompts)?;
+    d.set_item("target", b.targets)?;
+    d.set_item("task", b.tasks)?;
+    d.set_item("source", b.sources)?;
+    d.set_item("skipped", b.skipped)?;
+    d.set_item("work_ns", b.work_ns)?;
+    Ok(d.into_any().unbind())
+}
+
+#[pyfunction]
+fn render_boxes(format: &str, boxes: Vec<[f64; 4]>) -> PyResult<String> {
+    Ok(core_render(BoxFormat::parse(format).map_err(to_py)?, &boxes))
+}
+
+#[pyfunction]
+fn parse_boxes(format: &str, text: &str) -> PyResult<Vec<[f64; 4]>> {
+    Ok(core_parse(BoxFormat::parse(format).map_err(to_py)?, text))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Dataset>()?;
+    m.add_class::<Stream>()?;
+    m.add_function(wrap_pyfunction!(render_boxes, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_boxes, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+"""CURE's error-aware inter-dataset curriculum: weights by hand (floor, clamp, uniform fallback),
+and the ErrorAwareCurriculum driving a MultiSourceSampler."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gradatim.curriculum import (
+    ErrorAwareCurriculum,
+    cure_weights,
+    natural_weights,
+    uniform_weights,
+)
+
+
+def test_weights_by_hand():
+    w = cure_weights({"a": {"iou": 0.5, "text": 0.5}, "b": {"iou": 0.25}, "c": {"text": 1.0}})
+    # perf = [0.5, 0.25 (iou alone), 1.0 (text alone)] -> err = [0.5, 0.75, 0 -> floor 0.01]
+    # sum = 1.26 -> p = [0.396825..., 0.595238..., 0.0079365 -> clamped to 0.01]
+    assert list(w) == ["a", "b", "c"]
+    assert w["a"] == pytest.approx(0.5 / 1.26, abs=1e-15)
+    assert w["b"] == pytest.approx(0.75 / 1.26, abs=1e-15)
+    assert w["c"] == 0.01
+
+
+def test_alpha_weights_iou_and_text():
+    # perf = 0.8 * 0.6 + 0.2 * 0.1 = 0.5; other = 0.8 * 0.0 + 0.2 * 0.5 = 0.1 -> err [0.5, 0.9]
+    w = cure_weights({"x": {"iou": 0.6, "text": 0.1}, "y": {"iou": 0.0, "text": 0.5}})
+    assert w["x"] == pytest.approx(0.5 / 1.4, abs=1e-15)
+    assert w["y"] == pytest.approx(0.9 / 1.4, abs=1e-15)
+    # alpha = 0.5: perf = [0.35, 0.25] -> err [0.65, 0.75]
+    w = cure_weights({"x": {"iou": 0.6, "text": 0.1}, "y": {"iou": 0.0, "text": 0.5}}, alpha=0.5)
+    assert w["x"] == pytest.approx(0.65 / 1.4, abs=1e-15)
+
+
+def test_floor_clamp_and_uniform_fallback():
+    # every source perfect: each err <= 0 becomes 0.01 -> uniform thirds (sum 0.03 >= 1e-6)
+    w = cure_weights({k: {"iou": 1.0} for k in "abc"})
+    assert list(w.values()) == pytest.approx([1 / 3] * 3, abs=1e-15)
+    # err tiny but positive: sum < 1e-6 -> uniform
+    w = cure_weights({"a": {"iou": 1 - 1e-9}, "b": {"iou": 1 - 3e-9}})
+    assert list(w.values()) == [0.5, 0.5]
+    # perf above 1 (a metric that exceeds 1) is floored the same way
+    w = cure_weights({"a": {"text": 1.2}, "b": {"text": 0.0}})
+    assert w["a"] == 0.01 and w["b"] == pytest.approx(1 / 1.01, abs=1e-15)
+    # clamp to [0.01, 1]: 150 equal sources give p = 1/150 < 0.01
+    w = cure_weights({str(i): {"iou": 0.5} for i in range(150)})
+    assert set(w.values()) == {0.01}
+    assert cure_weights({"only": {"iou": 0.2}}) == {"only": 1.0}
+
+
+def test_bad_metrics():
+    with pytest.raises(ValueError, match="'b'.*iou.*text"):
+        cure_weights({"a": {"iou": 0.5}, "b": {}})
+    with pytest.raises(ValueError, match="not finite"):
+        cure_weights({"a": {"iou": float("nan")}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        cure_weights({"a": {"bleu": 0.5}})
+    with pytest.raises(ValueError, match="alpha"):
+        cure_weights({"a": {"iou": 0.5}}, alpha=2.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        cure_weights({})
+
+
+def test_baselines():
+    assert natural_weights([10, 30]) == [0.25, 0.75]
+    assert uniform_weights(4) == [0.25] * 4
+
+
+def test_error_aware_curriculum_drives_the_sampler():
+    pytest.importorskip("torch")
+    from gradatim.sampling import MultiSourceSampler
+
+    sizes = [300, 200, 100]
+    sampler = MultiSourceSampler(sizes, [1, 1, 1], num_samples=6000, seed=1)
+    cur = ErrorAwareCurriculum(
+        sampler, ["mimic", "mscxr", "padchest"], period=3, samples_per_step=8, initial="natural"
+    )
+    assert cur.weights == {"mimic": 0.5, "mscxr": 1 / 3, "padchest": 1 / 6}
+    assert not cur.due(0) and cur.due(3) and not cur.due(4)
+    it = iter(sampler)
+    for _ in range(3 * 8):  # three steps of batch 8
+        next(it)
+    w = cur.update(
+        {"mimic": {"iou": 0.9}, "mscxr": {"iou": 0.5, "text": 0.5}, "padchest": {"text": 0.2}},
+        step=3,
+    )
+    assert w == pytest.approx({"mimic": 0.1 / 1.4, "mscxr": 0.5 / 1.4, "padchest": 0.8 / 1.4})
+    assert sampler.weight_log[-1][0] == 24  # step 3 * 8 samples
+    rest = np.array(list(it))
+    freq = np.bincount(sampler.source_of(rest), minlength=3) / rest.size
+    np.testing.assert_allclose(freq, [0.1 / 1.4, 0.5 / 1.4, 0.8 / 1.4], atol=0.02)
+    state = json.loads(json.dumps(cur.state_dict()))
+    other = ErrorAwareCurriculum(sampler, ["mimic", "mscxr", "padchest"])
+    other.load_state_dict(state)
+    assert other.history == cur.history and other.period == 3
+    with pytest.raises(ValueError, match="missing"):
+        cur.update({"mimic": {"iou": 0.9}}, step=6)
+    with pytest.raises(ValueError, match="sources"):
+        ErrorAwareCurriculum(sampler, ["a", "b", "c"]).load_state_dict(state)
