@@ -35,10 +35,15 @@ __all__ = [
 ]
 
 
+_LAZY_MODULES = ("curriculum", "data", "datasets", "difficulty", "manifest", "sampling")
+
+
 def __getattr__(name: str) -> object:
     # the loader needs torch; `import gradatim` alone (e.g. for gradatim.image) must not
-    if name in ("Augment", "DataLoader", "ManifestDataset"):
-        from gradatim import data
+    import importlib
 
-        return getattr(data, name)
+    if name in ("Augment", "DataLoader", "ManifestDataset"):
+        return getattr(importlib.import_module("gradatim.data"), name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"gradatim.{name}")
     raise AttributeError(f"module 'gradatim' has no attribute {name!r}")

@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo.add_parser(sub)
     plot.add_parser(sub)
+    from gradatim.datasets import phantom
+    from gradatim.manifest import cli as manifest_cli
+
+    manifest_cli.add_parser(sub)
+    phantom.add_parser(sub)
     return parser
 
 

@@ -197,7 +197,8 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             else:
                 raise IndexError(f"index {index} out of range for {len(self)} samples")
         batch = self.load_batch([index])
-        return {k: _unbatch(v) for k, v in batch.items() if k not in ("skipped", "work_ns")}
+        drop = ("skipped", "work_ns")
+        return {k: _unbatch(v) for k, v in batch.items() if k not in drop and v is not None}
 
 
 def _unbatch(v: Any) -> Any:

@@ -209,7 +209,22 @@ impl Stream {
     /// Stop and join the workers (also done when the object is garbage-collected).
     fn close(&mut self, py: Python<'_>) {
         if let Some(s) = self.inner.take() {
-            py.detach(move || drop(s));
+            if std::process::id() == self.pid {
+                py.detach(move || drop(s));
+            } else {
+                // after fork the workers exist only in the parent: nothing to stop or join here
+                std::mem::forget(s);
+            }
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            if let Some(s) = self.inner.take() {
+                std::mem::forget(s);
+            }
         }
     }
 }

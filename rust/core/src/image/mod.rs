@@ -33,6 +33,12 @@ pub trait Sample: Copy + Default + Send + Sync + PartialOrd + 'static {
     /// `cvRound` is the SSE2 conversion (ties to even). Branch- and libm-free, so loops using it
     /// auto-vectorise (clahe.rs, resize.rs rely on this for bit-exact OpenCV results).
     fn from_f32_rne(v: f32) -> Self;
+    /// `data` itself when the samples are bytes (`u8`), so 8-bit kernels can load several
+    /// samples with one read (resize.rs); `None` for wider samples.
+    fn as_bytes(data: &[Self]) -> Option<&[u8]> {
+        let _ = data;
+        None
+    }
 }
 
 /// `v` rounded to the nearest integer, ties to even, for `0 <= v < 2**22`: adding 1.5 * 2**23
@@ -66,6 +72,10 @@ impl Sample for u8 {
     #[inline(always)]
     fn from_f32_rne(v: f32) -> Self {
         round_ties_even_small(v.clamp(0.0, 255.0)) as u8
+    }
+    #[inline(always)]
+    fn as_bytes(data: &[Self]) -> Option<&[u8]> {
+        Some(data)
     }
 }
 

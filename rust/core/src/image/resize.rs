@@ -502,20 +502,46 @@ impl<W: Copy + Default> RowCache<W> {
     }
 }
 
-/// Per output sample (pixel x channel): index of its first source sample in the row.
-fn horizontal_plan(xs: &Axis, cn: usize) -> Vec<u32> {
-    let mut plan = Vec::with_capacity(xs.offset.len() * cn);
-    for &s in &xs.offset {
-        for c in 0..cn {
-            plan.push((s as usize * cn + c) as u32);
-        }
-    }
-    plan
+/// The horizontal pass of one image: for each output sample (pixel x channel) the index of its
+/// first source sample in a row; samples before `split` blend it with the sample `cn` further
+/// on, the others (right edge) copy it. Built once per image and checked against the row
+/// length, which is what lets the SSE2 kernels read rows without bounds checks.
+struct Plan {
+    index: Vec<u32>,
+    split: usize,
+    cn: usize,
+    row_len: usize,
+    in_bounds: bool,
 }
 
-/// Output samples per step of the horizontal passes: lookups fill small arrays, then the
-/// arithmetic runs on whole vectors.
-const LANES: usize = 8;
+impl Plan {
+    fn new(xs: &Axis, cn: usize, src_width: usize) -> Self {
+        let row_len = src_width * cn;
+        let mut index = Vec::with_capacity(xs.offset.len() * cn);
+        for &s in &xs.offset {
+            for c in 0..cn {
+                index.push((s.max(0) as usize * cn + c) as u32);
+            }
+        }
+        let split = xs.single_from * cn;
+        // `Axis` clamps guarantee this; checking it keeps the unchecked reads sound regardless.
+        let in_bounds = index[..split].iter().all(|&j| j as usize + cn < row_len)
+            && index[split..].iter().all(|&j| (j as usize) < row_len);
+        Plan {
+            index,
+            split,
+            cn,
+            row_len,
+            in_bounds,
+        }
+    }
+
+    /// Whether the SSE2 kernels may read `src` with this plan's indices unchecked.
+    #[cfg(target_arch = "x86_64")]
+    fn unchecked_ok<T>(&self, src: &[T]) -> bool {
+        self.in_bounds && src.len() == self.row_len
+    }
+}
 
 /// 8-bit: OpenCV's fixed-point path (`HResizeLinear<uchar, int, short, 2048>` then
 /// `VResizeLinear<uchar, int, short, FixedPtCast<int, uchar, 22>>`, whose SIMD and scalar code
@@ -529,64 +555,74 @@ fn linear_fixed<T: Sample>(img: ImageRef<T>, out: &mut Image<T>, xs: &Axis, ys: 
             (f * COEF_SCALE).round_ties_even() as i16,
         ]
     };
-    let plan = horizontal_plan(xs, cn);
+    let plan = Plan::new(xs, cn, img.width);
     let alpha: Vec<[i16; 2]> = xs
         .frac
         .iter()
         .flat_map(|&f| std::iter::repeat_n(coef(f), cn))
         .collect();
-    let split = xs.single_from * cn;
     let mut cache = RowCache::<i32>::new(dw);
     for (dy, drow) in out.data.chunks_exact_mut(dw).enumerate() {
-        let [b0, b1] = coef(ys.frac[dy]);
+        let beta = coef(ys.frac[dy]);
         let [r0, r1] = cache.load(ys.rows(dy, img.height), |sy, buf| {
-            let src = img.row(sy);
-            let (two, one) = buf.split_at_mut(split);
-            hline_fixed(src, &plan[..split], &alpha[..split], cn, two);
-            for (d, &i) in one.iter_mut().zip(&plan[split..]) {
-                *d = src[i as usize].to_usize() as i32 * COEF_SCALE as i32;
-            }
+            hline_fixed(img.row(sy), &plan, &alpha, buf);
         });
-        for ((d, &s0), &s1) in drow.iter_mut().zip(r0).zip(r1) {
-            // `r >> 4` fits i16 (r <= 255 * 2048) and so do the products' high halves, which
-            // lets this map onto 16-bit multiplies (OpenCV's `v_mul_hi`).
-            let t0 = ((i32::from((s0 >> 4) as i16) * i32::from(b0)) >> 16) as i16;
-            let t1 = ((i32::from((s1 >> 4) as i16) * i32::from(b1)) >> 16) as i16;
-            let v = (t0.wrapping_add(t1).wrapping_add(2) >> 2).clamp(0, 255);
-            *d = T::from_usize_sat(v as usize);
-        }
+        vline_fixed(r0, r1, beta, drow);
     }
 }
 
-fn hline_fixed<T: Sample>(src: &[T], plan: &[u32], alpha: &[[i16; 2]], cn: usize, out: &mut [i32]) {
-    let n = out.len();
-    if n == 0 {
+fn hline_fixed<T: Sample>(src: &[T], plan: &Plan, alpha: &[[i16; 2]], out: &mut [i32]) {
+    let (split, cn) = (plan.split, plan.cn);
+    let (two, one) = out.split_at_mut(split);
+    for (d, &j) in one.iter_mut().zip(&plan.index[split..]) {
+        *d = src[j as usize].to_usize() as i32 * COEF_SCALE as i32;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if plan.unchecked_ok(src) {
+        let (index, alpha) = (&plan.index[..split], &alpha[..split]);
+        // SAFETY: `unchecked_ok` means every index before `split` satisfies
+        // `j + cn < src.len()`, which is all the kernels read; SSE2 is part of the x86_64
+        // baseline.
+        match T::as_bytes(src) {
+            Some(bytes) if cn == 1 => unsafe { sse2::hline_fixed_gray8(bytes, index, alpha, two) },
+            _ => unsafe { sse2::hline_fixed(src, index, alpha, cn, two) },
+        }
         return;
     }
-    let (plan, alpha) = (&plan[..n], &alpha[..n]);
-    // Every planned index satisfies `j + cn < src.len()`; the `min` only tells the compiler so.
-    let lim = src.len() - 1 - cn;
-    let mut chunks = out
-        .chunks_exact_mut(LANES)
-        .zip(plan.chunks_exact(LANES).zip(alpha.chunks_exact(LANES)));
-    for (o, (p, a)) in &mut chunks {
-        let (mut v0, mut v1, mut a0, mut a1) =
-            ([0i16; LANES], [0i16; LANES], [0i16; LANES], [0i16; LANES]);
-        for k in 0..LANES {
-            let j = (p[k] as usize).min(lim);
-            v0[k] = src[j].to_usize() as i16;
-            v1[k] = src[j + cn].to_usize() as i16;
-            [a0[k], a1[k]] = a[k];
-        }
-        for k in 0..LANES {
-            o[k] = i32::from(v0[k]) * i32::from(a0[k]) + i32::from(v1[k]) * i32::from(a1[k]);
-        }
+    hline_fixed_scalar(src, &plan.index[..split], &alpha[..split], cn, two);
+}
+
+fn hline_fixed_scalar<T: Sample>(
+    src: &[T],
+    index: &[u32],
+    alpha: &[[i16; 2]],
+    cn: usize,
+    out: &mut [i32],
+) {
+    for ((d, &j), a) in out.iter_mut().zip(index).zip(alpha) {
+        let j = j as usize;
+        *d = src[j].to_usize() as i32 * i32::from(a[0])
+            + src[j + cn].to_usize() as i32 * i32::from(a[1]);
     }
-    let tail = n - n % LANES;
-    for k in tail..n {
-        let j = (plan[k] as usize).min(lim);
-        out[k] = src[j].to_usize() as i32 * i32::from(alpha[k][0])
-            + src[j + cn].to_usize() as i32 * i32::from(alpha[k][1]);
+}
+
+fn vline_fixed<T: Sample>(r0: &[i32], r1: &[i32], beta: [i16; 2], dst: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the kernel reads and writes only below `min(r0, r1, dst)` lengths; SSE2 is
+        // part of the x86_64 baseline.
+        let done = unsafe { sse2::vline_fixed(r0, r1, beta, dst) };
+        vline_fixed_scalar(&r0[done..], &r1[done..], beta, &mut dst[done..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    vline_fixed_scalar(r0, r1, beta, dst);
+}
+
+fn vline_fixed_scalar<T: Sample>(r0: &[i32], r1: &[i32], beta: [i16; 2], dst: &mut [T]) {
+    let [b0, b1] = beta.map(i32::from);
+    for ((d, &s0), &s1) in dst.iter_mut().zip(r0).zip(r1) {
+        let v = (((b0 * (s0 >> 4)) >> 16) + ((b1 * (s1 >> 4)) >> 16) + 2) >> 2;
+        *d = T::from_usize_sat(v.clamp(0, 255) as usize);
     }
 }
 
@@ -594,55 +630,280 @@ fn hline_fixed<T: Sample>(src: &[T], plan: &[u32], alpha: &[[i16; 2]], cn: usize
 fn linear_float<T: Sample>(img: ImageRef<T>, out: &mut Image<T>, xs: &Axis, ys: &Axis) {
     let cn = img.channels;
     let dw = out.width * cn;
-    let plan = horizontal_plan(xs, cn);
-    let alpha: Vec<[f32; 2]> = xs
-        .frac
-        .iter()
-        .flat_map(|&f| std::iter::repeat_n([1.0 - f, f], cn))
-        .collect();
-    let split = xs.single_from * cn;
+    let plan = Plan::new(xs, cn, img.width);
+    let repeat = |f: f32| std::iter::repeat_n(f, cn);
+    let a0: Vec<f32> = xs.frac.iter().flat_map(|&f| repeat(1.0 - f)).collect();
+    let a1: Vec<f32> = xs.frac.iter().flat_map(|&f| repeat(f)).collect();
     let mut cache = RowCache::<f32>::new(dw);
     for (dy, drow) in out.data.chunks_exact_mut(dw).enumerate() {
         let f = ys.frac[dy];
         let (b0, b1) = (1.0 - f, f);
         let [r0, r1] = cache.load(ys.rows(dy, img.height), |sy, buf| {
-            let src = img.row(sy);
-            let (two, one) = buf.split_at_mut(split);
-            hline_float(src, &plan[..split], &alpha[..split], cn, two);
-            for (d, &i) in one.iter_mut().zip(&plan[split..]) {
-                *d = src[i as usize].to_f32();
-            }
+            hline_float(img.row(sy), &plan, [&a0, &a1], buf);
         });
-        for ((d, &s0), &s1) in drow.iter_mut().zip(r0).zip(r1) {
-            *d = T::from_f32_rne(s0 * b0 + s1 * b1);
-        }
+        vline_float(r0, r1, [b0, b1], drow);
     }
 }
 
-fn hline_float<T: Sample>(src: &[T], plan: &[u32], alpha: &[[f32; 2]], cn: usize, out: &mut [f32]) {
-    let n = out.len();
-    if n == 0 {
+fn vline_float<T: Sample>(r0: &[f32], r1: &[f32], beta: [f32; 2], dst: &mut [T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the kernel reads and writes only below `min(r0, r1, dst)` lengths; SSE2 is
+        // part of the x86_64 baseline.
+        let done = unsafe { sse2::vline_float(r0, r1, beta, dst) };
+        vline_float_scalar(&r0[done..], &r1[done..], beta, &mut dst[done..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    vline_float_scalar(r0, r1, beta, dst);
+}
+
+fn vline_float_scalar<T: Sample>(r0: &[f32], r1: &[f32], beta: [f32; 2], dst: &mut [T]) {
+    for ((d, &s0), &s1) in dst.iter_mut().zip(r0).zip(r1) {
+        *d = T::from_f32_rne(s0 * beta[0] + s1 * beta[1]);
+    }
+}
+
+fn hline_float<T: Sample>(src: &[T], plan: &Plan, alpha: [&[f32]; 2], out: &mut [f32]) {
+    let (split, cn) = (plan.split, plan.cn);
+    let (two, one) = out.split_at_mut(split);
+    for (d, &j) in one.iter_mut().zip(&plan.index[split..]) {
+        *d = src[j as usize].to_f32();
+    }
+    let alpha = alpha.map(|a| &a[..split]);
+    #[cfg(target_arch = "x86_64")]
+    if plan.unchecked_ok(src) {
+        // SAFETY: as in `hline_fixed`.
+        unsafe { sse2::hline_float(src, &plan.index[..split], alpha, cn, two) };
         return;
     }
-    let (plan, alpha) = (&plan[..n], &alpha[..n]);
-    let lim = src.len() - 1 - cn;
-    let full = n - n % LANES;
-    for i in (0..full).step_by(LANES) {
-        let (mut v0, mut v1) = ([0f32; LANES], [0f32; LANES]);
-        for k in 0..LANES {
-            let j = (plan[i + k] as usize).min(lim);
-            v0[k] = src[j].to_f32();
-            v1[k] = src[j + cn].to_f32();
+    hline_float_scalar(src, &plan.index[..split], alpha, cn, two);
+}
+
+fn hline_float_scalar<T: Sample>(
+    src: &[T],
+    index: &[u32],
+    alpha: [&[f32]; 2],
+    cn: usize,
+    out: &mut [f32],
+) {
+    let weights = alpha[0].iter().zip(alpha[1]);
+    for ((d, &j), (a0, a1)) in out.iter_mut().zip(index).zip(weights) {
+        let j = j as usize;
+        *d = src[j].to_f32() * a0 + src[j + cn].to_f32() * a1;
+    }
+}
+
+/// SSE2 versions of the bilinear row kernels (SSE2 is always present on x86_64, so there is
+/// no runtime detection). Bilinear resizing is gather-bound: per output sample two source
+/// reads at computed offsets. Safe Rust kept a bounds check and a spill per read and left the
+/// 16-bit multiplies scalar, 3-5x slower than OpenCV; here the reads are unchecked (indices
+/// validated once per image by `Plan`) and the arithmetic is OpenCV's own (`pmaddwd`,
+/// `pmulhw`), so results are identical to the scalar versions (tested below).
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use super::Sample;
+    use std::arch::x86_64::*;
+
+    /// `out[k] = src[index[k]] * alpha[k][0] + src[index[k] + cn] * alpha[k][1]`.
+    ///
+    /// Safety: `index[k] + cn < src.len()` for every `k < out.len()`; samples are at most 255.
+    pub(super) unsafe fn hline_fixed<T: Sample>(
+        src: &[T],
+        index: &[u32],
+        alpha: &[[i16; 2]],
+        cn: usize,
+        out: &mut [i32],
+    ) {
+        let n = out.len().min(index.len()).min(alpha.len());
+        // Both samples of a pair in one i32 lane (low, high 16 bits), as `pmaddwd` wants them.
+        let pair = |k: usize| -> i32 {
+            let j = *index.get_unchecked(k) as usize;
+            (src.get_unchecked(j).to_usize() | src.get_unchecked(j + cn).to_usize() << 16) as i32
+        };
+        let mut k = 0;
+        while k + 8 <= n {
+            let lo = _mm_set_epi32(pair(k + 3), pair(k + 2), pair(k + 1), pair(k));
+            let hi = _mm_set_epi32(pair(k + 7), pair(k + 6), pair(k + 5), pair(k + 4));
+            let a = alpha.as_ptr().add(k) as *const __m128i;
+            let o = out.as_mut_ptr().add(k) as *mut __m128i;
+            _mm_storeu_si128(o, _mm_madd_epi16(lo, _mm_loadu_si128(a)));
+            _mm_storeu_si128(o.add(1), _mm_madd_epi16(hi, _mm_loadu_si128(a.add(1))));
+            k += 8;
         }
-        let a = &alpha[i..i + LANES];
-        let o = &mut out[i..i + LANES];
-        for k in 0..LANES {
-            o[k] = v0[k] * a[k][0] + v1[k] * a[k][1];
+        while k < n {
+            let j = *index.get_unchecked(k) as usize;
+            let a = alpha.get_unchecked(k);
+            *out.get_unchecked_mut(k) = src.get_unchecked(j).to_usize() as i32 * i32::from(a[0])
+                + src.get_unchecked(j + cn).to_usize() as i32 * i32::from(a[1]);
+            k += 1;
         }
     }
-    for k in full..n {
-        let j = (plan[k] as usize).min(lim);
-        out[k] = src[j].to_f32() * alpha[k][0] + src[j + cn].to_f32() * alpha[k][1];
+
+    /// [`hline_fixed`] for one 8-bit channel, where a pair is two adjacent bytes: one 16-bit
+    /// read each (OpenCV's `v_lut_pairs`), widened to 16-bit lanes.
+    ///
+    /// Safety: `index[k] + 1 < src.len()` for every `k < out.len()`.
+    pub(super) unsafe fn hline_fixed_gray8(
+        src: &[u8],
+        index: &[u32],
+        alpha: &[[i16; 2]],
+        out: &mut [i32],
+    ) {
+        let n = out.len().min(index.len()).min(alpha.len());
+        let pair = |k: usize| -> i16 {
+            let j = *index.get_unchecked(k) as usize;
+            (src.as_ptr().add(j) as *const i16).read_unaligned()
+        };
+        let zero = _mm_setzero_si128();
+        let mut k = 0;
+        while k + 8 <= n {
+            let v = _mm_set_epi16(
+                pair(k + 7),
+                pair(k + 6),
+                pair(k + 5),
+                pair(k + 4),
+                pair(k + 3),
+                pair(k + 2),
+                pair(k + 1),
+                pair(k),
+            );
+            let a = alpha.as_ptr().add(k) as *const __m128i;
+            let o = out.as_mut_ptr().add(k) as *mut __m128i;
+            let lo = _mm_unpacklo_epi8(v, zero);
+            let hi = _mm_unpackhi_epi8(v, zero);
+            _mm_storeu_si128(o, _mm_madd_epi16(lo, _mm_loadu_si128(a)));
+            _mm_storeu_si128(o.add(1), _mm_madd_epi16(hi, _mm_loadu_si128(a.add(1))));
+            k += 8;
+        }
+        while k < n {
+            let j = *index.get_unchecked(k) as usize;
+            let a = alpha.get_unchecked(k);
+            *out.get_unchecked_mut(k) = i32::from(*src.get_unchecked(j)) * i32::from(a[0])
+                + i32::from(*src.get_unchecked(j + 1)) * i32::from(a[1]);
+            k += 1;
+        }
+    }
+
+    /// OpenCV's `VResizeLinearVec_32s8u`; returns how many leading samples it wrote (a multiple
+    /// of 8), the caller finishes the rest.
+    ///
+    /// Safety: none beyond SSE2 (all accesses are below the three slices' common length).
+    pub(super) unsafe fn vline_fixed<T: Sample>(
+        r0: &[i32],
+        r1: &[i32],
+        beta: [i16; 2],
+        dst: &mut [T],
+    ) -> usize {
+        let n = dst.len().min(r0.len()).min(r1.len());
+        let (b0, b1) = (_mm_set1_epi16(beta[0]), _mm_set1_epi16(beta[1]));
+        let two = _mm_set1_epi16(2);
+        let mut x = 0;
+        while x + 8 <= n {
+            let p0 = r0.as_ptr().add(x) as *const __m128i;
+            let p1 = r1.as_ptr().add(x) as *const __m128i;
+            let s0 = _mm_packs_epi32(
+                _mm_srai_epi32(_mm_loadu_si128(p0), 4),
+                _mm_srai_epi32(_mm_loadu_si128(p0.add(1)), 4),
+            );
+            let s1 = _mm_packs_epi32(
+                _mm_srai_epi32(_mm_loadu_si128(p1), 4),
+                _mm_srai_epi32(_mm_loadu_si128(p1.add(1)), 4),
+            );
+            let t = _mm_adds_epi16(_mm_mulhi_epi16(s0, b0), _mm_mulhi_epi16(s1, b1));
+            let t = _mm_srai_epi16(_mm_adds_epi16(t, two), 2);
+            let mut bytes = [0u8; 16];
+            _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, _mm_packus_epi16(t, t));
+            for (d, &b) in dst.get_unchecked_mut(x..x + 8).iter_mut().zip(&bytes) {
+                *d = T::from_usize_sat(usize::from(b));
+            }
+            x += 8;
+        }
+        x
+    }
+
+    /// OpenCV's `VResizeLinearVec_32f16u`: `saturate(round(r0 * b0 + r1 * b1))` (ties to even,
+    /// the default MXCSR mode); returns how many leading samples it wrote (a multiple of 8).
+    ///
+    /// Safety: none beyond SSE2 (all accesses are below the three slices' common length).
+    pub(super) unsafe fn vline_float<T: Sample>(
+        r0: &[f32],
+        r1: &[f32],
+        beta: [f32; 2],
+        dst: &mut [T],
+    ) -> usize {
+        let n = dst.len().min(r0.len()).min(r1.len());
+        let (b0, b1) = (_mm_set1_ps(beta[0]), _mm_set1_ps(beta[1]));
+        // SSE2 has no unsigned 32->16 pack: shift into the signed range, pack with signed
+        // saturation, shift back.
+        let bias32 = _mm_set1_epi32(32768);
+        let bias16 = _mm_set1_epi16(-32768);
+        let round = |p0: *const f32, p1: *const f32| {
+            let r = _mm_add_ps(
+                _mm_mul_ps(_mm_loadu_ps(p0), b0),
+                _mm_mul_ps(_mm_loadu_ps(p1), b1),
+            );
+            _mm_sub_epi32(_mm_cvtps_epi32(r), bias32)
+        };
+        let mut x = 0;
+        while x + 8 <= n {
+            let (p0, p1) = (r0.as_ptr().add(x), r1.as_ptr().add(x));
+            let lo = round(p0, p1);
+            let hi = round(p0.add(4), p1.add(4));
+            let words = _mm_xor_si128(_mm_packs_epi32(lo, hi), bias16);
+            let mut out = [0u16; 8];
+            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, words);
+            for (d, &w) in dst.get_unchecked_mut(x..x + 8).iter_mut().zip(&out) {
+                *d = T::from_usize_sat(usize::from(w));
+            }
+            x += 8;
+        }
+        x
+    }
+
+    /// `out[k] = src[index[k]] * alpha[0][k] + src[index[k] + cn] * alpha[1][k]` in f32.
+    ///
+    /// Safety: `index[k] + cn < src.len()` for every `k < out.len()`.
+    pub(super) unsafe fn hline_float<T: Sample>(
+        src: &[T],
+        index: &[u32],
+        alpha: [&[f32]; 2],
+        cn: usize,
+        out: &mut [f32],
+    ) {
+        let n = out
+            .len()
+            .min(index.len())
+            .min(alpha[0].len())
+            .min(alpha[1].len());
+        let at = |k: usize, off: usize| -> i32 {
+            let j = *index.get_unchecked(k) as usize;
+            src.get_unchecked(j + off).to_usize() as i32
+        };
+        let mut k = 0;
+        while k + 4 <= n {
+            let v0 = _mm_cvtepi32_ps(_mm_set_epi32(
+                at(k + 3, 0),
+                at(k + 2, 0),
+                at(k + 1, 0),
+                at(k, 0),
+            ));
+            let v1 = _mm_cvtepi32_ps(_mm_set_epi32(
+                at(k + 3, cn),
+                at(k + 2, cn),
+                at(k + 1, cn),
+                at(k, cn),
+            ));
+            let a0 = _mm_loadu_ps(alpha[0].as_ptr().add(k));
+            let a1 = _mm_loadu_ps(alpha[1].as_ptr().add(k));
+            let r = _mm_add_ps(_mm_mul_ps(v0, a0), _mm_mul_ps(v1, a1));
+            _mm_storeu_ps(out.as_mut_ptr().add(k), r);
+            k += 4;
+        }
+        while k < n {
+            *out.get_unchecked_mut(k) = at(k, 0) as f32 * *alpha[0].get_unchecked(k)
+                + at(k, cn) as f32 * *alpha[1].get_unchecked(k);
+            k += 1;
+        }
     }
 }
 

@@ -344,148 +344,166 @@ fn float_rows<T: Sample, F: MulAdd, const CN: usize>(
     let mut p01 = [T::default(); CHUNK * 4];
     let mut p10 = [T::default(); CHUNK * 4];
     let mut p11 = [T::default(); CHUNK * 4];
-    let mut obuf = [T::default(); CHUNK * 4];
 
     let word = |s: &[T], i: usize| s[i].to_usize() as u32 | (s[i + CN].to_usize() as u32) << shift;
 
-    for y in 0..height {
-        let fy = y as f32;
-        let (ym1, ym4) = (fy * m[1], fy * m[4]);
-        let (mx, my) = (ym1 + m[2], ym4 + m[5]);
-        let mut x0 = 0;
-        while x0 < width {
-            let n = CHUNK.min(width - x0);
-            let xb = x0 as f32;
+    // Output tiles keep the source footprint of a run of rows small (a rotated row walks
+    // diagonally through hundreds of source rows and pages); results do not depend on the order.
+    out.resize(width * height * CN, T::default());
+    for (ty, tx) in tiles(width, height) {
+        for y in ty.clone() {
+            let fy = y as f32;
+            let (ym1, ym4) = (fy * m[1], fy * m[4]);
+            let (mx, my) = (ym1 + m[2], ym4 + m[5]);
+            let mut x0 = tx.start;
+            while x0 < tx.end {
+                let n = CHUNK.min(tx.end - x0);
+                let xb = x0 as f32;
 
-            // Pass 1 (vectorised): source coordinates, floor, fractions, offsets.
-            for i in 0..CHUNK {
-                let xf = xb + iota[i];
-                sx[i] = F::fma(m[0], xf, mx);
-                sy[i] = F::fma(m[3], xf, my);
-            }
-            if x0 + n > vec_end {
-                for i in vec_end.saturating_sub(x0)..n {
-                    let xf = xb + iota[i];
-                    sx[i] = F::fma(xf, m[0], ym1) + m[2];
-                    sy[i] = F::fma(xf, m[3], ym4) + m[5];
-                }
-            }
-            for i in 0..CHUNK {
-                (ix[i], fa[i]) = floor_frac(sx[i]);
-                (iy[i], fb[i]) = floor_frac(sy[i]);
-            }
-            let mut inside = 0u32;
-            for i in 0..n {
-                inside += u32::from((ix[i] as u32) < inner_w && (iy[i] as u32) < inner_h);
-            }
-            let all_inside = inside as usize == n && u32_offsets;
-            if all_inside {
+                // Pass 1 (vectorised): source coordinates, floor, fractions, offsets.
                 for i in 0..CHUNK {
-                    ofs[i] = (iy[i] as u32)
-                        .wrapping_mul(stride as u32)
-                        .wrapping_add((ix[i] as u32).wrapping_mul(CN as u32));
+                    let xf = xb + iota[i];
+                    sx[i] = F::fma(m[0], xf, mx);
+                    sy[i] = F::fma(m[3], xf, my);
                 }
-            }
+                if x0 + n > vec_end {
+                    for i in vec_end.saturating_sub(x0)..n {
+                        let xf = xb + iota[i];
+                        sx[i] = F::fma(xf, m[0], ym1) + m[2];
+                        sy[i] = F::fma(xf, m[3], ym4) + m[5];
+                    }
+                }
+                for i in 0..CHUNK {
+                    (ix[i], fa[i]) = floor_frac(sx[i]);
+                    (iy[i], fb[i]) = floor_frac(sy[i]);
+                }
+                let mut inside = 0u32;
+                for i in 0..n {
+                    inside += u32::from((ix[i] as u32) < inner_w && (iy[i] as u32) < inner_h);
+                }
+                let all_inside = inside as usize == n && u32_offsets;
+                if all_inside {
+                    for i in 0..CHUNK {
+                        ofs[i] = (iy[i] as u32)
+                            .wrapping_mul(stride as u32)
+                            .wrapping_add((ix[i] as u32).wrapping_mul(CN as u32));
+                    }
+                }
 
-            // Pass 2 (scalar): gather the four taps; 0 outside the source.
-            if all_inside && CN == 1 {
-                for i in 0..n {
-                    // One bounds check covers all four taps.
-                    let s = &src[ofs[i] as usize..ofs[i] as usize + stride + 2];
-                    top[i] = word(s, 0);
-                    bot[i] = word(s, stride);
-                }
-            } else if all_inside {
-                for i in 0..n {
-                    let s = &src[ofs[i] as usize..ofs[i] as usize + stride + 2 * CN];
-                    let o = i * CN;
-                    p00[o..o + CN].copy_from_slice(&s[..CN]);
-                    p01[o..o + CN].copy_from_slice(&s[CN..2 * CN]);
-                    p10[o..o + CN].copy_from_slice(&s[stride..stride + CN]);
-                    p11[o..o + CN].copy_from_slice(&s[stride + CN..stride + 2 * CN]);
-                }
-            } else {
-                for i in 0..n {
-                    let (x, yy) = (ix[i], iy[i]);
-                    let o = i * CN;
-                    let tap = |tx: i32, ty: i32, c: usize| {
-                        if (tx as u32) < sw as u32 && (ty as u32) < sh as u32 {
-                            src[ty as usize * stride + tx as usize * CN + c]
+                // Pass 2 (scalar): gather the four taps; 0 outside the source.
+                if all_inside && CN == 1 {
+                    for i in 0..n {
+                        // One bounds check covers all four taps.
+                        let s = &src[ofs[i] as usize..ofs[i] as usize + stride + 2];
+                        top[i] = word(s, 0);
+                        bot[i] = word(s, stride);
+                    }
+                } else if all_inside {
+                    for i in 0..n {
+                        let s = &src[ofs[i] as usize..ofs[i] as usize + stride + 2 * CN];
+                        let o = i * CN;
+                        p00[o..o + CN].copy_from_slice(&s[..CN]);
+                        p01[o..o + CN].copy_from_slice(&s[CN..2 * CN]);
+                        p10[o..o + CN].copy_from_slice(&s[stride..stride + CN]);
+                        p11[o..o + CN].copy_from_slice(&s[stride + CN..stride + 2 * CN]);
+                    }
+                } else {
+                    for i in 0..n {
+                        let (x, yy) = (ix[i], iy[i]);
+                        let o = i * CN;
+                        let tap = |tx: i32, ty: i32, c: usize| {
+                            if (tx as u32) < sw as u32 && (ty as u32) < sh as u32 {
+                                src[ty as usize * stride + tx as usize * CN + c]
+                            } else {
+                                T::default()
+                            }
+                        };
+                        if (x as u32) < inner_w && (yy as u32) < inner_h {
+                            let base = yy as usize * stride + x as usize * CN;
+                            let s = &src[base..base + stride + 2 * CN];
+                            if CN == 1 {
+                                top[i] = word(s, 0);
+                                bot[i] = word(s, stride);
+                            } else {
+                                p00[o..o + CN].copy_from_slice(&s[..CN]);
+                                p01[o..o + CN].copy_from_slice(&s[CN..2 * CN]);
+                                p10[o..o + CN].copy_from_slice(&s[stride..stride + CN]);
+                                p11[o..o + CN].copy_from_slice(&s[stride + CN..stride + 2 * CN]);
+                            }
+                        } else if x < -1 || x >= sw as i32 || yy < -1 || yy >= sh as i32 {
+                            if CN == 1 {
+                                (top[i], bot[i]) = (0, 0);
+                            } else {
+                                for p in [&mut p00, &mut p01, &mut p10, &mut p11] {
+                                    p[o..o + CN].fill(T::default());
+                                }
+                            }
+                        } else if CN == 1 {
+                            let t = |tx, ty| tap(tx, ty, 0).to_usize() as u32;
+                            top[i] = t(x, yy) | t(x + 1, yy) << shift;
+                            bot[i] = t(x, yy + 1) | t(x + 1, yy + 1) << shift;
                         } else {
-                            T::default()
-                        }
-                    };
-                    if (x as u32) < inner_w && (yy as u32) < inner_h {
-                        let base = yy as usize * stride + x as usize * CN;
-                        let s = &src[base..base + stride + 2 * CN];
-                        if CN == 1 {
-                            top[i] = word(s, 0);
-                            bot[i] = word(s, stride);
-                        } else {
-                            p00[o..o + CN].copy_from_slice(&s[..CN]);
-                            p01[o..o + CN].copy_from_slice(&s[CN..2 * CN]);
-                            p10[o..o + CN].copy_from_slice(&s[stride..stride + CN]);
-                            p11[o..o + CN].copy_from_slice(&s[stride + CN..stride + 2 * CN]);
-                        }
-                    } else if x < -1 || x >= sw as i32 || yy < -1 || yy >= sh as i32 {
-                        if CN == 1 {
-                            (top[i], bot[i]) = (0, 0);
-                        } else {
-                            for p in [&mut p00, &mut p01, &mut p10, &mut p11] {
-                                p[o..o + CN].fill(T::default());
+                            for c in 0..CN {
+                                p00[o + c] = tap(x, yy, c);
+                                p01[o + c] = tap(x + 1, yy, c);
+                                p10[o + c] = tap(x, yy + 1, c);
+                                p11[o + c] = tap(x + 1, yy + 1, c);
                             }
                         }
-                    } else if CN == 1 {
-                        let t = |tx, ty| tap(tx, ty, 0).to_usize() as u32;
-                        top[i] = t(x, yy) | t(x + 1, yy) << shift;
-                        bot[i] = t(x, yy + 1) | t(x + 1, yy + 1) << shift;
-                    } else {
+                    }
+                }
+
+                // Pass 3 (vectorised): interpolate, round, saturate.
+                let len = n * CN;
+                let o0 = (y * width + x0) * CN;
+                let dst = &mut out[o0..o0 + len];
+                if CN == 1 {
+                    let (a, b, t, u) = (&fa[..len], &fb[..len], &top[..len], &bot[..len]);
+                    for j in 0..len {
+                        // Samples are < 2^16: the i32 route converts with one instruction.
+                        let f00 = (t[j] & low_mask) as i32 as f32;
+                        let f01 = (t[j] >> shift) as i32 as f32;
+                        let f10 = (u[j] & low_mask) as i32 as f32;
+                        let f11 = (u[j] >> shift) as i32 as f32;
+                        let r0 = F::fma(a[j], f01 - f00, f00);
+                        let r1 = F::fma(a[j], f11 - f10, f10);
+                        dst[j] = round_sat(F::fma(b[j], r1 - r0, r0));
+                    }
+                } else {
+                    for i in 0..n {
                         for c in 0..CN {
-                            p00[o + c] = tap(x, yy, c);
-                            p01[o + c] = tap(x + 1, yy, c);
-                            p10[o + c] = tap(x, yy + 1, c);
-                            p11[o + c] = tap(x + 1, yy + 1, c);
+                            ar[i * CN + c] = fa[i];
+                            br[i * CN + c] = fb[i];
                         }
                     }
-                }
-            }
-
-            // Pass 3 (vectorised): interpolate, round, saturate.
-            let len = n * CN;
-            let dst = &mut obuf[..len];
-            if CN == 1 {
-                let (a, b, t, u) = (&fa[..len], &fb[..len], &top[..len], &bot[..len]);
-                for j in 0..len {
-                    // Samples are < 2^16: the i32 route converts with one instruction.
-                    let f00 = (t[j] & low_mask) as i32 as f32;
-                    let f01 = (t[j] >> shift) as i32 as f32;
-                    let f10 = (u[j] & low_mask) as i32 as f32;
-                    let f11 = (u[j] >> shift) as i32 as f32;
-                    let r0 = F::fma(a[j], f01 - f00, f00);
-                    let r1 = F::fma(a[j], f11 - f10, f10);
-                    dst[j] = round_sat(F::fma(b[j], r1 - r0, r0));
-                }
-            } else {
-                for i in 0..n {
-                    for c in 0..CN {
-                        ar[i * CN + c] = fa[i];
-                        br[i * CN + c] = fb[i];
+                    let (a, b) = (&ar[..len], &br[..len]);
+                    let (q00, q01, q10, q11) = (&p00[..len], &p01[..len], &p10[..len], &p11[..len]);
+                    for j in 0..len {
+                        let (f00, f01) = (q00[j].to_f32(), q01[j].to_f32());
+                        let (f10, f11) = (q10[j].to_f32(), q11[j].to_f32());
+                        let r0 = F::fma(a[j], f01 - f00, f00);
+                        let r1 = F::fma(a[j], f11 - f10, f10);
+                        dst[j] = round_sat(F::fma(b[j], r1 - r0, r0));
                     }
                 }
-                let (a, b) = (&ar[..len], &br[..len]);
-                let (q00, q01, q10, q11) = (&p00[..len], &p01[..len], &p10[..len], &p11[..len]);
-                for j in 0..len {
-                    let (f00, f01) = (q00[j].to_f32(), q01[j].to_f32());
-                    let (f10, f11) = (q10[j].to_f32(), q11[j].to_f32());
-                    let r0 = F::fma(a[j], f01 - f00, f00);
-                    let r1 = F::fma(a[j], f11 - f10, f10);
-                    dst[j] = round_sat(F::fma(b[j], r1 - r0, r0));
-                }
+                x0 += n;
             }
-            out.extend_from_slice(dst);
-            x0 += n;
         }
     }
+}
+
+/// Output tiles, `TILE_H` rows by `TILE_W` columns, row-major.
+fn tiles(
+    width: usize,
+    height: usize,
+) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> {
+    const TILE_W: usize = 2 * CHUNK;
+    const TILE_H: usize = 32;
+    (0..height).step_by(TILE_H).flat_map(move |y| {
+        (0..width)
+            .step_by(TILE_W)
+            .map(move |x| (y..(y + TILE_H).min(height), x..(x + TILE_W).min(width)))
+    })
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -855,21 +873,49 @@ mod bench_tmp {
     #[test]
     #[ignore]
     fn bench_warp_tmp() {
-        let sizes = [(2048usize, 2048usize, 2048usize, 2048usize), (2048, 2048, 512, 512), (1841, 1955, 1841, 1955)];
+        let sizes = [
+            (2048usize, 2048usize, 2048usize, 2048usize),
+            (2048, 2048, 512, 512),
+            (1841, 1955, 1841, 1955),
+        ];
         for (sw, sh, w, h) in sizes {
-            let img8 = Image { width: sw, height: sh, channels: 1, data: (0..sw * sh).map(|i| ((i * 7 + i / sw * 3) % 251) as u8).collect::<Vec<u8>>() };
-            let img16 = Image { width: sw, height: sh, channels: 1, data: (0..sw * sh).map(|i| ((i * 7 + i / sw * 3) % 4093) as u16).collect::<Vec<u16>>() };
-            let (c, s) = (7f64.to_radians().cos() * 1.03, 7f64.to_radians().sin() * 1.03);
+            let img8 = Image {
+                width: sw,
+                height: sh,
+                channels: 1,
+                data: (0..sw * sh)
+                    .map(|i| ((i * 7 + i / sw * 3) % 251) as u8)
+                    .collect::<Vec<u8>>(),
+            };
+            let img16 = Image {
+                width: sw,
+                height: sh,
+                channels: 1,
+                data: (0..sw * sh)
+                    .map(|i| ((i * 7 + i / sw * 3) % 4093) as u16)
+                    .collect::<Vec<u16>>(),
+            };
+            let (c, s) = (
+                7f64.to_radians().cos() * 1.03,
+                7f64.to_radians().sin() * 1.03,
+            );
             let k = w as f64 / sw as f64;
-            let m = [[c * k, s * k + 0.05, 0.03 * w as f64], [-s * k, c * k, -0.02 * h as f64]];
+            let m = [
+                [c * k, s * k + 0.05, 0.03 * w as f64],
+                [-s * k, c * k, -0.02 * h as f64],
+            ];
             let (mut b8, mut b16) = (f64::MAX, f64::MAX);
             let reps = if w < 1000 { 100 } else { 10 };
             for _ in 0..5 {
                 let t = cpu_ns();
-                for _ in 0..reps { std::hint::black_box(warp_affine(img8.view(), &m, w, h).unwrap()); }
+                for _ in 0..reps {
+                    std::hint::black_box(warp_affine(img8.view(), &m, w, h).unwrap());
+                }
                 b8 = b8.min((cpu_ns() - t) as f64 / 1e6 / reps as f64);
                 let t = cpu_ns();
-                for _ in 0..reps { std::hint::black_box(warp_affine(img16.view(), &m, w, h).unwrap()); }
+                for _ in 0..reps {
+                    std::hint::black_box(warp_affine(img16.view(), &m, w, h).unwrap());
+                }
                 b16 = b16.min((cpu_ns() - t) as f64 / 1e6 / reps as f64);
             }
             eprintln!("{sw}x{sh}->{w}x{h}: u8 {b8:.3} ms  u16 {b16:.3} ms (min cpu time)");

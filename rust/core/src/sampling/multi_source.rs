@@ -336,8 +336,9 @@ impl MultiSource {
             self.cfg.shard.world_size,
             self.cfg.shard.rank,
         );
-        let needs_head = (start + count - 1) * w + rank >= n;
-        let head = if needs_head {
+        let end = start + count;
+        let pad_from = if n > rank { (n - rank).div_ceil(w) } else { 0 };
+        let head = if end > pad_from {
             Some(self.head(epoch))
         } else {
             None
@@ -345,25 +346,22 @@ impl MultiSource {
         let mut cursor = self.seek(epoch, start * w);
         self.snapshot = Some(cursor.clone());
         let mut out = Vec::with_capacity(count as usize);
-        for row in start..start + count {
-            let target = row * w + rank;
-            if target < n {
-                let row_end = ((row + 1) * w).min(n);
-                advance(
-                    &self.cfg,
-                    &self.log,
-                    &mut self.perms,
-                    &mut cursor,
-                    row_end,
-                    |g, idx| {
-                        if g == target {
-                            out.push(idx)
-                        }
-                    },
-                );
-            } else {
-                let head = head.as_ref().expect("head computed when padding is needed");
-                out.push(head[(target % n) as usize]);
+        // Generate whole rows (every rank's draws move the per-source counts), keep this rank's.
+        let until = (end * w).min(n);
+        let mut next = start * w + rank;
+        advance(
+            &self.cfg,
+            &self.log,
+            &mut self.perms,
+            &mut cursor,
+            until,
+            &mut next,
+            w,
+            |idx| out.push(idx),
+        );
+        if let Some(head) = head {
+            for q in start.max(pad_from)..end {
+                out.push(head[((q * w + rank) % n) as usize]);
             }
         }
         self.cursor = Some(cursor);
@@ -380,13 +378,16 @@ impl MultiSource {
         let len = self.cfg.shard.world_size.min(self.cfg.num_samples);
         let mut c = Cursor::start(epoch, self.cfg.sizes.len());
         let mut h = Vec::with_capacity(len as usize);
+        let mut next = 0;
         advance(
             &self.cfg,
             &self.log,
             &mut self.perms,
             &mut c,
             len,
-            |_, idx| h.push(idx),
+            &mut next,
+            1,
+            |idx| h.push(idx),
         );
         self.head = Some((epoch, h.clone()));
         h
@@ -520,14 +521,18 @@ fn skip(cfg: &Config, log: &[Entry], c: &mut Cursor, until: u64) {
     c.g = c.g.max(until);
 }
 
-/// Moves `c` to position `until`, handing each draw `(g, global index)` to `emit`.
+/// Moves `c` to position `until`; the draws at positions `*next, *next + stride, ...` are
+/// materialised and handed to `emit` (the others only move the per-source counts).
+#[allow(clippy::too_many_arguments)]
 fn advance(
     cfg: &Config,
     log: &[Entry],
     perms: &mut [Option<PermCache>],
     c: &mut Cursor,
     until: u64,
-    mut emit: impl FnMut(u64, i64),
+    next: &mut u64,
+    stride: u64,
+    mut emit: impl FnMut(i64),
 ) {
     let epoch = c.epoch;
     let ksrc = derive_key(cfg.seed, &[TAG_SOURCE, epoch]);
@@ -535,8 +540,11 @@ fn advance(
     for_positions(cfg, log, epoch, c.g, until, |g, seg| {
         let s = source_at(log, seg, ksrc, g);
         let (cycle, off) = bump(&mut counts[s], cfg.sizes[s]);
-        let perm = permutation(cfg, perms, s, epoch, cycle);
-        emit(g, (cfg.offsets[s] + perm[off as usize] as u64) as i64);
+        if g == *next {
+            *next += stride;
+            let perm = permutation(cfg, perms, s, epoch, cycle);
+            emit((cfg.offsets[s] + perm[off as usize] as u64) as i64);
+        }
     });
     c.g = c.g.max(until);
 }
