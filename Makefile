@@ -28,6 +28,12 @@ test-python:
 bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/image_ops.py
 
+## CI guard (after `make test`): a short loader benchmark on generated radiograph JPEGs; prints
+## every ratio and fails only on a gross regression (gradatim < 0.5x torch DataLoader + OpenCV).
+.PHONY: bench-ci
+bench-ci:
+	$(PYTHON) benches/loader_throughput.py --quick --min-ratio-b 0.5 --out target/bench-ci/loader.json
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy -p gradatim-core -p gradatim-python -- -D warnings

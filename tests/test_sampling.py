@@ -173,6 +173,13 @@ def test_without_replacement_reads_each_source_as_permutations():
 # -- determinism and resumption ------------------------------------------------------------------
 
 
+def test_chunks_equal_the_epoch():
+    s = MultiSourceSampler([50, 60], [1, 2], num_samples=1000, seed=1, replacement=False)
+    parts = list(s.chunks(epoch=3, chunk_size=128))
+    assert [len(p) for p in parts] == [128] * 7 + [104]
+    assert np.concatenate(parts).tolist() == s.epoch_indices(3).tolist()
+
+
 def test_same_seed_same_sequence_other_seed_or_epoch_differs():
     a = MultiSourceSampler([50, 60], [1, 2], seed=1)
     b = MultiSourceSampler([50, 60], [1, 2], seed=1)

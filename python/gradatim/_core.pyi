@@ -1,6 +1,8 @@
 """Type stubs of the compiled extension ``gradatim._core`` (rust/python). Use the typed Python
 fronts (``gradatim.image`` ...) rather than calling these directly."""
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -178,3 +180,54 @@ class StageScheduler:
     def set_state(
         self, state: tuple[int, list[float], list[float], float, list[float], float]
     ) -> None: ...
+
+# --- data (rust/python/src/data.rs) -------------------------------------------------------------
+
+class Dataset:
+    """A manifest plus the image/augmentation/text settings; immutable, shared by workers."""
+
+    def __init__(
+        self,
+        jsonl: str,
+        name: str,
+        root: str,
+        allow_outside_root: bool,
+        width: int,
+        height: int,
+        channels: int,
+        output: str,
+        mean: list[float],
+        std: list[float],
+        augment_json: str,
+        box_format: str,
+        templates_json: str,
+        on_error: str,
+        max_pixels: int,
+        mask_grid: tuple[int, int],
+        mask_sigma: float,
+        overlay_thickness: int,
+    ) -> None: ...
+    def __len__(self) -> int: ...
+    def column(self, name: str) -> list[Any]: ...
+    def record(self, index: int) -> dict[str, Any]: ...
+    def batch(
+        self, indices: list[int], epoch: int, seed: int, stages: list[int] = ...
+    ) -> dict[str, Any]: ...
+    @property
+    def max_boxes(self) -> int: ...
+
+class Stream:
+    """Worker threads building batches of one epoch; closed (joined) on close() or collection."""
+
+    def __init__(self, dataset: Dataset, epoch: int, seed: int, threads: int) -> None: ...
+    def submit(self, id: int, indices: list[int], stages: list[int] = ...) -> None: ...
+    def next(
+        self, id: int | None = None, timeout: float = 0.0
+    ) -> tuple[int, dict[str, Any]] | None: ...
+    def pending(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
+    def close(self) -> None: ...
+
+def render_boxes(format: str, boxes: list[list[float]]) -> str: ...
+def parse_boxes(format: str, text: str) -> list[list[float]]: ...

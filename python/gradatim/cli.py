@@ -21,15 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gradatim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from gradatim import demo, plot
+    from gradatim import bench, demo, plot
 
+    bench.add_parser(sub)
     demo.add_parser(sub)
     plot.add_parser(sub)
     from gradatim.datasets import phantom
+    from gradatim.difficulty import cli as difficulty_cli
     from gradatim.manifest import cli as manifest_cli
 
     manifest_cli.add_parser(sub)
     phantom.add_parser(sub)
+    difficulty_cli.add_parser(sub)
     return parser
 
 

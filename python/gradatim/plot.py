@@ -185,3 +185,6 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--title", default=None)
     s.add_argument("--output", "-o", required=True, help="PNG file to write")
     s.set_defaults(func=_run_schedule)
+    from gradatim.difficulty.plot import add_plot_parser
+
+    add_plot_parser(sub)  # gradatim plot difficulty

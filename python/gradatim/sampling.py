@@ -294,6 +294,18 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         e = self._epoch if epoch is None else _int_arg(epoch, "epoch")
         return self._core.chunk(e, 0, len(self))
 
+    def chunks(
+        self, epoch: int | None = None, chunk_size: int | None = None
+    ) -> Iterator[NDArray[np.int64]]:
+        """This rank's epoch as consecutive int64 arrays of ``chunk_size`` indices (default: the
+        sampler's), for loaders that batch indices without a Python step per index. Uses the
+        weight log as it stands; does not move the iteration state."""
+        e = self._epoch if epoch is None else _int_arg(epoch, "epoch")
+        size = self._chunk_size if chunk_size is None else _int_arg(chunk_size, "chunk_size", 1)
+        n = len(self)
+        for start in range(0, n, size):
+            yield self._core.chunk(e, start, min(size, n - start))
+
     # -- state -----------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
         return {

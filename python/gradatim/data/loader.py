@@ -13,9 +13,10 @@ path for :class:`ManifestDataset`.
   training apply from the next submitted batch on.
 
 Argument validation is torch's own: the constructor builds the torch loader (which starts no
-worker until iterated), so every error message is torch's. Deviations on the fast path, by
-design: workers are threads, not processes (``multiprocessing_context`` is unused,
-``persistent_workers`` changes nothing since threads start in microseconds, ``worker_init_fn(i)``
+worker until iterated), so every error message is torch's. ``timeout`` bounds the wait for
+each batch, with torch's error message. Deviations on the fast path, by design: workers are
+threads, not processes (``multiprocessing_context`` is unused, ``persistent_workers`` changes
+nothing since threads start in microseconds, ``worker_init_fn(i)``
 is called once per worker in this process at the start of each epoch), and ``shuffle=True`` draws
 each epoch's permutation from ``(base_seed, epoch)`` where ``base_seed`` comes from ``generator``
 (or torch's global RNG) at construction - which is what makes ``state_dict()`` resumes exact.
@@ -184,7 +185,7 @@ class DataLoader:
                 pass
             while done < submitted:
                 t0 = time.perf_counter()
-                got = stream.next(done if t.in_order else None)
+                got = stream.next(done if t.in_order else None, float(t.timeout))
                 stats.stall += time.perf_counter() - t0
                 if got is None:  # pragma: no cover - every submitted job yields a result
                     break

@@ -642,7 +642,12 @@ def study_records(study: Study, image: str) -> list[dict[str, Any]]:
     """The manifest records of one study (its source's tasks), ``image`` being its path."""
     style = SOURCES[study.source]
     base = f"{study.source}/{study.index:06d}"
-    common = {"image": image, "source": study.source, "split": study.split, "labels": study.labels}
+    common: dict[str, Any] = {
+        "image": image,
+        "source": study.source,
+        "split": study.split,
+        "labels": study.labels,
+    }
     sentence_boxes = [make_box(f.box, f.sentence, f.anatomy) for f in study.findings]
     out: list[dict[str, Any]] = []
     for task in style.tasks:
@@ -741,6 +746,7 @@ def generate(
         _noise(seed, s, *_size(size, SOURCES[s]))
 
     def one(i: int) -> list[str]:
+        """Draw, encode and write study ``i``; return its manifest lines."""
         study = make_study(i, seed=seed, size=size, source=sources[i % len(sources)])
         rel = f"images/{study.source}/{i:06d}{ext}"
         img = render(study)

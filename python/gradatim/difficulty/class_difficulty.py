@@ -51,7 +51,9 @@ def class_difficulty(dif: ArrayLike, classes: Sequence[Sequence[str]]) -> ClassD
     """
     d = np.asarray(dif, dtype=np.float64)
     if d.ndim != 1 or d.size == 0:
-        raise InvalidArgumentError(f"class_difficulty: dif must be a non-empty 1-D array, got {d.shape}")
+        raise InvalidArgumentError(
+            f"class_difficulty: dif must be a non-empty 1-D array, got {d.shape}"
+        )
     if not np.isfinite(d).all():
         i = int(np.argmin(np.isfinite(d)))
         raise InvalidArgumentError(f"class_difficulty: dif[{i}] is not finite ({d[i]})")
@@ -60,7 +62,10 @@ def class_difficulty(dif: ArrayLike, classes: Sequence[Sequence[str]]) -> ClassD
             f"class_difficulty: expected one class list per sample ({d.size}), got "
             f"{len(classes) if not isinstance(classes, (str, bytes)) else 'a string'}"
         )
-    names = sorted({str(c) for cs in classes for c in cs} | ({UNLABELED} if any(len(cs) == 0 for cs in classes) else set()))
+    names = sorted(
+        {str(c) for cs in classes for c in cs}
+        | ({UNLABELED} if any(len(cs) == 0 for cs in classes) else set())
+    )
     index = {c: i for i, c in enumerate(names)}
     rows: list[int] = []
     cols: list[int] = []
@@ -73,7 +78,9 @@ def class_difficulty(dif: ArrayLike, classes: Sequence[Sequence[str]]) -> ClassD
     counts = np.bincount(cols, minlength=len(names))
     raw = sums / counts
     lo, hi = raw.min(), raw.max()
-    scaled = (raw - lo) / (hi - lo) if hi - lo > 0 and np.isfinite(hi - lo) else np.full_like(raw, 0.5)
+    scaled = (
+        (raw - lo) / (hi - lo) if hi - lo > 0 and np.isfinite(hi - lo) else np.full_like(raw, 0.5)
+    )
     out = ClassDifficulty(zip(names, (float(x) for x in scaled), strict=True))
     out.raw = {c: float(r) for c, r in zip(names, raw, strict=True)}
     out.sizes = {c: int(k) for c, k in zip(names, counts, strict=True)}

@@ -54,7 +54,10 @@ def load_embeddings(path: str | os.PathLike[str], key: str | None = None) -> np.
     p = Path(path)
     ext = _suffix(p)
     if ext == ".npy":
-        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:  # object arrays: would need pickle, never loaded
+            raise InvalidArgumentError(f"{p}: {exc} (pickled arrays are never loaded)") from None
     elif ext == ".safetensors":
         from safetensors import safe_open
 
@@ -72,7 +75,9 @@ def load_embeddings(path: str | os.PathLike[str], key: str | None = None) -> np.
     else:
         raise InvalidArgumentError(f"{p}: embeddings must be .npy or .safetensors")
     if arr.ndim != 2:
-        raise InvalidArgumentError(f"{p}: expected a 2-D (samples, features) array, got {arr.shape}")
+        raise InvalidArgumentError(
+            f"{p}: expected a 2-D (samples, features) array, got {arr.shape}"
+        )
     return arr
 
 
@@ -138,7 +143,9 @@ def read_id_table(path: str | os.PathLike[str]) -> tuple[list[str], list[list[st
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as exc:
-                        raise InvalidArgumentError(f"{p}: line {i}: invalid JSON ({exc.msg})") from None
+                        raise InvalidArgumentError(
+                            f"{p}: line {i}: invalid JSON ({exc.msg})"
+                        ) from None
     else:
         raise InvalidArgumentError(f"{p}: id table must be .txt, .jsonl or .parquet")
     ids: list[str] = []
@@ -217,7 +224,9 @@ def _columns(
     dif2: ArrayLike,
     dif: ArrayLike,
     classes: Sequence[Sequence[str]],
-) -> tuple[list[str], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], list[list[str]]]:
+) -> tuple[
+    list[str], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], list[list[str]]
+]:
     cols = [np.ascontiguousarray(x, dtype=np.float64) for x in (dif1, dif2, dif)]
     n = len(ids)
     for name, c in zip(("dif1", "dif2", "dif"), cols, strict=True):
@@ -225,7 +234,13 @@ def _columns(
             raise InvalidArgumentError(f"write_difficulty: {name} has shape {c.shape}, not ({n},)")
     if len(classes) != n:
         raise InvalidArgumentError(f"write_difficulty: {len(classes)} class lists for {n} ids")
-    return [str(i) for i in ids], cols[0], cols[1], cols[2], [[str(c) for c in cs] for cs in classes]
+    return (
+        [str(i) for i in ids],
+        cols[0],
+        cols[1],
+        cols[2],
+        [[str(c) for c in cs] for cs in classes],
+    )
 
 
 def write_difficulty(

@@ -17,8 +17,9 @@ gradient is exactly that is ``-(mean_P T - mean_Q e^T / ema)`` with ``ema`` held
 
 Network: each modality is projected by a linear layer to ``hidden`` units, the two projections
 are concatenated and a 2-layer ReLU MLP gives the scalar ``T`` (ReLU rather than ELU: the same
-estimates here, and ELU's CPU kernel was 100x slower than ReLU's in the torch build measured). Inputs are standardised per
-feature over the data set first (an invertible affine map: the mutual information is unchanged).
+estimates here, and ELU's CPU kernel was 100x slower than ReLU's in the torch build measured).
+Inputs are standardised per feature over the data set first (an invertible affine map: the mutual
+information is unchanged).
 
 Notes for users:
 - ``T`` is defined up to an additive constant (the DV bound is invariant to ``T + c``), so the
@@ -215,7 +216,9 @@ def _train(
             bar = None
 
     def scores_of(tv: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
-        out = [net(tv[s : s + _EVAL_BATCH], tt[s : s + _EVAL_BATCH]) for s in range(0, n, _EVAL_BATCH)]
+        out = [
+            net(tv[s : s + _EVAL_BATCH], tt[s : s + _EVAL_BATCH]) for s in range(0, n, _EVAL_BATCH)
+        ]
         return torch.cat(out).double()
 
     for epoch in range(1, epochs + 1):

@@ -68,7 +68,12 @@ def _faiss() -> Any:
 
 
 def build_index(
-    vn: np.ndarray, *, index: str = "auto", nprobe: int | None = None, device: str = "cpu", k: int = 1
+    vn: np.ndarray,
+    *,
+    index: str = "auto",
+    nprobe: int | None = None,
+    device: str = "cpu",
+    k: int = 1,
 ) -> Any:
     """A FAISS inner-product index over the normalised rows ``vn`` (float32, C-contiguous)."""
     faiss = _faiss()

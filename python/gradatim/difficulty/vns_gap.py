@@ -7,9 +7,10 @@ has a large gap and is hard.
 
 How it is computed, exactly and without an N x N matrix:
 
-- Rows are L2-normalised once (norms in float64) into one float32 matrix ``W = [V | T]``. For a
-  row block ``i`` the copy ``W'_i = [V_i | -T_i]`` turns both products into ONE matrix product:
-  ``W'_i W_j^T = V_i V_j^T - T_i T_j^T = S^v_ij - S^t_ij``, with no subtraction pass.
+- Rows are L2-normalised once (float64 where float32 could overflow) into one float32 matrix
+  ``W = [V | T]``. For a row block ``i`` the copy ``W'_i = [V_i | -T_i]`` turns both products
+  into ONE matrix product: ``W'_i W_j^T = V_i V_j^T - T_i T_j^T = S^v_ij - S^t_ij``, with no
+  subtraction pass.
 - ``G`` is symmetric, so only block pairs ``i <= j`` are computed: the row sums of ``|.|`` go to
   the rows of block ``i``, the column sums to the rows of block ``j`` (the diagonal block once,
   by its row sums). That is ``(nb + 1) / (2 nb)`` of the products, about half.
@@ -205,8 +206,8 @@ def _knn(
 
     Neighbours come from FAISS (or NumPy selection for large ``k``, see
     :mod:`gradatim.difficulty.neighbors`). The gaps of the selected pairs are either gathered
-    (``k`` small: ``k (dv + dt)`` values per row) or, when ``32 k >= N``, read from the block's dense
-    row of ``S^v - S^t`` (one GEMM), which is far cheaper than gathering most of the matrix."""
+    (``k`` small: ``k (dv + dt)`` values per row) or, when ``32 k >= N``, read from the block's
+    dense row of ``S^v - S^t`` (one GEMM), far cheaper than gathering most of the matrix."""
     from gradatim.difficulty.neighbors import (
         FAISS_MAX_K,
         build_index,

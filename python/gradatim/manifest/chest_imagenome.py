@@ -109,7 +109,7 @@ def _id(graph: Mapping[str, Any], key: str, where: Where) -> str:
     if s.endswith(".0"):
         s = s[:-2]
     if not s or (key != "image_id" and not s.isdigit()):
-        raise where.error(key, f"expected an id, got {v!r}")
+        raise where.error(key, "expected an id")  # the value is an identifier: not quoted
     return s
 
 

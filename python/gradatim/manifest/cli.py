@@ -39,6 +39,7 @@ def _write(conv: Conversion, args: argparse.Namespace) -> int:
 
 def _guarded(run: Any) -> Any:
     def main(args: argparse.Namespace) -> int:
+        """Run the subcommand; a ManifestError becomes a message and exit status 2."""
         try:
             return int(run(args))
         except ManifestError as exc:

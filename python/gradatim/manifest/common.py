@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from gradatim.errors import ManifestError
 from gradatim.manifest.classes import CHEXPERT_LABELS
@@ -84,8 +84,7 @@ _REQUIRED = ("id", "image", "source", "task", "split", "text")
 _BOX_FIELDS = ("box", "phrase", "anatomy")
 
 
-@dataclass(frozen=True)
-class Where:
+class Where(NamedTuple):
     """Where a record comes from, for error messages: a file and a 1-based line, row or entry."""
 
     path: str | None = None
@@ -139,8 +138,10 @@ def make_record(
 
 def _nonempty_str(record: Mapping[str, Any], name: str, where: Where) -> str:
     value = record.get(name)
-    if not isinstance(value, str):
-        raise where.error(name, f"expected a string, got {type(value).__name__}")
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise where.error(name, f"expected a string, got {type(value).__name__}")
+        value = str(value)
     if name != "text" and not value.strip():
         raise where.error(name, "must not be empty")
     return value
@@ -156,30 +157,40 @@ def _label_value(value: Any, name: str, where: Where) -> int | None:
     return int(value)
 
 
+def _number(v: Any) -> bool:
+    t = type(v)
+    return t is float or t is int or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
 def _box(entry: Any, i: int, where: Where) -> dict[str, Any]:
-    name = f"boxes[{i}]"
     if not isinstance(entry, Mapping):
-        raise where.error(name, f"expected an object, got {type(entry).__name__}")
-    unknown = sorted(set(entry) - set(_BOX_FIELDS))
-    if unknown:
-        raise where.error(f"{name}.{unknown[0]}", f"unknown field (allowed: {_BOX_FIELDS})")
+        raise where.error(f"boxes[{i}]", f"expected an object, got {type(entry).__name__}")
+    if not entry.keys() <= _BOX_KEYS:
+        unknown = sorted(set(entry) - _BOX_KEYS)[0]
+        raise where.error(f"boxes[{i}].{unknown}", f"unknown field (allowed: {_BOX_FIELDS})")
     coords = entry.get("box")
     if not isinstance(coords, (list, tuple)) or len(coords) != 4:
-        raise where.error(f"{name}.box", "expected [x1, y1, x2, y2]")
-    out: list[float] = []
-    for v in coords:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise where.error(f"{name}.box", f"coordinates must be finite numbers, got {coords!r}")
-        out.append(float(v))
-    if not (out[0] < out[2] and out[1] < out[3]):
-        raise where.error(f"{name}.box", f"expected x1 < x2 and y1 < y2, got {out!r}")
+        raise where.error(f"boxes[{i}].box", "expected [x1, y1, x2, y2]")
+    if not all(_number(v) for v in coords):
+        raise where.error(f"boxes[{i}].box", f"coordinates must be finite numbers, got {coords!r}")
+    x1, y1, x2, y2 = (float(v) for v in coords)
+    total = x1 + y1 + x2 + y2
+    if total - total != 0.0:  # inf or nan somewhere
+        raise where.error(f"boxes[{i}].box", f"coordinates must be finite numbers, got {coords!r}")
+    if not (x1 < x2 and y1 < y2):
+        raise where.error(f"boxes[{i}].box", f"expected x1 < x2 and y1 < y2, got {coords!r}")
     phrase = entry.get("phrase", "")
-    if not isinstance(phrase, str):
-        raise where.error(f"{name}.phrase", f"expected a string, got {type(phrase).__name__}")
+    if type(phrase) is not str and not isinstance(phrase, str):
+        raise where.error(f"boxes[{i}].phrase", f"expected a string, got {type(phrase).__name__}")
     anatomy = entry.get("anatomy")
     if anatomy is not None and (not isinstance(anatomy, str) or not anatomy.strip()):
-        raise where.error(f"{name}.anatomy", "expected a non-empty string or null")
-    return {"box": out, "phrase": phrase, "anatomy": anatomy}
+        raise where.error(f"boxes[{i}].anatomy", "expected a non-empty string or null")
+    return {"box": [x1, y1, x2, y2], "phrase": phrase, "anatomy": anatomy}
+
+
+_BOX_KEYS = frozenset(_BOX_FIELDS)
+_FIELD_KEYS = frozenset(FIELDS)
+_CHEXPERT_ORDER = {name: i for i, name in enumerate(CHEXPERT_LABELS)}
 
 
 def validate_record(
@@ -189,15 +200,16 @@ def validate_record(
 
     Normalised: fields in :data:`FIELDS` order, the optional ones filled with their defaults
     (``prompt`` None, ``labels`` {}, ``boxes`` [], ``laterality_sensitive`` True), label values
-    as ``int``, box coordinates as ``float``. ``where`` (a :class:`Where`, or just a path) places
+    as ``int`` (CheXpert labels first, in :data:`~gradatim.manifest.classes.CHEXPERT_LABELS`
+    order), box coordinates as ``float``. ``where`` (a :class:`Where`, or just a path) places
     errors: :class:`gradatim.errors.ManifestError` names the file, the line/row and the field.
     """
     w = _where(where)
     if not isinstance(record, Mapping):
         raise w.error(None, f"expected a JSON object, got {type(record).__name__}")
-    unknown = sorted(set(record) - set(FIELDS))
-    if unknown:
-        raise w.error(unknown[0], f"unknown field (the manifest's fields are {', '.join(FIELDS)})")
+    if not record.keys() <= _FIELD_KEYS:
+        unknown = sorted(set(record) - _FIELD_KEYS)[0]
+        raise w.error(unknown, f"unknown field (the manifest's fields are {', '.join(FIELDS)})")
     for name in _REQUIRED:
         if name not in record:
             raise w.error(name, "missing")
@@ -217,13 +229,14 @@ def validate_record(
         raise w.error("labels", f"expected an object label -> value, got {type(labels).__name__}")
     clean: dict[str, int | None] = {}
     for key, value in labels.items():
-        if not isinstance(key, str) or not key.strip():
+        if type(key) is not str or not key.strip():
             raise w.error("labels", f"label names must be non-empty strings, got {key!r}")
-        clean[key] = _label_value(value, f"labels[{key!r}]", w)
+        if not (value is None or (type(value) is int and -1 <= value <= 1)):
+            value = _label_value(value, f"labels[{key!r}]", w)
+        clean[key] = value
     # CheXpert order first, then any other labels as given: stable, diff-friendly output.
-    ordered = {k: clean[k] for k in CHEXPERT_LABELS if k in clean}
-    ordered.update((k, v) for k, v in clean.items() if k not in ordered)
-    out["labels"] = ordered
+    n = len(_CHEXPERT_ORDER)
+    out["labels"] = dict(sorted(clean.items(), key=lambda kv: _CHEXPERT_ORDER.get(kv[0], n)))
     boxes = record.get("boxes")
     if boxes is None:
         boxes = []
@@ -231,7 +244,7 @@ def validate_record(
         raise w.error("boxes", f"expected a list, got {type(boxes).__name__}")
     out["boxes"] = [_box(b, i, w) for i, b in enumerate(boxes)]
     lat = record.get("laterality_sensitive", True)
-    if not isinstance(lat, bool):
+    if lat is not True and lat is not False:
         raise w.error("laterality_sensitive", f"expected true or false, got {lat!r}")
     out["laterality_sensitive"] = lat
     return out

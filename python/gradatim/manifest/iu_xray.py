@@ -26,6 +26,7 @@ import tarfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from gradatim.errors import ManifestError
 from gradatim.manifest.classes import NO_FINDING, read_label_csv
@@ -63,9 +64,9 @@ def iter_reports(path: str | os.PathLike[str]) -> Iterator[tuple[str, bytes]]:
     with tarfile.open(p, "r:*") as tar:
         members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".xml")]
         for m in sorted(members, key=lambda m: _sort_key(m.name)):
-            f = tar.extractfile(m)
-            if f is not None:
-                yield f"{p}:{m.name}", f.read()
+            member = tar.extractfile(m)
+            if member is not None:
+                yield f"{p}:{m.name}", member.read()
 
 
 def parse_report(name: str, data: bytes) -> dict[str, object]:
@@ -118,7 +119,7 @@ def convert(
     """
     conv = Conversion(SOURCE, on_error=_check_on_error(on_error))
     split_of = splitter(split)
-    extra: Mapping[object, dict[str, int | None]] = (
+    extra: Mapping[Any, dict[str, int | None]] = (
         read_label_csv(labels_csv, labels_key) if labels_csv is not None else {}
     )
     for name, data in iter_reports(reports):

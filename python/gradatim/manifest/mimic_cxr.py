@@ -124,7 +124,7 @@ def _digits(where: Where, row: dict[str, str], name: str) -> str:
     if v.endswith(".0"):  # ids written by pandas as floats
         v = v[:-2]
     if not v.isdigit():
-        raise where.error(name, f"expected a numeric id, got {v!r}")
+        raise where.error(name, "expected a numeric id")  # the value is an identifier: not quoted
     return v
 
 

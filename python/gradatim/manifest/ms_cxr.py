@@ -157,6 +157,6 @@ def convert(
             boxes=entry.boxes,  # type: ignore[arg-type]
         )
         conv.records.append(validate_record(rec, entry.first))
-    for exc in bad.values():
-        conv.reject(exc)
+    for err in bad.values():
+        conv.reject(err)
     return conv

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use gradatim_core::data::augment::AugmentConfig;
 use gradatim_core::data::batch::{build_batch, Batch, Pixels};
-use gradatim_core::data::box_format::{parse_boxes as core_parse, render_boxes as core_render, BoxFormat};
+use gradatim_core::data::box_format::{
+    parse_boxes as core_parse, render_boxes as core_render, BoxFormat,
+};
 use gradatim_core::data::manifest::{Manifest, ManifestOptions};
 use gradatim_core::data::sample::{DatasetSpec, OnError, OutputKind};
-use gradatim_core::data::stream::{BatchJob, BatchStream};
+use gradatim_core::data::stream::{BatchJob, BatchStream, Next};
 use gradatim_core::data::tasks::Templates;
 use gradatim_core::Error;
 use numpy::{PyArray1, PyArrayMethods};
@@ -56,20 +58,39 @@ impl Dataset {
         mask_sigma: f64,
         overlay_thickness: usize,
     ) -> PyResult<Self> {
-        let opts = ManifestOptions { root, allow_outside_root };
-        let manifest = py.detach(|| Manifest::from_jsonl(jsonl, name, &opts)).map_err(to_py)?;
+        let opts = ManifestOptions {
+            root,
+            allow_outside_root,
+        };
+        let manifest = py
+            .detach(|| Manifest::from_jsonl(jsonl, name, &opts))
+            .map_err(to_py)?;
         let output = match output {
             "float32" => OutputKind::Float32,
             "uint8" => OutputKind::Uint8,
-            o => return Err(invalid(format!("output must be 'float32' or 'uint8', not {o:?}"))),
+            o => {
+                return Err(invalid(format!(
+                    "output must be 'float32' or 'uint8', not {o:?}"
+                )))
+            }
         };
         let on_error = match on_error {
             "raise" => OnError::Raise,
             "skip" => OnError::Skip,
-            o => return Err(invalid(format!("on_error must be 'raise' or 'skip', not {o:?}"))),
+            o => {
+                return Err(invalid(format!(
+                    "on_error must be 'raise' or 'skip', not {o:?}"
+                )))
+            }
         };
         let templates = Templates::from_json(templates_json).map_err(to_py)?;
-        let max_boxes = manifest.records.iter().map(|r| r.boxes.len()).max().unwrap_or(0).max(1);
+        let max_boxes = manifest
+            .records
+            .iter()
+            .map(|r| r.boxes.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let spec = DatasetSpec {
             manifest,
             width,
@@ -89,7 +110,9 @@ impl Dataset {
             max_boxes,
         };
         spec.validate().map_err(to_py)?;
-        Ok(Dataset { spec: Arc::new(spec) })
+        Ok(Dataset {
+            spec: Arc::new(spec),
+        })
     }
 
     fn __len__(&self) -> usize {
@@ -114,7 +137,10 @@ impl Dataset {
     /// The record at `index` as a dict (paths resolved).
     fn record<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyDict>> {
         let r = self.spec.manifest.records.get(index).ok_or_else(|| {
-            pyo3::exceptions::PyIndexError::new_err(format!("index {index} out of range ({} records)", self.__len__()))
+            pyo3::exceptions::PyIndexError::new_err(format!(
+                "index {index} out of range ({} records)",
+                self.__len__()
+            ))
         })?;
         let d = PyDict::new(py);
         d.set_item("id", &r.id)?;
@@ -145,9 +171,18 @@ impl Dataset {
 
     /// Build one batch synchronously (the GIL released while it runs).
     #[pyo3(signature = (indices, epoch, seed, stages=Vec::new()))]
-    fn batch(&self, py: Python<'_>, indices: Vec<usize>, epoch: u64, seed: u64, stages: Vec<i8>) -> PyResult<Py<PyAny>> {
+    fn batch(
+        &self,
+        py: Python<'_>,
+        indices: Vec<usize>,
+        epoch: u64,
+        seed: u64,
+        stages: Vec<i8>,
+    ) -> PyResult<Py<PyAny>> {
         let spec = self.spec.clone();
-        let b = py.detach(|| build_batch(&spec, &indices, &stages, epoch, seed)).map_err(to_py)?;
+        let b = py
+            .detach(|| build_batch(&spec, &indices, &stages, epoch, seed))
+            .map_err(to_py)?;
         batch_to_dict(py, b, &self.spec)
     }
 
@@ -170,7 +205,9 @@ impl Stream {
         if std::process::id() != self.pid {
             return Err(crate::error::used_after_fork(self.pid));
         }
-        self.inner.as_ref().ok_or_else(|| invalid("the stream is closed"))
+        self.inner
+            .as_ref()
+            .ok_or_else(|| invalid("the stream is closed"))
     }
 }
 
@@ -178,22 +215,41 @@ impl Stream {
 impl Stream {
     #[new]
     fn new(dataset: &Dataset, epoch: u64, seed: u64, threads: usize) -> Self {
-        Stream { inner: Some(BatchStream::new(dataset.spec.clone(), epoch, seed, threads)), spec: dataset.spec.clone(), pid: std::process::id() }
+        Stream {
+            inner: Some(BatchStream::new(dataset.spec.clone(), epoch, seed, threads)),
+            spec: dataset.spec.clone(),
+            pid: std::process::id(),
+        }
     }
 
     #[pyo3(signature = (id, indices, stages=Vec::new()))]
     fn submit(&self, id: u64, indices: Vec<usize>, stages: Vec<i8>) -> PyResult<()> {
-        self.live()?.submit(BatchJob { id, indices, stages });
+        self.live()?.submit(BatchJob {
+            id,
+            indices,
+            stages,
+        });
         Ok(())
     }
 
     /// `(id, batch)` of job `id` (or the first finished with `None`); `None` if nothing is pending.
-    #[pyo3(signature = (id=None))]
-    fn next(&self, py: Python<'_>, id: Option<u64>) -> PyResult<Option<(u64, Py<PyAny>)>> {
+    /// A positive `timeout` (seconds) raises torch's "DataLoader timed out" error.
+    #[pyo3(signature = (id=None, timeout=0.0))]
+    fn next(
+        &self,
+        py: Python<'_>,
+        id: Option<u64>,
+        timeout: f64,
+    ) -> PyResult<Option<(u64, Py<PyAny>)>> {
         let stream = self.live()?;
-        match py.detach(|| stream.next(id)) {
-            None => Ok(None),
-            Some((id, result)) => Ok(Some((id, batch_to_dict(py, result.map_err(to_py)?, &self.spec)?))),
+        let limit = (timeout > 0.0).then(|| std::time::Duration::from_secs_f64(timeout));
+        match py.detach(|| stream.next_within(id, limit)) {
+            Next::Empty => Ok(None),
+            Next::TimedOut => Err(crate::error::timed_out(timeout)),
+            Next::Ready(id, result) => Ok(Some((
+                id,
+                batch_to_dict(py, result.map_err(to_py)?, &self.spec)?,
+            ))),
         }
     }
 
@@ -238,13 +294,19 @@ fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<Py
     };
     let n = b.shape[0];
     d.set_item("pixel_values", pixels)?;
-    d.set_item("boxes", PyArray1::from_vec(py, b.boxes).reshape(vec![n, b.max_boxes, 4])?)?;
+    d.set_item(
+        "boxes",
+        PyArray1::from_vec(py, b.boxes).reshape(vec![n, b.max_boxes, 4])?,
+    )?;
     d.set_item("box_count", PyArray1::from_vec(py, b.box_counts))?;
     d.set_item("index", PyArray1::from_vec(py, b.indices))?;
     d.set_item("stage", PyArray1::from_vec(py, b.stages))?;
     let (gw, gh) = spec.mask_grid;
     match b.box_mask {
-        Some(m) => d.set_item("box_mask", PyArray1::from_vec(py, m).reshape(vec![n, gh, gw])?)?,
+        Some(m) => d.set_item(
+            "box_mask",
+            PyArray1::from_vec(py, m).reshape(vec![n, gh, gw])?,
+        )?,
         None => d.set_item("box_mask", py.None())?,
     }
     d.set_item("id", b.ids)?;
@@ -260,7 +322,10 @@ fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<Py
 
 #[pyfunction]
 fn render_boxes(format: &str, boxes: Vec<[f64; 4]>) -> PyResult<String> {
-    Ok(core_render(BoxFormat::parse(format).map_err(to_py)?, &boxes))
+    Ok(core_render(
+        BoxFormat::parse(format).map_err(to_py)?,
+        &boxes,
+    ))
 }
 
 #[pyfunction]

@@ -53,3 +53,8 @@ pub fn used_after_fork(created_in: u32) -> PyErr {
         std::process::id()
     ))
 }
+
+/// torch's own message for a batch that took longer than `DataLoader(timeout=...)`.
+pub fn timed_out(seconds: f64) -> PyErr {
+    PyRuntimeError::new_err(format!("DataLoader timed out after {seconds} seconds"))
+}

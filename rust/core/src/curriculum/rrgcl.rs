@@ -298,11 +298,14 @@ impl Rrgcl {
                 keep[i as usize] = true;
             }
         }
-        Ok(keep
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &k)| k.then_some(i as i64))
-            .collect())
+        let bound = counts.iter().sum::<u64>().min(self.n_samples as u64) as usize;
+        let mut out = Vec::with_capacity(bound);
+        for (i, &k) in keep.iter().enumerate() {
+            if k {
+                out.push(i as i64);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -119,7 +119,8 @@ impl AugmentConfig {
     }
 
     pub fn from_json(text: &str) -> Result<AugmentConfig> {
-        let cfg: AugmentConfig = serde_json::from_str(text).map_err(|e| Error::invalid(format!("augment: {e}")))?;
+        let cfg: AugmentConfig =
+            serde_json::from_str(text).map_err(|e| Error::invalid(format!("augment: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -129,28 +130,38 @@ impl AugmentConfig {
             if (0.0..=1.0).contains(&p) {
                 Ok(())
             } else {
-                Err(Error::invalid(format!("augment.{name}.p must be in [0, 1], got {p}")))
+                Err(Error::invalid(format!(
+                    "augment.{name}.p must be in [0, 1], got {p}"
+                )))
             }
         };
         let range = |name: &str, (a, b): (f64, f64), lo: f64| {
             if a.is_finite() && b.is_finite() && lo < a && a <= b {
                 Ok(())
             } else {
-                Err(Error::invalid(format!("augment.{name} must be a range ({lo} < low <= high), got ({a}, {b})")))
+                Err(Error::invalid(format!(
+                    "augment.{name} must be a range ({lo} < low <= high), got ({a}, {b})"
+                )))
             }
         };
         if let Some(c) = &self.clahe {
             prob("clahe", c.p)?;
             if !(c.clip_limit >= 0.0) || c.tile_grid.0 == 0 || c.tile_grid.1 == 0 {
-                return Err(Error::invalid("augment.clahe needs clip_limit >= 0 and tile_grid >= (1, 1)"));
+                return Err(Error::invalid(
+                    "augment.clahe needs clip_limit >= 0 and tile_grid >= (1, 1)",
+                ));
             }
         }
         if let Some(a) = &self.affine {
             prob("affine", a.p)?;
             range("affine.scale", a.scale, 0.0)?;
-            let finite = [a.rotate, a.translate, a.shear].iter().all(|v| v.is_finite() && *v >= 0.0);
+            let finite = [a.rotate, a.translate, a.shear]
+                .iter()
+                .all(|v| v.is_finite() && *v >= 0.0);
             if !finite || a.shear >= 89.0 {
-                return Err(Error::invalid("augment.affine rotate/translate/shear must be finite, >= 0, shear < 89"));
+                return Err(Error::invalid(
+                    "augment.affine rotate/translate/shear must be finite, >= 0, shear < 89",
+                ));
             }
         }
         if let Some(c) = &self.crop {
@@ -204,41 +215,84 @@ fn happens(key: u64, counter: u64, p: f64) -> bool {
 impl AugmentConfig {
     /// Draw the plan of the sample whose stream is `key`, for an output of `width` x `height`.
     pub fn plan(&self, key: u64, width: usize, height: usize, laterality_sensitive: bool) -> Plan {
-        let crop = self.crop.as_ref().filter(|c| happens(key, C_CROP, c.p)).and_then(|c| {
-            // torchvision's RandomResizedCrop rule: up to 10 tries, else keep the whole image
-            (0..10).find_map(|attempt| {
-                let k = C_CROP + 1 + attempt * 4;
-                let area = uniform(key, k, c.scale.0, c.scale.1);
-                let log_ratio = uniform(key, k + 1, c.ratio.0.ln(), c.ratio.1.ln()).exp();
-                let (w, h) = ((area * log_ratio).sqrt(), (area / log_ratio).sqrt());
-                (w <= 1.0 && h <= 1.0).then(|| [uniform(key, k + 2, 0.0, 1.0 - w), uniform(key, k + 3, 0.0, 1.0 - h), w, h])
-            })
-        });
+        let crop = self
+            .crop
+            .as_ref()
+            .filter(|c| happens(key, C_CROP, c.p))
+            .and_then(|c| {
+                // torchvision's RandomResizedCrop rule: up to 10 tries, else keep the whole image
+                (0..10).find_map(|attempt| {
+                    let k = C_CROP + 1 + attempt * 4;
+                    let area = uniform(key, k, c.scale.0, c.scale.1);
+                    let log_ratio = uniform(key, k + 1, c.ratio.0.ln(), c.ratio.1.ln()).exp();
+                    let (w, h) = ((area * log_ratio).sqrt(), (area / log_ratio).sqrt());
+                    (w <= 1.0 && h <= 1.0).then(|| {
+                        [
+                            uniform(key, k + 2, 0.0, 1.0 - w),
+                            uniform(key, k + 3, 0.0, 1.0 - h),
+                            w,
+                            h,
+                        ]
+                    })
+                })
+            });
         let clahe = self
             .clahe
             .as_ref()
             .filter(|c| happens(key, C_CLAHE, c.p))
             .map(|c| (c.clip_limit, c.tile_grid.0, c.tile_grid.1));
-        let affine = self.affine.as_ref().filter(|a| happens(key, C_AFFINE, a.p)).map(|a| {
-            let angle = uniform(key, C_AFFINE + 1, -a.rotate, a.rotate);
-            let scale = uniform(key, C_AFFINE + 2, a.scale.0, a.scale.1);
-            let tx = uniform(key, C_AFFINE + 3, -a.translate, a.translate) * width as f64;
-            let ty = uniform(key, C_AFFINE + 4, -a.translate, a.translate) * height as f64;
-            let shear = uniform(key, C_AFFINE + 5, -a.shear, a.shear);
-            centred_affine(angle, scale, shear, tx, ty, width as f64 / 2.0, height as f64 / 2.0)
-        });
-        let flip = !laterality_sensitive && self.flip.as_ref().is_some_and(|f| happens(key, C_FLIP, f.p));
-        Plan { crop, clahe, affine, flip }
+        let affine = self
+            .affine
+            .as_ref()
+            .filter(|a| happens(key, C_AFFINE, a.p))
+            .map(|a| {
+                let angle = uniform(key, C_AFFINE + 1, -a.rotate, a.rotate);
+                let scale = uniform(key, C_AFFINE + 2, a.scale.0, a.scale.1);
+                let tx = uniform(key, C_AFFINE + 3, -a.translate, a.translate) * width as f64;
+                let ty = uniform(key, C_AFFINE + 4, -a.translate, a.translate) * height as f64;
+                let shear = uniform(key, C_AFFINE + 5, -a.shear, a.shear);
+                centred_affine(
+                    angle,
+                    scale,
+                    shear,
+                    tx,
+                    ty,
+                    width as f64 / 2.0,
+                    height as f64 / 2.0,
+                )
+            });
+        let flip = !laterality_sensitive
+            && self
+                .flip
+                .as_ref()
+                .is_some_and(|f| happens(key, C_FLIP, f.p));
+        Plan {
+            crop,
+            clahe,
+            affine,
+            flip,
+        }
     }
 }
 
 /// Forward matrix: about centre `(cx, cy)`, scale, shear (x by y), rotate `angle` degrees
 /// counter-clockwise on screen (OpenCV's `getRotationMatrix2D` sense), then translate.
-pub fn centred_affine(angle: f64, scale: f64, shear: f64, tx: f64, ty: f64, cx: f64, cy: f64) -> Affine {
+pub fn centred_affine(
+    angle: f64,
+    scale: f64,
+    shear: f64,
+    tx: f64,
+    ty: f64,
+    cx: f64,
+    cy: f64,
+) -> Affine {
     let (s, c) = angle.to_radians().sin_cos();
     let k = shear.to_radians().tan();
     // R * Sh * S with R = [[c, s], [-s, c]] (y axis down), Sh = [[1, k], [0, 1]]
-    let a = [[c * scale, (c * k + s) * scale], [-s * scale, (-s * k + c) * scale]];
+    let a = [
+        [c * scale, (c * k + s) * scale],
+        [-s * scale, (-s * k + c) * scale],
+    ];
     [
         [a[0][0], a[0][1], cx + tx - a[0][0] * cx - a[0][1] * cy],
         [a[1][0], a[1][1], cy + ty - a[1][0] * cx - a[1][1] * cy],
@@ -293,13 +347,23 @@ pub fn apply<T: Sample>(
     // 2. crop + resize to the output size
     let mut out = if (x0, y0, cw, ch) == (0, 0, iw, ih) {
         if (iw, ih) == (width, height) {
-            Image { width, height, channels: img.channels, data: img.data.to_vec() }
+            Image {
+                width,
+                height,
+                channels: img.channels,
+                data: img.data.to_vec(),
+            }
         } else {
             resize(img, width, height, resize_mode(iw, ih, width, height))?
         }
     } else {
         let cropped = crop(img, x0, y0, cw, ch);
-        resize(cropped.view(), width, height, resize_mode(cw, ch, width, height))?
+        resize(
+            cropped.view(),
+            width,
+            height,
+            resize_mode(cw, ch, width, height),
+        )?
     };
     // source px -> decoded px -> crop -> output px
     let (sx, sy) = (width as f64 / cw as f64, height as f64 / ch as f64);
@@ -322,7 +386,10 @@ pub fn apply<T: Sample>(
     };
     let (kept, keep) = warp_boxes(boxes, &total, width, height, min_visible)?;
     let mut kept = kept.into_iter();
-    let mut mapped: Vec<Option<BoxXyxy>> = keep.iter().map(|&k| if k { kept.next() } else { None }).collect();
+    let mut mapped: Vec<Option<BoxXyxy>> = keep
+        .iter()
+        .map(|&k| if k { kept.next() } else { None })
+        .collect();
     // 5. flip
     if plan.flip {
         out = flip::hflip(out.view());
@@ -330,7 +397,10 @@ pub fn apply<T: Sample>(
             *b = [width as f64 - b[2], b[1], width as f64 - b[0], b[3]];
         }
     }
-    Ok(Augmented { image: out, boxes: mapped })
+    Ok(Augmented {
+        image: out,
+        boxes: mapped,
+    })
 }
 
 fn resize_mode(w: usize, h: usize, out_w: usize, out_h: usize) -> Interpolation {
@@ -347,7 +417,12 @@ fn crop<T: Sample>(img: ImageRef<'_, T>, x0: usize, y0: usize, w: usize, h: usiz
     for y in y0..y0 + h {
         data.extend_from_slice(&img.row(y)[x0 * c..(x0 + w) * c]);
     }
-    Image { width: w, height: h, channels: c, data }
+    Image {
+        width: w,
+        height: h,
+        channels: c,
+        data,
+    }
 }
 
 #[cfg(test)]
@@ -368,8 +443,12 @@ mod tests {
         for key in 0..50 {
             assert_eq!(cfg.plan(key, 512, 512, true), cfg.plan(key, 512, 512, true));
         }
-        let plans: Vec<_> = (0..400).map(|k| cfg.plan(rng::derive_key(1, &[0, k]), 512, 512, true)).collect();
-        let frac = |f: &dyn Fn(&Plan) -> bool| plans.iter().filter(|p| f(p)).count() as f64 / plans.len() as f64;
+        let plans: Vec<_> = (0..400)
+            .map(|k| cfg.plan(rng::derive_key(1, &[0, k]), 512, 512, true))
+            .collect();
+        let frac = |f: &dyn Fn(&Plan) -> bool| {
+            plans.iter().filter(|p| f(p)).count() as f64 / plans.len() as f64
+        };
         assert!((frac(&|p| p.clahe.is_some()) - 0.5).abs() < 0.1);
         assert!((frac(&|p| p.crop.is_some()) - 0.3).abs() < 0.1);
         assert!((frac(&|p| p.affine.is_some()) - 0.5).abs() < 0.1);
@@ -378,7 +457,8 @@ mod tests {
 
     #[test]
     fn crops_stay_inside_the_image() {
-        let cfg = AugmentConfig::from_json(r#"{"crop": {"scale": [0.08, 1.0], "p": 1.0}}"#).unwrap();
+        let cfg =
+            AugmentConfig::from_json(r#"{"crop": {"scale": [0.08, 1.0], "p": 1.0}}"#).unwrap();
         for key in 0..500 {
             if let Some([x, y, w, h]) = cfg.plan(key, 64, 64, true).crop {
                 assert!(x >= 0.0 && y >= 0.0 && x + w <= 1.0 + 1e-12 && y + h <= 1.0 + 1e-12);

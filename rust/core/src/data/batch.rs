@@ -46,21 +46,38 @@ pub struct Batch {
 }
 
 /// Build the batch of `indices` (with per-sample `stages`, or all `None` when empty).
-pub fn build_batch(spec: &DatasetSpec, indices: &[usize], stages: &[i8], epoch: u64, seed: u64) -> Result<Batch> {
+pub fn build_batch(
+    spec: &DatasetSpec,
+    indices: &[usize],
+    stages: &[i8],
+    epoch: u64,
+    seed: u64,
+) -> Result<Batch> {
     let start = Instant::now();
     if !stages.is_empty() && stages.len() != indices.len() {
-        return Err(Error::invalid(format!("{} stages for {} samples", stages.len(), indices.len())));
+        return Err(Error::invalid(format!(
+            "{} stages for {} samples",
+            stages.len(),
+            indices.len()
+        )));
     }
     let stages: Vec<Stage> = if stages.is_empty() {
         vec![Stage::None; indices.len()]
     } else {
-        stages.iter().map(|&s| Stage::from_code(s)).collect::<Result<_>>()?
+        stages
+            .iter()
+            .map(|&s| Stage::from_code(s))
+            .collect::<Result<_>>()?
     };
     let n = indices.len();
     let per = spec.pixels_per_sample();
     let mut batch = match spec.output {
-        super::sample::OutputKind::Float32 => fill(spec, indices, &stages, epoch, seed, vec![0f32; n * per])?,
-        super::sample::OutputKind::Uint8 => fill(spec, indices, &stages, epoch, seed, vec![0u8; n * per])?,
+        super::sample::OutputKind::Float32 => {
+            fill(spec, indices, &stages, epoch, seed, vec![0f32; n * per])?
+        }
+        super::sample::OutputKind::Uint8 => {
+            fill(spec, indices, &stages, epoch, seed, vec![0u8; n * per])?
+        }
     };
     batch.work_ns = start.elapsed().as_nanos() as u64;
     Ok(batch)
@@ -80,7 +97,14 @@ impl IntoPixels for Vec<u8> {
     }
 }
 
-fn fill<P: OutPixel>(spec: &DatasetSpec, indices: &[usize], stages: &[Stage], epoch: u64, seed: u64, mut buf: Vec<P>) -> Result<Batch>
+fn fill<P: OutPixel>(
+    spec: &DatasetSpec,
+    indices: &[usize],
+    stages: &[Stage],
+    epoch: u64,
+    seed: u64,
+    mut buf: Vec<P>,
+) -> Result<Batch>
 where
     Vec<P>: IntoPixels,
 {

@@ -81,25 +81,43 @@ pub fn render_box(format: BoxFormat, b: &[f64; 4]) -> String {
 
 /// Render a list of boxes, separated by a space.
 pub fn render_boxes(format: BoxFormat, boxes: &[[f64; 4]]) -> String {
-    boxes.iter().map(|b| render_box(format, b)).collect::<Vec<_>>().join(" ")
+    boxes
+        .iter()
+        .map(|b| render_box(format, b))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A phrase with its boxes, as one grounded unit of a target text.
 pub fn render_grounded(format: BoxFormat, phrase: &str, boxes: &[[f64; 4]]) -> String {
     match (format, boxes.is_empty()) {
-        (BoxFormat::Maira2, _) => format!("<obj>{phrase}{}</obj>", render_boxes(format, boxes).replace(' ', "")),
+        (BoxFormat::Maira2, _) => format!(
+            "<obj>{phrase}{}</obj>",
+            render_boxes(format, boxes).replace(' ', "")
+        ),
         (_, true) => phrase.to_string(),
         (_, false) => format!("{phrase} {}", render_boxes(format, boxes)),
     }
 }
 
 fn regex(format: BoxFormat) -> &'static Regex {
-    static CELLS: [OnceLock<Regex>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static CELLS: [OnceLock<Regex>; 4] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
     let (i, pattern) = match format {
-        BoxFormat::Cure => (0, r"\[\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*\]"),
+        BoxFormat::Cure => (
+            0,
+            r"\[\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*\]",
+        ),
         BoxFormat::Maira2 => (1, r"<box><x(\d+)><y(\d+)><x(\d+)><y(\d+)></box>"),
         BoxFormat::Loc => (2, r"<loc(\d{4})><loc(\d{4})><loc(\d{4})><loc(\d{4})>"),
-        BoxFormat::Xyxy => (3, r"\[\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*\]"),
+        BoxFormat::Xyxy => (
+            3,
+            r"\[\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*([0-9.]+)\s*\]",
+        ),
     };
     CELLS[i].get_or_init(|| Regex::new(pattern).expect("static pattern"))
 }
@@ -115,7 +133,12 @@ pub fn parse_boxes(format: BoxFormat, text: &str) -> Vec<[f64; 4]> {
                 return None;
             }
             Some(match format {
-                BoxFormat::Cure => [n[0] - n[2] / 2.0, n[1] - n[3] / 2.0, n[0] + n[2] / 2.0, n[1] + n[3] / 2.0],
+                BoxFormat::Cure => [
+                    n[0] - n[2] / 2.0,
+                    n[1] - n[3] / 2.0,
+                    n[0] + n[2] / 2.0,
+                    n[1] + n[3] / 2.0,
+                ],
                 BoxFormat::Xyxy => [n[0], n[1], n[2], n[3]],
                 BoxFormat::Maira2 => {
                     let u = |v: f64| unbin((v as u32).min(99), 100);
@@ -139,15 +162,30 @@ mod tests {
     #[test]
     fn renders_each_format() {
         assert_eq!(render_box(BoxFormat::Cure, &B), "[0.30,0.55,0.40,0.70]");
-        assert_eq!(render_box(BoxFormat::Maira2, &B), "<box><x10><y20><x50><y90></box>");
-        assert_eq!(render_box(BoxFormat::Loc, &B), "<loc0204><loc0102><loc0921><loc0512>");
-        assert_eq!(render_box(BoxFormat::Xyxy, &B), "[0.1000, 0.2000, 0.5000, 0.9000]");
-        assert_eq!(render_box(BoxFormat::Maira2, &[0.0, 0.0, 1.0, 1.0]), "<box><x00><y00><x99><y99></box>");
+        assert_eq!(
+            render_box(BoxFormat::Maira2, &B),
+            "<box><x10><y20><x50><y90></box>"
+        );
+        assert_eq!(
+            render_box(BoxFormat::Loc, &B),
+            "<loc0204><loc0102><loc0921><loc0512>"
+        );
+        assert_eq!(
+            render_box(BoxFormat::Xyxy, &B),
+            "[0.1000, 0.2000, 0.5000, 0.9000]"
+        );
+        assert_eq!(
+            render_box(BoxFormat::Maira2, &[0.0, 0.0, 1.0, 1.0]),
+            "<box><x00><y00><x99><y99></box>"
+        );
         assert_eq!(
             render_grounded(BoxFormat::Maira2, "effusion", &[B, B]),
             "<obj>effusion<box><x10><y20><x50><y90></box><box><x10><y20><x50><y90></box></obj>"
         );
-        assert_eq!(render_grounded(BoxFormat::Cure, "effusion", &[B]), "effusion [0.30,0.55,0.40,0.70]");
+        assert_eq!(
+            render_grounded(BoxFormat::Cure, "effusion", &[B]),
+            "effusion [0.30,0.55,0.40,0.70]"
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub fn box_mask(boxes: &[[f64; 4]], grid_w: usize, grid_h: usize, sigma: f64) ->
 /// Separable Gaussian blur, radius ceil(3 sigma), zero padding.
 fn blur(cells: &[f64], w: usize, h: usize, sigma: f64) -> Vec<f64> {
     let r = (3.0 * sigma).ceil() as isize;
-    let kernel: Vec<f64> = (-r..=r).map(|d| (-((d * d) as f64) / (2.0 * sigma * sigma)).exp()).collect();
+    let kernel: Vec<f64> = (-r..=r)
+        .map(|d| (-((d * d) as f64) / (2.0 * sigma * sigma)).exp())
+        .collect();
     let pass = |src: &[f64], along_x: bool| -> Vec<f64> {
         let mut out = vec![0.0; w * h];
         for y in 0..h as isize {
@@ -62,7 +64,9 @@ mod tests {
     #[test]
     fn sums_to_one_and_peaks_inside_the_box() {
         let m = box_mask(&[[0.5, 0.5, 1.0, 1.0]], 4, 4, 0.0);
-        let expect = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.25, 0.25, 0.0, 0.0, 0.25, 0.25];
+        let expect = [
+            0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.25, 0.25, 0.0, 0.0, 0.25, 0.25,
+        ];
         assert_eq!(m, expect.map(|v| v as f32).to_vec());
         let blurred = box_mask(&[[0.5, 0.5, 1.0, 1.0]], 8, 8, 1.0);
         assert!((blurred.iter().sum::<f32>() - 1.0).abs() < 1e-5);

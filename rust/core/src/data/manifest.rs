@@ -101,16 +101,25 @@ impl Manifest {
             if line.trim().is_empty() {
                 continue;
             }
-            let at = Where { manifest: name, line: line_no };
-            let value: Value = serde_json::from_str(line).map_err(|e| at.err("", format!("invalid JSON: {e}")))?;
+            let at = Where {
+                manifest: name,
+                line: line_no,
+            };
+            let value: Value =
+                serde_json::from_str(line).map_err(|e| at.err("", format!("invalid JSON: {e}")))?;
             let record = parse_record(&value, &at, opts)?;
             if let Some(first) = seen.insert(record.id.clone(), line_no) {
-                return Err(at.err("id", format!("duplicate id {:?} (first on line {first})", record.id)));
+                return Err(at.err(
+                    "id",
+                    format!("duplicate id {:?} (first on line {first})", record.id),
+                ));
             }
             records.push(record);
         }
         if records.is_empty() {
-            return Err(Error::invalid(format!("{name}: the manifest holds no records")));
+            return Err(Error::invalid(format!(
+                "{name}: the manifest holds no records"
+            )));
         }
         Ok(Manifest {
             name: name.to_string(),
@@ -130,13 +139,18 @@ impl Where<'_> {
         if field.is_empty() {
             Error::invalid(format!("{} line {}: {msg}", self.manifest, self.line))
         } else {
-            Error::invalid(format!("{} line {}, field '{field}': {msg}", self.manifest, self.line))
+            Error::invalid(format!(
+                "{} line {}, field '{field}': {msg}",
+                self.manifest, self.line
+            ))
         }
     }
 }
 
 fn parse_record(value: &Value, at: &Where<'_>, opts: &ManifestOptions) -> Result<Record> {
-    let obj = value.as_object().ok_or_else(|| at.err("", "a record must be a JSON object"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| at.err("", "a record must be a JSON object"))?;
     let id = match obj.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -147,7 +161,10 @@ fn parse_record(value: &Value, at: &Where<'_>, opts: &ManifestOptions) -> Result
     let task_name = required_str(obj, "task", at)?;
     let task = Task::parse(&task_name).ok_or_else(|| {
         let names: Vec<_> = Task::ALL.iter().map(|t| t.name()).collect();
-        at.err("task", format!("{task_name:?} is not one of {}", names.join(", ")))
+        at.err(
+            "task",
+            format!("{task_name:?} is not one of {}", names.join(", ")),
+        )
     })?;
     Ok(Record {
         image: resolve(&image, opts).map_err(|m| at.err("image", m))?,
@@ -195,9 +212,19 @@ fn parse_labels(v: Option<&Value>, at: &Where<'_>) -> Result<Vec<(String, Option
                 Value::Number(n) => match n.as_f64() {
                     Some(x) if x == 1.0 || x == 0.0 || x == -1.0 => Some(x as i8),
                     Some(x) if x.is_nan() => None,
-                    _ => return Err(at.err(&format!("labels.{k}"), format!("must be 1, 0, -1 or null, got {n}"))),
+                    _ => {
+                        return Err(at.err(
+                            &format!("labels.{k}"),
+                            format!("must be 1, 0, -1 or null, got {n}"),
+                        ))
+                    }
                 },
-                other => return Err(at.err(&format!("labels.{k}"), format!("must be 1, 0, -1 or null, got {other}"))),
+                other => {
+                    return Err(at.err(
+                        &format!("labels.{k}"),
+                        format!("must be 1, 0, -1 or null, got {other}"),
+                    ))
+                }
             };
             Ok((k.clone(), value))
         })
@@ -208,25 +235,39 @@ fn parse_boxes(v: Option<&Value>, at: &Where<'_>) -> Result<Vec<BoxAnnotation>> 
     let items = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(_) => return Err(at.err("boxes", "must be a list of {\"box\": [x1, y1, x2, y2], \"phrase\": ...}")),
+        Some(_) => {
+            return Err(at.err(
+                "boxes",
+                "must be a list of {\"box\": [x1, y1, x2, y2], \"phrase\": ...}",
+            ))
+        }
     };
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
             let field = |f: &str| format!("boxes[{i}].{f}");
-            let obj = item.as_object().ok_or_else(|| at.err(&format!("boxes[{i}]"), "must be an object"))?;
+            let obj = item
+                .as_object()
+                .ok_or_else(|| at.err(&format!("boxes[{i}]"), "must be an object"))?;
             let coords = obj
                 .get("box")
                 .and_then(Value::as_array)
                 .filter(|a| a.len() == 4)
-                .ok_or_else(|| at.err(&field("box"), "must be a list of 4 numbers [x1, y1, x2, y2]"))?;
+                .ok_or_else(|| {
+                    at.err(
+                        &field("box"),
+                        "must be a list of 4 numbers [x1, y1, x2, y2]",
+                    )
+                })?;
             let mut rect = [0.0; 4];
             for (r, c) in rect.iter_mut().zip(coords) {
-                *r = c
-                    .as_f64()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| at.err(&field("box"), format!("coordinates must be finite numbers, got {c}")))?;
+                *r = c.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+                    at.err(
+                        &field("box"),
+                        format!("coordinates must be finite numbers, got {c}"),
+                    )
+                })?;
             }
             if rect[2] <= rect[0] || rect[3] <= rect[1] {
                 return Err(at.err(
@@ -244,7 +285,11 @@ fn parse_boxes(v: Option<&Value>, at: &Where<'_>) -> Result<Vec<BoxAnnotation>> 
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(_) => return Err(at.err(&field("anatomy"), "must be a string or null")),
             };
-            Ok(BoxAnnotation { rect, phrase, anatomy })
+            Ok(BoxAnnotation {
+                rect,
+                phrase,
+                anatomy,
+            })
         })
         .collect()
 }
@@ -279,7 +324,10 @@ mod tests {
     use super::*;
 
     fn opts() -> ManifestOptions {
-        ManifestOptions { root: PathBuf::from("/data"), allow_outside_root: false }
+        ManifestOptions {
+            root: PathBuf::from("/data"),
+            allow_outside_root: false,
+        }
     }
 
     #[test]
@@ -301,26 +349,43 @@ mod tests {
     #[test]
     fn errors_name_manifest_line_and_field() {
         let text = "{\"id\": \"a\", \"image\": \"1.jpg\", \"task\": \"report\"}\n\n{\"id\": \"b\", \"image\": \"2.jpg\", \"task\": \"report\", \"boxes\": [{\"box\": [30, 0, 10, 5]}]}";
-        let e = Manifest::from_jsonl(text, "m.jsonl", &opts()).unwrap_err().to_string();
-        assert!(e.starts_with("m.jsonl line 3, field 'boxes[0].box'"), "{e}");
-        let e = Manifest::from_jsonl("{\"id\": \"a\", \"image\": \"1.jpg\", \"task\": \"captioning\"}", "m", &opts())
+        let e = Manifest::from_jsonl(text, "m.jsonl", &opts())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("field 'task'") && e.contains("captioning"), "{e}");
+        assert!(e.starts_with("m.jsonl line 3, field 'boxes[0].box'"), "{e}");
+        let e = Manifest::from_jsonl(
+            "{\"id\": \"a\", \"image\": \"1.jpg\", \"task\": \"captioning\"}",
+            "m",
+            &opts(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("field 'task'") && e.contains("captioning"),
+            "{e}"
+        );
         let dup = "{\"id\": \"a\", \"image\": \"1.jpg\", \"task\": \"report\"}\n{\"id\": \"a\", \"image\": \"2.jpg\", \"task\": \"report\"}";
-        let e = Manifest::from_jsonl(dup, "m", &opts()).unwrap_err().to_string();
+        let e = Manifest::from_jsonl(dup, "m", &opts())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("first on line 1"), "{e}");
-        let e = Manifest::from_jsonl("{not json", "m", &opts()).unwrap_err().to_string();
+        let e = Manifest::from_jsonl("{not json", "m", &opts())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 1") && e.contains("invalid JSON"), "{e}");
     }
 
     #[test]
     fn paths_stay_under_the_root_unless_allowed() {
-        let rec = |img: &str| format!("{{\"id\": \"a\", \"image\": \"{img}\", \"task\": \"report\"}}");
+        let rec =
+            |img: &str| format!("{{\"id\": \"a\", \"image\": \"{img}\", \"task\": \"report\"}}");
         assert!(Manifest::from_jsonl(&rec("/etc/passwd"), "m", &opts()).is_err());
         assert!(Manifest::from_jsonl(&rec("../../x.jpg"), "m", &opts()).is_err());
         assert!(Manifest::from_jsonl(&rec("a/../b.jpg"), "m", &opts()).is_ok());
-        let open = ManifestOptions { allow_outside_root: true, ..opts() };
+        let open = ManifestOptions {
+            allow_outside_root: true,
+            ..opts()
+        };
         assert!(Manifest::from_jsonl(&rec("/abs/x.jpg"), "m", &open).is_ok());
     }
 }

@@ -36,7 +36,9 @@ impl Stage {
             0 => Ok(Stage::Easy),
             1 => Ok(Stage::Medium),
             2 => Ok(Stage::Hard),
-            c => Err(Error::invalid(format!("stage must be -1 (none), 0 (easy), 1 (medium) or 2 (hard), got {c}"))),
+            c => Err(Error::invalid(format!(
+                "stage must be -1 (none), 0 (easy), 1 (medium) or 2 (hard), got {c}"
+            ))),
         }
     }
 }
@@ -86,16 +88,25 @@ impl DatasetSpec {
             return Err(Error::invalid("image_size must be positive"));
         }
         if self.channels != 1 && self.channels != 3 {
-            return Err(Error::invalid(format!("channels must be 1 or 3, got {}", self.channels)));
+            return Err(Error::invalid(format!(
+                "channels must be 1 or 3, got {}",
+                self.channels
+            )));
         }
         if self.mean.len() != self.channels || self.std.len() != self.channels {
             return Err(Error::invalid("mean and std need one value per channel"));
         }
-        if self.std.iter().any(|s| !s.is_finite() || *s == 0.0) || self.mean.iter().any(|m| !m.is_finite()) {
-            return Err(Error::invalid("mean must be finite and std finite and non-zero"));
+        if self.std.iter().any(|s| !s.is_finite() || *s == 0.0)
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(Error::invalid(
+                "mean must be finite and std finite and non-zero",
+            ));
         }
         if self.mask_grid.0 == 0 || self.mask_grid.1 == 0 || !(self.mask_sigma >= 0.0) {
-            return Err(Error::invalid("mask_grid must be positive and mask_sigma >= 0"));
+            return Err(Error::invalid(
+                "mask_grid must be positive and mask_sigma >= 0",
+            ));
         }
         self.augment.validate()
     }
@@ -117,12 +128,25 @@ pub struct SampleOut {
 }
 
 /// Load sample `index` into `pixels` (its slot, `pixels_per_sample` long, planar CHW).
-pub fn load_sample<P: OutPixel>(spec: &DatasetSpec, index: usize, epoch: u64, seed: u64, stage: Stage, pixels: &mut [P]) -> Result<SampleOut> {
+pub fn load_sample<P: OutPixel>(
+    spec: &DatasetSpec,
+    index: usize,
+    epoch: u64,
+    seed: u64,
+    stage: Stage,
+    pixels: &mut [P],
+) -> Result<SampleOut> {
     let rec = spec.manifest.records.get(index).ok_or_else(|| {
-        Error::invalid(format!("index {index} is out of range for a data set of {} samples", spec.manifest.records.len()))
+        Error::invalid(format!(
+            "index {index} is out of range for a data set of {} samples",
+            spec.manifest.records.len()
+        ))
     })?;
     let wrap = |e: Error| Error::InSample {
-        context: format!("sample {index} (id {:?}, {} line {})", rec.id, spec.manifest.name, rec.line),
+        context: format!(
+            "sample {index} (id {:?}, {} line {})",
+            rec.id, spec.manifest.name, rec.line
+        ),
         source: Box::new(e),
     };
     let (w, h) = (spec.width, spec.height);
@@ -131,8 +155,15 @@ pub fn load_sample<P: OutPixel>(spec: &DatasetSpec, index: usize, epoch: u64, se
     // decode no smaller than what the smallest crop still has to deliver at the output size
     let grow = 1.0 / spec.augment.min_crop_scale().sqrt();
     let opts = DecodeOptions {
-        reduce_to: Some(((w as f64 * grow).ceil() as usize, (h as f64 * grow).ceil() as usize)),
-        mode: if spec.channels == 1 { ColorMode::Gray } else { ColorMode::Rgb },
+        reduce_to: Some((
+            (w as f64 * grow).ceil() as usize,
+            (h as f64 * grow).ceil() as usize,
+        )),
+        mode: if spec.channels == 1 {
+            ColorMode::Gray
+        } else {
+            ColorMode::Rgb
+        },
         max_pixels: spec.max_pixels,
     };
     let (decoded, denom) = decode_file_scaled(&rec.image, &opts).map_err(wrap)?;
@@ -144,8 +175,19 @@ pub fn load_sample<P: OutPixel>(spec: &DatasetSpec, index: usize, epoch: u64, se
         Decoded::U16(img) => finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels),
     }
     .map_err(wrap)?;
-    let norm: Vec<Option<[f64; 4]>> =
-        boxes.iter().map(|b| b.map(|b| [b[0] / w as f64, b[1] / h as f64, b[2] / w as f64, b[3] / h as f64])).collect();
+    let norm: Vec<Option<[f64; 4]>> = boxes
+        .iter()
+        .map(|b| {
+            b.map(|b| {
+                [
+                    b[0] / w as f64,
+                    b[1] / h as f64,
+                    b[2] / w as f64,
+                    b[3] / h as f64,
+                ]
+            })
+        })
+        .collect();
     let text_key = rng::derive_key(seed, &[TAG_TEXT, epoch, index as u64]);
     let mut r = render(rec, &norm, spec.box_format, &spec.templates, text_key);
     let mut text = rec.text.clone();
@@ -155,8 +197,21 @@ pub fn load_sample<P: OutPixel>(spec: &DatasetSpec, index: usize, epoch: u64, se
         text = swap_laterality(&text);
     }
     let surviving: Vec<[f64; 4]> = norm.iter().flatten().copied().collect();
-    let box_mask = (stage == Stage::Medium).then(|| box_mask(&surviving, spec.mask_grid.0, spec.mask_grid.1, spec.mask_sigma));
-    Ok(SampleOut { boxes: boxes.into_iter().flatten().collect(), text, prompt: r.prompt, target: r.target, box_mask })
+    let box_mask = (stage == Stage::Medium).then(|| {
+        box_mask(
+            &surviving,
+            spec.mask_grid.0,
+            spec.mask_grid.1,
+            spec.mask_sigma,
+        )
+    });
+    Ok(SampleOut {
+        boxes: boxes.into_iter().flatten().collect(),
+        text,
+        prompt: r.prompt,
+        target: r.target,
+        box_mask,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -170,7 +225,15 @@ fn finish<T: Sample, P: OutPixel>(
     stage: Stage,
     pixels: &mut [P],
 ) -> Result<Vec<Option<BoxXyxy>>> {
-    let mut aug = super::augment::apply(img.view(), (scale, scale), rects, plan, spec.width, spec.height, min_visible)?;
+    let mut aug = super::augment::apply(
+        img.view(),
+        (scale, scale),
+        rects,
+        plan,
+        spec.width,
+        spec.height,
+        min_visible,
+    )?;
     if stage == Stage::Easy {
         let kept: Vec<BoxXyxy> = aug.boxes.iter().flatten().copied().collect();
         let white = vec![T::from_f32(T::MAX); aug.image.channels];
@@ -214,7 +277,11 @@ impl OutPixel for u8 {
         for ch in 0..c {
             let dst = &mut out[ch * plane..(ch + 1) * plane];
             for (d, px) in dst.iter_mut().zip(img.data.chunks_exact(c)) {
-                *d = if T::MAX == 255.0 { px[ch].to_usize() as u8 } else { (px[ch].to_f32() * k).round() as u8 };
+                *d = if T::MAX == 255.0 {
+                    px[ch].to_usize() as u8
+                } else {
+                    (px[ch].to_f32() * k).round() as u8
+                };
             }
         }
     }

@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::batch::{build_batch, Batch};
 use super::sample::DatasetSpec;
@@ -23,6 +24,14 @@ pub struct BatchJob {
     pub indices: Vec<usize>,
     /// MedCLM stage codes per sample, or empty.
     pub stages: Vec<i8>,
+}
+
+/// What [`BatchStream::next_within`] found.
+pub enum Next {
+    Ready(u64, Result<Batch>),
+    /// No such job is pending.
+    Empty,
+    TimedOut,
 }
 
 #[derive(Default)]
@@ -55,19 +64,29 @@ pub struct BatchStream {
 }
 
 fn run_job(spec: &DatasetSpec, job: &BatchJob, epoch: u64, seed: u64) -> Result<Batch> {
-    catch_unwind(AssertUnwindSafe(|| build_batch(spec, &job.indices, &job.stages, epoch, seed))).unwrap_or_else(|panic| {
+    catch_unwind(AssertUnwindSafe(|| {
+        build_batch(spec, &job.indices, &job.stages, epoch, seed)
+    }))
+    .unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        Err(Error::invalid(format!("internal error while building batch {}: {what}", job.id)))
+        Err(Error::invalid(format!(
+            "internal error while building batch {}: {what}",
+            job.id
+        )))
     })
 }
 
 impl BatchStream {
     pub fn new(spec: Arc<DatasetSpec>, epoch: u64, seed: u64, threads: usize) -> BatchStream {
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), job_ready: Condvar::new(), result_ready: Condvar::new() });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            job_ready: Condvar::new(),
+            result_ready: Condvar::new(),
+        });
         let workers = (0..threads)
             .map(|_| {
                 let (spec, shared) = (spec.clone(), shared.clone());
@@ -93,7 +112,13 @@ impl BatchStream {
                 })
             })
             .collect();
-        BatchStream { spec, epoch, seed, shared, workers }
+        BatchStream {
+            spec,
+            epoch,
+            seed,
+            shared,
+            workers,
+        }
     }
 
     pub fn submit(&self, job: BatchJob) {
@@ -111,32 +136,65 @@ impl BatchStream {
     /// The result of job `id` (or, with `None`, of whichever job finishes first). Blocks until it
     /// is ready; `None` when no such job is pending.
     pub fn next(&self, id: Option<u64>) -> Option<(u64, Result<Batch>)> {
+        match self.next_within(id, None) {
+            Next::Ready(id, r) => Some((id, r)),
+            Next::Empty | Next::TimedOut => None,
+        }
+    }
+
+    /// [`BatchStream::next`], giving up after `timeout` (torch's `DataLoader(timeout=...)`).
+    pub fn next_within(&self, id: Option<u64>, timeout: Option<Duration>) -> Next {
+        let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.shared.lock();
         loop {
             let ready = match id {
                 Some(id) => st.done.remove(&id).map(|r| (id, r)),
-                None => st.done.keys().next().copied().and_then(|k| st.done.remove(&k).map(|r| (k, r))),
+                None => st
+                    .done
+                    .keys()
+                    .next()
+                    .copied()
+                    .and_then(|k| st.done.remove(&k).map(|r| (k, r))),
             };
-            if ready.is_some() {
-                return ready;
+            if let Some((id, r)) = ready {
+                return Next::Ready(id, r);
             }
             let waiting_for_known = match id {
                 Some(id) => st.queue.iter().any(|j| j.id == id) || st.running > 0,
                 None => !st.queue.is_empty() || st.running > 0,
             };
             if !waiting_for_known {
-                return None;
+                return Next::Empty;
             }
             if self.workers.is_empty() {
                 // inline mode: build queued jobs in order until the wanted one is done
-                let job = st.queue.pop_front()?;
+                let Some(job) = st.queue.pop_front() else {
+                    return Next::Empty;
+                };
                 drop(st);
                 let result = run_job(&self.spec, &job, self.epoch, self.seed);
                 st = self.shared.lock();
                 st.done.insert(job.id, result);
                 continue;
             }
-            st = self.shared.result_ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = match deadline {
+                None => self
+                    .shared
+                    .result_ready
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Next::TimedOut;
+                    }
+                    self.shared
+                        .result_ready
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
     }
 

@@ -49,7 +49,8 @@ impl Default for Templates {
             describe_prompt: "Describe the {anatomy}.".into(),
             describe_target: "Description of the {anatomy}: {text}".into(),
             locate_describe_prompt: "Locate and describe the {anatomy}.".into(),
-            locate_describe_target: "Location of the {anatomy}: {boxes} Description of the {anatomy}: {text}".into(),
+            locate_describe_target:
+                "Location of the {anatomy}: {boxes} Description of the {anatomy}: {text}".into(),
             vqa_prompt: "{text}".into(),
             no_finding: "No acute findings.".into(),
         }
@@ -59,7 +60,8 @@ impl Default for Templates {
 impl Templates {
     /// Defaults overridden by the keys of a JSON object; unknown keys are an error.
     pub fn from_json(text: &str) -> crate::error::Result<Templates> {
-        serde_json::from_str(text).map_err(|e| crate::error::Error::invalid(format!("templates: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| crate::error::Error::invalid(format!("templates: {e}")))
     }
 }
 
@@ -93,14 +95,26 @@ fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 
 /// Render the prompt and target of `record`. `boxes[i]` is the i-th annotation's normalised box
 /// after augmentation, or `None` if the augmentation dropped it. `key` seeds this sample's choices.
-pub fn render(record: &Record, boxes: &[Option<[f64; 4]>], format: BoxFormat, t: &Templates, key: u64) -> Rendered {
+pub fn render(
+    record: &Record,
+    boxes: &[Option<[f64; 4]>],
+    format: BoxFormat,
+    t: &Templates,
+    key: u64,
+) -> Rendered {
     let kept = |pred: &dyn Fn(usize) -> bool| -> Vec<[f64; 4]> {
-        (0..record.boxes.len()).filter(|&i| pred(i)).filter_map(|i| boxes.get(i).copied().flatten()).collect()
+        (0..record.boxes.len())
+            .filter(|&i| pred(i))
+            .filter_map(|i| boxes.get(i).copied().flatten())
+            .collect()
     };
     let custom = record.prompt.clone();
     let (prompt, target) = match record.task {
         Task::Report => (t.report_prompt.clone(), record.text.clone()),
-        Task::Vqa => (fill(&t.vqa_prompt, "", "", "", &record.text), record.text.clone()),
+        Task::Vqa => (
+            fill(&t.vqa_prompt, "", "", "", &record.text),
+            record.text.clone(),
+        ),
         Task::PhraseGrounding => {
             let phrases = distinct(record.boxes.iter().map(|b| b.phrase.as_str()));
             let phrase = if phrases.is_empty() {
@@ -109,9 +123,15 @@ pub fn render(record: &Record, boxes: &[Option<[f64; 4]>], format: BoxFormat, t:
                 phrases[rng::bounded(rng::at(key, 0), phrases.len() as u64) as usize]
             };
             let bx = render_boxes(format, &kept(&|i| record.boxes[i].phrase == phrase));
-            (fill(&t.phrase_prompt, phrase, "", "", ""), fill(&t.phrase_target, phrase, "", &bx, ""))
+            (
+                fill(&t.phrase_prompt, phrase, "", "", ""),
+                fill(&t.phrase_target, phrase, "", &bx, ""),
+            )
         }
-        Task::GroundedReport => (t.grounded_report_prompt.clone(), grounded_report(record, &kept, format)),
+        Task::GroundedReport => (
+            t.grounded_report_prompt.clone(),
+            grounded_report(record, &kept, format),
+        ),
         Task::AnatomyGroundedReport => {
             let regions = distinct(record.boxes.iter().filter_map(|b| b.anatomy.as_deref()));
             if regions.is_empty() {
@@ -121,10 +141,20 @@ pub fn render(record: &Record, boxes: &[Option<[f64; 4]>], format: BoxFormat, t:
                 let in_region = |i: usize| record.boxes[i].anatomy.as_deref() == Some(region);
                 let bx = render_boxes(format, &kept(&in_region));
                 let phrases = distinct(
-                    (0..record.boxes.len()).filter(|&i| in_region(i)).map(|i| record.boxes[i].phrase.as_str()),
+                    (0..record.boxes.len())
+                        .filter(|&i| in_region(i))
+                        .map(|i| record.boxes[i].phrase.as_str()),
                 );
-                let described = phrases.into_iter().filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" ");
-                let text = if described.is_empty() { t.no_finding.as_str() } else { described.as_str() };
+                let described = phrases
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let text = if described.is_empty() {
+                    t.no_finding.as_str()
+                } else {
+                    described.as_str()
+                };
                 let (p, tg) = match rng::bounded(rng::at(key, 1), 3) {
                     0 => (&t.locate_prompt, &t.locate_target),
                     1 => (&t.describe_prompt, &t.describe_target),
@@ -134,18 +164,34 @@ pub fn render(record: &Record, boxes: &[Option<[f64; 4]>], format: BoxFormat, t:
             }
         }
     };
-    Rendered { prompt: custom.unwrap_or(prompt), target }
+    Rendered {
+        prompt: custom.unwrap_or(prompt),
+        target,
+    }
 }
 
-fn grounded_report(record: &Record, kept: &dyn Fn(&dyn Fn(usize) -> bool) -> Vec<[f64; 4]>, format: BoxFormat) -> String {
-    let phrases = distinct(record.boxes.iter().map(|b| b.phrase.as_str()).filter(|p| !p.is_empty()));
+fn grounded_report(
+    record: &Record,
+    kept: &dyn Fn(&dyn Fn(usize) -> bool) -> Vec<[f64; 4]>,
+    format: BoxFormat,
+) -> String {
+    let phrases = distinct(
+        record
+            .boxes
+            .iter()
+            .map(|b| b.phrase.as_str())
+            .filter(|p| !p.is_empty()),
+    );
     let sentences = split_sentences(&record.text);
     let lower: Vec<String> = sentences.iter().map(|s| s.to_lowercase()).collect();
     let mut attached: Vec<Vec<[f64; 4]>> = vec![Vec::new(); sentences.len()];
     let mut extra = Vec::new();
     for phrase in phrases {
         let bx = kept(&|i| record.boxes[i].phrase == phrase);
-        match lower.iter().position(|s| s.contains(&phrase.to_lowercase())) {
+        match lower
+            .iter()
+            .position(|s| s.contains(&phrase.to_lowercase()))
+        {
             Some(k) => attached[k].extend(bx),
             None => extra.push(render_grounded(format, phrase, &bx)),
         }
@@ -165,7 +211,9 @@ fn split_sentences(text: &str) -> Vec<&str> {
     let mut start = 0;
     let bytes = text.as_bytes();
     for (i, &c) in bytes.iter().enumerate() {
-        if matches!(c, b'.' | b'!' | b'?') && bytes.get(i + 1).is_none_or(|n| n.is_ascii_whitespace()) {
+        if matches!(c, b'.' | b'!' | b'?')
+            && bytes.get(i + 1).is_none_or(|n| n.is_ascii_whitespace())
+        {
             let s = text[start..=i].trim();
             if !s.is_empty() {
                 out.push(s);
@@ -198,7 +246,11 @@ mod tests {
             labels: vec![],
             boxes: boxes
                 .iter()
-                .map(|(p, a)| BoxAnnotation { rect: [0.0, 0.0, 1.0, 1.0], phrase: p.to_string(), anatomy: a.map(String::from) })
+                .map(|(p, a)| BoxAnnotation {
+                    rect: [0.0, 0.0, 1.0, 1.0],
+                    phrase: p.to_string(),
+                    anatomy: a.map(String::from),
+                })
                 .collect(),
             laterality_sensitive: true,
             line: 1,
@@ -210,7 +262,11 @@ mod tests {
 
     #[test]
     fn phrase_grounding_drops_lost_boxes() {
-        let r = record(Task::PhraseGrounding, "", &[("nodule", None), ("nodule", None)]);
+        let r = record(
+            Task::PhraseGrounding,
+            "",
+            &[("nodule", None), ("nodule", None)],
+        );
         let t = Templates::default();
         let out = render(&r, &[Some(A), None], BoxFormat::Cure, &t, 7);
         assert_eq!(out.prompt, "Ground the phrase: nodule");
@@ -226,7 +282,13 @@ mod tests {
             "Small left effusion. Heart size normal. No pneumothorax.",
             &[("left effusion", None), ("opacity", None)],
         );
-        let out = render(&r, &[Some(A), Some(B)], BoxFormat::Cure, &Templates::default(), 0);
+        let out = render(
+            &r,
+            &[Some(A), Some(B)],
+            BoxFormat::Cure,
+            &Templates::default(),
+            0,
+        );
         assert_eq!(out.prompt, "Generate a grounded report.");
         assert_eq!(
             out.target,
@@ -236,16 +298,32 @@ mod tests {
 
     #[test]
     fn anatomy_grounding_uses_all_three_templates() {
-        let r = record(Task::AnatomyGroundedReport, "", &[("", Some("left lung")), ("", Some("left lung"))]);
+        let r = record(
+            Task::AnatomyGroundedReport,
+            "",
+            &[("", Some("left lung")), ("", Some("left lung"))],
+        );
         let mut prompts = std::collections::BTreeSet::new();
         for key in 0..64 {
-            let out = render(&r, &[Some(A), None], BoxFormat::Cure, &Templates::default(), key);
+            let out = render(
+                &r,
+                &[Some(A), None],
+                BoxFormat::Cure,
+                &Templates::default(),
+                key,
+            );
             prompts.insert(out.prompt.clone());
             if out.prompt == "Describe the left lung." {
-                assert_eq!(out.target, "Description of the left lung: No acute findings.");
+                assert_eq!(
+                    out.target,
+                    "Description of the left lung: No acute findings."
+                );
             }
             if out.prompt == "Locate the left lung." {
-                assert_eq!(out.target, "Location of the left lung: [0.20,0.30,0.20,0.20]");
+                assert_eq!(
+                    out.target,
+                    "Location of the left lung: [0.20,0.30,0.20,0.20]"
+                );
             }
         }
         assert_eq!(prompts.len(), 3);
@@ -253,7 +331,8 @@ mod tests {
 
     #[test]
     fn templates_override_from_json() {
-        let t: Templates = serde_json::from_str(r#"{"report_prompt": "Write the findings."}"#).unwrap();
+        let t: Templates =
+            serde_json::from_str(r#"{"report_prompt": "Write the findings."}"#).unwrap();
         assert_eq!(t.report_prompt, "Write the findings.");
         assert_eq!(t.phrase_prompt, Templates::default().phrase_prompt);
         assert!(serde_json::from_str::<Templates>(r#"{"reprot_prompt": "x"}"#).is_err());

@@ -49,6 +49,12 @@ pub fn clahe<T: Sample>(
     if w == 0 || h == 0 {
         return Err(Error::invalid(format!("clahe: empty image ({w}x{h})")));
     }
+    // Histogram counts are 32-bit (OpenCV's are `int`).
+    if w * h > i32::MAX as usize {
+        return Err(Error::invalid(format!(
+            "clahe: {w}x{h} image has more than 2**31 - 1 pixels"
+        )));
+    }
     if tiles_x == 0 || tiles_y == 0 {
         return Err(Error::invalid(format!(
             "clahe: the tile grid must be at least 1x1, got {tiles_x}x{tiles_y}"
@@ -97,14 +103,12 @@ pub fn clahe<T: Sample>(
     // 8-bit: the four LUTs a run of columns blends are packed into one u32 per grey level, so
     // each pixel costs one lookup instead of four (rebuilt only when the tile rows change).
     let packed_luts = levels <= 256;
-    let mut quads = vec![
-        0u32;
-        if packed_luts {
-            columns.segments.len() * levels
-        } else {
-            0
-        }
-    ];
+    let quads_len = if packed_luts {
+        columns.segments.len() * levels
+    } else {
+        0
+    };
+    let mut quads = vec![0u32; quads_len];
     let mut quads_for = (usize::MAX, usize::MAX);
 
     let inv_th = 1.0f32 / grid.tile_h as f32;
@@ -276,8 +280,8 @@ fn band_luts<T: Sample>(
 ) {
     let levels = T::LEVELS;
     let (w, tw, th) = (grid.width, grid.tile_w, grid.tile_h);
+    // `hist` arrives zeroed and is left zeroed (cheaper than clearing 65536 bins per tile).
     for (tx, lut) in out.chunks_exact_mut(levels).enumerate().take(grid.tiles_x) {
-        hist.fill(0);
         let (x0, x1) = (tx * tw, (tx + 1) * tw);
         let inside = x0.min(w)..x1.min(w);
         for ey in band * th..(band + 1) * th {
@@ -288,13 +292,13 @@ fn band_luts<T: Sample>(
             }
         }
         let (main, rest) = hist.split_at_mut(levels);
-        for sub in rest.chunks_exact(levels) {
-            for (m, s) in main.iter_mut().zip(sub) {
+        for sub in rest.chunks_exact_mut(levels) {
+            for (m, s) in main.iter_mut().zip(sub.iter_mut()) {
                 *m += *s;
+                *s = 0;
             }
         }
-        clip_histogram(main, clip);
-        cumulative_lut(main, lut_scale, lut);
+        equalise(main, clip, lut_scale, lut);
     }
 }
 
@@ -324,41 +328,63 @@ fn count<T: Sample>(row: &[T], hist: &mut [u32]) {
     }
 }
 
-/// OpenCV's clipping: cut every bin at `clip`, add the excess evenly to all bins, then the
-/// residual one by one every `levels / residual` bins from bin 0.
-fn clip_histogram(hist: &mut [u32], clip: u32) {
-    if clip == 0 {
-        return;
-    }
-    let mut clipped: u64 = 0;
-    for bin in hist.iter_mut() {
-        let excess = bin.saturating_sub(clip);
-        clipped += u64::from(excess);
-        *bin -= excess;
-    }
-    let levels = hist.len() as u64;
-    let batch = (clipped / levels) as u32;
-    let mut residual = clipped % levels;
-    for bin in hist.iter_mut() {
-        *bin += batch;
-    }
-    if residual != 0 {
-        let step = (levels / residual).max(1) as usize;
-        for bin in hist.iter_mut().step_by(step) {
-            if residual == 0 {
-                break;
-            }
-            *bin += 1;
-            residual -= 1;
+/// The LUT of one tile from its histogram, which is left zeroed. OpenCV clips every bin at
+/// `clip` (0: no clipping), adds the clipped excess evenly to all bins, then the residual one
+/// count per bin every `levels / residual` bins from bin 0, and maps the cumulative count `c`
+/// to `round(c * lut_scale)`. All passes but the prefix sum vectorise; the prefix sum runs as
+/// four independent chains (one per quarter) so that it is not one long dependency chain
+/// (65536 bins per tile at 16 bits).
+fn equalise<T: Sample>(hist: &mut [u32], clip: u32, lut_scale: f32, lut: &mut [T]) {
+    let levels = hist.len();
+    if clip > 0 {
+        let clipped: u64 = hist
+            .iter()
+            .map(|&b| u64::from(b.saturating_sub(clip)))
+            .sum();
+        let batch = (clipped / levels as u64) as u32;
+        let residual = (clipped % levels as u64) as usize;
+        for bin in hist.iter_mut() {
+            *bin = (*bin).min(clip) + batch;
         }
+        if let Some(step) = levels.checked_div(residual) {
+            for bin in hist.iter_mut().step_by(step.max(1)).take(residual) {
+                *bin += 1;
+            }
+        }
+    }
+    prefix_sum(hist);
+    for (bin, out) in hist.iter_mut().zip(lut.iter_mut()) {
+        // Counts stay below 2**31 (checked in `clahe`), so the signed conversion is exact.
+        *out = T::from_f32_rne(*bin as i32 as f32 * lut_scale);
+        *bin = 0;
     }
 }
 
-fn cumulative_lut<T: Sample>(hist: &[u32], lut_scale: f32, lut: &mut [T]) {
-    let mut sum: u32 = 0;
-    for (bin, out) in hist.iter().zip(lut.iter_mut()) {
-        sum += *bin;
-        *out = T::from_f32_rne(sum as f32 * lut_scale);
+/// In-place inclusive prefix sum; the quarters' offsets come from vectorised totals.
+fn prefix_sum(v: &mut [u32]) {
+    if v.len() % 4 != 0 {
+        let mut sum = 0u32;
+        for x in v.iter_mut() {
+            sum += *x;
+            *x = sum;
+        }
+        return;
+    }
+    let q = v.len() / 4;
+    let (a, rest) = v.split_at_mut(q);
+    let (b, rest) = rest.split_at_mut(q);
+    let (c, d) = rest.split_at_mut(q);
+    let total = |s: &[u32]| s.iter().sum::<u32>();
+    let mut sa = 0;
+    let mut sb = total(a);
+    let mut sc = sb + total(b);
+    let mut sd = sc + total(c);
+    for (((a, b), c), d) in a.iter_mut().zip(b).zip(c).zip(d) {
+        sa += *a;
+        sb += *b;
+        sc += *c;
+        sd += *d;
+        (*a, *b, *c, *d) = (sa, sb, sc, sd);
     }
 }
 
@@ -548,19 +574,80 @@ mod tests {
         assert_eq!(reflect_101(7, 1), 0);
     }
 
+    /// OpenCV's clipping written as plainly as OpenCV writes it.
+    fn clip_reference(hist: &mut [u32], clip: u32) {
+        if clip == 0 {
+            return;
+        }
+        let mut clipped = 0;
+        for bin in hist.iter_mut() {
+            if *bin > clip {
+                clipped += *bin - clip;
+                *bin = clip;
+            }
+        }
+        let levels = hist.len() as u32;
+        let batch = clipped / levels;
+        let mut residual = clipped - batch * levels;
+        for bin in hist.iter_mut() {
+            *bin += batch;
+        }
+        if let Some(step) = levels.checked_div(residual) {
+            let step = step.max(1) as usize;
+            let mut i = 0;
+            while i < hist.len() && residual > 0 {
+                hist[i] += 1;
+                i += step;
+                residual -= 1;
+            }
+        }
+    }
+
     #[test]
     fn clipping_redistributes_excess_and_residual() {
         let mut h = vec![0u32; 256];
         h[5] = 300;
-        clip_histogram(&mut h, 10);
+        clip_reference(&mut h, 10);
         // 290 clipped: batch 1 per bin, residual 34 every 256 / 34 = 7 bins from 0.
         assert_eq!(h.iter().sum::<u32>(), 300);
-        assert_eq!(h[5], 11);
-        assert_eq!(h[0], 2);
-        assert_eq!(h[7], 2);
-        assert_eq!(h[1], 1);
-        assert_eq!(h[7 * 33], 2);
-        assert_eq!(h[7 * 34], 1);
+        assert_eq!(
+            (h[5], h[0], h[7], h[1], h[7 * 33], h[7 * 34]),
+            (11, 2, 2, 1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn equalise_matches_clip_then_cumulative_sum() {
+        let mut state = 12345u32;
+        let mut rand = |m: u32| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (state >> 8) % m
+        };
+        for case in 0..200u32 {
+            let levels = if case % 4 == 0 { 65_536 } else { 256 };
+            let spike = 1 + rand(5000);
+            let hist: Vec<u32> = (0..levels)
+                .map(|_| if rand(10) == 0 { rand(spike) } else { rand(3) })
+                .collect();
+            let area: u32 = hist.iter().sum::<u32>().max(1);
+            let clip = [0, 1, rand(50) + 1, rand(2000) + 1][(case % 4) as usize];
+            let scale = (levels - 1) as f32 / area as f32;
+            let mut expected = hist.clone();
+            clip_reference(&mut expected, clip);
+            let mut sum = 0u32;
+            let expected: Vec<u16> = expected
+                .iter()
+                .map(|&b| {
+                    sum += b;
+                    (sum as f32 * scale).round_ties_even().clamp(0.0, 65535.0) as u16
+                })
+                .collect();
+            let mut work = hist.clone();
+            let mut lut = vec![0u16; levels as usize];
+            equalise(&mut work, clip, scale, &mut lut);
+            assert_eq!(lut, expected, "case {case}, clip {clip}");
+            assert!(work.iter().all(|&b| b == 0), "histogram not left zeroed");
+        }
     }
 
     #[test]

@@ -16,6 +16,16 @@
 //!
 //! Rounding is OpenCV's `saturate_cast` on x86: ties to even. Every f32 expression keeps
 //! OpenCV's operand order, which is what makes the results equal rather than merely close.
+//!
+//! Known differences from `cv2.resize` on x86 builds:
+//! - 16-bit `INTER_LINEAR` (1, 3 or 4 channels, source sides >= 2) is handed by OpenCV to Intel
+//!   IPP, which computes `a + (b - a) * t` with fused multiply-adds and f64 coordinates; this
+//!   file keeps OpenCV's own formula (what OpenCV computes without IPP), within 1 level of IPP.
+//! - 8-bit box averages of more than 8.4 M pixels per output pixel: OpenCV's `int` sum
+//!   overflows, these sums are 64-bit.
+//!
+//! Bilinear resizing is bound by gathering two source samples per output sample; on x86_64
+//! those row kernels use SSE2 intrinsics (see `mod sse2`), elsewhere the scalar versions.
 
 use super::{Image, ImageRef, Sample};
 use crate::error::{Error, Result};
@@ -55,8 +65,11 @@ pub fn resize<T: Sample>(
             "resize: output size must be at least 1x1, got {width}x{height}"
         )));
     }
-    // OpenCV sizes are C ints; staying below keeps every index computation exact in f64/f32.
-    if width.max(height).max(sw).max(sh) > i32::MAX as usize / 4 {
+    // OpenCV sizes and row steps are C ints; staying below keeps every index computation
+    // exact in f64/f32 and row indices within u32.
+    if width.max(height).max(sw).max(sh) > i32::MAX as usize / 4
+        || sw.max(width).saturating_mul(cn) > i32::MAX as usize
+    {
         return Err(Error::invalid(format!(
             "resize: {sw}x{sh} -> {width}x{height} exceeds the supported side length"
         )));
@@ -145,16 +158,16 @@ fn area_integer<T: Sample>(img: ImageRef<T>, out: &mut Image<T>, ix: usize, iy: 
     }
 
     let scale = 1.0f32 / area as f32;
-    // Sums are exact in f32 below 2**24, so OpenCV's f32 accumulation order (16-bit) cannot
-    // matter; 8-bit sums are ints in OpenCV anyway.
-    let exact = T::LEVELS <= 256 || area * (T::LEVELS - 1) < (1 << 24);
-    if !exact {
-        for (dy, drow) in out.data.chunks_exact_mut(dw).enumerate() {
-            let block = &img.data[dy * iy * src_stride..(dy + 1) * iy * src_stride];
-            area_block_f32_order(block, src_stride, drow, ix, iy, cn, scale);
-        }
-    } else if iy * (T::LEVELS - 1) <= u16::MAX as usize {
-        // Column sums fit 16 bits: twice the lanes per vector add.
+    let top = T::LEVELS - 1;
+    if T::LEVELS > 256 && area * top >= 1 << 24 {
+        // OpenCV sums 16-bit boxes in f32, which is inexact past 2**24: keep its order.
+        box_sums_ordered(img, out, ix, iy, scale, true);
+    } else if area.checked_mul(top).is_none_or(|m| m > i32::MAX as usize) {
+        // Boxes of more than 8.4 M 8-bit pixels: sums need 64 bits (OpenCV's int overflows).
+        box_sums_ordered(img, out, ix, iy, scale, false);
+    } else if iy * top <= u16::MAX as usize {
+        // Column sums fit 16 bits: twice the lanes per vector add. Below 2**24 every f32 sum
+        // is exact, so the order of additions does not matter.
         box_sums::<T, u16>(img, out, ix, iy, scale);
     } else {
         box_sums::<T, u32>(img, out, ix, iy, scale);
@@ -213,6 +226,7 @@ fn box_sums<T: Sample, A: Acc>(
         }
         // Fixed cell widths let the compiler unroll and vectorise the horizontal sums.
         match ix {
+            1 => cells::<T, A, 1>(&acc, drow, cn, scale),
             2 => cells::<T, A, 2>(&acc, drow, cn, scale),
             3 => cells::<T, A, 3>(&acc, drow, cn, scale),
             4 => cells::<T, A, 4>(&acc, drow, cn, scale),
@@ -264,32 +278,59 @@ fn box2x2<T: Sample>(r0: &[T], r1: &[T], drow: &mut [T], cn: usize) {
     }
 }
 
-/// 16-bit box average whose sum can exceed 2**24: OpenCV adds the block's pixels (row-major)
-/// four at a time as ints into an f32 sum, so that order is kept.
-fn area_block_f32_order<T: Sample>(
-    block: &[T],
-    stride: usize,
-    drow: &mut [T],
+/// Box averages with sums past what the fast paths hold. `opencv_f32` reproduces OpenCV's
+/// 16-bit summation: the box's pixels in row-major order, four at a time added as an int to an
+/// f32 sum, the last `area % 4` one by one. Otherwise sums are exact (u64).
+fn box_sums_ordered<T: Sample>(
+    img: ImageRef<T>,
+    out: &mut Image<T>,
     ix: usize,
     iy: usize,
-    cn: usize,
     scale: f32,
+    opencv_f32: bool,
 ) {
+    let cn = img.channels;
+    let dw = out.width * cn;
+    let stride = img.width * cn;
     let area = ix * iy;
-    for (i, d) in drow.iter_mut().enumerate() {
-        let (dx, c) = (i / cn, i % cn);
-        let at = |k: usize| block[(k / ix) * stride + (dx * ix + k % ix) * cn + c].to_usize();
-        let mut sum = 0f32;
+    let grouped = area - area % 4;
+    let mut sum = vec![0f32; dw];
+    let mut group = vec![0u64; dw];
+    for (dy, drow) in out.data.chunks_exact_mut(dw).enumerate() {
+        sum.fill(0.0);
+        group.fill(0);
+        let block = &img.data[dy * iy * stride..(dy + 1) * iy * stride];
+        // Every output sample visits its box in the same order, so `k` is shared.
         let mut k = 0;
-        while k + 4 <= area {
-            sum += (at(k) + at(k + 1) + at(k + 2) + at(k + 3)) as f32;
-            k += 4;
+        for row in block.chunks_exact(stride) {
+            for sx in 0..ix {
+                let samples = (0..dw).map(|i| row[((i / cn) * ix + sx) * cn + i % cn].to_usize());
+                if opencv_f32 && k >= grouped {
+                    for (s, v) in sum.iter_mut().zip(samples) {
+                        *s += v as f32;
+                    }
+                } else {
+                    for (g, v) in group.iter_mut().zip(samples) {
+                        *g += v as u64;
+                    }
+                    if opencv_f32 && k % 4 == 3 {
+                        for (s, g) in sum.iter_mut().zip(group.iter_mut()) {
+                            *s += *g as f32;
+                            *g = 0;
+                        }
+                    }
+                }
+                k += 1;
+            }
         }
-        while k < area {
-            sum += at(k) as f32;
-            k += 1;
+        if !opencv_f32 {
+            for (s, g) in sum.iter_mut().zip(&group) {
+                *s = *g as f32;
+            }
         }
-        *d = T::from_f32_rne(sum * scale);
+        for (d, s) in drow.iter_mut().zip(&sum) {
+            *d = T::from_f32_rne(*s * scale);
+        }
     }
 }
 
@@ -510,7 +551,9 @@ struct Plan {
     index: Vec<u32>,
     split: usize,
     cn: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     row_len: usize,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     in_bounds: bool,
 }
 
@@ -585,6 +628,9 @@ fn hline_fixed<T: Sample>(src: &[T], plan: &Plan, alpha: &[[i16; 2]], out: &mut 
         // baseline.
         match T::as_bytes(src) {
             Some(bytes) if cn == 1 => unsafe { sse2::hline_fixed_gray8(bytes, index, alpha, two) },
+            Some(bytes) if cn == 3 || cn == 4 => unsafe {
+                sse2::hline_fixed_color8(bytes, index, alpha, cn, two)
+            },
             _ => unsafe { sse2::hline_fixed(src, index, alpha, cn, two) },
         }
         return;
@@ -780,6 +826,56 @@ mod sse2 {
             let a = alpha.get_unchecked(k);
             *out.get_unchecked_mut(k) = i32::from(*src.get_unchecked(j)) * i32::from(a[0])
                 + i32::from(*src.get_unchecked(j + 1)) * i32::from(a[1]);
+            k += 1;
+        }
+    }
+
+    /// [`hline_fixed`] for 3- or 4-channel 8-bit pixels: one 32-bit read per source pixel
+    /// brings all its channels (OpenCV's `v_load_expand_q`), so each output pixel is one
+    /// `pmaddwd`. With 3 channels the read and the write each cover one sample of the next
+    /// pixel; the write is overwritten by that pixel, and the last pixels go the scalar way.
+    /// Equal to the scalar kernel for plans built by `linear_fixed`, where the channels of a
+    /// pixel share one weight pair and have consecutive indices.
+    ///
+    /// Safety: `index[k] + cn < src.len()` for every `k < out.len()` (the 32-bit reads are
+    /// checked against the row end).
+    pub(super) unsafe fn hline_fixed_color8(
+        src: &[u8],
+        index: &[u32],
+        alpha: &[[i16; 2]],
+        cn: usize,
+        out: &mut [i32],
+    ) {
+        let n = out.len().min(index.len()).min(alpha.len());
+        let zero = _mm_setzero_si128();
+        let read =
+            |j: usize| _mm_cvtsi32_si128((src.as_ptr().add(j) as *const i32).read_unaligned());
+        let weights =
+            |k: usize| _mm_set1_epi32((alpha.as_ptr().add(k) as *const i32).read_unaligned());
+        let mut k = 0;
+        // Two pixels per step: their byte pairs fill one register.
+        while k + cn + 4 <= n {
+            let (j0, j1) = (
+                *index.get_unchecked(k) as usize,
+                *index.get_unchecked(k + cn) as usize,
+            );
+            if j0.max(j1) + cn + 4 > src.len() {
+                break;
+            }
+            let p0 = _mm_unpacklo_epi8(read(j0), read(j0 + cn));
+            let p1 = _mm_unpacklo_epi8(read(j1), read(j1 + cn));
+            let both = _mm_unpacklo_epi64(p0, p1);
+            let r0 = _mm_madd_epi16(_mm_unpacklo_epi8(both, zero), weights(k));
+            let r1 = _mm_madd_epi16(_mm_unpackhi_epi8(both, zero), weights(k + cn));
+            _mm_storeu_si128(out.as_mut_ptr().add(k) as *mut __m128i, r0);
+            _mm_storeu_si128(out.as_mut_ptr().add(k + cn) as *mut __m128i, r1);
+            k += 2 * cn;
+        }
+        while k < n {
+            let j = *index.get_unchecked(k) as usize;
+            let a = alpha.get_unchecked(k);
+            *out.get_unchecked_mut(k) = i32::from(*src.get_unchecked(j)) * i32::from(a[0])
+                + i32::from(*src.get_unchecked(j + cn)) * i32::from(a[1]);
             k += 1;
         }
     }
@@ -1041,5 +1137,115 @@ mod tests {
         let mean = ramp.iter().map(|&v| v as f64).sum::<f64>() / ramp.len() as f64;
         let got = run(100, 100, 1, &ramp, 1, 1, Interpolation::Area)[0] as f64;
         assert!((got - mean).abs() <= 1.0, "{got} vs {mean}");
+    }
+
+    /// A small deterministic generator, so the kernel tests need no crates.
+    fn noise(n: usize, seed: u64, max: u32) -> Vec<u32> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % (u64::from(max) + 1)) as u32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sse2_kernels_equal_the_scalar_ones() {
+        for (sw, dw, cn) in [
+            (50usize, 173usize, 1usize),
+            (97, 31, 1),
+            (40, 77, 3),
+            (33, 19, 4),
+            (9, 50, 2),
+        ] {
+            let row8: Vec<u8> = noise(sw * cn, 1, 255).iter().map(|&v| v as u8).collect();
+            let row16: Vec<u16> = noise(sw * cn, 2, 65535).iter().map(|&v| v as u16).collect();
+            let xs = Axis::new(
+                sw,
+                dw,
+                sw as f64 / dw as f64,
+                dw as f64 / sw as f64,
+                false,
+                true,
+            );
+            let plan = Plan::new(&xs, cn, sw);
+            assert!(plan.in_bounds);
+            // One weight pair per output pixel, repeated per channel, as `linear_fixed` builds.
+            let alpha: Vec<[i16; 2]> = (0..dw * cn)
+                .map(|k| {
+                    let a = noise(1, (k / cn) as u64, 2048)[0] as i16;
+                    [2048 - a, a]
+                })
+                .collect();
+            let (mut fast, mut slow) = (vec![0i32; dw * cn], vec![0i32; dw * cn]);
+            hline_fixed(&row8, &plan, &alpha, &mut fast);
+            let split = plan.split;
+            hline_fixed_scalar(
+                &row8,
+                &plan.index[..split],
+                &alpha[..split],
+                cn,
+                &mut slow[..split],
+            );
+            for (d, &j) in slow[split..].iter_mut().zip(&plan.index[split..]) {
+                *d = i32::from(row8[j as usize]) * 2048;
+            }
+            assert_eq!(fast, slow, "hline_fixed {sw}->{dw}x{cn}");
+
+            let a0: Vec<f32> = noise(dw * cn, 3, 1 << 20)
+                .iter()
+                .map(|&v| v as f32 / (1 << 20) as f32)
+                .collect();
+            let a1: Vec<f32> = a0.iter().map(|a| 1.0 - a).collect();
+            let (mut fast, mut slow) = (vec![0f32; dw * cn], vec![0f32; dw * cn]);
+            hline_float(&row16, &plan, [&a0, &a1], &mut fast);
+            hline_float_scalar(
+                &row16,
+                &plan.index[..split],
+                [&a0[..split], &a1[..split]],
+                cn,
+                &mut slow[..split],
+            );
+            for (d, &j) in slow[split..].iter_mut().zip(&plan.index[split..]) {
+                *d = f32::from(row16[j as usize]);
+            }
+            assert_eq!(fast, slow, "hline_float {sw}->{dw}x{cn}");
+        }
+        for n in [0usize, 7, 8, 9, 61] {
+            let r0: Vec<i32> = noise(n, 4, 255 * 2048).iter().map(|&v| v as i32).collect();
+            let r1: Vec<i32> = noise(n, 5, 255 * 2048).iter().map(|&v| v as i32).collect();
+            for beta in [
+                [2048i16, 0],
+                [0, 2048],
+                [1536, 512],
+                [1, 2047],
+                [1025, 1024],
+            ] {
+                let (mut fast, mut slow) = (vec![0u8; n], vec![0u8; n]);
+                vline_fixed(&r0, &r1, beta, &mut fast);
+                vline_fixed_scalar(&r0, &r1, beta, &mut slow);
+                assert_eq!(fast, slow, "vline_fixed n={n} beta={beta:?}");
+            }
+            let f0: Vec<f32> = noise(n, 6, 65535).iter().map(|&v| v as f32 + 0.5).collect();
+            let f1: Vec<f32> = noise(n, 7, 70000)
+                .iter()
+                .map(|&v| v as f32 - 1000.25)
+                .collect();
+            for beta in [[1.0f32, 0.0], [0.25, 0.75], [0.3, 0.7], [1.5, 0.0]] {
+                let (mut fast, mut slow) = (vec![0u16; n], vec![0u16; n]);
+                vline_float(&f0, &f1, beta, &mut fast);
+                vline_float_scalar(&f0, &f1, beta, &mut slow);
+                assert_eq!(fast, slow, "vline_float n={n} beta={beta:?}");
+                let (mut fast8, mut slow8) = (vec![0u8; n], vec![0u8; n]);
+                vline_float(&f0, &f1, beta, &mut fast8);
+                vline_float_scalar(&f0, &f1, beta, &mut slow8);
+                assert_eq!(fast8, slow8, "vline_float u8 n={n} beta={beta:?}");
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@
 
 use super::alias::AliasTable;
 use super::interleave::interleave_pattern;
-use super::rng::{at, bounded, derive_key, shuffle};
+use super::rng::{at, bounded, derive_key, mix64, shuffle, GOLDEN};
 use super::shard::Shard;
 use super::weights::validate_weights;
 use crate::error::{Error, Result};
@@ -301,22 +301,30 @@ impl MultiSource {
         while p < end.min(pad_from) {
             let seg = Segment::find(&self.log, base_step + p, base_step, w);
             let stop = end.min(pad_from).min(seg.hi.saturating_sub(base_step));
-            let entry = &self.log[seg.entry];
-            let draw_index =
-                |g: u64, s: usize| (cfg.offsets[s] + bounded(at(kidx, g), cfg.sizes[s])) as i64;
-            match &entry.draw {
-                Draw::Alias(t) => {
-                    for q in p..stop {
-                        let g = q * w + rank;
-                        out.push(draw_index(g, t.draw(at(ksrc, g))));
-                    }
-                }
+            // Both hashes of a position share the counter's Weyl step (one multiply).
+            let draw_index = |x: u64, s: usize| {
+                (cfg.offsets[s] + bounded(mix64(kidx.wrapping_add(x)), cfg.sizes[s])) as i64
+            };
+            match &self.log[seg.entry].draw {
+                Draw::Alias(t) => out.extend((p..stop).map(|q| {
+                    let x = (q * w + rank).wrapping_mul(GOLDEN);
+                    draw_index(x, t.draw(mix64(ksrc.wrapping_add(x))))
+                })),
                 Draw::Pattern(pat) => {
                     let len = pat.len() as u64;
-                    for q in p..stop {
-                        let g = q * w + rank;
-                        out.push(draw_index(g, pat[((g - seg.g0) % len) as usize] as usize));
-                    }
+                    let mut slot = (p * w + rank - seg.g0) % len; // then stepped, not divided
+                    out.extend((p..stop).map(|q| {
+                        let s = pat[slot as usize] as usize;
+                        slot += w;
+                        if slot >= len {
+                            slot = if slot - len < len {
+                                slot - len
+                            } else {
+                                slot % len
+                            };
+                        }
+                        draw_index((q * w + rank).wrapping_mul(GOLDEN), s)
+                    }))
                 }
             }
             p = stop;
