@@ -11,7 +11,8 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-re
 
 all: test
 
-## The main job: the image pipeline on a real radiograph (pydicom-data's RG1_UNCR.dcm).
+## The main job: the loader on the embedded phantom data, then the image pipeline on a real
+## radiograph (pydicom-data's RG1_UNCR.dcm).
 demo: sysdeps deps-demo build
 	$(PYTHON) -m gradatim demo --out target/gradatim-demo.png
 
@@ -27,6 +28,9 @@ test-python:
 ## Throughput benchmarks (baseline and gradatim in one run; results in benches/results/).
 bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/image_ops.py
+	$(PYTHON) benches/sampling.py
+	$(PYTHON) benches/loader_throughput.py
+	$(PYTHON) benches/difficulty.py
 
 ## CI guard (after `make test`): a short loader benchmark on generated radiograph JPEGs; prints
 ## every ratio and fails only on a gross regression (gradatim < 0.5x torch DataLoader + OpenCV).

@@ -17,6 +17,7 @@ from gradatim.errors import (
     GradatimError,
     ImageTooLargeError,
     InvalidArgumentError,
+    ManifestError,
     UnsupportedFormatError,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "ManifestDataset",
     "GradatimError",
     "InvalidArgumentError",
+    "ManifestError",
     "DecodeError",
     "UnsupportedFormatError",
     "ImageTooLargeError",

@@ -228,7 +228,7 @@ def normalize(
 
 
 def encode_jpeg(img: ArrayLike, quality: int = 92) -> bytes:
-    """JPEG-encode a ``uint8`` grey (HxW) or RGB (HxWx3) image with libjpeg-turbo (colour: 4:2:0)."""
+    """JPEG-encode a ``uint8`` grey (HxW) or RGB (HxWx3) image with libjpeg-turbo (colour 4:2:0)."""
     arr = _image(img, "encode_jpeg")
     if arr.dtype != np.uint8:
         raise InvalidArgumentError(f"encode_jpeg: JPEG holds 8-bit samples, got {arr.dtype}")

@@ -248,7 +248,7 @@ impl Stream {
             Next::TimedOut => Err(crate::error::timed_out(timeout)),
             Next::Ready(id, result) => Ok(Some((
                 id,
-                batch_to_dict(py, result.map_err(to_py)?, &self.spec)?,
+                batch_to_dict(py, (*result).map_err(to_py)?, &self.spec)?,
             ))),
         }
     }

@@ -146,7 +146,11 @@ impl AugmentConfig {
         };
         if let Some(c) = &self.clahe {
             prob("clahe", c.p)?;
-            if !(c.clip_limit >= 0.0) || c.tile_grid.0 == 0 || c.tile_grid.1 == 0 {
+            if c.clip_limit.is_nan()
+                || c.clip_limit < 0.0
+                || c.tile_grid.0 == 0
+                || c.tile_grid.1 == 0
+            {
                 return Err(Error::invalid(
                     "augment.clahe needs clip_limit >= 0 and tile_grid >= (1, 1)",
                 ));

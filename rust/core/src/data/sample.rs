@@ -103,7 +103,11 @@ impl DatasetSpec {
                 "mean must be finite and std finite and non-zero",
             ));
         }
-        if self.mask_grid.0 == 0 || self.mask_grid.1 == 0 || !(self.mask_sigma >= 0.0) {
+        if self.mask_grid.0 == 0
+            || self.mask_grid.1 == 0
+            || self.mask_sigma.is_nan()
+            || self.mask_sigma < 0.0
+        {
             return Err(Error::invalid(
                 "mask_grid must be positive and mask_sigma >= 0",
             ));

@@ -28,7 +28,7 @@ pub struct BatchJob {
 
 /// What [`BatchStream::next_within`] found.
 pub enum Next {
-    Ready(u64, Result<Batch>),
+    Ready(u64, Box<Result<Batch>>),
     /// No such job is pending.
     Empty,
     TimedOut,
@@ -137,7 +137,7 @@ impl BatchStream {
     /// is ready; `None` when no such job is pending.
     pub fn next(&self, id: Option<u64>) -> Option<(u64, Result<Batch>)> {
         match self.next_within(id, None) {
-            Next::Ready(id, r) => Some((id, r)),
+            Next::Ready(id, r) => Some((id, *r)),
             Next::Empty | Next::TimedOut => None,
         }
     }
@@ -157,7 +157,7 @@ impl BatchStream {
                     .and_then(|k| st.done.remove(&k).map(|r| (k, r))),
             };
             if let Some((id, r)) = ready {
-                return Next::Ready(id, r);
+                return Next::Ready(id, Box::new(r));
             }
             let waiting_for_known = match id {
                 Some(id) => st.queue.iter().any(|j| j.id == id) || st.running > 0,

@@ -170,11 +170,10 @@ pub fn render(
     }
 }
 
-fn grounded_report(
-    record: &Record,
-    kept: &dyn Fn(&dyn Fn(usize) -> bool) -> Vec<[f64; 4]>,
-    format: BoxFormat,
-) -> String {
+/// Boxes kept by the augmentation among the annotations selected by a predicate.
+type KeptBoxes<'a> = dyn Fn(&dyn Fn(usize) -> bool) -> Vec<[f64; 4]> + 'a;
+
+fn grounded_report(record: &Record, kept: &KeptBoxes<'_>, format: BoxFormat) -> String {
     let phrases = distinct(
         record
             .boxes
