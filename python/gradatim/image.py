@@ -68,6 +68,18 @@ def _boxes(boxes: ArrayLike | None, what: str) -> np.ndarray | None:
     return arr
 
 
+def per_channel(
+    v: Sequence[float] | float | None, default: float, channels: int, name: str
+) -> list[float]:
+    """One float per channel from a scalar, a per-channel sequence or ``None`` (``default``)."""
+    vals = [default] if v is None else np.atleast_1d(np.asarray(v, dtype=np.float64)).tolist()
+    if len(vals) == 1:
+        vals = vals * channels
+    if len(vals) != channels:
+        raise InvalidArgumentError(f"{name} has {len(vals)} values for {channels} channels")
+    return [float(x) for x in vals]
+
+
 def decode(
     source: ImageSource,
     *,
@@ -211,17 +223,8 @@ def normalize(
     arr = _image(img, "normalize")
     channels = 1 if arr.ndim == 2 else arr.shape[2]
 
-    def per_channel(v: Sequence[float] | float | None, default: float, name: str) -> list[float]:
-        vals = [default] if v is None else np.atleast_1d(np.asarray(v, dtype=np.float64)).tolist()
-        if len(vals) == 1:
-            vals = vals * channels
-        if len(vals) != channels:
-            raise InvalidArgumentError(
-                f"normalize: {name} has {len(vals)} values for {channels} channels"
-            )
-        return [float(x) for x in vals]
-
-    m, s = per_channel(mean, 0.0, "mean"), per_channel(std, 1.0, "std")
+    m = per_channel(mean, 0.0, channels, "normalize: mean")
+    s = per_channel(std, 1.0, channels, "normalize: std")
     if any(not np.isfinite(x) or x == 0 for x in s):
         raise InvalidArgumentError(f"normalize: std must be finite and non-zero, got {s}")
     return _core.normalize(arr, m, s)

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from gradatim import _core
 from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
-from gradatim.image import DEFAULT_MAX_PIXELS
+from gradatim.image import DEFAULT_MAX_PIXELS, per_channel
 
 __all__ = ["ManifestDataset", "read_manifest_lines", "batch_to_torch"]
 
@@ -127,8 +127,8 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             h,
             channels,
             output,
-            _per_channel(mean, 0.0, channels, "mean"),
-            _per_channel(std, 1.0, channels, "std"),
+            per_channel(mean, 0.0, channels, "mean"),
+            per_channel(std, 1.0, channels, "std"),
             augment.to_json(),
             box_format,
             json.dumps(dict(templates or {})),
@@ -205,17 +205,6 @@ def _unbatch(v: Any) -> Any:
     if isinstance(v, torch.Tensor) or isinstance(v, list):
         return v[0]
     return v
-
-
-def _per_channel(
-    v: Sequence[float] | float | None, default: float, channels: int, name: str
-) -> list[float]:
-    vals = [default] if v is None else np.atleast_1d(np.asarray(v, dtype=np.float64)).tolist()
-    if len(vals) == 1:
-        vals = vals * channels
-    if len(vals) != channels:
-        raise InvalidArgumentError(f"{name} has {len(vals)} values for {channels} channels")
-    return [float(x) for x in vals]
 
 
 _TENSORS = ("pixel_values", "boxes", "box_count", "index", "stage", "box_mask")
