@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -138,23 +136,9 @@ def run(method: str, n: int, dv: int, dt: int, out: str | None = None) -> dict[s
 
 
 def _machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(
-                ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    try:
-        info["load_average_at_start"] = list(os.getloadavg())
-    except OSError:
-        pass
+    from gradatim.bench import machine_info
+
+    info: dict[str, Any] = machine_info()
     cfg = np.show_config(mode="dicts") if hasattr(np, "show_config") else None
     if isinstance(cfg, dict):
         blas = cfg.get("Build Dependencies", {}).get("blas", {})

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ import cv2
 import numpy as np
 
 from gradatim import image
+from gradatim.bench import machine_info
 
 RESULTS = Path(__file__).parent / "results" / "image_ops.json"
 
@@ -159,11 +158,7 @@ def main() -> int:
         speedups[label] = full["gradatim_ms"] / red["gradatim_ms"]
         print(f"reduced decode speed-up over full decode ({label}): {speedups[label]:.2f}x")
     machine = {
-        "platform": platform.platform(),
-        "processor": _cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "opencv": cv2.__version__,
+        **machine_info(),
         "threads": 1,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -173,16 +168,6 @@ def main() -> int:
     )
     print(f"wrote {RESULTS}")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

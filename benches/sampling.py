@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -39,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import SubsetRandomSampler, WeightedRandomSampler
 
+from gradatim.bench import machine_info
 from gradatim.curriculum import RRGCLScheduler
 from gradatim.sampling import CurriculumSampler, MultiSourceSampler
 
@@ -208,12 +207,7 @@ def main() -> int:
             f"(target >= 20x: {'met' if r['vs_torch'] >= 20 else 'not met'})"
         )
     machine = {
-        "platform": platform.platform(),
-        "processor": _cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        **machine_info(),
         "torch_threads": 1,
         "gradatim_threads": 1,
     }
@@ -221,16 +215,6 @@ def main() -> int:
     RESULTS.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS}")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

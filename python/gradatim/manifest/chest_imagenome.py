@@ -49,6 +49,7 @@ from gradatim.manifest.common import (
     make_record,
     normalize_split,
     splitter,
+    study_labels,
     validate_record,
 )
 from gradatim.manifest.mimic_cxr import image_path
@@ -211,13 +212,7 @@ def convert(
             if not boxes:
                 conv.skipped["no region boxes"] += 1
                 continue
-            lab: dict[str, int | None] = {}
-            if labels is not None:
-                found = labels.get(study)
-                if found is None:
-                    conv.notes["study without CheXpert labels"] += 1
-                else:
-                    lab = found
+            lab = study_labels(labels, study, conv)
             rec = make_record(
                 id=f"{SOURCE}/{dicom}",
                 image=image_path(image_dir, subject, study, dicom, image_ext),

@@ -300,6 +300,19 @@ class Conversion:
         return line
 
 
+def study_labels(
+    labels: Mapping[str, Mapping[str, int | None]] | None, study: str | None, conv: Conversion
+) -> dict[str, int | None]:
+    """The CheXpert labels of ``study`` from a label table (a copy), counting studies it lacks."""
+    if labels is None or study is None:
+        return {}
+    found = labels.get(study)
+    if found is None:
+        conv.notes["study without CheXpert labels"] += 1
+        return {}
+    return dict(found)
+
+
 def _check_on_error(on_error: str) -> str:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")

@@ -37,6 +37,7 @@ from gradatim.manifest.common import (
     join_report,
     make_record,
     normalize_split,
+    study_labels,
     validate_record,
 )
 
@@ -190,13 +191,7 @@ def convert(
             if not text:
                 conv.skipped["no findings or impression"] += 1
                 continue
-            lab: dict[str, int | None] = {}
-            if labels is not None:
-                found = labels.get(study)
-                if found is None:
-                    conv.notes["study without CheXpert labels"] += 1
-                else:
-                    lab = found
+            lab = study_labels(labels, study, conv)
             rec = make_record(
                 id=f"{SOURCE}/{dicom}",
                 image=image_path(image_dir, subject, study, dicom, image_ext),

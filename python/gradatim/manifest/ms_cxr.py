@@ -37,6 +37,7 @@ from gradatim.manifest.common import (
     normalize_split,
     parse_float,
     splitter,
+    study_labels,
     validate_record,
 )
 
@@ -136,13 +137,7 @@ def convert(
             continue
         k = per_image.get(key[0], 0)
         per_image[key[0]] = k + 1
-        lab: dict[str, int | None] = {}
-        if labels is not None and entry.study is not None:
-            found = labels.get(entry.study)
-            if found is None:
-                conv.notes["study without CheXpert labels"] += 1
-            else:
-                lab = dict(found)
+        lab = study_labels(labels, entry.study, conv)
         if entry.category in CHEXPERT_LABELS and entry.category != NO_FINDING:
             lab[entry.category] = 1  # radiologist-drawn, so present whatever the labeller said
             lab[NO_FINDING] = 0
