@@ -11,6 +11,7 @@ installs all three.
 from __future__ import annotations
 
 import glob
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,40 @@ def wallpapers() -> list[str]:
     if not files:
         pytest.skip("Debian plasma-workspace-wallpapers is not installed")
     return files
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory: pytest.TempPathFactory, radiograph_u16: np.ndarray) -> Path:
+    """24 real-radiograph crops (JPEG q90, odd sizes, and 16-bit PNG), with boxes and tasks: the
+    loader tests' manifest."""
+    from gradatim.image import encode_jpeg, encode_png
+
+    root = tmp_path_factory.mktemp("cxr")
+    rng = np.random.default_rng(0)
+    tasks = ["report", "phrase_grounding", "grounded_report", "anatomy_grounded_report"]
+    records = []
+    for i in range(24):
+        h, w = int(rng.integers(300, 420)), int(rng.integers(280, 400))
+        y, x = int(rng.integers(0, 1955 - 2 * h)), int(rng.integers(0, 1841 - 2 * w))
+        crop16 = np.ascontiguousarray(radiograph_u16[y : y + 2 * h : 2, x : x + 2 * w : 2])
+        if i % 4 == 3:
+            name, data = f"img{i}.png", encode_png(crop16)
+        else:
+            name, data = f"img{i}.jpg", encode_jpeg((crop16 >> 7).astype(np.uint8), 90)
+        (root / name).write_bytes(data)
+        bx = [float(w * 0.2), float(h * 0.3), float(w * 0.6), float(h * 0.8)]
+        records.append(
+            {
+                "id": f"s{i}",
+                "image": name,
+                "source": ["alpha", "beta"][i % 2],
+                "task": tasks[i % 4],
+                "split": "train",
+                "text": "Small left effusion. No pneumothorax.",
+                "boxes": [{"box": bx, "phrase": "left effusion", "anatomy": "left lung"}],
+                "labels": {"Pleural Effusion": 1},
+            }
+        )
+    path = root / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    return path

@@ -107,40 +107,6 @@ def test_generator_seeding_and_samplers(loader: type) -> None:
 # --- the fast path ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory, radiograph_u16: np.ndarray) -> Path:
-    """24 real-radiograph crops (JPEG q90, odd sizes, and 16-bit PNG), with boxes and tasks."""
-    root = tmp_path_factory.mktemp("cxr")
-    rng = np.random.default_rng(0)
-    tasks = ["report", "phrase_grounding", "grounded_report", "anatomy_grounded_report"]
-    records = []
-    for i in range(24):
-        h, w = int(rng.integers(300, 420)), int(rng.integers(280, 400))
-        y, x = int(rng.integers(0, 1955 - 2 * h)), int(rng.integers(0, 1841 - 2 * w))
-        crop16 = np.ascontiguousarray(radiograph_u16[y : y + 2 * h : 2, x : x + 2 * w : 2])
-        if i % 4 == 3:
-            name, data = f"img{i}.png", ga.image.encode_png(crop16)
-        else:
-            name, data = f"img{i}.jpg", ga.image.encode_jpeg((crop16 >> 7).astype(np.uint8), 90)
-        (root / name).write_bytes(data)
-        bx = [float(w * 0.2), float(h * 0.3), float(w * 0.6), float(h * 0.8)]
-        records.append(
-            {
-                "id": f"s{i}",
-                "image": name,
-                "source": ["alpha", "beta"][i % 2],
-                "task": tasks[i % 4],
-                "split": "train",
-                "text": "Small left effusion. No pneumothorax.",
-                "boxes": [{"box": bx, "phrase": "left effusion", "anatomy": "left lung"}],
-                "labels": {"Pleural Effusion": 1},
-            }
-        )
-    path = root / "manifest.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in records))
-    return path
-
-
 def dataset(manifest: Path, **kw: Any) -> ga.ManifestDataset:
     kw.setdefault("image_size", (128, 112))
     return ga.ManifestDataset(manifest, **kw)

@@ -107,6 +107,7 @@ class _PassTracker:
 
     def __init__(self) -> None:
         self.epoch: int | None = None  # epoch of the active pass, None when no pass is active
+        self.origin: tuple[int, int] | None = None  # (epoch, position) where that pass started
         self.chunk: list[int] = []
         self.chunk_start = 0
         self.it: Iterator[int] = iter(self.chunk)
@@ -119,6 +120,26 @@ class _PassTracker:
         self.chunk, self.chunk_start = chunk, start
         self.it = iter(chunk)
         return self.it
+
+
+def _next_pass(sampler: MultiSourceSampler | CurriculumSampler) -> tuple[int, int]:
+    """Epoch and start position of a new pass. A pass that was started and left unfinished
+    (``break``) counts as an epoch, so the next pass is the next epoch, as a new iterator over
+    ``RandomSampler`` reshuffles; ``set_epoch`` and ``load_state_dict`` say otherwise."""
+    track = sampler._pass
+    if track.epoch is not None:
+        epoch, pos = track.epoch + 1, 0
+    else:
+        epoch, pos = sampler._epoch, sampler._resume
+    sampler._epoch, sampler._resume = epoch, 0
+    return epoch, pos
+
+
+def _set_epoch(sampler: MultiSourceSampler | CurriculumSampler, epoch: int) -> None:
+    if epoch != sampler._epoch or sampler._pass.epoch is not None:
+        sampler._resume = 0
+    sampler._epoch = epoch
+    sampler._pass = _PassTracker()
 
 
 class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
@@ -201,12 +222,11 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         return int(self._core.local_len)
 
     def __iter__(self) -> Iterator[int]:
-        epoch, pos = self._epoch, self._resume
-        self._resume = 0
+        epoch, pos = _next_pass(self)
         n = len(self)
         track = self._pass
         token = object()
-        track.token, track.epoch = token, epoch
+        track.token, track.epoch, track.origin = token, epoch, (epoch, pos)
         track.load([], pos)
         while pos < n:
             count = min(self._chunk_size, n - pos)
@@ -221,10 +241,12 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next pass. Setting the epoch a restored state points at keeps the
         restored position (so the usual ``set_epoch`` at the top of a resumed epoch is safe)."""
-        epoch = _int_arg(epoch, "epoch")
-        if epoch != self._epoch:
-            self._resume = 0
-        self._epoch = epoch
+        _set_epoch(self, _int_arg(epoch, "epoch"))
+
+    @property
+    def pass_origin(self) -> tuple[int, int] | None:
+        """``(epoch, position)`` where the current (or last unfinished) pass started."""
+        return self._pass.origin
 
     # -- weights ---------------------------------------------------------------------------------
     def _now(self) -> int:
@@ -463,11 +485,10 @@ class CurriculumSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         return int(self.indices().shape[0])
 
     def __iter__(self) -> Iterator[int]:
-        epoch, pos = self._epoch, self._resume
-        self._resume = 0
+        epoch, pos = _next_pass(self)
         track = self._pass
         token = object()
-        track.token, track.epoch = token, epoch
+        track.token, track.epoch, track.origin = token, epoch, (epoch, pos)
         yield from track.load(self.indices(epoch)[pos:].tolist(), pos)
         if track.token is not token:
             return
@@ -476,10 +497,12 @@ class CurriculumSampler(_SamplerBase):  # type: ignore[type-arg,misc]
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next pass (keeps a restored position for the same epoch)."""
-        epoch = _int_arg(epoch, "epoch")
-        if epoch != self._epoch:
-            self._resume = 0
-        self._epoch = epoch
+        _set_epoch(self, _int_arg(epoch, "epoch"))
+
+    @property
+    def pass_origin(self) -> tuple[int, int] | None:
+        """``(epoch, position)`` where the current (or last unfinished) pass started."""
+        return self._pass.origin
 
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-able state (the schedule itself is rebuilt from its own inputs)."""

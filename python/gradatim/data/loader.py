@@ -1,54 +1,49 @@
-"""``gradatim.DataLoader``: ``torch.utils.data.DataLoader``'s signature and semantics, with a fast
-path for :class:`ManifestDataset`.
+"""``gradatim.DataLoader``: a ``torch.utils.data.DataLoader`` (a subclass, same arguments, same
+batches for the same generator) with a fast path for :class:`ManifestDataset` and exact resume.
 
-- Any other dataset (map-style or iterable), or a custom ``collate_fn``, takes the compatibility
-  path: the loader *is* a ``torch.utils.data.DataLoader`` built from the same arguments.
-- A ``ManifestDataset`` takes the fast path: ``num_workers`` Rust threads (0: built inline, as
-  torch's main-process loading) build whole batches into one buffer each; Python receives one
-  dict per batch (``pixel_values`` ``[B, C, H, W]``, ``boxes`` ``[B, max_boxes, 4]`` and
-  ``box_count``,
-  ``text``/``prompt``/``target``, ``task``, ``source``, ``id``, ``index``, ``stage``, ``box_mask``).
-  Up to ``max(1, num_workers) * prefetch_factor`` batches are in flight; the next batch's indices
-  (and MedCLM stages) are drawn only when its job is submitted, so curriculum changes made during
-  training apply from the next submitted batch on.
+- A ``ManifestDataset`` with torch's default collation takes the fast path: ``num_workers`` Rust
+  threads (0: built inline, as torch's main-process loading) build whole batches into one buffer
+  each; Python receives one dict per batch (``pixel_values`` ``[B, C, H, W]``, ``boxes``
+  ``[B, max_boxes, 4]``, ``box_count``, ``text``/``prompt``/``target``, ``task``, ``source``,
+  ``id``, ``index``, ``stage``, ``box_mask``).
+- Anything else (other datasets, a custom ``collate_fn``, ``batch_size=None``) takes the
+  compatibility path: torch's own iterators, unchanged but for the bookkeeping of resume.
 
-Argument validation is torch's own: the constructor builds the torch loader (which starts no
-worker until iterated), so every error message is torch's. ``timeout`` bounds the wait for
-each batch, with torch's error message. Deviations on the fast path, by design: workers are
-threads, not processes (``multiprocessing_context`` is unused, ``persistent_workers`` changes
-nothing since threads start in microseconds, ``worker_init_fn(i)``
-is called once per worker in this process at the start of each epoch), and ``shuffle=True`` draws
-each epoch's permutation from ``(base_seed, epoch)`` where ``base_seed`` comes from ``generator``
-(or torch's global RNG) at construction - which is what makes ``state_dict()`` resumes exact.
+Both paths draw the index batches from torch's sampler objects and draw their random numbers
+exactly when and as torch does (the iterator's base seed, then the sampler's draws), so for any
+dataset, sampler and generator the batch indices, the worker seeds and the global RNG afterwards
+are torch's. ``state_dict()`` / ``load_state_dict()`` follow ``StatefulDataLoader``; see
+``docs/loader.md`` for what resumes exactly and the deviations of the fast path (threads, not
+processes).
 """
 
 from __future__ import annotations
 
-import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
-import numpy as np
 import torch
 import torch.utils.data as tud
+from torch.utils.data import dataloader as _tdl
 
-from gradatim import _core
-from gradatim.data.dataset import ManifestDataset, batch_to_torch
+from gradatim.data.dataset import ManifestDataset
+from gradatim.data.epoch_run import EpochRun, Resume
+from gradatim.data.fast_iter import FastIter, Stats
+from gradatim.data.rng_source import RngSource, decode_state, encode_state
 from gradatim.errors import InvalidArgumentError
 
 __all__ = ["DataLoader"]
 
-STATE_VERSION = 1
-_MASK64 = (1 << 64) - 1
+STATE_VERSION = 2
+T_co = TypeVar("T_co", covariant=True)
 
 
-def _mix(a: int, b: int) -> int:
-    return (a * 0x9E3779B97F4A7C15 + b) & _MASK64
-
-
-class DataLoader:
-    """Drop-in replacement for :class:`torch.utils.data.DataLoader` (same arguments)."""
+class DataLoader(tud.DataLoader[T_co]):
+    """Drop-in replacement for :class:`torch.utils.data.DataLoader` (same arguments, plus
+    ``snapshot_every_n_steps`` as in ``torchdata``'s ``StatefulDataLoader``, accepted for
+    compatibility: gradatim computes the state when asked, so every step is a snapshot)."""
 
     def __init__(
         self,
@@ -70,8 +65,9 @@ class DataLoader:
         persistent_workers: bool = False,
         pin_memory_device: str = "",
         in_order: bool = True,
+        snapshot_every_n_steps: int = 1,
     ) -> None:
-        self._torch = tud.DataLoader(
+        super().__init__(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
@@ -90,26 +86,29 @@ class DataLoader:
             pin_memory_device=pin_memory_device,
             in_order=in_order,
         )
-        batched = batch_size is not None or batch_sampler is not None
-        self._fast = isinstance(dataset, ManifestDataset) and collate_fn is None and batched
-        self._own_shuffle = bool(shuffle) and sampler is None and batch_sampler is None
-        # torch-style seeding: the generator (or the global RNG) decides, once
-        draw = torch.empty((), dtype=torch.int64).random_(generator=generator)
-        self._base_seed = int(draw.item())
-        self._epoch = 0
-        self._resume_batches = 0
-        self._batches_done = 0
-        self._active: int | None = None
-        self._stats = _Stats()
+        if isinstance(snapshot_every_n_steps, bool) or int(snapshot_every_n_steps) < 1:
+            raise ValueError("snapshot_every_n_steps must be a positive int")
+        self.snapshot_every_n_steps = int(snapshot_every_n_steps)
+        default = collate_fn is None or collate_fn is tud.default_collate
+        self._fast = isinstance(dataset, ManifestDataset) and default and self._auto_collation
+        #: where batches are moved (set by ``gradatim.data.accelerate.prepare_data_loader``)
+        self.device: torch.device | None = None
+        self._indices = _IndexSampler(self)
+        self._next_epoch = 0
+        self._resume: Resume | None = None
+        self._resume_state: dict[str, Any] | None = None
+        self._run: EpochRun | None = None
+        self._workers_initialised = False
+        self._stats = Stats()
 
-    # -- torch's attributes --------------------------------------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "_torch":
-            raise AttributeError(name)
-        return getattr(self._torch, name)
+    # -- what torch's iterators read -----------------------------------------------------------
+    @property
+    def _index_sampler(self) -> Any:
+        indices = self.__dict__.get("_indices")
+        return indices if indices is not None else self._real_index_sampler()
 
-    def __len__(self) -> int:
-        return len(self._torch)
+    def _real_index_sampler(self) -> Any:
+        return self.batch_sampler if self._auto_collation else self.sampler
 
     @property
     def fast_path(self) -> bool:
@@ -117,200 +116,196 @@ class DataLoader:
         return self._fast
 
     # -- iteration ------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Any]:
-        if not self._fast:
-            return iter(self._torch)
-        return self._iter_fast()
-
     def set_epoch(self, epoch: int) -> None:
-        """Epoch of the next iteration (also forwarded to a sampler that has ``set_epoch``)."""
-        if int(epoch) != self._epoch:
-            self._resume_batches = 0
-        self._epoch = int(epoch)
-
-    def _index_batches(self, epoch: int, skip: int) -> Iterator[np.ndarray]:
-        t = self._torch
-        if self._own_shuffle or (t.batch_sampler is not None and _is_sequential(t.batch_sampler)):
-            n = len(self.dataset)
-            order = (
-                np.random.default_rng([self._base_seed, epoch]).permutation(n)
-                if self._own_shuffle
-                else np.arange(n)
-            )
-            bs = int(t.batch_size)
-            stop = (n // bs) * bs if t.drop_last else n
-            for start in range(skip * bs, stop, bs):
-                yield order[start : start + bs]
-            return
-        source = t.batch_sampler
-        sampler = getattr(source, "sampler", source)
+        """Epoch of the next iterator (then ``epoch + 1``, ...). Also calls ``set_epoch`` of the
+        sampler when it has one, as you asked for it; the loader itself never does."""
+        epoch = int(epoch)
+        if self._resume is not None and self._resume.epoch != epoch:
+            self._resume = self._resume_state = None
+        self._next_epoch = epoch
+        sampler = _sampler_of(self._real_index_sampler())
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        restored = hasattr(sampler, "load_state_dict") and skip > 0
-        it = iter(source)
-        if not restored:
-            for _ in range(skip):  # deterministic samplers only; see state_dict()
-                next(it, None)
-        for batch in it:
-            yield np.asarray(batch, dtype=np.int64)
 
-    def _iter_fast(self) -> Iterator[dict[str, Any]]:
-        t = self._torch
-        ds: ManifestDataset = t.dataset
-        epoch, skip = self._epoch, self._resume_batches
-        self._resume_batches = 0
-        self._active, self._batches_done = epoch, skip
-        threads = int(t.num_workers)
-        window = max(1, threads) * int(t.prefetch_factor or 2)
-        stream = _core.Stream(ds._core, epoch, _mix(ds.seed, self._base_seed), threads)
-        if t.worker_init_fn is not None:
-            for worker in range(threads):
-                t.worker_init_fn(worker)
-        pin = _pinner(t.pin_memory, t.pin_memory_device)
-        batches = self._index_batches(epoch, skip)
-        submitted = done = skip
-        stats = self._stats.start(epoch)
+    def _start_run(self) -> EpochRun:
+        resume, self._resume, self._resume_state = self._resume, None, None
+        epoch = resume.epoch if resume is not None else self._next_epoch
+        self._next_epoch = epoch + 1
+        stateful = _gradatim_sampler(self._real_index_sampler()) is not None
+        run = EpochRun(
+            epoch, RngSource(self.generator), self._real_index_sampler(), resume, stateful
+        )
+        self._run = run
+        return run
 
-        def submit() -> bool:
-            nonlocal submitted
-            idx = next(batches, None)
-            if idx is None:
-                return False
-            stream.submit(submitted, idx.tolist(), ds.stage_codes(idx, epoch))
-            submitted += 1
-            return True
+    def __iter__(self) -> Iterator[Any]:
+        run = self._start_run()
+        if self._fast:
+            init = not (self.persistent_workers and self._workers_initialised)
+            self._workers_initialised = True
+            return FastIter(self, run, init)
+        replay = run.rng_start if run.resume is not None else None
+        if replay is None:
+            run.rng_start = run.source.get_state()
+        with run.source.replaying(replay):
+            it = super().__iter__()
+        it._gradatim_run = run  # type: ignore[union-attr]
+        run.base_seed = int(it._base_seed)  # type: ignore[union-attr]
+        return it
 
-        try:
-            while submitted - done < window and submit():
-                pass
-            while done < submitted:
-                t0 = time.perf_counter()
-                got = stream.next(done if t.in_order else None, float(t.timeout))
-                stats.stall += time.perf_counter() - t0
-                if got is None:  # pragma: no cover - every submitted job yields a result
-                    break
-                submit()
-                done += 1
-                self._batches_done = done
-                batch = got[1]
-                stats.add(batch)
-                yield batch_to_torch(batch, pin)
-            self._epoch = epoch + 1
-            self._active = None
-        finally:
-            stream.close()
-            stats.finish()
+    def _get_iterator(self) -> _tdl._BaseDataLoaderIter:
+        if self.num_workers == 0:
+            return _SingleProcessIter(self)
+        self.check_worker_number_rationality()
+        return _MultiProcessingIter(self)
 
     # -- state ----------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Plain JSON-able state from which :meth:`load_state_dict` continues *exactly*: the same
-        remaining batches with the same augmentations (and the sampler's and stage scheduler's
-        state). Exactness needs ``shuffle``, sequential order, or a sampler with
-        ``state_dict``/``load_state_dict`` (gradatim's samplers)."""
-        if not self._fast:
-            raise InvalidArgumentError(
-                "state_dict() needs the fast path (a ManifestDataset without a custom collate_fn)"
+    def _not_exact(self) -> str | None:
+        """Why this configuration cannot resume exactly, or None."""
+        if self._dataset_kind == _tdl._DatasetKind.Iterable:
+            return (
+                "an IterableDataset is read from its start again: gradatim resumes map-style "
+                "datasets (their order comes from the sampler)"
             )
-        t = self._torch
-        epoch = self._active if self._active is not None else self._epoch
-        done = self._batches_done if self._active is not None else 0
-        state: dict[str, Any] = {
-            "version": STATE_VERSION,
-            "epoch": epoch,
-            "batches_done": done,
-            "base_seed": self._base_seed,
-            "sampler": None,
-            "stages": None,
-        }
-        if not (self._own_shuffle or _is_sequential(t.batch_sampler)):
-            sampler = getattr(t.batch_sampler, "sampler", t.batch_sampler)
-            if not hasattr(sampler, "state_dict"):
-                raise InvalidArgumentError(
-                    f"state_dict(): {type(sampler).__name__} has no state_dict(), so its sequence "
-                    "cannot be resumed exactly; use shuffle=True or a gradatim sampler"
-                )
+        if not self._fast and not self.in_order and self.num_workers > 0:
+            return (
+                "in_order=False with worker processes on the compatibility path delivers batches "
+                "in an order that is not recorded; use in_order=True or a ManifestDataset"
+            )
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state from which :meth:`load_state_dict` continues exactly: the
+        remaining batches of the current epoch with the same indices (and, on the fast path, the
+        same augmentations), then the same later epochs. It never raises; where the configuration
+        cannot resume exactly, ``state["exact"]`` is False and ``state["why"]`` says why."""
+        if self._resume_state is not None:  # loaded and not started yet: the same position
+            return dict(self._resume_state)
+        why = self._not_exact()
+        run = self._run
+        state: dict[str, Any] = {"version": STATE_VERSION, "exact": why is None, "why": why}
+        if run is None or run.finished:
+            state.update(epoch=self._next_epoch, batches_done=0, finished=True)
+            if self.generator is not None:
+                state["generator"] = encode_state(self.generator.get_state())
+        else:
+            state.update(run.state(), finished=False)
+        sampler = _gradatim_sampler(self._real_index_sampler())
+        if sampler is not None:
             s = sampler.state_dict()
-            if "position" in s:  # the sampler ran ahead by the prefetch window: rewind
-                s["epoch"], s["position"] = epoch, done * int(t.batch_size or 1)
+            origin = sampler.pass_origin
+            if run is not None and not run.finished and origin is not None:
+                s["epoch"], s["position"] = origin[0], origin[1] + run.samples_since_start
             state["sampler"] = s
-        stages = t.dataset.stages
+        stages = getattr(self.dataset, "stages", None)
         if hasattr(stages, "state_dict"):
             state["stages"] = stages.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`: the next iteration yields the remaining batches."""
-        if not self._fast:
-            raise InvalidArgumentError("load_state_dict() needs the fast path (a ManifestDataset)")
+        """Continue from :meth:`state_dict`: the next iterator yields the remaining batches of
+        the saved epoch (none if it was at its end), the one after it the next epoch."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise InvalidArgumentError(f"not a gradatim DataLoader state (version {STATE_VERSION})")
-        self._epoch = int(state["epoch"])
-        self._resume_batches = int(state["batches_done"])
-        self._base_seed = int(state["base_seed"])
-        self._active = None
-        if state.get("sampler") is not None:
-            t = self._torch
-            getattr(t.batch_sampler, "sampler", t.batch_sampler).load_state_dict(state["sampler"])
-        if state.get("stages") is not None:
-            self._torch.dataset.stages.load_state_dict(state["stages"])
+            version = state.get("version") if isinstance(state, dict) else None
+            raise InvalidArgumentError(
+                f"not a gradatim DataLoader state of version {STATE_VERSION} "
+                f"(got a {type(state).__name__} with version {version!r})"
+            )
+        if not state.get("exact", True):
+            warnings.warn(
+                f"gradatim DataLoader: this state does not resume exactly ({state.get('why')}); "
+                "its epoch starts from the beginning",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self._run = None
+        sampler = _gradatim_sampler(self._real_index_sampler())
+        if sampler is not None and state.get("sampler") is not None:
+            sampler.load_state_dict(state["sampler"])
+        stages = getattr(self.dataset, "stages", None)
+        if state.get("stages") is not None and hasattr(stages, "load_state_dict"):
+            stages.load_state_dict(state["stages"])
+        if state.get("finished", True) or not state.get("exact", True):
+            self._resume = self._resume_state = None
+            self._next_epoch = int(state["epoch"])
+            if state.get("generator") is not None and self.generator is not None:
+                self.generator.set_state(decode_state(state["generator"]))
+            return
+        self._resume = Resume.from_state(state)
+        self._resume_state = dict(state)
+        self._next_epoch = self._resume.epoch
 
     # -- progress -------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Throughput of the current or last epoch: ``images_per_s`` (samples delivered per
-        second of wall time), ``stall_s`` (time the consumer waited for batches), ``work_s``
-        (worker time), ``batches``, ``samples``, ``skipped`` and ``skipped_samples``."""
+        """Throughput of the current or last epoch on the fast path: ``images_per_s`` (samples
+        delivered per second of wall time), ``stall_s`` (time the consumer waited for batches),
+        ``work_s`` (worker time), ``batches``, ``samples``, ``skipped`` and
+        ``skipped_samples``."""
         return self._stats.summary()
 
 
-def _is_sequential(batch_sampler: Any) -> bool:
-    return isinstance(batch_sampler, tud.BatchSampler) and isinstance(
-        batch_sampler.sampler, tud.SequentialSampler
-    )
+class _IndexSampler:
+    """The loader's index sampler as torch's iterators see it: the real one, read through the
+    current :class:`EpochRun` (resume point, random-state records, delivered count)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self._loader = weakref.ref(loader)
+
+    def _target(self) -> tuple[DataLoader, Any]:
+        loader = self._loader()
+        if loader is None:  # pragma: no cover - an iterator outliving its loader
+            raise RuntimeError("the DataLoader of this iterator is gone")
+        return loader, loader._real_index_sampler()
+
+    def __len__(self) -> int:
+        return len(self._target()[1])
+
+    def __iter__(self) -> Iterator[Any]:
+        loader, real = self._target()
+        run = loader._run
+        if run is None or run.finished or loader._dataset_kind == _tdl._DatasetKind.Iterable:
+            return iter(real)
+        return run.items()
 
 
-def _pinner(pin_memory: bool, device: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    if not pin_memory or not torch.cuda.is_available():
-        return None
-    return lambda t: t.pin_memory(device) if device else t.pin_memory()
+class _Delivering:
+    """Counts the batches torch's iterators deliver into the loader's :class:`EpochRun`."""
+
+    _gradatim_run: EpochRun | None = None
+
+    def __next__(self) -> Any:
+        run = self._gradatim_run
+        try:
+            data = super().__next__()  # type: ignore[misc]
+        except StopIteration:
+            if run is not None:
+                run.finished = True
+            raise
+        if run is not None:
+            run.delivered(run.prefix)
+        return data
 
 
-class _Stats:
-    def __init__(self) -> None:
-        self.start(0)
+class _SingleProcessIter(_Delivering, _tdl._SingleProcessDataLoaderIter):
+    pass
 
-    def start(self, epoch: int) -> _Stats:
-        self.epoch, self.t0, self.t1 = epoch, time.perf_counter(), None
-        self.batches = self.samples = 0
-        self.stall = self.work = 0.0
-        self.skipped: list[tuple[int, str]] = []
-        return self
 
-    def add(self, batch: dict[str, Any]) -> None:
-        self.batches += 1
-        self.samples += len(batch["index"])
-        self.work += batch["work_ns"] * 1e-9
-        self.skipped.extend(batch["skipped"])
+class _MultiProcessingIter(_Delivering, _tdl._MultiProcessingDataLoaderIter):
+    pass
 
-    def finish(self) -> None:
-        self.t1 = time.perf_counter()
-        if self.skipped:
-            warnings.warn(
-                f"gradatim: {len(self.skipped)} sample(s) could not be loaded in epoch "
-                f"{self.epoch} and were replaced (see loader.stats()['skipped_samples'])",
-                RuntimeWarning,
-                stacklevel=3,
-            )
 
-    def summary(self) -> dict[str, Any]:
-        wall = (self.t1 or time.perf_counter()) - self.t0
-        return {
-            "epoch": self.epoch,
-            "batches": self.batches,
-            "samples": self.samples,
-            "wall_s": wall,
-            "images_per_s": self.samples / wall if wall > 0 else 0.0,
-            "stall_s": self.stall,
-            "work_s": self.work,
-            "skipped": len(self.skipped),
-            "skipped_samples": self.skipped[:100],
-        }
+def _sampler_of(index_sampler: Any) -> Any:
+    return getattr(index_sampler, "sampler", index_sampler)
+
+
+def _gradatim_samplers() -> tuple[type, ...]:
+    from gradatim.sampling import CurriculumSampler, MultiSourceSampler
+
+    return (MultiSourceSampler, CurriculumSampler)
+
+
+def _gradatim_sampler(index_sampler: Any) -> Any:
+    """A gradatim sampler the index sampler reads in order (itself, or under torch's plain
+    ``BatchSampler``): it is positioned from its own state instead of being fast-forwarded."""
+    sampler = index_sampler.sampler if type(index_sampler) is tud.BatchSampler else index_sampler
+    return sampler if isinstance(sampler, _gradatim_samplers()) else None
