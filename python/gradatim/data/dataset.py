@@ -191,20 +191,20 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """One sample (tensors without the batch dimension), for torch's own DataLoader."""
-        if not 0 <= index < len(self):
-            if -len(self) <= index < 0:
-                index += len(self)
-            else:
-                raise IndexError(f"index {index} out of range for {len(self)} samples")
-        batch = self.load_batch([index])
-        drop = ("skipped", "work_ns")
-        return {k: _unbatch(v) for k, v in batch.items() if k not in drop and v is not None}
+        return self.__getitems__([index])[0]
 
-
-def _unbatch(v: Any) -> Any:
-    if isinstance(v, torch.Tensor) or isinstance(v, list):
-        return v[0]
-    return v
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The samples of one batch, built by one Rust call (GIL released): what torch's own
+        ``DataLoader`` (and loaders rebuilt by ``accelerate`` or Lightning) fetch with, before
+        ``default_collate`` stacks them. Each sample's tensors are views into the batch."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        bad = (idx < -len(self)) | (idx >= len(self))
+        if bad.any():
+            raise IndexError(f"index {idx[bad][0]} out of range for {len(self)} samples")
+        n = len(idx)
+        batch = self.load_batch(idx % len(self))
+        keep = {k: v for k, v in batch.items() if k not in ("skipped", "work_ns") and v is not None}
+        return [{k: v[j] for k, v in keep.items()} for j in range(n)]
 
 
 _TENSORS = ("pixel_values", "boxes", "box_count", "index", "stage", "box_mask")
