@@ -1,7 +1,7 @@
 """Per-image operations, implemented in Rust (``rust/core/src/image``), run without the GIL.
 
 Arrays are NumPy, HxW (grey) or HxWxC (colour, RGB order), ``uint8`` or ``uint16``. Each operation
-matches an OpenCV oracle (see DESIGN.md, "Oracle conventions"):
+matches an OpenCV oracle (the tests compare against it):
 
 - :func:`clahe` == ``cv2.createCLAHE(clip_limit, tile_grid).apply(img)``
 - :func:`warp_affine` == ``cv2.warpAffine(img, M, size, INTER_LINEAR, BORDER_CONSTANT, 0)``
