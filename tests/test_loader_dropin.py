@@ -501,3 +501,50 @@ def test_consecutive_epochs_differ(manifest: Path) -> None:
     a, b = next(iter(dl)), next(iter(dl))
     assert not torch.equal(a["pixel_values"], b["pixel_values"])
     assert list(itertools.chain(a["id"])) == list(b["id"])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_persistent_workers_equal_torch(manifest: Path, tmp_path: Path, fast: bool) -> None:
+    """torch's persistent workers keep the first iterator's base seed; so does gradatim."""
+    ds: Any = manifest_dataset(manifest) if fast else Squares(24)
+    runs = []
+    for cls in (tud.DataLoader, ga.DataLoader):
+        seeds = tmp_path / cls.__module__
+        torch.manual_seed(3)
+        dl = cls(
+            ds,
+            batch_size=5,
+            shuffle=True,
+            num_workers=2,
+            persistent_workers=True,
+            worker_init_fn=seed_recorder(seeds),
+        )
+        epochs = [indices(list(dl)) for _ in range(3)]
+        runs.append((epochs, sorted(seeds.read_text().splitlines()), torch.rand(3).tolist()))
+    assert runs[0] == runs[1]
+
+
+def test_compat_resume_seeds_workers_as_the_saved_iterator(tmp_path: Path) -> None:
+    """Worker processes of a resumed iterator get the saved iterator's seeds (which their
+    ``__getitem__`` randomness starts from), not seeds drawn anew."""
+
+    def make(path: Path) -> ga.DataLoader:
+        return ga.DataLoader(
+            Squares(),
+            batch_size=3,
+            shuffle=True,
+            num_workers=2,
+            worker_init_fn=seed_recorder(path),
+            generator=torch.Generator().manual_seed(6),
+        )
+
+    run = make(tmp_path / "a")
+    it = iter(run)
+    next(it)
+    state = json.loads(json.dumps(run.state_dict()))
+    del it
+    resumed = make(tmp_path / "b")
+    resumed.load_state_dict(state)
+    list(resumed)
+    read = lambda p: sorted(p.read_text().splitlines())  # noqa: E731
+    assert read(tmp_path / "a") == read(tmp_path / "b")

@@ -59,7 +59,7 @@ class FastIter(Iterator[dict[str, Any]]):
         self._skip = frozenset(run.ahead)  # delivered out of order before a resume
         self._submitted = self._next_number = run.skip
         self._pending = 0
-        base_seed = run.start()
+        base_seed = run.start()  # drawn by the loader already; kept
         self._stream = _core.Stream(
             self._dataset._core, run.epoch, mix_seed(self._dataset.seed, base_seed), threads
         )

@@ -99,6 +99,8 @@ class DataLoader(tud.DataLoader[T_co]):
         self._resume_state: dict[str, Any] | None = None
         self._run: EpochRun | None = None
         self._workers_initialised = False
+        self._persistent_seed: int | None = None
+        self._forced_base_seed: int | None = None
         self._stats = Stats()
 
     # -- what torch's iterators read -----------------------------------------------------------
@@ -140,15 +142,30 @@ class DataLoader(tud.DataLoader[T_co]):
 
     def __iter__(self) -> Iterator[Any]:
         run = self._start_run()
+        persistent = self.persistent_workers and self.num_workers > 0
         if self._fast:
-            init = not (self.persistent_workers and self._workers_initialised)
+            if run.resume is None and persistent and self._persistent_seed is not None:
+                run.base_seed = self._persistent_seed  # torch's persistent workers keep theirs
+            run.start()
+            if persistent:
+                self._persistent_seed = run.base_seed
+            init = not (persistent and self._workers_initialised)
             self._workers_initialised = True
             return FastIter(self, run, init)
-        replay = run.rng_start if run.resume is not None else None
-        if replay is None:
-            run.rng_start = run.source.get_state()
-        with run.source.replaying(replay):
+        if run.resume is None:
+            if not (persistent and self._iterator is not None):  # _reset draws no seed
+                run.rng_start = run.source.get_state()
             it = super().__iter__()
+        else:
+            # the saved iterator's seed, not a new draw: the global RNG is only borrowed, and a
+            # generator is set from the saved state when the sampler draws
+            self._forced_base_seed = run.base_seed
+            borrow = run.source.get_state() if run.source.is_global else None
+            try:
+                with run.source.replaying(borrow):
+                    it = super().__iter__()
+            finally:
+                self._forced_base_seed = None
         it._gradatim_run = run  # type: ignore[union-attr]
         run.base_seed = int(it._base_seed)  # type: ignore[union-attr]
         return it
@@ -269,9 +286,24 @@ class _IndexSampler:
 
 
 class _Delivering:
-    """Counts the batches torch's iterators deliver into the loader's :class:`EpochRun`."""
+    """torch's iterators, plus: the batches they deliver are counted into the loader's
+    :class:`EpochRun`, and a resumed iterator's base seed (which seeds the worker processes) is
+    the saved one rather than the value torch's constructor draws."""
 
     _gradatim_run: EpochRun | None = None
+
+    def __init__(self, loader: DataLoader) -> None:
+        self._gradatim_forced_seed = loader._forced_base_seed
+        super().__init__(loader)  # type: ignore[call-arg]
+
+    @property
+    def _base_seed(self) -> int:
+        return self._gradatim_base_seed
+
+    @_base_seed.setter
+    def _base_seed(self, drawn: int) -> None:
+        forced = self._gradatim_forced_seed
+        self._gradatim_base_seed = drawn if forced is None else forced
 
     def __next__(self) -> Any:
         run = self._gradatim_run
