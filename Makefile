@@ -7,7 +7,7 @@ PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check --root-user-ac
 WHEELS := target/wheels
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
-.PHONY: all demo test test-rust test-python bench lint fmt sysdeps deps-demo deps-test testdata build clean
+.PHONY: all demo test test-rust test-python stress bench lint fmt sysdeps deps-demo deps-test testdata build clean
 
 all: test
 
@@ -25,6 +25,11 @@ test-rust:
 test-python:
 	$(PYTHON) -m pytest -q
 
+## Property tests exploring far more examples than `make test` (hypothesis "stress" profile).
+stress: sysdeps deps-test testdata build
+	HYPOTHESIS_PROFILE=stress $(PYTHON) -m pytest -q -m "not slow" tests/test_sampling.py \
+	  tests/test_loader.py tests/test_loader_dropin.py tests/test_warp.py tests/test_flip_draw_normalize.py
+
 ## Throughput benchmarks (baseline and gradatim in one run; results in benches/results/).
 bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/image_ops.py
@@ -38,10 +43,14 @@ bench: sysdeps deps-test testdata build
 bench-ci:
 	$(PYTHON) benches/loader_throughput.py --quick --min-ratio-b 0.5 --out target/bench-ci/loader.json
 
+## Lint, run by CI after the tests: formatting, clippy on every target (tests included), ruff, and
+## the hand-written stubs checked against the built extension.
 lint:
 	cargo fmt --all -- --check
-	cargo clippy -p gradatim-core -p gradatim-python -- -D warnings
+	cargo clippy -p gradatim-core -p gradatim-python --all-targets -- -D warnings
 	$(PYTHON) -m ruff check python tests benches
+	$(PYTHON) -m ruff format --check python tests benches
+	$(PYTHON) -m mypy.stubtest gradatim._core --ignore-disjoint-bases --allowlist .ci/stubtest-allowlist.txt
 
 fmt:
 	cargo fmt --all
@@ -64,7 +73,8 @@ deps-test:
 testdata:
 	@test -d /usr/share/libjxl-testdata && test -d /usr/share/wallpapers/Autumn || \
 	  { apt-get update -qq && $(APT_INSTALL) libjxl-testdata plasma-workspace-wallpapers; } || \
-	  echo "testdata: Debian test images unavailable; their tests will skip"
+	  { if [ "$$CI" = true ]; then echo "testdata: install failed (fatal in CI)"; exit 1; fi; \
+	    echo "testdata: Debian test images unavailable; their tests will skip"; }
 
 # Release build of the extension, installed into $(PYTHON) (maturin develop needs a virtualenv).
 build:

@@ -4,18 +4,60 @@
 - Debian ``libjxl-testdata``: JPEG variants (progressive, 4:2:0/4:2:2/4:4:4, grey).
 - Debian ``plasma-workspace-wallpapers``: large real JPEG photos.
 
-A test that needs a missing package is skipped with the reason, never failed; ``make test``
-installs all three.
+A test that needs a missing package is skipped with the reason; ``make test`` installs all three.
+Under ``CI=true`` a skipped test fails the run unless its reason is on the allow-list below (only
+what needs a GPU), and hypothesis runs derandomised (the ``ci`` profile: the same examples every
+run, so a bit-exactness property cannot flake); ``make stress`` explores with many more examples.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile(
+    "stress", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI") == "true" else None
+)
+if _PROFILE:
+    settings.load_profile(_PROFILE)
+
+# Skips CI accepts: tests that need hardware a CI runner does not have.
+SKIP_ALLOWED_IN_CI = ("needs CUDA", "needs a GPU")
+_skipped: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = (
+            str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        )
+        _skipped.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("CI") != "true":
+        return
+    bad = [(n, r) for n, r in _skipped if not any(a in r for a in SKIP_ALLOWED_IN_CI)]
+    if bad:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"CI=true: {len(bad)} test(s) skipped without a GPU reason:", red=True
+            )
+            for nodeid, reason in bad:
+                reporter.write_line(f"  {nodeid}: {reason}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 LIBJXL_DIR = "/usr/share/libjxl-testdata/jxl/flower"
 WALLPAPER_GLOB = "/usr/share/wallpapers/*/contents/images/*.jpg"

@@ -68,10 +68,10 @@ def assert_matches_opencv(img: np.ndarray, m: np.ndarray, size: tuple[int, int])
     exact_here = EXACT or channels not in (1, 3, 4)
     if exact_here:
         assert diff.max() == 0, f"max diff {diff.max()}, {(diff > 0).mean():.4%} of samples differ"
-    elif img.dtype == np.uint8:
-        assert within_one >= 0.999, f"only {within_one:.4%} within 1 grey level"
     else:
-        pytest.skip("16-bit exactness needs OpenCV >= 4.11 float kernels with AVX2 + FMA")
+        # OpenCV before 4.11, or without AVX2 + FMA, rounds its float kernels differently: the
+        # documented tolerance, for 8-bit and 16-bit levels alike
+        assert within_one >= 0.999, f"only {within_one:.4%} within 1 level"
 
 
 def gray_and_colour_jpegs(paths: list[str], reduce_to: tuple[int, int] | None = None):

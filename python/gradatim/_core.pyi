@@ -1,10 +1,11 @@
 """Type stubs of the compiled extension ``gradatim._core`` (rust/python). Use the typed Python
 fronts (``gradatim.image`` ...) rather than calling these directly."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 from numpy.typing import NDArray
+from typing_extensions import Self
 
 __version__: str
 DEFAULT_MAX_PIXELS: int
@@ -44,9 +45,10 @@ def encode_png(img: np.ndarray) -> bytes: ...
 def normalize(img: np.ndarray, mean: list[float], std: list[float]) -> NDArray[np.float32]: ...
 
 # --- sampling (rust/python/src/sampling.rs) ---------------------------------------------------
+@final
 class MultiSource:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         sizes: list[int],
         weights: list[float],
         num_samples: int | None,
@@ -56,7 +58,7 @@ class MultiSource:
         rank: int,
         world_size: int,
         drop_last: bool,
-    ) -> None: ...
+    ) -> Self: ...
     def set_weights(self, step: int, weights: list[float]) -> None: ...
     def chunk(self, epoch: int, start: int, count: int) -> NDArray[np.int64]: ...
     def log(self) -> list[tuple[int, list[float]]]: ...
@@ -85,16 +87,17 @@ def rrgcl_rates(
     class_difficulty: list[float], t: float, epochs: float, c: float | None = None
 ) -> NDArray[np.float64]: ...
 
+@final
 class RRGCL:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         sample_offsets: NDArray[np.int64],
         sample_classes: NDArray[np.int64],
         num_classes: int,
         difficulty: NDArray[np.float64],
         epochs: float,
         c: float | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def rates(self, t: float) -> NDArray[np.float64]: ...
     def counts(self, t: float) -> NDArray[np.uint64]: ...
     def epoch_indices(self, t: float) -> NDArray[np.int64]: ...
@@ -132,9 +135,10 @@ def cure_weights(
     iou: list[float | None], text: list[float | None], alpha: float
 ) -> list[float]: ...
 
+@final
 class StageScheduler:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         num_domains: int,
         seed: int,
         easy_warmup_epochs: int,
@@ -154,7 +158,7 @@ class StageScheduler:
         ema_init_easy: float,
         ema_init_medium: float,
         ema_init_global: float,
-    ) -> None: ...
+    ) -> Self: ...
     def assign(
         self, sample_ids: NDArray[np.int64], domains: NDArray[np.int64], epoch: int
     ) -> NDArray[np.uint8]: ...
@@ -183,11 +187,12 @@ class StageScheduler:
 
 # --- data (rust/python/src/data.rs) -------------------------------------------------------------
 
+@final
 class Dataset:
     """A manifest plus the image/augmentation/text settings; immutable, shared by workers."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         jsonl: str,
         name: str,
         root: str,
@@ -206,7 +211,7 @@ class Dataset:
         mask_grid: tuple[int, int],
         mask_sigma: float,
         overlay_thickness: int,
-    ) -> None: ...
+    ) -> Self: ...
     def __len__(self) -> int: ...
     def column(self, name: str) -> list[Any]: ...
     def record(self, index: int) -> dict[str, Any]: ...
@@ -216,10 +221,11 @@ class Dataset:
     @property
     def max_boxes(self) -> int: ...
 
+@final
 class Stream:
     """Worker threads building batches of one epoch; closed (joined) on close() or collection."""
 
-    def __init__(self, dataset: Dataset, epoch: int, seed: int, threads: int) -> None: ...
+    def __new__(cls, dataset: Dataset, epoch: int, seed: int, threads: int) -> Self: ...
     def submit(self, id: int, indices: list[int], stages: list[int] = ...) -> None: ...
     def next(
         self, id: int | None = None, timeout: float = 0.0

@@ -70,7 +70,7 @@ mod tests {
         assert_eq!(m, expect.map(|v| v as f32).to_vec());
         let blurred = box_mask(&[[0.5, 0.5, 1.0, 1.0]], 8, 8, 1.0);
         assert!((blurred.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        assert!(blurred[6 * 8 + 6] > blurred[1 * 8 + 1]);
+        assert!(blurred[6 * 8 + 6] > blurred[8 + 1]);
     }
 
     #[test]

@@ -88,7 +88,7 @@ mod tests {
             panic!("8-bit expected")
         };
         // a lossy round trip of a smooth card stays close to the source
-        assert!((full.data[500 * 1001 + 500] as i32 - ((1000 % 256) as i32)).abs() <= 3);
+        assert!((full.data[500 * 1001 + 500] as i32 - 1000 % 256).abs() <= 3);
     }
 
     #[test]
