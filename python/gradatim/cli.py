@@ -28,11 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_parser(sub)
     from gradatim.datasets import phantom
     from gradatim.difficulty import cli as difficulty_cli
+    from gradatim.evaluate import report as evaluate_cli
     from gradatim.manifest import cli as manifest_cli
 
     manifest_cli.add_parser(sub)
     phantom.add_parser(sub)
     difficulty_cli.add_parser(sub)
+    evaluate_cli.add_parser(sub)
     return parser
 
 
