@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_parser(sub)
     difficulty_cli.add_parser(sub)
     evaluate_cli.add_parser(sub)
+    from gradatim.train import cli as train_cli
+
+    train_cli.add_parser(sub)
     return parser
 
 

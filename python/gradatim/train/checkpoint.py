@@ -1,0 +1,130 @@
+"""Checkpoints from which a run continues bit-exactly, with no pickle anywhere.
+
+``out/checkpoint-<step>/`` holds:
+
+- ``adapter/``: the LoRA adapter in peft's own format (``adapter_model.safetensors`` +
+  ``adapter_config.json``), loadable with ``PeftModel.from_pretrained``;
+- ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and its structure;
+- ``rng.safetensors`` + ``rng.json``: torch's CPU (and CUDA) RNG, NumPy's and Python's;
+- ``state.json``: the step, the loader's state (with its sampler's), the curricula, the config.
+
+``latest(out)`` finds the newest complete checkpoint (``--resume auto``); a checkpoint is written
+to a temporary folder and renamed, so a run killed while saving leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ["save", "load", "latest"]
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, entry in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(entry)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 - global state
+    tensors["numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, internal, gauss_next = random.getstate()
+    tensors["python.state"] = torch.tensor(internal, dtype=torch.int64)
+    meta = {
+        "numpy": {
+            "kind": kind,
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "gauss_next": gauss_next},
+    }
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    n = meta["numpy"]
+    keys = tensors["numpy.keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
+    p = meta["python"]
+    random.setstate((p["version"], tuple(int(v) for v in tensors["python.state"]), p["gauss_next"]))
+
+
+def save(
+    out: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+) -> Path:
+    """Write ``out/checkpoint-<step>`` (atomically) and return its path. ``state`` is JSON data
+    (loader, curricula, config)."""
+    final = out / f"checkpoint-{step}"
+    tmp = out / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "adapter", safe_serialization=True)  # type: ignore[operator]
+    tensors, meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(tensors, tmp / "optimizer.safetensors")
+    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    rng_tensors, rng_meta = _rng_state()
+    save_file(rng_tensors, tmp / "rng.safetensors")
+    (tmp / "rng.json").write_text(json.dumps(rng_meta))
+    (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore the adapter, the optimizer and every RNG from ``path``; returns ``state.json``."""
+    from peft import set_peft_model_state_dict
+
+    weights = load_file(path / "adapter" / "adapter_model.safetensors")
+    set_peft_model_state_dict(model, weights)
+    meta = json.loads((path / "optimizer.json").read_text())
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(path / "optimizer.safetensors"), meta))
+    _set_rng_state(load_file(path / "rng.safetensors"), json.loads((path / "rng.json").read_text()))
+    return json.loads((path / "state.json").read_text())
+
+
+def latest(out: Path) -> Path | None:
+    """The newest complete checkpoint under ``out``, or None."""
+    found = [
+        (int(p.name.split("-", 1)[1]), p)
+        for p in out.glob("checkpoint-*")
+        if p.is_dir() and (p / "state.json").is_file()
+    ]
+    return max(found)[1] if found else None

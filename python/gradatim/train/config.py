@@ -1,0 +1,249 @@
+"""``gradatim train`` configuration: a TOML file, validated into typed sections. Every error names
+the file, the section and the key (``run.toml: [lora].r: expected an int >= 1, got 'x'``); an
+unknown key is an error too, so a misspelt option never trains silently.
+
+Example::
+
+    [model]
+    name = "tiny-llava"            # or path = "/models/medgemma-4b-it" (local, never downloaded)
+
+    [lora]                         # CURE's defaults
+    r = 16
+    alpha = 32
+    dropout = 0.05
+
+    [optim]
+    lr = 2e-4
+    method = "linear"              # linear | pcgrad | cagrad | came_grad
+
+    [train]
+    steps = 100
+    batch_size = 4
+    grad_accum = 1
+    out = "runs/demo"
+
+    [[data.sources]]
+    name = "vindr"
+    manifest = "data/vindr.jsonl"
+    split = "train"
+    weight = 0.3
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from gradatim.train.gradients import METHODS
+from gradatim.train.models import TINY, LoraSettings
+
+__all__ = ["ConfigError", "TrainConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file, section and key in the message."""
+
+
+@dataclass
+class ModelSection:
+    name: str | None = None  # a tiny architecture: tiny-llava | tiny-paligemma | tiny-gemma3
+    path: str | None = None  # a local Hugging Face checkpoint
+    image_size: int = 32  # tiny models only
+    hidden: int = 64  # tiny models only
+    vocab_size: int = 1024  # tiny models' byte-level BPE
+
+
+@dataclass
+class OptimSection:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    method: str = "linear"
+
+
+@dataclass
+class TrainSection:
+    steps: int = 100
+    batch_size: int = 4
+    grad_accum: int = 1
+    seed: int = 0
+    num_workers: int = 0
+    bf16: str | bool = "auto"  # auto: on CUDA
+    log_every: int = 10
+    checkpoint_every: int = 50
+    out: str = "runs/gradatim"
+
+
+@dataclass
+class Source:
+    name: str
+    manifest: str
+    split: str | None = None
+    weight: float = 1.0
+
+
+@dataclass
+class DataSection:
+    sources: list[Source] = field(default_factory=list)
+    box_format: str = "cure"
+    augment: str = "cure_train"  # cure_train | none
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection
+    lora: LoraSettings
+    optim: OptimSection
+    train: TrainSection
+    data: DataSection
+    path: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The configuration as plain data (saved with every checkpoint)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "path":
+                continue
+            section = getattr(self, f.name)
+            d = {k.name: getattr(section, k.name) for k in fields(section)}
+            if f.name == "data":
+                d["sources"] = [vars(s) for s in section.sources]
+            out[f.name] = d
+        return out
+
+
+def _fail(where: str, message: str) -> ConfigError:
+    return ConfigError(f"{where}: {message}")
+
+
+def _section(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _fail(where, "expected a table")
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise _fail(f"{where}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    values = {}
+    for name, f in known.items():
+        if name in raw:
+            values[name] = _check(raw[name], f.type, f"{where}.{name}")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        missing = str(e).split("argument")[-1].strip(": '")
+        raise _fail(where, f"missing key {missing}") from None
+
+
+def _check(value: Any, annotation: Any, where: str) -> Any:
+    text = str(annotation)
+    if text.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
+        raise _fail(where, f"expected an int, got {value!r}")
+    if text.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, f"expected a number, got {value!r}")
+        return float(value)
+    if text in ("str", "str | None") and not isinstance(value, str):
+        raise _fail(where, f"expected a string, got {value!r}")
+    if text == "str | bool" and not isinstance(value, (str, bool)):
+        raise _fail(where, f"expected a string or a boolean, got {value!r}")
+    if "list[str]" in text:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not ok and not (text.startswith("str |") and isinstance(value, str)):
+            raise _fail(where, f"expected a list of strings, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a TOML configuration."""
+    path = Path(path)
+    name = path.name
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{name}: not valid TOML ({e})") from None
+    sections = {"model", "lora", "optim", "train", "data"}
+    for key in raw:
+        if key not in sections:
+            raise _fail(
+                f"{name}: [{key}]", f"unknown section (known: {', '.join(sorted(sections))})"
+            )
+    data_raw = dict(raw.get("data") or {})
+    sources_raw = data_raw.pop("sources", [])
+    if not isinstance(sources_raw, list) or not sources_raw:
+        raise _fail(f"{name}: [data].sources", "expected at least one [[data.sources]] table")
+    sources = [
+        _section(Source, s, f"{name}: [[data.sources]][{i}]") for i, s in enumerate(sources_raw)
+    ]
+    data = _section(DataSection, data_raw, f"{name}: [data]")
+    data.sources = sources
+    cfg = TrainConfig(
+        model=_section(ModelSection, raw.get("model"), f"{name}: [model]"),
+        lora=_section(LoraSettings, raw.get("lora"), f"{name}: [lora]"),
+        optim=_section(OptimSection, raw.get("optim"), f"{name}: [optim]"),
+        train=_section(TrainSection, raw.get("train"), f"{name}: [train]"),
+        data=data,
+        path=path,
+    )
+    _validate(cfg, name, path.parent)
+    return cfg
+
+
+def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
+    m = cfg.model
+    if (m.name is None) == (m.path is None):
+        raise _fail(f"{name}: [model]", "give exactly one of name (a tiny architecture) or path")
+    if m.name is not None and m.name not in TINY:
+        raise _fail(f"{name}: [model].name", f"one of {', '.join(TINY)}, not {m.name!r}")
+    positive = [
+        ("[lora].r", cfg.lora.r),
+        ("[lora].alpha", cfg.lora.alpha),
+        ("[train].steps", cfg.train.steps),
+        ("[train].batch_size", cfg.train.batch_size),
+        ("[train].grad_accum", cfg.train.grad_accum),
+        ("[train].log_every", cfg.train.log_every),
+        ("[train].checkpoint_every", cfg.train.checkpoint_every),
+    ]
+    for key, value in positive:
+        if value < 1:
+            raise _fail(f"{name}: {key}", f"expected an int >= 1, got {value!r}")
+    if not 0 <= cfg.lora.dropout < 1:
+        raise _fail(
+            f"{name}: [lora].dropout", f"expected a number in [0, 1), got {cfg.lora.dropout}"
+        )
+    if cfg.optim.lr <= 0:
+        raise _fail(f"{name}: [optim].lr", f"expected a positive number, got {cfg.optim.lr}")
+    if cfg.optim.method not in METHODS:
+        raise _fail(
+            f"{name}: [optim].method", f"one of {', '.join(METHODS)}, not {cfg.optim.method!r}"
+        )
+    if cfg.train.num_workers < 0:
+        raise _fail(f"{name}: [train].num_workers", "expected an int >= 0")
+    if cfg.train.bf16 not in ("auto", True, False):
+        raise _fail(
+            f"{name}: [train].bf16", f'expected "auto", true or false, got {cfg.train.bf16!r}'
+        )
+    if cfg.data.augment not in ("cure_train", "none"):
+        raise _fail(
+            f"{name}: [data].augment", f'expected "cure_train" or "none", got {cfg.data.augment!r}'
+        )
+    seen = set()
+    for i, s in enumerate(cfg.data.sources):
+        where = f"{name}: [[data.sources]][{i}]"
+        if s.name in seen:
+            raise _fail(f"{where}.name", f"source {s.name!r} appears twice")
+        seen.add(s.name)
+        if s.weight < 0:
+            raise _fail(f"{where}.weight", f"expected a number >= 0, got {s.weight}")
+        manifest = Path(s.manifest)
+        if not manifest.is_absolute():
+            s.manifest = str((base / manifest).resolve())
+        if not Path(s.manifest).is_file():
+            raise _fail(f"{where}.manifest", f"{s.manifest}: no such file")
+    if cfg.model.path is not None and not Path(cfg.model.path).is_absolute():
+        cfg.model.path = str((base / cfg.model.path).resolve())

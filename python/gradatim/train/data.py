@@ -1,0 +1,79 @@
+"""The training data of a run: one manifest per named source, filtered by split, concatenated so
+that each source is one contiguous index range, and a sampler weighted by source *name*."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gradatim.data import Augment, DataLoader, ManifestDataset
+from gradatim.data.dataset import read_manifest_lines
+from gradatim.sampling import MultiSourceSampler
+from gradatim.train.config import TrainConfig
+from gradatim.train.models import ModelBundle
+
+__all__ = ["source_records", "build_loader"]
+
+
+def source_records(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The records of every source, in source order, each with ``source`` set to the source's
+    name and ``image`` made absolute. Each manifest is validated on its own first, so a bad
+    record is reported with its file and line."""
+    records: list[dict[str, Any]] = []
+    for s in cfg.data.sources:
+        path = Path(s.manifest)
+        ManifestDataset(path, image_size=(8, 8))  # validation only: errors name file and line
+        lines = read_manifest_lines(path).splitlines()
+        kept = 0
+        for line in lines:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if s.split is not None and r.get("split", "train") != s.split:
+                continue
+            r["source"] = s.name
+            image = Path(r["image"])
+            r["image"] = str(image if image.is_absolute() else (path.parent / image).resolve())
+            records.append(r)
+            kept += 1
+        if kept == 0:
+            raise ValueError(f"source {s.name!r}: {path} has no records of split {s.split!r}")
+    return records
+
+
+def build_loader(
+    cfg: TrainConfig, bundle: ModelBundle, records: list[dict[str, Any]]
+) -> tuple[DataLoader, MultiSourceSampler]:
+    """The fast-path loader over ``records`` at the model's image size, mean and std, with a
+    ``MultiSourceSampler`` weighted by the sources' configured weights."""
+    root = os.path.commonpath([str(Path(r["image"]).parent) for r in records])
+    for r in records:
+        r["image"] = os.path.relpath(r["image"], root)
+    augment = Augment.cure_train() if cfg.data.augment == "cure_train" else None
+    ds = ManifestDataset(
+        records,
+        root=root,
+        image_size=bundle.image_size,
+        channels=3,
+        mean=bundle.mean,
+        std=bundle.std,
+        augment=augment,
+        box_format=cfg.data.box_format,  # type: ignore[arg-type]
+        seed=cfg.train.seed,
+    )
+    names = [s.name for s in cfg.data.sources]
+    sizes = [sum(1 for r in records if r["source"] == n) for n in names]
+    weights = [s.weight for s in cfg.data.sources]
+    sampler = MultiSourceSampler(sizes, weights, seed=cfg.train.seed)
+    loader = DataLoader(
+        ds,
+        batch_size=cfg.train.batch_size,
+        sampler=sampler,
+        num_workers=cfg.train.num_workers,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    return loader, sampler

@@ -1,0 +1,185 @@
+"""The training loop: gradatim's loader feeds a LoRA-wrapped vision-language model; one loss per
+task present in the batch goes through the multi-task gradient combination; checkpoints resume
+bit-exactly (``checkpoint.py``); logs go to JSON lines, TensorBoard and a progress bar.
+
+Per step: ``grad_accum`` micro-batches, each encoded (``text.py``), run forward (bf16 autocast on
+CUDA), scored per sample (``loss.py``) and grouped by task; the per-task losses, weighted by their
+share of the micro-batch (so ``linear`` is exactly the batch mean), are combined into the
+adapters' gradients; then one optimizer step.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gradatim.train import checkpoint
+from gradatim.train.config import TrainConfig
+from gradatim.train.data import build_loader, source_records
+from gradatim.train.loss import group_losses, per_sample_loss
+from gradatim.train.models import (
+    TINY,
+    ModelBundle,
+    apply_lora,
+    load_model,
+    lora_parameters,
+    texts_of,
+    tiny_model,
+)
+from gradatim.train.multitask import MultiTaskOptimizer
+from gradatim.train.text import encode_batch
+from gradatim.train.tokenizer import train_bpe
+
+__all__ = ["Run", "build_model", "train"]
+
+
+@dataclass
+class Run:
+    """What a finished (or stopped) run leaves: its folder, last step and per-step losses."""
+
+    out: Path
+    step: int
+    losses: list[float]
+    model: torch.nn.Module
+
+
+def build_model(cfg: TrainConfig, records: list[dict[str, Any]]) -> ModelBundle:
+    """The configured model: a local checkpoint, or a tiny architecture whose byte-level BPE is
+    trained on the run's records (deterministic, so a resumed run rebuilds the same one)."""
+    if cfg.model.path is not None:
+        dtype = torch.bfloat16 if _bf16(cfg) else None
+        return load_model(cfg.model.path, dtype=dtype)
+    family = TINY[str(cfg.model.name)]
+    extra = ["Ground the phrase: Locate the Describe the Location of the Description:"]
+    tok = train_bpe([*texts_of(records), *extra], vocab_size=cfg.model.vocab_size)
+    return tiny_model(
+        family, tok, image_size=cfg.model.image_size, hidden=cfg.model.hidden, seed=cfg.train.seed
+    )
+
+
+def _bf16(cfg: TrainConfig) -> bool:
+    if cfg.train.bf16 == "auto":
+        return torch.cuda.is_available()
+    return bool(cfg.train.bf16)
+
+
+def _batches(loader: Any) -> Iterator[dict[str, Any]]:
+    while True:  # epochs follow each other; each iterator is a new epoch
+        yield from loader
+
+
+def train(
+    cfg: TrainConfig, *, resume: str | Path | None = None, max_steps: int | None = None
+) -> Run:
+    """Train as configured; ``resume``: a checkpoint folder, or ``"auto"`` for the newest one
+    under the run's ``out``. ``max_steps`` stops early (the schedule still counts to
+    ``[train].steps``)."""
+    out = Path(cfg.train.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = cfg.train.seed
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - libraries draw from the global state
+    random.seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    records = source_records(cfg)
+    bundle = build_model(cfg, records)
+    model = apply_lora(bundle.model, cfg.lora).to(device)
+    adapters, heads = lora_parameters(model)
+    base = torch.optim.AdamW(
+        [*adapters, *heads], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+    )
+    optimizer = MultiTaskOptimizer(base, shared=adapters, method=cfg.optim.method)  # type: ignore[arg-type]
+    loader, sampler = build_loader(cfg, bundle, records)
+    step = 0
+    if resume is not None:
+        path = checkpoint.latest(out) if str(resume) == "auto" else Path(resume)
+        if path is not None:
+            state = checkpoint.load(path, model, base)
+            loader.load_state_dict(state["loader"])
+            step = int(state["step"])
+    log = _Log(out, resume is not None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(cfg) else nullcontext()
+    batches = _batches(loader)
+    losses: list[float] = []
+    stop = min(cfg.train.steps, max_steps if max_steps is not None else cfg.train.steps)
+    model.train()
+    while step < stop:
+        t0 = time.perf_counter()
+        waited, images, total = 0.0, 0, 0.0
+        for _ in range(cfg.train.grad_accum):
+            t1 = time.perf_counter()
+            batch = next(batches)
+            waited += time.perf_counter() - t1
+            enc = {
+                k: v.to(device)
+                for k, v in encode_batch(bundle, batch["prompt"], batch["target"]).items()
+            }
+            labels = enc.pop("labels")
+            pixels = batch["pixel_values"].to(device)
+            with autocast:
+                logits = model(pixel_values=pixels, **enc).logits
+            per = per_sample_loss(logits, labels)
+            names, task_losses = group_losses(per, batch["task"])
+            share = [sum(t == n for t in batch["task"]) / len(batch["task"]) for n in names]
+            optimizer.backward([loss / cfg.train.grad_accum for loss in task_losses], share)
+            total += float(per.detach().mean()) / cfg.train.grad_accum
+            images += len(batch["task"])
+        base.step()
+        base.zero_grad(set_to_none=True)
+        step += 1
+        losses.append(total)
+        elapsed = time.perf_counter() - t0
+        log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, sampler.weights)
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+            state = {"loader": loader.state_dict(), "config": cfg.as_dict()}
+            checkpoint.save(out, step, model, base, state)
+    log.close()
+    return Run(out=out, step=step, losses=losses, model=model)
+
+
+class _Log:
+    """JSON lines (``out/log.jsonl``), TensorBoard (``out/tensorboard``) and a progress bar."""
+
+    def __init__(self, out: Path, append: bool) -> None:
+        self.file = (out / "log.jsonl").open("a" if append else "w")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(out / "tensorboard"))
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc="train", unit="step", leave=False, disable=None)
+
+    def step(
+        self,
+        step: int,
+        loss: float,
+        lr: float,
+        images_per_s: float,
+        stall: float,
+        weights: list[float],
+    ) -> None:
+        row = {"step": step, "loss": loss, "lr": lr, "images_per_s": images_per_s,
+               "loader_stall": stall, "weights": weights}  # fmt: skip
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        self.tb.add_scalar("loss", loss, step)
+        self.tb.add_scalar("images_per_s", images_per_s, step)
+        self.tb.add_scalar("loader_stall", stall, step)
+        self.bar.update(1)
+        self.bar.set_postfix(
+            loss=f"{loss:.3f}", lr=lr, img_s=f"{images_per_s:.1f}", stall=f"{stall:.0%}"
+        )
+
+    def close(self) -> None:
+        self.file.close()
+        self.tb.close()
+        self.bar.close()

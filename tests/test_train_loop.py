@@ -1,0 +1,169 @@
+"""The LoRA training loop on CPU with tiny random models built from configs (LLaVA, PaliGemma,
+Gemma 3): text encoding and label masks, loss decreasing on a fixed batch, bit-exact resume,
+checkpoints in peft's safetensors format, configuration errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import gradatim as ga
+from gradatim.cli import main
+from gradatim.train.config import ConfigError, load_config
+from gradatim.train.data import source_records
+from gradatim.train.loop import build_model, train
+from gradatim.train.loss import per_sample_loss
+from gradatim.train.models import LoraSettings, apply_lora, tiny_model
+from gradatim.train.text import encode_batch
+from gradatim.train.tokenizer import train_bpe
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(manifest: Path) -> Any:
+    texts = [json.loads(line)["text"] for line in manifest.read_text().splitlines()]
+    extra = "Ground the phrase: Locate the Describe the Location of the Description: [0.12,0.5]"
+    return train_bpe([*texts, extra], vocab_size=400)
+
+
+def test_box_text_round_trips_through_the_tokenizer(tokenizer: Any) -> None:
+    text = "left effusion: [0.34,0.51,0.20,0.18] [0.10,0.90,0.05,0.05]"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+
+
+@pytest.mark.parametrize("family", ["llava", "paligemma", "gemma3"])
+def test_labels_cover_the_target_and_image_tokens_expand(tokenizer: Any, family: str) -> None:
+    bundle = tiny_model(family, tokenizer)
+    enc = encode_batch(bundle, ["Ground the phrase: left effusion", "Generate a report."],
+                       ["left effusion: [0.34,0.51,0.20,0.18]", "No acute findings."])  # fmt: skip
+    for i, target in enumerate(["left effusion: [0.34,0.51,0.20,0.18]", "No acute findings."]):
+        labelled = enc["labels"][i][enc["labels"][i] != -100].tolist()
+        assert tokenizer.decode(labelled) == target + "<eos>"
+        ids = enc["input_ids"][i].tolist()
+        assert ids.count(bundle.image_token_id) == bundle.num_image_tokens
+    if family == "gemma3":
+        assert enc["token_type_ids"].sum(1).tolist() == [bundle.num_image_tokens] * 2
+    if family == "paligemma":  # the suffix (target) is marked 1
+        assert torch.equal(enc["token_type_ids"].bool(), enc["labels"] != -100)
+
+
+@pytest.mark.parametrize("family", ["llava", "paligemma", "gemma3"])
+def test_loss_decreases_on_a_fixed_batch(manifest: Path, tokenizer: Any, family: str) -> None:
+    bundle = tiny_model(family, tokenizer)
+    ds = ga.ManifestDataset(manifest, image_size=bundle.image_size, channels=3,
+                            mean=bundle.mean, std=bundle.std)  # fmt: skip
+    batch = next(iter(ga.DataLoader(ds, batch_size=4)))
+    enc = encode_batch(bundle, batch["prompt"], batch["target"])
+    labels = enc.pop("labels")
+    model = apply_lora(bundle.model, LoraSettings(dropout=0.0))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert 0 < sum(p.numel() for p in trainable) < sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(trainable, lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = per_sample_loss(
+            model(pixel_values=batch["pixel_values"], **enc).logits, labels
+        ).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.3, losses
+
+
+def write_run(tmp: Path, manifest: Path, **train: Any) -> Path:
+    """Two sources (two manifests beside the images) and a tiny-LLaVA run."""
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    paths = {}
+    for src in ("alpha", "beta"):
+        p = manifest.parent / f"{src}-{tmp.name}.jsonl"
+        p.write_text("\n".join(json.dumps(r) for r in rows if r["source"] == src))
+        paths[src] = p
+    options = {"steps": 6, "batch_size": 4, "checkpoint_every": 3, "out": str(tmp / "out"), **train}
+    lines = [
+        '[model]\nname = "tiny-llava"\nvocab_size = 400\n',
+        '[optim]\nlr = 3e-3\nmethod = "pcgrad"\n',
+        "[train]",
+        *(f"{k} = {json.dumps(v)}" for k, v in options.items()),
+        "",
+    ]
+    for src, weight in (("alpha", 0.7), ("beta", 0.3)):
+        lines += [
+            "[[data.sources]]",
+            f'name = "{src}"',
+            f'manifest = "{paths[src]}"',
+            f"weight = {weight}",
+            "",
+        ]
+    config = tmp / "run.toml"
+    config.write_text("\n".join(lines))
+    return config
+
+
+def adapter(out: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(out / f"checkpoint-{step}" / "adapter" / "adapter_model.safetensors")
+
+
+def test_resume_after_step_k_equals_the_uninterrupted_run(manifest: Path, tmp_path: Path) -> None:
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    full_dir.mkdir()
+    cut_dir.mkdir()
+    full = train(load_config(write_run(full_dir, manifest)))
+    cfg = load_config(write_run(cut_dir, manifest))
+    first = train(cfg, max_steps=3)
+    assert first.step == 3
+    rest = train(load_config(write_run(cut_dir, manifest)), resume="auto")
+    assert rest.step == 6
+    assert first.losses + rest.losses == full.losses  # bit-exact, step by step
+    a, b = adapter(full_dir / "out", 6), adapter(cut_dir / "out", 6)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (cut_dir / "out" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "lr", "images_per_s", "loader_stall", "weights"} <= set(log[0])
+    assert any((cut_dir / "out" / "tensorboard").iterdir())
+
+
+def test_checkpoint_is_peft_loadable_and_has_no_pickle(manifest: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+
+    cfg = load_config(write_run(tmp_path, manifest, steps=1, checkpoint_every=1))
+    run = train(cfg)
+    ckpt = run.out / "checkpoint-1"
+    files = {p.suffix for p in ckpt.rglob("*") if p.is_file()}
+    assert files <= {".safetensors", ".json", ".md"}, files
+    fresh = build_model(cfg, source_records(cfg)).model
+    loaded = PeftModel.from_pretrained(fresh, str(ckpt / "adapter"))
+    assert loaded.peft_config["default"].r == 16
+    trained = dict(run.model.named_parameters())
+    for name, p in loaded.named_parameters():
+        if "lora_" in name:
+            assert torch.equal(p, trained[name]), name
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (("[optim]", "[optim]\nmomentum = 0.9"), r"\[optim\].momentum: unknown key"),
+        (("lr = 3e-3", 'lr = "fast"'), r"\[optim\].lr: expected a number"),
+        (('method = "pcgrad"', 'method = "adam"'), r"\[optim\].method: one of linear"),
+        (('name = "tiny-llava"', 'name = "huge"'), r"\[model\].name: one of tiny-llava"),
+    ],
+)
+def test_config_errors_name_file_section_and_key(
+    manifest: Path, tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    config = write_run(tmp_path, manifest)
+    config.write_text(config.read_text().replace(*edit, 1))
+    with pytest.raises(ConfigError, match="run.toml: " + message):
+        load_config(config)
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="gradatim train: .*missing.toml: no such file"):
+        main(["train", str(tmp_path / "missing.toml")])
