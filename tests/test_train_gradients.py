@@ -195,6 +195,7 @@ def test_optimizer_sets_combined_grads_and_plain_sum_for_heads(method: str) -> N
         method=method,  # type: ignore[arg-type]
     )
     opt.backward(losses, w)
+    opt.apply()
     got = torch.cat([p.grad.reshape(-1) for p in shared.parameters()])
     torch.testing.assert_close(got, expected)
     for p, g in zip(head.parameters(), head_expected, strict=True):
@@ -208,7 +209,9 @@ def test_linear_step_equals_backward_of_the_weighted_loss() -> None:
     reference = [p.grad.clone() for p in params]
     for p in params:
         p.grad = None
-    MultiTaskOptimizer(torch.optim.SGD(params, lr=0.1)).backward(losses, [0.7, 0.3])
+    opt = MultiTaskOptimizer(torch.optim.SGD(params, lr=0.1))
+    opt.backward(losses, [0.7, 0.3])
+    opt.apply()
     for p, r in zip(params, reference, strict=True):
         torch.testing.assert_close(p.grad, r)
 
@@ -220,3 +223,33 @@ def test_came_grad_interface_steps_the_base_optimizer() -> None:
     opt.step(losses, task_weights=[0.5, 0.5])
     for p, b in zip(shared.parameters(), before, strict=True):
         torch.testing.assert_close(p.detach(), b - 0.1 * p.grad)
+
+
+def test_accumulated_micro_batches_combine_once_per_step() -> None:
+    """Two micro-batches of the same tasks: the step combines the tasks' mean gradients over
+    both (weighted by sample counts), not each micro-batch on its own."""
+    shared, _, losses_a = two_task_model()
+    torch.manual_seed(1)
+    x = torch.randn(8, 4)
+    h = shared(x)
+    losses_b = [h[:, 0].pow(2).mean(), (h[:, 1] - h[:, 0]).abs().mean()]
+    params = list(shared.parameters())
+
+    def flat(loss: torch.Tensor) -> torch.Tensor:
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
+        return torch.cat([g.reshape(-1) for g in grads])
+
+    counts_a, counts_b = [3.0, 1.0], [1.0, 3.0]
+    means = torch.stack(
+        [
+            (counts_a[t] * flat(losses_a[t]) + counts_b[t] * flat(losses_b[t]))
+            / (counts_a[t] + counts_b[t])
+            for t in range(2)
+        ]
+    )
+    expected = combine(means, [4.0, 4.0], "cagrad")
+    opt = MultiTaskOptimizer(torch.optim.SGD(params, lr=0.1), method="cagrad")
+    opt.backward(losses_a, counts_a, ["report", "grounding"])
+    opt.backward(losses_b, counts_b, ["report", "grounding"])
+    opt.apply()
+    torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in params]), expected)

@@ -167,3 +167,23 @@ def test_config_errors_name_file_section_and_key(
 def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="gradatim train: .*missing.toml: no such file"):
         main(["train", str(tmp_path / "missing.toml")])
+
+
+def test_torchrun_two_processes_end_with_equal_adapters(manifest: Path, tmp_path: Path) -> None:
+    """Data parallel on CPU (gloo): every rank reads its shard; per-task gradient sums are
+    all-reduced before the combination, so both ranks take the same steps."""
+    import subprocess
+    import sys
+
+    config = write_run(tmp_path, manifest, steps=3, checkpoint_every=2, batch_size=2)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "-m", "gradatim", "train", str(config)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "out" / f"rank-{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    assert ranks[0]["adapter_sha256"] == ranks[1]["adapter_sha256"]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert {p.name for p in (tmp_path / "out" / "checkpoint-3").iterdir()} >= {
+        "adapter", "rng-0.safetensors", "rng-1.safetensors", "state.json"
+    }  # fmt: skip

@@ -5,7 +5,8 @@
 - ``adapter/``: the LoRA adapter in peft's own format (``adapter_model.safetensors`` +
   ``adapter_config.json``), loadable with ``PeftModel.from_pretrained``;
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and its structure;
-- ``rng.safetensors`` + ``rng.json``: torch's CPU (and CUDA) RNG, NumPy's and Python's;
+- ``rng-<rank>.safetensors`` + ``rng-<rank>.json``: each rank's torch CPU (and CUDA) RNG,
+  NumPy's and Python's;
 - ``state.json``: the step, the loader's state (with its sampler's), the curricula, the config.
 
 ``latest(out)`` finds the newest complete checkpoint (``--resume auto``); a checkpoint is written
@@ -82,41 +83,62 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> No
     random.setstate((p["version"], tuple(int(v) for v in tensors["python.state"]), p["gauss_next"]))
 
 
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def save(
     out: Path,
     step: int,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Path:
     """Write ``out/checkpoint-<step>`` (atomically) and return its path. ``state`` is JSON data
-    (loader, curricula, config)."""
+    (loader, curricula, config). Data-parallel ranks hold equal adapters and optimizers: rank 0
+    writes them; every rank writes its own RNG states (``rng-<rank>.*``)."""
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "adapter", safe_serialization=True)  # type: ignore[operator]
-    tensors, meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, tmp / "optimizer.safetensors")
-    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier(world_size)
     rng_tensors, rng_meta = _rng_state()
-    save_file(rng_tensors, tmp / "rng.safetensors")
-    (tmp / "rng.json").write_text(json.dumps(rng_meta))
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    save_file(rng_tensors, tmp / f"rng-{rank}.safetensors")
+    (tmp / f"rng-{rank}.json").write_text(json.dumps(rng_meta))
+    if rank == 0:
+        model.save_pretrained(tmp / "adapter", safe_serialization=True)  # type: ignore[operator]
+        tensors, meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, tmp / "optimizer.safetensors")
+        (tmp / "optimizer.json").write_text(json.dumps(meta))
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
+    _barrier(world_size)
+    if rank == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    _barrier(world_size)
     return final
 
 
-def load(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the adapter, the optimizer and every RNG from ``path``; returns ``state.json``."""
+def load(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, rank: int = 0
+) -> dict[str, Any]:
+    """Restore the adapter, the optimizer and this rank's RNGs from ``path``; returns
+    ``state.json``."""
     from peft import set_peft_model_state_dict
 
     weights = load_file(path / "adapter" / "adapter_model.safetensors")
     set_peft_model_state_dict(model, weights)
     meta = json.loads((path / "optimizer.json").read_text())
     optimizer.load_state_dict(_unflatten_optimizer(load_file(path / "optimizer.safetensors"), meta))
-    _set_rng_state(load_file(path / "rng.safetensors"), json.loads((path / "rng.json").read_text()))
+    rng_meta = json.loads((path / f"rng-{rank}.json").read_text())
+    _set_rng_state(load_file(path / f"rng-{rank}.safetensors"), rng_meta)
     return json.loads((path / "state.json").read_text())
 
 

@@ -46,10 +46,15 @@ def source_records(cfg: TrainConfig) -> list[dict[str, Any]]:
 
 
 def build_loader(
-    cfg: TrainConfig, bundle: ModelBundle, records: list[dict[str, Any]]
+    cfg: TrainConfig,
+    bundle: ModelBundle,
+    records: list[dict[str, Any]],
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[DataLoader, MultiSourceSampler]:
     """The fast-path loader over ``records`` at the model's image size, mean and std, with a
-    ``MultiSourceSampler`` weighted by the sources' configured weights."""
+    ``MultiSourceSampler`` weighted by the sources' configured weights and sharded by rank."""
     root = os.path.commonpath([str(Path(r["image"]).parent) for r in records])
     for r in records:
         r["image"] = os.path.relpath(r["image"], root)
@@ -68,7 +73,9 @@ def build_loader(
     names = [s.name for s in cfg.data.sources]
     sizes = [sum(1 for r in records if r["source"] == n) for n in names]
     weights = [s.weight for s in cfg.data.sources]
-    sampler = MultiSourceSampler(sizes, weights, seed=cfg.train.seed)
+    sampler = MultiSourceSampler(
+        sizes, weights, seed=cfg.train.seed, rank=rank, world_size=world_size
+    )
     loader = DataLoader(
         ds,
         batch_size=cfg.train.batch_size,

@@ -10,7 +10,9 @@ adapters' gradients; then one optimizer step.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from gradatim.train import checkpoint
 from gradatim.train.config import TrainConfig
@@ -39,7 +42,10 @@ from gradatim.train.multitask import MultiTaskOptimizer
 from gradatim.train.text import encode_batch
 from gradatim.train.tokenizer import train_bpe
 
-__all__ = ["Run", "build_model", "train"]
+__all__ = ["Run", "TASKS", "build_model", "train"]
+
+#: The manifest's tasks: the fixed order in which ranks exchange per-task gradients.
+TASKS = ("report", "phrase_grounding", "grounded_report", "anatomy_grounded_report", "vqa")
 
 
 @dataclass
@@ -85,11 +91,11 @@ def train(
     ``[train].steps``)."""
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
+    rank, world, device = _distributed()
     seed = cfg.train.seed
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - libraries draw from the global state
     random.seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     records = source_records(cfg)
     bundle = build_model(cfg, records)
     model = apply_lora(bundle.model, cfg.lora).to(device)
@@ -97,16 +103,22 @@ def train(
     base = torch.optim.AdamW(
         [*adapters, *heads], lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
     )
-    optimizer = MultiTaskOptimizer(base, shared=adapters, method=cfg.optim.method)  # type: ignore[arg-type]
-    loader, sampler = build_loader(cfg, bundle, records)
+    optimizer = MultiTaskOptimizer(
+        base,
+        shared=adapters,
+        method=cfg.optim.method,
+        tasks=TASKS,  # type: ignore[arg-type]
+    )
+    loader, sampler = build_loader(cfg, bundle, records, rank=rank, world_size=world)
     step = 0
+    torch.manual_seed(seed + rank)  # model built: each rank its own dropout stream
     if resume is not None:
         path = checkpoint.latest(out) if str(resume) == "auto" else Path(resume)
         if path is not None:
-            state = checkpoint.load(path, model, base)
+            state = checkpoint.load(path, model, base, rank=rank)
             loader.load_state_dict(state["loader"])
             step = int(state["step"])
-    log = _Log(out, resume is not None)
+    log = _Log(out, resume is not None, enabled=rank == 0)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(cfg) else nullcontext()
     batches = _batches(loader)
     losses: list[float] = []
@@ -129,27 +141,59 @@ def train(
                 logits = model(pixel_values=pixels, **enc).logits
             per = per_sample_loss(logits, labels)
             names, task_losses = group_losses(per, batch["task"])
-            share = [sum(t == n for t in batch["task"]) / len(batch["task"]) for n in names]
-            optimizer.backward([loss / cfg.train.grad_accum for loss in task_losses], share)
+            counts = [float(sum(t == n for t in batch["task"])) for n in names]
+            optimizer.backward(task_losses, counts, names)
             total += float(per.detach().mean()) / cfg.train.grad_accum
             images += len(batch["task"])
+        optimizer.apply()
         base.step()
-        base.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         step += 1
         losses.append(total)
         elapsed = time.perf_counter() - t0
         log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, sampler.weights)
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             state = {"loader": loader.state_dict(), "config": cfg.as_dict()}
-            checkpoint.save(out, step, model, base, state)
+            checkpoint.save(out, step, model, base, state, rank=rank, world_size=world)
     log.close()
+    _summary(out, rank, step, model, sampler.weights)
     return Run(out=out, step=step, losses=losses, model=model)
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    """Rank, world size and device; joins the process group under ``torchrun`` (gloo on CPU,
+    nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _summary(out: Path, rank: int, step: int, model: torch.nn.Module, weights: list[float]) -> None:
+    """``out/rank-<r>.json``: where this rank ended (step, a digest of its adapter, the sampler
+    weights), so ranks can be compared."""
+    digest = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().numpy().tobytes())
+    row = {"rank": rank, "step": step, "adapter_sha256": digest.hexdigest(), "weights": weights}
+    (out / f"rank-{rank}.json").write_text(json.dumps(row))
 
 
 class _Log:
     """JSON lines (``out/log.jsonl``), TensorBoard (``out/tensorboard``) and a progress bar."""
 
-    def __init__(self, out: Path, append: bool) -> None:
+    def __init__(self, out: Path, append: bool, enabled: bool = True) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
         self.file = (out / "log.jsonl").open("a" if append else "w")
         from torch.utils.tensorboard import SummaryWriter
 
@@ -167,6 +211,8 @@ class _Log:
         stall: float,
         weights: list[float],
     ) -> None:
+        if not self.enabled:
+            return
         row = {"step": step, "loss": loss, "lr": lr, "images_per_s": images_per_s,
                "loader_stall": stall, "weights": weights}  # fmt: skip
         self.file.write(json.dumps(row) + "\n")
@@ -180,6 +226,8 @@ class _Log:
         )
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self.file.close()
         self.tb.close()
         self.bar.close()

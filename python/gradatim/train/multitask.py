@@ -2,6 +2,12 @@
 combined by :func:`gradatim.train.gradients.combine`; parameters outside the combination (heads in
 peft's ``modules_to_save``) take the plain weighted sum, as linear scalarisation would.
 
+Per-task gradients are accumulated over micro-batches (``backward``, weighted by each task's
+sample count) and combined once per step (``apply``), so gradient accumulation and data-parallel
+ranks combine the gradients of the whole step, not of each piece. Under ``torch.distributed`` the
+per-task sums and counts are all-reduced before combining (over a fixed task list, so every rank
+sends the same shapes), and every rank computes the same update.
+
 :class:`CAME_Grad` is the interface the CAME-Grad authors published
 (``CAME_Grad(base_optimizer, rho=0.5, kappa=1.5, nu=0.2)``, ``step([losses], task_weights=...)``)
 over gradatim's labelled reconstruction of its core (see :mod:`gradatim.train.gradients`).
@@ -13,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from gradatim.train.gradients import Method, combine
 
@@ -20,8 +27,7 @@ __all__ = ["MultiTaskOptimizer", "CAME_Grad"]
 
 
 class MultiTaskOptimizer:
-    """``step(losses, task_weights)``: set ``.grad`` of every parameter from the task losses, then
-    step the base optimizer.
+    """Combine per-task gradients, then step the base optimizer.
 
     Args:
         base_optimizer: any ``torch.optim.Optimizer`` over the trainable parameters.
@@ -29,6 +35,8 @@ class MultiTaskOptimizer:
             the base optimizer); the base optimizer's other parameters get the weighted sum.
         method: ``linear`` | ``pcgrad`` | ``cagrad`` | ``came_grad``; ``options`` are passed to
             :func:`~gradatim.train.gradients.combine` (``c``, ``rho``, ``kappa``, ``nu``).
+        tasks: every task name that can occur (needed under ``torch.distributed``: ranks
+            exchange per-task sums in this order).
     """
 
     def __init__(
@@ -36,6 +44,7 @@ class MultiTaskOptimizer:
         base_optimizer: torch.optim.Optimizer,
         shared: Iterable[torch.nn.Parameter] | None = None,
         method: Method = "linear",
+        tasks: Sequence[str] | None = None,
         **options: Any,
     ) -> None:
         self.base = base_optimizer
@@ -46,7 +55,10 @@ class MultiTaskOptimizer:
         self.plain = [p for p in params if id(p) not in ids]
         self.method = method
         self.options = options
+        self.tasks = list(tasks) if tasks is not None else None
         self.generator = torch.Generator().manual_seed(0)  # PCGrad's projection order
+        self._rows: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, float] = {}
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -54,6 +66,8 @@ class MultiTaskOptimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
+        self._rows.clear()
+        self._counts.clear()
 
     def state_dict(self) -> dict[str, Any]:
         return self.base.state_dict()
@@ -61,48 +75,101 @@ class MultiTaskOptimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.base.load_state_dict(state)
 
+    def _flat(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        return torch.cat(
+            [
+                (torch.zeros_like(p) if g is None else g).reshape(-1).to(torch.float32)
+                for p, g in zip(self.shared, grads, strict=True)
+            ]
+        )
+
     def backward(
-        self, losses: Sequence[torch.Tensor], task_weights: Sequence[float] | None = None
+        self,
+        losses: Sequence[torch.Tensor],
+        task_weights: Sequence[float] | None = None,
+        tasks: Sequence[str] | None = None,
     ) -> None:
-        """Accumulate the combined gradient into ``.grad`` (gradient accumulation friendly)."""
+        """Accumulate the gradients of one micro-batch's task losses. ``task_weights`` (default
+        1 each) are the tasks' weights in the step, e.g. their sample counts; ``tasks`` names the
+        losses (default: their positions)."""
         if not losses:
-            raise ValueError("step: no task losses")
-        k = len(losses)
-        w = torch.full((k,), 1.0 / k) if task_weights is None else torch.as_tensor(task_weights)
-        w = w.to(torch.float64) / w.to(torch.float64).sum()
-        rows = []
-        for i, loss in enumerate(losses):
+            raise ValueError("no task losses")
+        weights = [1.0] * len(losses) if task_weights is None else [float(w) for w in task_weights]
+        names = [str(i) for i in range(len(losses))] if tasks is None else list(tasks)
+        if len(weights) != len(losses) or len(names) != len(losses):
+            raise ValueError("losses, task_weights and tasks must have the same length")
+        for name, loss, w in zip(names, losses, weights, strict=True):
             grads = torch.autograd.grad(loss, self.shared, retain_graph=True, allow_unused=True)
-            rows.append(
-                torch.cat(
-                    [
-                        (torch.zeros_like(p) if g is None else g).reshape(-1).float()
-                        for p, g in zip(self.shared, grads, strict=True)
-                    ]
-                )
-            )
+            row = self._flat(grads) * w
+            self._rows[name] = row if name not in self._rows else self._rows[name] + row
+            self._counts[name] = self._counts.get(name, 0.0) + w
             if self.plain:
                 plain = torch.autograd.grad(
-                    loss * float(w[i]), self.plain, retain_graph=True, allow_unused=True
+                    loss * w, self.plain, retain_graph=True, allow_unused=True
                 )
                 for p, g in zip(self.plain, plain, strict=True):
                     if g is not None:
                         p.grad = g if p.grad is None else p.grad + g
-        direction = combine(
-            torch.stack(rows), w, self.method, generator=self.generator, **self.options
-        )
+
+    def _reduced(self) -> tuple[list[str], torch.Tensor, torch.Tensor, float]:
+        """Task names, summed rows, summed weights (all ranks) and the total weight."""
+        size = sum(p.numel() for p in self.shared)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            if self.tasks is None:
+                raise ValueError("under torch.distributed, MultiTaskOptimizer needs tasks=[...]")
+            unknown = set(self._rows) - set(self.tasks)
+            if unknown:
+                raise ValueError(f"tasks {sorted(unknown)} are not in tasks={self.tasks}")
+            device = next(iter(self.shared)).device
+            rows = torch.zeros((len(self.tasks), size), device=device)
+            counts = torch.zeros(len(self.tasks), dtype=torch.float64, device=device)
+            for i, name in enumerate(self.tasks):
+                if name in self._rows:
+                    rows[i] = self._rows[name]
+                    counts[i] = self._counts[name]
+            dist.all_reduce(rows)
+            dist.all_reduce(counts)
+            for p in self.plain:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+            keep = counts > 0
+            names = [n for n, k in zip(self.tasks, keep.tolist(), strict=True) if k]
+            return names, rows[keep], counts[keep], float(counts.sum())
+        names = list(self._rows)
+        rows = torch.stack([self._rows[n] for n in names])
+        counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
+        return names, rows, counts, float(counts.sum())
+
+    def apply(self) -> None:
+        """Combine the accumulated per-task gradients into ``.grad`` (then clears them)."""
+        if not self._rows and not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("apply(): no task losses since the last step")
+        names, rows, counts, total = self._reduced()
+        means = rows / counts.to(rows.dtype)[:, None]  # each task's mean gradient
+        direction = combine(means, counts, self.method, generator=self.generator, **self.options)
         offset = 0
         for p in self.shared:
             n = p.numel()
             g = direction[offset : offset + n].view_as(p).to(p.dtype)
             p.grad = g if p.grad is None else p.grad + g
             offset += n
+        for p in self.plain:
+            if p.grad is not None:
+                p.grad /= total
+        self._rows.clear()
+        self._counts.clear()
 
     def step(
-        self, losses: Sequence[torch.Tensor], task_weights: Sequence[float] | None = None
+        self,
+        losses: Sequence[torch.Tensor] | None = None,
+        task_weights: Sequence[float] | None = None,
     ) -> None:
-        """Combine the task losses' gradients into ``.grad`` and step the base optimizer."""
-        self.backward(losses, task_weights)
+        """``backward(losses, task_weights)`` when losses are given, then ``apply`` and the base
+        optimizer's step."""
+        if losses is not None:
+            self.backward(losses, task_weights)
+        self.apply()
         self.base.step()
 
 
@@ -116,5 +183,6 @@ class CAME_Grad(MultiTaskOptimizer):  # noqa: N801 - the authors' published name
         kappa: float = 1.5,
         nu: float = 0.2,
         shared: Iterable[torch.nn.Parameter] | None = None,
+        tasks: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(base_optimizer, shared, "came_grad", rho=rho, kappa=kappa, nu=nu)
+        super().__init__(base_optimizer, shared, "came_grad", tasks, rho=rho, kappa=kappa, nu=nu)
