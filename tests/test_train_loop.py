@@ -187,3 +187,35 @@ def test_torchrun_two_processes_end_with_equal_adapters(manifest: Path, tmp_path
     assert {p.name for p in (tmp_path / "out" / "checkpoint-3").iterdir()} >= {
         "adapter", "rng-0.safetensors", "rng-1.safetensors", "state.json"
     }  # fmt: skip
+
+
+def test_cure_weights_move_toward_the_source_whose_validation_error_rises(
+    manifest: Path, tmp_path: Path
+) -> None:
+    """Every K = 2 steps the pinned validation subsets are generated and scored; an injected
+    error (one source's predictions emptied) must move the sampler's weights toward that source,
+    from the next step on, and a resumed run must carry the curriculum's state."""
+    config = write_run(tmp_path, manifest, steps=4, checkpoint_every=2)
+    config.write_text(
+        config.read_text()
+        + '\n[curriculum]\nkind = "cure"\nperiod = 2\nval_split = "train"\n'
+        + "per_source = 2\nmax_new_tokens = 4\n"
+    )
+    bad = iter(["beta", "alpha"])  # beta fails at step 2, alpha at step 4
+
+    def inject(rows: list[dict]) -> list[dict]:
+        failing = next(bad)
+        return [{**r, "prediction": "" if r["source"] == failing else r["reference"]} for r in rows]
+
+    train(load_config(config), validation_hook=inject)
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    updates = [r for r in log if "curriculum_weights" in r]
+    assert [u["step"] for u in updates] == [2, 4]
+    first, second = updates[0]["curriculum_weights"], updates[1]["curriculum_weights"]
+    assert first["beta"] > 0.9 > 0.1 > first["alpha"]  # CURE: err 1 vs err floored at 0.01
+    assert second["alpha"] > 0.9 > 0.1 > second["beta"]
+    steps = {r["step"]: r["weights"] for r in log if "weights" in r}
+    assert steps[1] == steps[2] == [0.5, 0.5]  # uniform start
+    assert steps[3] == [first["alpha"], first["beta"]]  # applied from the next step
+    state = json.loads((tmp_path / "out" / "checkpoint-4" / "state.json").read_text())
+    assert [h[0] for h in state["curriculum"]["history"]] == [0, 2, 4]

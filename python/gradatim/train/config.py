@@ -27,6 +27,12 @@ Example::
     manifest = "data/vindr.jsonl"
     split = "train"
     weight = 0.3
+
+    [curriculum]
+    kind = "cure"                  # none | cure
+    period = 3000                  # validate and re-weight every K steps
+    val_split = "validate"
+    per_source = 16
 """
 
 from __future__ import annotations
@@ -92,12 +98,23 @@ class DataSection:
 
 
 @dataclass
+class CurriculumSection:
+    kind: str = "none"  # none | cure
+    period: int = 3000  # CURE's K: steps between validation updates
+    alpha: float = 0.8  # IoU weight of perf = alpha IoU + (1 - alpha) text
+    val_split: str = "validate"
+    per_source: int = 16  # pinned validation samples per source
+    max_new_tokens: int = 64
+
+
+@dataclass
 class TrainConfig:
     model: ModelSection
     lora: LoraSettings
     optim: OptimSection
     train: TrainSection
     data: DataSection
+    curriculum: CurriculumSection = field(default_factory=CurriculumSection)
     path: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -167,7 +184,7 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{name}: not valid TOML ({e})") from None
-    sections = {"model", "lora", "optim", "train", "data"}
+    sections = {"model", "lora", "optim", "train", "data", "curriculum"}
     for key in raw:
         if key not in sections:
             raise _fail(
@@ -188,6 +205,7 @@ def load_config(path: str | Path) -> TrainConfig:
         optim=_section(OptimSection, raw.get("optim"), f"{name}: [optim]"),
         train=_section(TrainSection, raw.get("train"), f"{name}: [train]"),
         data=data,
+        curriculum=_section(CurriculumSection, raw.get("curriculum"), f"{name}: [curriculum]"),
         path=path,
     )
     _validate(cfg, name, path.parent)
@@ -228,6 +246,15 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
         raise _fail(
             f"{name}: [train].bf16", f'expected "auto", true or false, got {cfg.train.bf16!r}'
         )
+    c = cfg.curriculum
+    if c.kind not in ("none", "cure"):
+        raise _fail(f"{name}: [curriculum].kind", f'expected "none" or "cure", got {c.kind!r}')
+    for key, value in (("period", c.period), ("per_source", c.per_source),
+                       ("max_new_tokens", c.max_new_tokens)):  # fmt: skip
+        if value < 1:
+            raise _fail(f"{name}: [curriculum].{key}", f"expected an int >= 1, got {value!r}")
+    if not 0 <= c.alpha <= 1:
+        raise _fail(f"{name}: [curriculum].alpha", f"expected a number in [0, 1], got {c.alpha}")
     if cfg.data.augment not in ("cure_train", "none"):
         raise _fail(
             f"{name}: [data].augment", f'expected "cure_train" or "none", got {cfg.data.augment!r}'

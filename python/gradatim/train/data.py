@@ -16,24 +16,25 @@ from gradatim.sampling import MultiSourceSampler
 from gradatim.train.config import TrainConfig
 from gradatim.train.models import ModelBundle
 
-__all__ = ["source_records", "build_loader"]
+__all__ = ["source_records", "make_dataset", "build_loader"]
 
 
-def source_records(cfg: TrainConfig) -> list[dict[str, Any]]:
+def source_records(cfg: TrainConfig, split: str | None = None) -> list[dict[str, Any]]:
     """The records of every source, in source order, each with ``source`` set to the source's
-    name and ``image`` made absolute. Each manifest is validated on its own first, so a bad
-    record is reported with its file and line."""
+    name and ``image`` made absolute; ``split`` overrides the sources' own (validation). Each
+    manifest is validated on its own first, so a bad record is reported with its file and line."""
     records: list[dict[str, Any]] = []
     for s in cfg.data.sources:
         path = Path(s.manifest)
         ManifestDataset(path, image_size=(8, 8))  # validation only: errors name file and line
         lines = read_manifest_lines(path).splitlines()
+        want = split if split is not None else s.split
         kept = 0
         for line in lines:
             if not line.strip():
                 continue
             r = json.loads(line)
-            if s.split is not None and r.get("split", "train") != s.split:
+            if want is not None and r.get("split", "train") != want:
                 continue
             r["source"] = s.name
             image = Path(r["image"])
@@ -41,8 +42,28 @@ def source_records(cfg: TrainConfig) -> list[dict[str, Any]]:
             records.append(r)
             kept += 1
         if kept == 0:
-            raise ValueError(f"source {s.name!r}: {path} has no records of split {s.split!r}")
+            raise ValueError(f"source {s.name!r}: {path} has no records of split {want!r}")
     return records
+
+
+def make_dataset(
+    cfg: TrainConfig, bundle: ModelBundle, records: list[dict[str, Any]], augment: Augment | None
+) -> ManifestDataset:
+    """A dataset over ``records`` (absolute image paths, kept under their common folder) at the
+    model's image size, mean and std, 3 channels."""
+    root = os.path.commonpath([str(Path(r["image"]).parent) for r in records])
+    rel = [{**r, "image": os.path.relpath(r["image"], root)} for r in records]
+    return ManifestDataset(
+        rel,
+        root=root,
+        image_size=bundle.image_size,
+        channels=3,
+        mean=bundle.mean,
+        std=bundle.std,
+        augment=augment,
+        box_format=cfg.data.box_format,  # type: ignore[arg-type]
+        seed=cfg.train.seed,
+    )
 
 
 def build_loader(
@@ -55,21 +76,8 @@ def build_loader(
 ) -> tuple[DataLoader, MultiSourceSampler]:
     """The fast-path loader over ``records`` at the model's image size, mean and std, with a
     ``MultiSourceSampler`` weighted by the sources' configured weights and sharded by rank."""
-    root = os.path.commonpath([str(Path(r["image"]).parent) for r in records])
-    for r in records:
-        r["image"] = os.path.relpath(r["image"], root)
     augment = Augment.cure_train() if cfg.data.augment == "cure_train" else None
-    ds = ManifestDataset(
-        records,
-        root=root,
-        image_size=bundle.image_size,
-        channels=3,
-        mean=bundle.mean,
-        std=bundle.std,
-        augment=augment,
-        box_format=cfg.data.box_format,  # type: ignore[arg-type]
-        seed=cfg.train.seed,
-    )
+    ds = make_dataset(cfg, bundle, records, augment)
     names = [s.name for s in cfg.data.sources]
     sizes = [sum(1 for r in records if r["source"] == n) for n in names]
     weights = [s.weight for s in cfg.data.sources]

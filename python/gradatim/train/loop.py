@@ -25,9 +25,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gradatim.curriculum import ErrorAwareCurriculum
 from gradatim.train import checkpoint
 from gradatim.train.config import TrainConfig
-from gradatim.train.data import build_loader, source_records
+from gradatim.train.data import build_loader, make_dataset, source_records
 from gradatim.train.loss import group_losses, per_sample_loss
 from gradatim.train.models import (
     TINY,
@@ -41,6 +42,7 @@ from gradatim.train.models import (
 from gradatim.train.multitask import MultiTaskOptimizer
 from gradatim.train.text import encode_batch
 from gradatim.train.tokenizer import train_bpe
+from gradatim.train.validation import Hook, Validator
 
 __all__ = ["Run", "TASKS", "build_model", "train"]
 
@@ -84,11 +86,16 @@ def _batches(loader: Any) -> Iterator[dict[str, Any]]:
 
 
 def train(
-    cfg: TrainConfig, *, resume: str | Path | None = None, max_steps: int | None = None
+    cfg: TrainConfig,
+    *,
+    resume: str | Path | None = None,
+    max_steps: int | None = None,
+    validation_hook: Hook | None = None,
 ) -> Run:
     """Train as configured; ``resume``: a checkpoint folder, or ``"auto"`` for the newest one
     under the run's ``out``. ``max_steps`` stops early (the schedule still counts to
-    ``[train].steps``)."""
+    ``[train].steps``). ``validation_hook`` may rewrite the generated validation rows before they
+    are scored (tests inject validation errors with it)."""
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, device = _distributed()
@@ -110,6 +117,7 @@ def train(
         tasks=TASKS,  # type: ignore[arg-type]
     )
     loader, sampler = build_loader(cfg, bundle, records, rank=rank, world_size=world)
+    curriculum, validator = _cure(cfg, bundle, sampler)
     step = 0
     torch.manual_seed(seed + rank)  # model built: each rank its own dropout stream
     if resume is not None:
@@ -117,6 +125,8 @@ def train(
         if path is not None:
             state = checkpoint.load(path, model, base, rank=rank)
             loader.load_state_dict(state["loader"])
+            if curriculum is not None:
+                curriculum.load_state_dict(state["curriculum"])
             step = int(state["step"])
     log = _Log(out, resume is not None, enabled=rank == 0)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(cfg) else nullcontext()
@@ -152,12 +162,46 @@ def train(
         losses.append(total)
         elapsed = time.perf_counter() - t0
         log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, sampler.weights)
+        if curriculum is not None and validator is not None and curriculum.due(step):
+            metrics = validator.metrics(model, rank, world, validation_hook)
+            log.validation(step, metrics, curriculum.update(metrics, step))
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             state = {"loader": loader.state_dict(), "config": cfg.as_dict()}
+            if curriculum is not None:
+                state["curriculum"] = curriculum.state_dict()
             checkpoint.save(out, step, model, base, state, rank=rank, world_size=world)
     log.close()
     _summary(out, rank, step, model, sampler.weights)
     return Run(out=out, step=step, losses=losses, model=model)
+
+
+def _cure(
+    cfg: TrainConfig, bundle: ModelBundle, sampler: Any
+) -> tuple[ErrorAwareCurriculum | None, Validator | None]:
+    """CURE's error-aware curriculum over the sources, starting uniform, with its validator."""
+    c = cfg.curriculum
+    if c.kind != "cure":
+        return None, None
+    names = [s.name for s in cfg.data.sources]
+    curriculum = ErrorAwareCurriculum(
+        sampler,
+        names,
+        period=c.period,
+        alpha=c.alpha,
+        samples_per_step=cfg.train.batch_size * cfg.train.grad_accum,
+        initial="uniform",
+    )
+    val = make_dataset(cfg, bundle, source_records(cfg, split=c.val_split), augment=None)
+    validator = Validator(
+        val,
+        bundle,
+        per_source=c.per_source,
+        batch_size=cfg.train.batch_size,
+        max_new_tokens=c.max_new_tokens,
+        box_format=cfg.data.box_format,
+        seed=cfg.train.seed,
+    )
+    return curriculum, validator
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -224,6 +268,15 @@ class _Log:
         self.bar.set_postfix(
             loss=f"{loss:.3f}", lr=lr, img_s=f"{images_per_s:.1f}", stall=f"{stall:.0%}"
         )
+
+    def validation(self, step: int, metrics: dict[str, Any], weights: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "validation": metrics, "curriculum_weights": weights}
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        for name, w in weights.items():
+            self.tb.add_scalar(f"curriculum/{name}", w, step)
 
     def close(self) -> None:
         if not self.enabled:

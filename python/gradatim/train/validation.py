@@ -1,0 +1,140 @@
+"""Validation during training, for CURE's error-aware curriculum: fixed per-source validation
+subsets, greedy generation, boxes parsed from the generated text, IoU and the text score per
+source (``gradatim.evaluate``), all-reduced over ranks so every rank takes the same decision.
+
+The subsets are pinned: the first ``per_source`` records of each source's validation split, built
+without augmentation at a fixed epoch and seed, so every evaluation sees the same images, prompts
+and targets. Reference boxes are the boxes rendered in the *target* (parsed back from it), not
+every box of the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from gradatim.data import ManifestDataset, parse_boxes
+from gradatim.evaluate import curriculum_metrics, evaluate_rows, summarize
+from gradatim.train.models import ModelBundle
+
+__all__ = ["Validator", "encode_prompts"]
+
+Hook = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def encode_prompts(bundle: ModelBundle, prompts: list[str]) -> dict[str, torch.Tensor]:
+    """Left-padded prompt prefixes (image tokens + prompt + the model turn) for generation."""
+    from gradatim.train.text import _prefix_ids
+
+    rows = [_prefix_ids(bundle, p) for p in prompts]
+    width = max(len(r) for r in rows)
+    pad = bundle.tokenizer.pad_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    out = {"input_ids": ids, "attention_mask": mask}
+    if bundle.family in ("paligemma", "gemma3"):
+        image = ids == bundle.image_token_id
+        out["token_type_ids"] = image.long() if bundle.family == "gemma3" else torch.zeros_like(ids)
+    return out
+
+
+class Validator:
+    """Pinned validation subsets and their evaluation."""
+
+    def __init__(
+        self,
+        dataset: ManifestDataset,
+        bundle: ModelBundle,
+        *,
+        per_source: int = 16,
+        batch_size: int = 8,
+        max_new_tokens: int = 64,
+        box_format: str = "cure",
+        seed: int = 0,
+    ) -> None:
+        sources = dataset.column("source")
+        picked: dict[str, list[int]] = {}
+        for i, s in enumerate(sources):
+            if len(picked.setdefault(s, [])) < per_source:
+                picked[s].append(i)
+        self.dataset, self.bundle = dataset, bundle
+        self.indices = [i for s in sorted(picked) for i in picked[s]]
+        self.sources = sorted(picked)
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+        self.box_format, self.seed = box_format, seed
+
+    @torch.no_grad()
+    def generate_rows(self, model: torch.nn.Module, rank: int = 0, world: int = 1) -> list[dict]:
+        """This rank's share of the validation samples, generated greedily."""
+        device = next(model.parameters()).device
+        mine = self.indices[rank::world]
+        rows: list[dict[str, Any]] = []
+        was_training = model.training
+        model.eval()
+        for start in range(0, len(mine), self.batch_size):
+            idx = mine[start : start + self.batch_size]
+            batch = self.dataset.load_batch(idx, epoch=0, seed=self.seed)
+            enc = {k: v.to(device) for k, v in encode_prompts(self.bundle, batch["prompt"]).items()}
+            out = model.generate(  # type: ignore[operator]
+                pixel_values=batch["pixel_values"].to(device),
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.bundle.tokenizer.pad_token_id,
+            )
+            texts = self.bundle.tokenizer.batch_decode(
+                out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            for k, text in enumerate(texts):
+                target = batch["target"][k]
+                rows.append(
+                    {
+                        "id": batch["id"][k],
+                        "source": batch["source"][k],
+                        "task": batch["task"][k],
+                        "prediction": text,
+                        "reference": target,
+                        "reference_boxes": [list(b) for b in parse_boxes(target, self.box_format)],
+                        "box_format": self.box_format,
+                    }
+                )
+        model.train(was_training)
+        return rows
+
+    def metrics(
+        self, model: torch.nn.Module, rank: int = 0, world: int = 1, hook: Hook | None = None
+    ) -> dict[str, dict[str, float]]:
+        """``{source: {"iou": ..., "text": ...}}`` over every rank's samples (IoU only where some
+        sample had reference boxes). ``hook`` may rewrite the generated rows before scoring."""
+        rows = self.generate_rows(model, rank, world)
+        if hook is not None:
+            rows = hook(rows)
+        per = evaluate_rows(rows)
+        if world > 1:
+            return _all_reduced(per, self.sources)
+        return curriculum_metrics(summarize(per))
+
+
+def _all_reduced(per: list[dict[str, Any]], sources: list[str]) -> dict[str, dict[str, float]]:
+    sums = torch.zeros((len(sources), 4), dtype=torch.float64)  # iou sum, iou n, text sum, n
+    for r in per:
+        i = sources.index(r["source"])
+        if r["iou"] is not None:
+            sums[i, 0] += r["iou"]
+            sums[i, 1] += 1
+        sums[i, 2] += r["text_score"]
+        sums[i, 3] += 1
+    dist.all_reduce(sums)
+    out: dict[str, dict[str, float]] = {}
+    for i, s in enumerate(sources):
+        entry = {"text": float(sums[i, 2] / max(float(sums[i, 3]), 1.0))}
+        if sums[i, 1] > 0:
+            entry["iou"] = float(sums[i, 0] / sums[i, 1])
+        out[s] = entry
+    return out
