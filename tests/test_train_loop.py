@@ -219,3 +219,36 @@ def test_cure_weights_move_toward_the_source_whose_validation_error_rises(
     assert steps[3] == [first["alpha"], first["beta"]]  # applied from the next step
     state = json.loads((tmp_path / "out" / "checkpoint-4" / "state.json").read_text())
     assert [h[0] for h in state["curriculum"]["history"]] == [0, 2, 4]
+
+
+def test_rrgcl_difficulty_file_aligns_by_id(manifest: Path, tmp_path: Path) -> None:
+    """The difficulty file may list ids in any order and cover other splits: the run reads it by
+    id (same batches, hence the same losses, for a shuffled file), a reversed difficulty
+    changes the subsets (other losses), and a missing id is an error naming it."""
+    from gradatim.difficulty.io import write_difficulty
+
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    ids = [r["id"] for r in rows] + ["other-split-1", "other-split-2"]
+    dif = [float((7 * k) % 11) for k in range(len(ids))]
+    classes = [["Effusion"] if k % 3 else ["Nodule"] for k in range(len(ids))]
+
+    def run(name: str, order: list[int], values: list[float], drop: str | None = None) -> list:
+        keep = [k for k in order if ids[k] != drop]
+        path = tmp_path / f"{name}.parquet"
+        write_difficulty(path, [ids[k] for k in keep], [0.0] * len(keep), [0.0] * len(keep),
+                         [values[k] for k in keep], [classes[k] for k in keep])  # fmt: skip
+        folder = tmp_path / name
+        folder.mkdir()
+        config = write_run(folder, manifest, steps=4, checkpoint_every=4)
+        config.write_text(
+            config.read_text()
+            + f'\n[curriculum]\nkind = "rrgcl"\ndifficulty = "{path}"\nepochs = 3\n'
+        )
+        return train(load_config(config)).losses
+
+    forward = list(range(len(ids)))
+    reference = run("sorted", forward, dif)
+    assert run("shuffled", forward[::-1], dif) == reference
+    assert run("reversed", forward, [-d for d in dif]) != reference
+    with pytest.raises(ValueError, match="no difficulty for id 's5'"):
+        run("missing", forward, dif, drop="s5")

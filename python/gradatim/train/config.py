@@ -99,8 +99,10 @@ class DataSection:
 
 @dataclass
 class CurriculumSection:
-    kind: str = "none"  # none | cure
+    kind: str = "none"  # none | cure | rrgcl
     period: int = 3000  # CURE's K: steps between validation updates
+    difficulty: str | None = None  # RRGCL: a `gradatim difficulty` file (aligned by id)
+    epochs: int = 10  # RRGCL's T
     alpha: float = 0.8  # IoU weight of perf = alpha IoU + (1 - alpha) text
     val_split: str = "validate"
     per_source: int = 16  # pinned validation samples per source
@@ -247,8 +249,17 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             f"{name}: [train].bf16", f'expected "auto", true or false, got {cfg.train.bf16!r}'
         )
     c = cfg.curriculum
-    if c.kind not in ("none", "cure"):
-        raise _fail(f"{name}: [curriculum].kind", f'expected "none" or "cure", got {c.kind!r}')
+    if c.kind not in ("none", "cure", "rrgcl"):
+        raise _fail(f"{name}: [curriculum].kind", f"expected none, cure or rrgcl, got {c.kind!r}")
+    if c.kind == "rrgcl":
+        if c.difficulty is None:
+            raise _fail(f"{name}: [curriculum].difficulty", "rrgcl needs a difficulty file")
+        if not Path(c.difficulty).is_absolute():
+            c.difficulty = str((base / c.difficulty).resolve())
+        if not Path(c.difficulty).is_file():
+            raise _fail(f"{name}: [curriculum].difficulty", f"{c.difficulty}: no such file")
+        if c.epochs < 1:
+            raise _fail(f"{name}: [curriculum].epochs", f"expected an int >= 1, got {c.epochs}")
     for key, value in (("period", c.period), ("per_source", c.per_source),
                        ("max_new_tokens", c.max_new_tokens)):  # fmt: skip
         if value < 1:

@@ -12,11 +12,11 @@ import torch
 
 from gradatim.data import Augment, DataLoader, ManifestDataset
 from gradatim.data.dataset import read_manifest_lines
-from gradatim.sampling import MultiSourceSampler
+from gradatim.sampling import CurriculumSampler, MultiSourceSampler
 from gradatim.train.config import TrainConfig
 from gradatim.train.models import ModelBundle
 
-__all__ = ["source_records", "make_dataset", "build_loader"]
+__all__ = ["source_records", "make_dataset", "build_loader", "aligned_difficulty"]
 
 
 def source_records(cfg: TrainConfig, split: str | None = None) -> list[dict[str, Any]]:
@@ -73,17 +73,25 @@ def build_loader(
     *,
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[DataLoader, MultiSourceSampler]:
+) -> tuple[DataLoader, MultiSourceSampler | CurriculumSampler]:
     """The fast-path loader over ``records`` at the model's image size, mean and std, with a
     ``MultiSourceSampler`` weighted by the sources' configured weights and sharded by rank."""
     augment = Augment.cure_train() if cfg.data.augment == "cure_train" else None
     ds = make_dataset(cfg, bundle, records, augment)
-    names = [s.name for s in cfg.data.sources]
-    sizes = [sum(1 for r in records if r["source"] == n) for n in names]
-    weights = [s.weight for s in cfg.data.sources]
-    sampler = MultiSourceSampler(
-        sizes, weights, seed=cfg.train.seed, rank=rank, world_size=world_size
-    )
+    sampler: MultiSourceSampler | CurriculumSampler
+    if cfg.curriculum.kind == "rrgcl":
+        from gradatim.curriculum import RRGCLScheduler
+
+        classes, dif = aligned_difficulty(str(cfg.curriculum.difficulty), records)
+        schedule = RRGCLScheduler(classes, dif, cfg.curriculum.epochs)
+        sampler = CurriculumSampler(schedule, seed=cfg.train.seed, rank=rank, world_size=world_size)
+    else:
+        names = [s.name for s in cfg.data.sources]
+        sizes = [sum(1 for r in records if r["source"] == n) for n in names]
+        weights = [s.weight for s in cfg.data.sources]
+        sampler = MultiSourceSampler(
+            sizes, weights, seed=cfg.train.seed, rank=rank, world_size=world_size
+        )
     loader = DataLoader(
         ds,
         batch_size=cfg.train.batch_size,
@@ -92,3 +100,23 @@ def build_loader(
         generator=torch.Generator().manual_seed(cfg.train.seed),
     )
     return loader, sampler
+
+
+def aligned_difficulty(
+    path: str, records: list[dict[str, Any]]
+) -> tuple[list[list[str]], list[float]]:
+    """Classes and difficulty of each training record, looked up by ``id`` in a difficulty file
+    (``gradatim difficulty`` output; it may cover every split): the file's row order does not
+    matter, and a record the file does not cover is an error naming it."""
+    from gradatim.difficulty.io import read_difficulty_table
+
+    table = read_difficulty_table(path)
+    row = {i: k for k, i in enumerate(table["ids"])}
+    classes, dif = [], []
+    for r in records:
+        k = row.get(str(r["id"]))
+        if k is None:
+            raise ValueError(f"{path}: no difficulty for id {r['id']!r} (source {r['source']!r})")
+        classes.append(list(table["classes"][k]))
+        dif.append(float(table["dif"][k]))
+    return classes, dif

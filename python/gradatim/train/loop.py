@@ -161,7 +161,8 @@ def train(
         step += 1
         losses.append(total)
         elapsed = time.perf_counter() - t0
-        log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, sampler.weights)
+        weights = getattr(sampler, "weights", None)
+        log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, weights)
         if curriculum is not None and validator is not None and curriculum.due(step):
             metrics = validator.metrics(model, rank, world, validation_hook)
             log.validation(step, metrics, curriculum.update(metrics, step))
@@ -171,7 +172,7 @@ def train(
                 state["curriculum"] = curriculum.state_dict()
             checkpoint.save(out, step, model, base, state, rank=rank, world_size=world)
     log.close()
-    _summary(out, rank, step, model, sampler.weights)
+    _summary(out, rank, step, model, getattr(sampler, "weights", None))
     return Run(out=out, step=step, losses=losses, model=model)
 
 
@@ -219,7 +220,9 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def _summary(out: Path, rank: int, step: int, model: torch.nn.Module, weights: list[float]) -> None:
+def _summary(
+    out: Path, rank: int, step: int, model: torch.nn.Module, weights: list[float] | None
+) -> None:
     """``out/rank-<r>.json``: where this rank ended (step, a digest of its adapter, the sampler
     weights), so ranks can be compared."""
     digest = hashlib.sha256()
@@ -253,7 +256,7 @@ class _Log:
         lr: float,
         images_per_s: float,
         stall: float,
-        weights: list[float],
+        weights: list[float] | None,
     ) -> None:
         if not self.enabled:
             return
