@@ -12,11 +12,12 @@ from gradatim.errors import InvalidArgumentError
 def test_combine_is_eq10_with_population_std() -> None:
     rng = np.random.default_rng(0)
     d1, d2 = rng.gamma(2.0, 3.0, 500), rng.normal(1.0, 0.2, 500)
-    want = 0.6 * (d1 - d1.mean()) / d1.std() + 0.4 * (d2 - d2.mean()) / d2.std()
+    want = 0.6 * (d1 - d1.mean()) / d1.std() - 0.4 * (d2 - d2.mean()) / d2.std()
     np.testing.assert_allclose(combine(d1, d2), want, rtol=1e-12)
-    want1 = 0.6 * (d1 - d1.mean()) / d1.std(ddof=1) + 0.4 * (d2 - d2.mean()) / d2.std(ddof=1)
+    want1 = 0.6 * (d1 - d1.mean()) / d1.std(ddof=1) - 0.4 * (d2 - d2.mean()) / d2.std(ddof=1)
     np.testing.assert_allclose(combine(d1, d2, ddof=1), want1, rtol=1e-12)
-    np.testing.assert_allclose(combine(d1, d2, 1.0, -1.0), zscore(d1) - zscore(d2), rtol=1e-12)
+    literal = 0.6 * (d1 - d1.mean()) / d1.std() + 0.4 * (d2 - d2.mean()) / d2.std()
+    np.testing.assert_allclose(combine(d1, d2, itas_sign="literal"), literal, rtol=1e-12)
 
 
 def test_constant_score_gives_zero_zscores() -> None:
@@ -76,3 +77,32 @@ def test_class_difficulty_errors() -> None:
         class_difficulty(np.ones(3), [["a"]])
     with pytest.raises(InvalidArgumentError, match=r"dif\[1\] is not finite"):
         class_difficulty(np.array([1.0, np.inf]), [["a"], ["b"]])
+
+
+def test_itas_sign_intent_ranks_mispaired_reports_hardest() -> None:
+    """10 % of the reports belong to other images. VNS-Gap (real, exact) and ITAS (real MINE)
+    both flag them; the default (Section 3.2's intent) ranks them hardest, while Eq. 10's printed
+    sign ranks them easier than VNS-Gap alone does."""
+    from gradatim.difficulty import itas, vns_gap
+
+    rng = np.random.default_rng(4)
+    n, d = 2000, 8
+    v = rng.normal(size=(n, d))
+    t = v @ rng.normal(size=(d, d)) + 0.3 * rng.normal(size=(n, d))
+    bad = rng.choice(n, n // 10, replace=False)
+    t[bad] = t[rng.permutation(bad)]
+    dif1 = vns_gap(v.astype(np.float32), t.astype(np.float32), device="cpu")
+    dif2 = itas(v, t, epochs=10, hidden=64, seed=0, device="cpu")
+
+    def mean_percentile(dif: np.ndarray) -> float:  # where the mis-paired pairs rank, 1 = hardest
+        ranks = np.argsort(np.argsort(dif)) / (n - 1)
+        return float(ranks[bad].mean())
+
+    intent = mean_percentile(combine(dif1, dif2))
+    literal = mean_percentile(combine(dif1, dif2, itas_sign="literal"))
+    vns_only = mean_percentile(dif1)
+    assert intent > 0.9 and intent > vns_only
+    assert literal < vns_only
+    np.testing.assert_allclose(combine(dif1, dif2), 0.6 * zscore(dif1) - 0.4 * zscore(dif2))
+    with pytest.raises(InvalidArgumentError, match="itas_sign"):
+        combine(dif1, dif2, itas_sign="plus")

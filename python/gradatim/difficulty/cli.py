@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         index=args.index,
         alpha=args.alpha,
         beta=args.beta,
+        itas_sign=args.itas_sign,
         mine=mine,
         distributed=distributed,
         progress=args.progress,
@@ -251,6 +252,13 @@ def add_parser(sub: Any) -> None:
     co = p.add_argument_group("combination (Eq. 10)")
     co.add_argument("--alpha", type=float, default=0.6)
     co.add_argument("--beta", type=float, default=0.4)
+    co.add_argument(
+        "--itas-sign",
+        choices=["intent", "literal"],
+        default="intent",
+        help="intent (default): stronger image-text alignment is easier, dif = a z(dif1) - b "
+        "z(dif2) (Section 3.2); literal: Eq. 10 as printed, + b z(dif2)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--out", "-o", required=True, help="result file: .parquet or .safetensors")
     out.add_argument("--summary", help="JSON summary (default: the result's name with .json)")

@@ -24,9 +24,9 @@ information is unchanged).
 Notes for users:
 - ``T`` is defined up to an additive constant (the DV bound is invariant to ``T + c``), so the
   scores are only meaningful relative to each other, as Eq. 10 uses them (z-scored).
-- Higher ``T`` means a better aligned pair. The paper calls well aligned samples *easier* yet adds
-  ``+beta z(dif2)`` in Eq. 10; gradatim implements Eq. 9-10 as written (see
-  :func:`gradatim.difficulty.combine` for how to flip the sign).
+- Higher ``T`` means a better aligned pair, which the paper calls *easier*; Eq. 10 as printed
+  adds ``+beta z(dif2)``. :func:`gradatim.difficulty.combine` subtracts it by default (the
+  paper's intent) and keeps the printed form as ``itas_sign="literal"``.
 - Deterministic on CPU for a given ``seed``: all randomness comes from a private
   ``torch.Generator`` (the caller's global RNG is left untouched), and training runs with a fixed
   number of torch threads (``threads``, default 1), so the result does not depend on the

@@ -95,6 +95,7 @@ def compute_difficulty(
     alpha: float = 0.6,
     beta: float = 0.4,
     ddof: int = 0,
+    itas_sign: str = "intent",
     mine: dict[str, Any] | None = None,
     distributed: bool = False,
     progress: bool = False,
@@ -107,7 +108,7 @@ def compute_difficulty(
         ids: sample ids (default ``"0"``, ``"1"``, ...).
         classes: per sample, its class names (default: every sample ``"unlabeled"``).
         k, block, device, index: see :func:`gradatim.difficulty.vns_gap`.
-        alpha, beta, ddof: see :func:`gradatim.difficulty.combine`.
+        alpha, beta, ddof, itas_sign: see :func:`gradatim.difficulty.combine`.
         mine: keyword arguments of :func:`gradatim.difficulty.fit_mine` (epochs, seed, ...).
         distributed: shard VNS-Gap over the ``torch.distributed`` ranks; only rank 0 gets a result.
         progress: progress bars.
@@ -151,7 +152,7 @@ def compute_difficulty(
     t0 = time.perf_counter()
     fit = fit_mine(visual, text, progress=progress, **mine_kw)
     timings["itas"] = time.perf_counter() - t0
-    dif = combine(dif1, fit.scores, alpha, beta, ddof=ddof)
+    dif = combine(dif1, fit.scores, alpha, beta, ddof=ddof, itas_sign=itas_sign)
     cd = class_difficulty(dif, cls)
     from gradatim.difficulty.vns_gap import DEFAULT_BLOCK_CPU, DEFAULT_BLOCK_CUDA
 
@@ -164,6 +165,7 @@ def compute_difficulty(
         "world_size": world,
         "alpha": alpha,
         "beta": beta,
+        "itas_sign": itas_sign,
         "zscore_ddof": ddof,
         "mine": {key: v for key, v in mine_kw.items() if key != "on_epoch"},
     }
