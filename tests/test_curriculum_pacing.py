@@ -92,14 +92,18 @@ def test_property_monotone_between_c0_and_one(name, T, c0, p):
 
 
 def test_sampler_trains_on_the_selected_prefix():
-    torch = pytest.importorskip("torch")
+    import torch
+
     rng = np.random.default_rng(3)
     dif = rng.random(200)
     s = PacingScheduler(dif, "root", 5)
     sampler = s.sampler(seed=4)
     loader = torch.utils.data.DataLoader(range(200), sampler=sampler, batch_size=None)
-    for t in range(6):
+    for epoch in range(6):
         got = [int(i) for i in loader]  # each pass moves on to the next epoch
+        t = epoch + 1  # the ablation counts t = 1 .. T: range(T)'s last epoch is t = T
         lo, hi = s.range(t)
         assert sorted(got) == sorted(s.order[lo:hi].tolist())
         assert len(got) == math.ceil(s.fraction(t) * 200)
+        if epoch == 4:
+            assert len(got) == 200

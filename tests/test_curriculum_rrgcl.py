@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradatim.curriculum import UNLABELED, RRGCLScheduler, rrgcl_rates
+from gradatim.sampling import CurriculumSampler
 
 PROPS = settings(
     max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -269,3 +270,28 @@ def test_chexpert_labels_class_coverage_and_subset_sizes():
         sizes.append(sub.size)
     assert sizes == sorted(sizes) and sizes[-1] == n
     assert sizes[0] < n // 2  # the curriculum starts on a real subset
+
+
+@pytest.mark.parametrize("T", [1, 3, 7])
+def test_plain_range_loop_reaches_lambda_one_on_its_last_epoch(T: int) -> None:
+    """Eq. 11 counts t = 1..T and includes every sample at t = T: a `for epoch in range(T)`
+    loop over the sampler must train on every sample of every class in its last epoch, and its
+    first epoch is the paper's t = 1 (hand rule: ceil(lambda_n(1) |D_n|) easiest of each class)."""
+    rng = np.random.default_rng(T)
+    n = 300
+    classes = [[c] for c in rng.choice(["A", "B", "C"], n)]
+    dif = rng.normal(size=n)
+    sched = RRGCLScheduler(classes, dif, T)
+    sampler = CurriculumSampler(sched, seed=0, shuffle=False)
+    seen = []
+    for epoch in range(T):
+        sampler.set_epoch(epoch)
+        seen.append(sorted(sampler))
+    assert seen[-1] == list(range(n))
+    rates = sched.rates(1)
+    expected = set()
+    for k, name in enumerate(sched.class_names):
+        members = [i for i in range(n) if classes[i] == [name]]
+        easiest = sorted(members, key=lambda i: dif[i])
+        expected |= set(easiest[: math.ceil(rates[k] * len(members) - 1e-9)])
+    assert set(seen[0]) == expected

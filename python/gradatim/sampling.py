@@ -424,10 +424,13 @@ class EpochSchedule(Protocol):
 
 
 class CurriculumSampler(_SamplerBase):  # type: ignore[type-arg,misc]
-    """Trains epoch ``t`` on ``schedule.epoch_indices(t)``: the subset is shuffled with a seed
-    derived from ``(seed, t)`` (or kept in the schedule's order with ``shuffle=False``) and sharded
-    like ``DistributedSampler``. Epochs past the schedule's ``T`` use its last subset (all data for
-    RRGCL and the prefix baselines).
+    """Trains epoch ``e`` on ``schedule.epoch_indices(e + schedule.first_t)``: the subset is
+    shuffled with a seed derived from ``(seed, e)`` (or kept in the schedule's order with
+    ``shuffle=False``) and sharded like ``DistributedSampler``. Epochs are counted from 0 as torch
+    counts them; a schedule whose paper counts ``t = 1 .. T`` (RRGCL and its pacing baselines:
+    ``first_t = 1``; default 0) is asked for ``t = e + 1``, so the last epoch of a plain
+    ``for epoch in range(T)`` loop trains on the full schedule. Epochs past the schedule's ``T``
+    use its last subset (all data for RRGCL and the prefix baselines).
 
     ``set_epoch(t)`` picks the epoch; a pass that runs to its end moves on to the next one.
     ``len(self)`` is the length of the current epoch's shard, so it changes from epoch to epoch.
@@ -474,7 +477,8 @@ class CurriculumSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         e = self._epoch if epoch is None else _int_arg(epoch, "epoch")
         if self._cache is not None and self._cache[0] == e:
             return self._cache[1]
-        subset = np.ascontiguousarray(self._schedule.epoch_indices(e), dtype=np.int64)
+        t = e + int(getattr(self._schedule, "first_t", 0))
+        subset = np.ascontiguousarray(self._schedule.epoch_indices(t), dtype=np.int64)
         out = _core.shard_subset(
             subset, self._seed, e, self._shuffle, self._rank, self._world_size, self._drop_last
         )

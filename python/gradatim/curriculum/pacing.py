@@ -12,8 +12,10 @@ With ``c0`` the starting fraction (default 0.01) and ``T`` the number of epochs
 - ``"one_pass"``: stage ``j`` trains on bucket ``j`` only.
 
 Stage ``j(t) = min(k, floor(t k / T) + 1)``: each stage lasts ``T / k`` epochs. A continuous
-schedule trains on the ``ceil(fraction * N)`` easiest samples (at least one). ``k`` defaults to 5:
-the paper does not give it.
+schedule trains on the ``ceil(fraction * N)`` easiest samples (at least one).
+
+Constants the paper leaves out are gradatim's: ``c0 = 0.01`` and ``k = 5`` buckets. Epochs count
+``t = 1 .. T`` as in RRGCL (``first_t = 1``): a ``CurriculumSampler``'s epoch ``e`` is ``t = e + 1``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class PacingScheduler:
         epochs: ``T``.
         c0, p, buckets: the schedule's constants.
     """
+
+    first_t = 1
+    """Epochs count t = 1 .. T as in RRGCL's ablation: epoch ``e`` of a sampler is ``t = e + 1``."""
 
     def __init__(
         self,

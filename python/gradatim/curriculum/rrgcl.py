@@ -165,6 +165,12 @@ def _encode(
 class RRGCLScheduler:
     """RRGCL's class-level scheduler over a training set (Algorithm 1).
 
+    The paper counts epochs ``t = 1 .. T`` (Eq. 11), and ``t = T`` trains on every sample.
+    ``first_t = 1`` tells :class:`gradatim.sampling.CurriculumSampler` so: its epoch ``e``
+    (0-based, as torch and a plain ``for epoch in range(T)`` loop count) trains on ``t = e + 1``,
+    so the last epoch of ``range(T)`` reaches ``lambda = 1``. ``epoch_indices(t)`` and
+    ``rates(t)`` take the paper's ``t``.
+
     Args:
         classes: per sample, its classes: a list of class ids or names (multi-label; an empty list
             or ``None`` means no class), a single id or name; or a 2-D multi-hot array
@@ -176,6 +182,9 @@ class RRGCLScheduler:
             optional otherwise: names are sorted, ids are the sorted ids present).
         c: Eq. 12's constant (default: the number of classes, unlabeled included).
     """
+
+    first_t = 1
+    """The paper's first epoch (Eq. 11 counts t = 1 .. T)."""
 
     def __init__(
         self,

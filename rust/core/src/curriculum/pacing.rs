@@ -11,6 +11,9 @@
 //! positions `floor((j-1) N / k) .. floor(j N / k)`); stage `j(t) = min(k, floor(t k / T) + 1)`, so
 //! each stage lasts `T / k` epochs and `t = T` is the last stage. A continuous schedule trains on the
 //! `ceil(fraction * N)` easiest samples (at least one).
+//!
+//! The paper gives neither `c0` nor the bucket count `k`: gradatim's defaults (`c0 = 0.01`,
+//! `k = 5`, set in the Python front) are its own choices.
 
 use crate::error::{Error, Result};
 
