@@ -14,8 +14,9 @@ With ``c0`` the starting fraction (default 0.01) and ``T`` the number of epochs
 Stage ``j(t) = min(k, floor(t k / T) + 1)``: each stage lasts ``T / k`` epochs. A continuous
 schedule trains on the ``ceil(fraction * N)`` easiest samples (at least one).
 
-Constants the paper leaves out are gradatim's: ``c0 = 0.01`` and ``k = 5`` buckets. Epochs count
-``t = 1 .. T`` as in RRGCL (``first_t = 1``): a ``CurriculumSampler``'s epoch ``e`` is ``t = e + 1``.
+Constants the paper leaves out are gradatim's: ``c0 = 0.01`` and ``k = 5`` buckets. Epochs
+count ``t = 1 .. T`` as in RRGCL (``first_t = 1``): a ``CurriculumSampler``'s epoch ``e`` is
+``t = e + 1``.
 """
 
 from __future__ import annotations
