@@ -225,6 +225,7 @@ def chexpert_table() -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:RRGCL. the class difficulties differ:RuntimeWarning")
 @pytest.mark.slow
 def test_chexpert_labels_class_coverage_and_subset_sizes():
     pc = pytest.importorskip("pyarrow.csv")
@@ -272,6 +273,7 @@ def test_chexpert_labels_class_coverage_and_subset_sizes():
     assert sizes[0] < n // 2  # the curriculum starts on a real subset
 
 
+@pytest.mark.filterwarnings("ignore:RRGCL. the class difficulties differ:RuntimeWarning")
 @pytest.mark.parametrize("T", [1, 3, 7])
 def test_plain_range_loop_reaches_lambda_one_on_its_last_epoch(T: int) -> None:
     """Eq. 11 counts t = 1..T and includes every sample at t = T: a `for epoch in range(T)`
@@ -295,3 +297,20 @@ def test_plain_range_loop_reaches_lambda_one_on_its_last_epoch(T: int) -> None:
         easiest = sorted(members, key=lambda i: dif[i])
         expected |= set(easiest[: math.ceil(rates[k] * len(members) - 1e-9)])
     assert set(seen[0]) == expected
+
+
+def test_warns_once_when_class_means_barely_differ() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    classes = [["A"] if i % 2 else ["B"] for i in range(n)]
+    noise = rng.normal(size=n)
+    flat = noise - np.where(np.arange(n) % 2, noise[1::2].mean(), noise[::2].mean())
+    flat += np.where(np.arange(n) % 2, 0.01, 0.0)  # class means 0.01 apart, sigma ~1
+    with pytest.warns(RuntimeWarning, match=r"differ by only 0.01 \(1.0% of"):
+        RRGCLScheduler(classes, flat, 5)
+    separated = noise + np.where(np.arange(n) % 2, 1.0, 0.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RRGCLScheduler(classes, separated, 5)  # a real gap: no warning

@@ -54,6 +54,7 @@ def test_class_difficulty_hand_computed() -> None:
     assert dict(const) == {"x": 0.5, "y": 0.5, "z": 0.5}
 
 
+@pytest.mark.filterwarnings("ignore:RRGCL. the class difficulties differ:RuntimeWarning")
 def test_class_difficulty_equals_rrgcl_scheduler() -> None:
     """One definition: the scheduler (Rust) and this function give the same difC."""
     from gradatim.curriculum import rrgcl

@@ -20,6 +20,7 @@ that name), so no sample is ever dropped; a class without samples is an error, n
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
@@ -162,6 +163,28 @@ def _encode(
     return offsets, np.asarray(ids, dtype=np.int64), names
 
 
+FLAT_FRACTION = 0.1
+"""Class means closer than this fraction of the samples' standard deviation trigger a warning."""
+
+
+def _warn_if_flat(class_means: NDArray[np.float64], dif: NDArray[np.float64]) -> None:
+    """Min-max scaling (implied by the paper) maps the easiest class to 0 and the hardest to 1
+    whatever their gap: when the class means differ by less than ``FLAT_FRACTION`` of a standard
+    deviation of ``dif``, that is noise stretched over the whole schedule range. Say so, once."""
+    if class_means.size < 2:
+        return
+    spread = float(class_means.max() - class_means.min())
+    sigma = float(dif.std())
+    if sigma > 0 and 0 < spread < FLAT_FRACTION * sigma:
+        warnings.warn(
+            f"RRGCL: the class difficulties differ by only {spread:.3g} ({spread / sigma:.1%} of "
+            f"the per-sample standard deviation {sigma:.3g}); min-max scaling stretches this "
+            "into the whole schedule range, so the class order may be noise",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
 class RRGCLScheduler:
     """RRGCL's class-level scheduler over a training set (Algorithm 1).
 
@@ -229,6 +252,7 @@ class RRGCLScheduler:
             names = [*names, UNLABELED]
         self._names = names
         self._epochs = epochs
+        _warn_if_flat(np.asarray(self._core.raw_class_difficulty), dif)
 
     @classmethod
     def from_csr(
