@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gradatim.curriculum import (
     ErrorAwareCurriculum,
@@ -19,11 +21,15 @@ from gradatim.curriculum import (
 def test_weights_by_hand():
     w = cure_weights({"a": {"iou": 0.5, "text": 0.5}, "b": {"iou": 0.25}, "c": {"text": 1.0}})
     # perf = [0.5, 0.25 (iou alone), 1.0 (text alone)] -> err = [0.5, 0.75, 0 -> floor 0.01]
-    # sum = 1.26 -> p = [0.396825..., 0.595238..., 0.0079365 -> clamped to 0.01]
+    # sum = 1.26 -> p = [0.396825..., 0.595238..., 0.0079365 (kept: CURE clamps only p <= 0)]
     assert list(w) == ["a", "b", "c"]
     assert w["a"] == pytest.approx(0.5 / 1.26, abs=1e-15)
     assert w["b"] == pytest.approx(0.75 / 1.26, abs=1e-15)
-    assert w["c"] == 0.01
+    assert w["c"] == pytest.approx(0.01 / 1.26, abs=1e-15)
+    floored = cure_weights(
+        {"a": {"iou": 0.5, "text": 0.5}, "b": {"iou": 0.25}, "c": {"text": 1.0}}, min_weight=0.01
+    )
+    assert floored["c"] == 0.01 and floored["a"] == w["a"]  # the opt-in floor
 
 
 def test_alpha_weights_iou_and_text():
@@ -45,11 +51,49 @@ def test_floor_clamp_and_uniform_fallback():
     assert list(w.values()) == [0.5, 0.5]
     # perf above 1 (a metric that exceeds 1) is floored the same way
     w = cure_weights({"a": {"text": 1.2}, "b": {"text": 0.0}})
-    assert w["a"] == 0.01 and w["b"] == pytest.approx(1 / 1.01, abs=1e-15)
-    # clamp to [0.01, 1]: 150 equal sources give p = 1/150 < 0.01
+    assert w["a"] == pytest.approx(0.01 / 1.01, abs=1e-15)
+    assert w["b"] == pytest.approx(1 / 1.01, abs=1e-15)
+    # 150 equal sources give p = 1/150: kept (CURE), raised by the opt-in floor
     w = cure_weights({str(i): {"iou": 0.5} for i in range(150)})
+    assert all(v == pytest.approx(1 / 150, abs=1e-15) for v in w.values())
+    w = cure_weights({str(i): {"iou": 0.5} for i in range(150)}, min_weight=0.01)
     assert set(w.values()) == {0.01}
     assert cure_weights({"only": {"iou": 0.2}}) == {"only": 1.0}
+
+
+def cure_reference(metrics: dict, alpha: float = 0.8) -> list[float]:
+    """CURE's published rule, written out: perf, err floored at 0.01, p = err / sum (uniform when
+    the sum is below 1e-6), then only p <= 0 -> 0.01 and p > 1 -> 1."""
+    err = []
+    for m in metrics.values():
+        i, t = m.get("iou"), m.get("text")
+        perf = (
+            alpha * i + (1 - alpha) * t
+            if i is not None and t is not None
+            else (i if t is None else t)
+        )
+        e = 1 - perf
+        err.append(0.01 if e <= 0 else e)
+    total = sum(err)
+    p = [1 / len(err) if total < 1e-6 else e / total for e in err]
+    return [0.01 if x <= 0 else 1.0 if x > 1 else x for x in p]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.floats(0, 1.2)), st.one_of(st.none(), st.floats(0, 1.2))
+        ).filter(lambda m: m != (None, None)),
+        min_size=1,
+        max_size=8,
+    ),
+    st.floats(0, 1),
+)
+def test_weights_equal_cures_rule(entries: list, alpha: float) -> None:
+    metrics = {str(k): {"iou": i, "text": t} for k, (i, t) in enumerate(entries)}
+    got = list(cure_weights(metrics, alpha).values())
+    assert got == pytest.approx(cure_reference(metrics, alpha), abs=1e-12)
 
 
 def test_bad_metrics():

@@ -132,7 +132,10 @@ def pacing_range(
 def bucket_stage(t: float, epochs: float, buckets: int) -> int: ...
 def difficulty_order(difficulty: NDArray[np.float64]) -> NDArray[np.int64]: ...
 def cure_weights(
-    iou: list[float | None], text: list[float | None], alpha: float
+    iou: list[float | None],
+    text: list[float | None],
+    alpha: float,
+    min_weight: float | None = None,
 ) -> list[float]: ...
 
 @final

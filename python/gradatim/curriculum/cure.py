@@ -7,7 +7,14 @@ label group, each being one source of the sampler):
   one exists),
 - ``err = 1 - perf``, replaced by 0.01 where ``err <= 0``,
 - ``p = err / sum(err)`` (uniform where ``sum(err) < 1e-6``),
-- each weight clamped to ``[0.01, 1]``; no temperature, no renormalisation (samplers normalise).
+- then, as CURE's code does, only ``p <= 0`` becomes 0.01 and ``p > 1`` becomes 1, so a nearly
+  solved source keeps its small weight; ``min_weight`` (opt-in) raises every smaller weight to it
+  (gradatim's former default, which over-samples nearly solved sources by up to ~100x);
+- no temperature, no renormalisation (samplers normalise).
+
+Inputs follow CURE's evaluation conventions (``gradatim evaluate``): IoU is the union IoU over
+the samples that have reference boxes (absent where none has), and the text score is computed on
+every validation row, phrase grounding included, so most sources have both.
 
 The weights feed a :class:`gradatim.sampling.MultiSourceSampler` in ``mode="random"`` (weighted
 draws) or ``mode="interleave"`` (CURE's deterministic slot pattern). Baselines: natural
@@ -49,17 +56,21 @@ def _metric(entry: Mapping[str, Any], key: str, source: str) -> float | None:
 
 
 def cure_weights(
-    metrics: Mapping[str, Mapping[str, float | None]], alpha: float = 0.8
+    metrics: Mapping[str, Mapping[str, float | None]],
+    alpha: float = 0.8,
+    *,
+    min_weight: float | None = None,
 ) -> dict[str, float]:
     """CURE's sampling weights from per-source validation metrics.
 
     Args:
         metrics: ``{source: {"iou": x, "text": y}}``; either key may be missing (or ``None``), not
-            both.
+            both (see the module docstring for the conventions).
         alpha: the weight of IoU in ``perf = alpha * IoU + (1 - alpha) * text``.
+        min_weight: opt-in floor on the weights (CURE has none beyond ``p <= 0 -> 0.01``).
 
     Returns:
-        ``{source: weight}`` in the order of ``metrics``, each weight in ``[0.01, 1]``.
+        ``{source: weight}`` in the order of ``metrics``, each weight in ``(0, 1]``.
     """
     if not isinstance(metrics, Mapping) or not metrics:
         raise InvalidArgumentError("metrics: expected a non-empty mapping source -> metrics")
@@ -80,7 +91,7 @@ def cure_weights(
             raise InvalidArgumentError(f'metrics[{name!r}]: needs "iou" or "text"')
         iou.append(i)
         text.append(t)
-    w = _core.cure_weights(iou, text, float(alpha))
+    w = _core.cure_weights(iou, text, float(alpha), min_weight)
     return dict(zip(names, w, strict=True))
 
 
@@ -121,6 +132,7 @@ class ErrorAwareCurriculum:
             (needs ``sizes``) or a mapping ``{source: weight}`` sets them at the sampler's current
             position.
         sizes: source sizes, for ``initial="natural"`` (default: ``sampler.sizes``).
+        min_weight: opt-in floor on the weights (see :func:`cure_weights`).
     """
 
     def __init__(
@@ -133,6 +145,7 @@ class ErrorAwareCurriculum:
         samples_per_step: int | None = None,
         initial: str | Mapping[str, float] | None = None,
         sizes: Sequence[int] | None = None,
+        min_weight: float | None = None,
     ) -> None:
         self.sampler = sampler
         self.sources = [str(s) for s in sources]
@@ -146,6 +159,7 @@ class ErrorAwareCurriculum:
             raise InvalidArgumentError("samples_per_step: must be >= 1")
         self.period = period
         self.alpha = float(alpha)
+        self.min_weight = None if min_weight is None else float(min_weight)
         self.samples_per_step = samples_per_step
         self.history: list[tuple[int, dict[str, float]]] = []
         if initial is not None:
@@ -181,7 +195,7 @@ class ErrorAwareCurriculum:
     ) -> dict[str, float]:
         """Compute :func:`cure_weights` from validation ``metrics`` (one entry per source) and
         apply them to the sampler from training step ``step``. Returns the weights."""
-        weights = cure_weights(metrics, self.alpha)
+        weights = cure_weights(metrics, self.alpha, min_weight=self.min_weight)
         vec = self._ordered(weights, "metrics")
         at = None if self.samples_per_step is None else int(step) * self.samples_per_step
         self.sampler.set_weights(vec, step=at)

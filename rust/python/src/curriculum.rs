@@ -185,15 +185,20 @@ fn difficulty_order<'py>(
 
 /// CURE's weights for per-source `(iou, text)` (either may be None).
 #[pyfunction]
-#[pyo3(signature = (iou, text, alpha))]
-fn cure_weights(iou: Vec<Option<f64>>, text: Vec<Option<f64>>, alpha: f64) -> PyResult<Vec<f64>> {
+#[pyo3(signature = (iou, text, alpha, min_weight=None))]
+fn cure_weights(
+    iou: Vec<Option<f64>>,
+    text: Vec<Option<f64>>,
+    alpha: f64,
+    min_weight: Option<f64>,
+) -> PyResult<Vec<f64>> {
     if iou.len() != text.len() {
         return Err(to_py(Error::invalid(
             "cure_weights: iou and text lengths differ",
         )));
     }
     let m: Vec<(Option<f64>, Option<f64>)> = iou.into_iter().zip(text).collect();
-    cure::cure_weights(&m, alpha).map_err(to_py)
+    cure::cure_weights(&m, alpha, min_weight).map_err(to_py)
 }
 
 /// MedCLM's Easy / Medium / Hard scheduler.

@@ -2,8 +2,11 @@
 //!
 //! Per source (or category): `perf = alpha * IoU + (1 - alpha) * text` (the one metric alone when
 //! only one exists), `err = 1 - perf`, replaced by `ERR_FLOOR` where `err <= 0`;
-//! `p = err / sum(err)`, or uniform when `sum(err) < UNIFORM_BELOW`; each weight then clamped to
-//! `[CLAMP_MIN, CLAMP_MAX]`. No temperature, no renormalisation after the clamp (samplers normalise).
+//! `p = err / sum(err)`, or uniform when `sum(err) < UNIFORM_BELOW`; then, as CURE's code does,
+//! only `p <= 0` becomes `CLAMP_MIN` and `p > 1` becomes `CLAMP_MAX`: a nearly solved source keeps
+//! its small weight. An optional `min_weight` also raises every weight below it (gradatim's former
+//! default, now opt-in: it over-samples nearly solved sources by up to ~100x). No temperature, no
+//! renormalisation after the clamp (samplers normalise).
 
 use crate::error::{Error, Result};
 
@@ -22,8 +25,19 @@ pub fn performance(iou: Option<f64>, text: Option<f64>, alpha: f64) -> Option<f6
     }
 }
 
-/// The weights for `(iou, text)` pairs, in order.
-pub fn cure_weights(metrics: &[(Option<f64>, Option<f64>)], alpha: f64) -> Result<Vec<f64>> {
+/// The weights for `(iou, text)` pairs, in order; `min_weight` raises smaller weights to it.
+pub fn cure_weights(
+    metrics: &[(Option<f64>, Option<f64>)],
+    alpha: f64,
+    min_weight: Option<f64>,
+) -> Result<Vec<f64>> {
+    if let Some(m) = min_weight {
+        if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+            return Err(Error::invalid(format!(
+                "min_weight: must be in [0, 1], got {m}"
+            )));
+        }
+    }
     if metrics.is_empty() {
         return Err(Error::invalid("metrics: at least one source is required"));
     }
@@ -60,7 +74,14 @@ pub fn cure_weights(metrics: &[(Option<f64>, Option<f64>)], alpha: f64) -> Resul
             } else {
                 e / sum
             };
-            p.clamp(CLAMP_MIN, CLAMP_MAX)
+            let p = if p <= 0.0 {
+                CLAMP_MIN
+            } else if p > 1.0 {
+                CLAMP_MAX
+            } else {
+                p
+            };
+            min_weight.map_or(p, |m| p.max(m))
         })
         .collect())
 }
@@ -80,35 +101,51 @@ mod tests {
                 (None, Some(1.0)),
             ],
             0.8,
+            None,
         )
         .unwrap();
         let s = 1.26;
         assert!((w[0] - 0.5 / s).abs() < 1e-15);
         assert!((w[1] - 0.75 / s).abs() < 1e-15);
-        assert!((w[2] - 0.01 / s).abs() > 1e-6); // clamped up
-        assert_eq!(w[2], CLAMP_MIN);
+        assert!((w[2] - 0.01 / s).abs() < 1e-15); // kept small, as CURE's code
+                                                  // errors [1, 1, 0.01 (floored)]: p3 = 0.01 / 2.01 stays, or is raised by min_weight
+        let m = [(Some(0.0), None), (Some(0.0), None), (Some(1.0), None)];
+        assert!((cure_weights(&m, 0.8, None).unwrap()[2] - 0.01 / 2.01).abs() < 1e-15);
+        assert_eq!(cure_weights(&m, 0.8, Some(0.01)).unwrap()[2], 0.01);
     }
 
     #[test]
     fn uniform_fallback_and_clamp() {
         // err tiny but positive -> sum < 1e-6 -> uniform
-        let w = cure_weights(&[(Some(1.0 - 1e-8), None), (Some(1.0 - 2e-8), None)], 0.8).unwrap();
-        assert_eq!(w, vec![0.5, 0.5]);
-        // 200 equal sources: uniform p = 0.005 is clamped to 0.01
+        let w = cure_weights(
+            &[(Some(1.0 - 1e-8), None), (Some(1.0 - 2e-8), None)],
+            0.8,
+            None,
+        );
+        assert_eq!(w.unwrap(), vec![0.5, 0.5]);
+        // 200 equal sources: uniform p = 0.005 stays 0.005 (CURE); the opt-in floor raises it
         let m = vec![(Some(0.5), None); 200];
-        assert!(cure_weights(&m, 0.8).unwrap().iter().all(|&x| x == 0.01));
+        assert!(cure_weights(&m, 0.8, None)
+            .unwrap()
+            .iter()
+            .all(|&x| x == 0.005));
+        assert!(cure_weights(&m, 0.8, Some(0.01))
+            .unwrap()
+            .iter()
+            .all(|&x| x == 0.01));
         // a single source gets weight 1
         assert_eq!(
-            cure_weights(&[(Some(0.3), Some(0.9))], 0.8).unwrap(),
+            cure_weights(&[(Some(0.3), Some(0.9))], 0.8, None).unwrap(),
             vec![1.0]
         );
     }
 
     #[test]
     fn errors() {
-        assert!(cure_weights(&[], 0.8).is_err());
-        assert!(cure_weights(&[(None, None)], 0.8).is_err());
-        assert!(cure_weights(&[(Some(f64::NAN), None)], 0.8).is_err());
-        assert!(cure_weights(&[(Some(0.1), None)], 1.5).is_err());
+        assert!(cure_weights(&[], 0.8, None).is_err());
+        assert!(cure_weights(&[(None, None)], 0.8, None).is_err());
+        assert!(cure_weights(&[(Some(f64::NAN), None)], 0.8, None).is_err());
+        assert!(cure_weights(&[(Some(0.1), None)], 1.5, None).is_err());
+        assert!(cure_weights(&[(Some(0.1), None)], 0.8, Some(2.0)).is_err());
     }
 }
