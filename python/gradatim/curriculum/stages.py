@@ -1,5 +1,6 @@
 """MedCLM's Easy / Medium / Hard stage curriculum (paper 001; the rules of MedCLM's released
-scheduler, computed in ``rust/core/src/curriculum/stages.rs``).
+scheduler, github.com/ksyint/PROGRESSIVE at commit a7cca74 (the repository's later HEAD differs),
+computed in ``rust/core/src/curriculum/stages.rs``).
 
 - Easy: the box overlay is drawn on the image; Medium: no overlay, the batch carries a box mask
   for the attention KL loss; Hard: answer only, no box information.
@@ -16,7 +17,8 @@ scheduler, computed in ``rust/core/src/curriculum/stages.rs``).
   the median gap over domains is ``>= gamma_h``; otherwise it shrinks by the factor
   ``1 - hard_step_down`` when the last EMA rose by ``>= delta_rise``.
 
-Every constant is a parameter; the defaults are MedCLM's released configuration. The stage of a
+Every constant is a parameter; the defaults are MedCLM's released configuration
+(commit a7cca74). The stage of a
 sample is a pure function of ``(seed, epoch, sample id)`` and the scheduler state, so it does not
 depend on worker count or order.
 """

@@ -1,4 +1,5 @@
-//! MedCLM's stage curriculum (paper 001; the rules of MedCLM's released scheduler).
+//! MedCLM's stage curriculum (paper 001; the rules of MedCLM's released scheduler,
+//! github.com/ksyint/PROGRESSIVE at commit a7cca74; the repository's later HEAD differs).
 //!
 //! Every sample of a domain is trained, per epoch, at one of three stages: Easy (box overlay drawn),
 //! Medium (no overlay, attention-mask supervision), Hard (answer only). With `e` the epoch:
@@ -34,7 +35,8 @@ pub enum Stage {
     Hard = 2,
 }
 
-/// Every constant of the scheduler; the defaults are those of MedCLM's released configuration.
+/// Every constant of the scheduler; the defaults are those of MedCLM's released configuration
+/// (commit a7cca74).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageParams {
     pub easy_warmup_epochs: u64,
