@@ -375,3 +375,42 @@ def test_parquet_manifest_equals_jsonl(manifest: Path, tmp_path: Path) -> None:
     b = ga.ManifestDataset(records, image_size=(64, 64), allow_outside_root=True)
     assert [a.record(i) for i in range(24)] == [b.record(i) for i in range(24)]
     assert torch.equal(a.load_batch([0, 5])["pixel_values"], b.load_batch([0, 5])["pixel_values"])
+
+
+def medclm_mask_reference(boxes: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """MedCLM's released Medium-stage mask, written out: every cell a box touches is 1, then a
+    9-tap Gaussian (sigma 3) with reflect padding (OpenCV as the oracle), normalised to sum 1."""
+    gw, gh = grid
+    cells = np.zeros((gh, gw), np.float64)
+    for x1, y1, x2, y2 in boxes:
+        cells[
+            int(np.floor(y1 * gh)) : int(np.ceil(y2 * gh)),
+            int(np.floor(x1 * gw)) : int(np.ceil(x2 * gw)),
+        ] = 1
+    blurred = cv2.GaussianBlur(cells, (9, 9), 3, borderType=cv2.BORDER_REFLECT_101)
+    return blurred / blurred.sum()
+
+
+def test_medium_mask_defaults_follow_medclms_released_code(manifest: Path) -> None:
+    ds = dataset(manifest, stages="medium")  # defaults: 24 x 24, 9 taps, sigma 3, reflect, whole
+    batch = ds.load_batch(list(range(8)))
+    assert batch["box_mask"].shape == (8, 24, 24)
+    for k in range(8):
+        n = int(batch["box_count"][k])
+        boxes = batch["boxes"][k, :n].numpy() / np.array([128, 112, 128, 112])
+        expected = medclm_mask_reference(boxes, (24, 24))
+        np.testing.assert_allclose(batch["box_mask"][k].numpy(), expected, atol=2e-7)
+    legacy = dataset(manifest, stages="medium", mask_grid=(16, 16), mask_sigma=1.0,
+                     mask_kernel=None, mask_padding="zero", mask_cells="fraction")  # fmt: skip
+    old = legacy.load_batch([0])["box_mask"][0]
+    assert old.shape == (16, 16) and abs(float(old.sum()) - 1) < 1e-5
+    with pytest.raises(ValueError, match="mask_padding must be"):
+        dataset(manifest, mask_padding="wrap")
+
+
+def test_unknown_stage_domain_is_an_error_naming_the_sample(manifest: Path) -> None:
+    from gradatim.curriculum import StageScheduler
+
+    ds = dataset(manifest, stages=StageScheduler(["alpha"]))  # "beta" is not a domain
+    with pytest.raises(ValueError, match=r"sample 1 \(id 's1'\) has source 'beta'"):
+        ds.load_batch([0, 1])

@@ -213,6 +213,9 @@ class Dataset:
         max_pixels: int,
         mask_grid: tuple[int, int],
         mask_sigma: float,
+        mask_kernel: int | None,
+        mask_padding: str,
+        mask_cells: str,
         overlay_thickness: int,
     ) -> Self: ...
     def __len__(self) -> int: ...

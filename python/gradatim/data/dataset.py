@@ -72,8 +72,12 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         seed: augmentation seed (combined with the loader's seed and the epoch).
         stages: MedCLM stage per sample: ``None`` (no stage curriculum), ``"easy"``,
             ``"medium"``, ``"hard"``, or a :class:`gradatim.curriculum.StageScheduler`.
-        mask_grid: ``(w, h)`` patch grid of the Medium-stage ``box_mask``; ``mask_sigma`` its
-            Gaussian blur in cells; ``overlay_thickness`` the Easy-stage outline width.
+        mask_grid, mask_sigma, mask_kernel, mask_padding, mask_cells: the Medium-stage
+            ``box_mask``: patch grid ``(w, h)``, Gaussian sigma in cells, kernel taps (odd;
+            ``None``: ``2 ceil(3 sigma) + 1``), ``"reflect"`` or ``"zero"`` padding, and
+            ``"whole"`` (every touched cell is 1) or ``"fraction"`` (covered fraction) cells.
+            Defaults: MedCLM's released code (24 x 24, 9 taps, sigma 3, reflect, whole cells).
+        overlay_thickness: the Easy-stage outline width.
     """
 
     def __init__(
@@ -93,8 +97,11 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         templates: Mapping[str, str] | None = None,
         seed: int = 0,
         stages: StageArg = None,
-        mask_grid: tuple[int, int] = (16, 16),
-        mask_sigma: float = 1.0,
+        mask_grid: tuple[int, int] = (24, 24),
+        mask_sigma: float = 3.0,
+        mask_kernel: int | None = 9,
+        mask_padding: Literal["reflect", "zero"] = "reflect",
+        mask_cells: Literal["whole", "fraction"] = "whole",
         overlay_thickness: int = 3,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
@@ -136,6 +143,9 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             int(max_pixels),
             tuple(int(v) for v in mask_grid),
             float(mask_sigma),
+            None if mask_kernel is None else int(mask_kernel),
+            str(mask_padding),
+            str(mask_cells),
             int(overlay_thickness),
         )
         if isinstance(stages, str) and stages not in _STAGE_CODES:
@@ -171,8 +181,13 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         if domains:
             col = self._sources()
             picked = [col[i] for i in indices.tolist()]
-            if all(s in domains for s in picked):
-                sources = picked
+            for i, s in zip(indices.tolist(), picked, strict=True):
+                if s not in domains:
+                    raise InvalidArgumentError(
+                        f"stages: sample {i} (id {self.record(i)['id']!r}) has source {s!r}, "
+                        f"which is not one of the stage scheduler's domains {list(domains)}"
+                    )
+            sources = picked
         return scheduler.assign(indices, epoch, sources).astype(np.int8).tolist()
 
     def _sources(self) -> list[str]:

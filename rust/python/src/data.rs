@@ -9,6 +9,7 @@ use gradatim_core::data::batch::{build_batch, Batch, Pixels};
 use gradatim_core::data::box_format::{
     parse_boxes as core_parse, render_boxes as core_render, BoxFormat,
 };
+use gradatim_core::data::box_mask::MaskSpec;
 use gradatim_core::data::manifest::{Manifest, ManifestOptions};
 use gradatim_core::data::sample::{DatasetSpec, OnError, OutputKind};
 use gradatim_core::data::stream::{BatchJob, BatchStream, Next};
@@ -35,7 +36,7 @@ impl Dataset {
     #[new]
     #[pyo3(signature = (jsonl, name, root, allow_outside_root, width, height, channels, output, mean, std,
                         augment_json, box_format, templates_json, on_error, max_pixels, mask_grid,
-                        mask_sigma, overlay_thickness))]
+                        mask_sigma, mask_kernel, mask_padding, mask_cells, overlay_thickness))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -56,6 +57,9 @@ impl Dataset {
         max_pixels: u64,
         mask_grid: (usize, usize),
         mask_sigma: f64,
+        mask_kernel: Option<usize>,
+        mask_padding: &str,
+        mask_cells: &str,
         overlay_thickness: usize,
     ) -> PyResult<Self> {
         let opts = ManifestOptions {
@@ -104,8 +108,13 @@ impl Dataset {
             templates,
             on_error,
             max_pixels,
-            mask_grid,
-            mask_sigma,
+            mask: MaskSpec {
+                grid: mask_grid,
+                sigma: mask_sigma,
+                kernel: mask_kernel,
+                padding: mask_padding.parse().map_err(to_py)?,
+                cells: mask_cells.parse().map_err(to_py)?,
+            },
             overlay_thickness,
             max_boxes,
         };
@@ -301,7 +310,7 @@ fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<Py
     d.set_item("box_count", PyArray1::from_vec(py, b.box_counts))?;
     d.set_item("index", PyArray1::from_vec(py, b.indices))?;
     d.set_item("stage", PyArray1::from_vec(py, b.stages))?;
-    let (gw, gh) = spec.mask_grid;
+    let (gw, gh) = spec.mask.grid;
     match b.box_mask {
         Some(m) => d.set_item(
             "box_mask",

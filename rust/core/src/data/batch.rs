@@ -110,7 +110,7 @@ where
 {
     let n = indices.len();
     let per = spec.pixels_per_sample();
-    let (gw, gh) = spec.mask_grid;
+    let (gw, gh) = spec.mask.grid;
     let any_medium = stages.contains(&Stage::Medium);
     let mut b = Batch {
         pixels: Pixels::U8(Vec::new()),

@@ -4,7 +4,7 @@
 
 use super::augment::AugmentConfig;
 use super::box_format::BoxFormat;
-use super::box_mask::box_mask;
+use super::box_mask::{box_mask, MaskSpec};
 use super::manifest::Manifest;
 use super::tasks::{render, Templates};
 use crate::error::{Error, Result};
@@ -73,9 +73,8 @@ pub struct DatasetSpec {
     pub templates: Templates,
     pub on_error: OnError,
     pub max_pixels: u64,
-    /// Patch grid `(w, h)` of the Medium-stage box mask, and its blur in cells.
-    pub mask_grid: (usize, usize),
-    pub mask_sigma: f64,
+    /// The Medium-stage box mask (grid, blur, padding, cell rule).
+    pub mask: MaskSpec,
     /// Outline width of the Easy-stage overlay, in output pixels.
     pub overlay_thickness: usize,
     /// Box slots per sample in a batch: the largest box count of the manifest (at least 1).
@@ -103,15 +102,7 @@ impl DatasetSpec {
                 "mean must be finite and std finite and non-zero",
             ));
         }
-        if self.mask_grid.0 == 0
-            || self.mask_grid.1 == 0
-            || self.mask_sigma.is_nan()
-            || self.mask_sigma < 0.0
-        {
-            return Err(Error::invalid(
-                "mask_grid must be positive and mask_sigma >= 0",
-            ));
-        }
+        self.mask.validate()?;
         self.augment.validate()
     }
 
@@ -201,14 +192,7 @@ pub fn load_sample<P: OutPixel>(
         text = swap_laterality(&text);
     }
     let surviving: Vec<[f64; 4]> = norm.iter().flatten().copied().collect();
-    let box_mask = (stage == Stage::Medium).then(|| {
-        box_mask(
-            &surviving,
-            spec.mask_grid.0,
-            spec.mask_grid.1,
-            spec.mask_sigma,
-        )
-    });
+    let box_mask = (stage == Stage::Medium).then(|| box_mask(&surviving, &spec.mask));
     Ok(SampleOut {
         boxes: boxes.into_iter().flatten().collect(),
         text,
