@@ -414,3 +414,35 @@ def test_unknown_stage_domain_is_an_error_naming_the_sample(manifest: Path) -> N
     ds = dataset(manifest, stages=StageScheduler(["alpha"]))  # "beta" is not a domain
     with pytest.raises(ValueError, match=r"sample 1 \(id 's1'\) has source 'beta'"):
         ds.load_batch([0, 1])
+
+
+def test_cure_train_sends_30_percent_through_the_eval_pipeline(manifest: Path) -> None:
+    """CURE's preset: ~30 % of the samples take the evaluation pipeline (CLAHE only). To tell
+    them apart from training samples whose CLAHE happens to match, the eval CLAHE gets 3x3 tiles
+    (training uses 8x8); those samples come out identical to a dataset that sends every sample
+    there. Over 24 samples x 40 epochs the share must be cure_train's p within 4 sd."""
+    cure = ga.Augment.cure_train().to_dict()
+    p = cure["eval"]["p"]
+    marked = {**cure["eval"]["clahe"], "tile_grid": [3, 3]}
+    train = dataset(manifest, augment={**cure, "eval": {"p": p, "clahe": marked}})
+    every = dataset(
+        manifest,
+        augment=ga.Augment(
+            clahe=None,
+            affine=None,
+            crop={"scale": (0.9, 1.0), "p": 0.0},  # the same reduced-decode scale as cure_train
+            eval={"p": 1.0, "clahe": marked},
+        ),
+    )
+    idx = list(range(24))
+    same = total = 0
+    for epoch in range(40):
+        a = train.load_batch(idx, epoch=epoch, seed=1)["pixel_values"]
+        b = every.load_batch(idx, epoch=epoch, seed=1)["pixel_values"]
+        same += int(sum(torch.equal(a[k], b[k]) for k in range(24)))
+        total += 24
+    sd = (p * (1 - p) / total) ** 0.5
+    assert p == 0.3 and abs(same / total - p) < 4 * sd, same / total
+    preset = ga.Augment.cure_train()
+    assert preset.clahe["clip_limit"] == (1.0, 4.0) and preset.min_visible < 1e-3  # any part
+    assert ga.Augment.strong_train().clahe["clip_limit"] == 4.0

@@ -1,5 +1,4 @@
-"""Augmentation as plain data (DESIGN.md "Image pipeline"), run per sample in Rust
-(``rust/core/src/data/augment.rs``).
+"""Augmentation as plain data, run per sample in Rust (``rust/core/src/data/augment.rs``).
 
 An :class:`Augment` is a serialisable description (JSON via :meth:`Augment.to_dict`); the random
 parameters of each sample are drawn from ``(seed, epoch, sample index)``, so results do not depend
@@ -20,12 +19,15 @@ __all__ = ["Augment"]
 class Augment:
     """What to do to each training image. Each part is a dict of parameters, or ``None`` (off).
 
-    - ``clahe``: ``{"clip_limit": 2.0, "tile_grid": (8, 8), "p": 1.0}``
+    - ``clahe``: ``{"clip_limit": 2.0, "tile_grid": (8, 8), "p": 1.0}``; ``clip_limit`` may be a
+      range ``(low, high)``, drawn uniformly per sample
     - ``affine``: ``{"rotate": 10.0, "scale": (0.95, 1.05), "translate": 0.05, "shear": 0.0,
       "p": 1.0}`` - rotation and shear in +- degrees, translation in +- fraction of the size
     - ``crop``: random resized crop ``{"scale": (0.9, 1.0), "ratio": (0.75, 1.333), "p": 0.3}``
     - ``flip``: ``{"p": 0.5}`` - never applied to laterality-sensitive samples; when applied,
       "left"/"right" are swapped in the text
+    - ``eval``: ``{"p": 0.3, "clahe": {...}}`` - with probability ``p`` a sample takes the
+      evaluation pipeline instead (only that CLAHE; no crop, affine or flip), as CURE does
     - ``min_visible``: a box keeping less than this fraction of its area is dropped
     """
 
@@ -43,6 +45,7 @@ class Augment:
     )
     crop: dict[str, Any] | None = None
     flip: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
     min_visible: float = 0.25
 
     @classmethod
@@ -52,9 +55,24 @@ class Augment:
 
     @classmethod
     def cure_train(cls) -> Augment:
-        """CURE's training recipe: CLAHE clip 4.0 8x8 (p 0.5), random resized crop (scale
-        0.9-1.0, p 0.3), affine (scale 0.9-1.1, translate +-10 %, rotate +-15 deg, p 0.5),
-        no flip."""
+        """CURE's training recipe, as its public code does it: CLAHE with the clip limit drawn
+        uniformly from [1, 4], 8x8 tiles (p 0.5); random resized crop (scale 0.9-1.0, p 0.3);
+        affine (scale 0.9-1.1, translate +-10 %, rotate +-15 deg, p 0.5); no flip; about 30 % of
+        the images go through the evaluation pipeline (CLAHE clip 3.0 only); partly visible
+        boxes are kept (any visible part)."""
+        return cls(
+            clahe={"clip_limit": (1.0, 4.0), "tile_grid": (8, 8), "p": 0.5},
+            crop={"scale": (0.9, 1.0), "p": 0.3},
+            affine={"rotate": 15.0, "scale": (0.9, 1.1), "translate": 0.1, "p": 0.5},
+            flip=None,
+            eval={"p": 0.3, "clahe": {"clip_limit": 3.0, "tile_grid": (8, 8), "p": 1.0}},
+            min_visible=1e-6,
+        )
+
+    @classmethod
+    def strong_train(cls) -> Augment:
+        """gradatim's stronger preset (its former ``cure_train``): CLAHE clip 4.0 (p 0.5), the
+        same crop and affine, every image augmented, boxes dropped below 25 % visibility."""
         return cls(
             clahe={"clip_limit": 4.0, "tile_grid": (8, 8), "p": 0.5},
             crop={"scale": (0.9, 1.0), "p": 0.3},
@@ -74,7 +92,7 @@ class Augment:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Augment:
         """Inverse of :meth:`to_dict`; missing parts are off, unknown keys are an error."""
-        unknown = set(d) - {"clahe", "affine", "crop", "flip", "min_visible"}
+        unknown = set(d) - {"clahe", "affine", "crop", "flip", "eval", "min_visible"}
         if unknown:
             from gradatim.errors import InvalidArgumentError
 
@@ -84,6 +102,7 @@ class Augment:
             affine=d.get("affine"),
             crop=d.get("crop"),
             flip=d.get("flip"),
+            eval=d.get("eval"),
             min_visible=float(d.get("min_visible", 0.25)),
         )
 

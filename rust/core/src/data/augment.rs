@@ -22,11 +22,29 @@ fn default_p() -> f64 {
     1.0
 }
 
+/// A CLAHE clip limit: fixed, or drawn uniformly from `[low, high]` per sample (CURE draws from
+/// `[1, 4]`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ClipLimit {
+    Fixed(f64),
+    Range(f64, f64),
+}
+
+impl ClipLimit {
+    fn valid(&self) -> bool {
+        match *self {
+            ClipLimit::Fixed(c) => c.is_finite() && c >= 0.0,
+            ClipLimit::Range(a, b) => a.is_finite() && b.is_finite() && 0.0 <= a && a <= b,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClaheConfig {
     #[serde(default = "ClaheConfig::clip")]
-    pub clip_limit: f64,
+    pub clip_limit: ClipLimit,
     #[serde(default = "ClaheConfig::grid")]
     pub tile_grid: (usize, usize),
     #[serde(default = "default_p")]
@@ -34,8 +52,8 @@ pub struct ClaheConfig {
 }
 
 impl ClaheConfig {
-    fn clip() -> f64 {
-        2.0
+    fn clip() -> ClipLimit {
+        ClipLimit::Fixed(2.0)
     }
     fn grid() -> (usize, usize) {
         (8, 8)
@@ -101,6 +119,24 @@ impl FlipConfig {
     }
 }
 
+/// CURE sends about 30 % of its training images through the evaluation pipeline: with
+/// probability `p` a sample gets only `clahe` (CURE's evaluation CLAHE, clip 3.0) and no crop,
+/// affine or flip.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    #[serde(default = "EvalConfig::cure_p")]
+    pub p: f64,
+    #[serde(default)]
+    pub clahe: Option<ClaheConfig>,
+}
+
+impl EvalConfig {
+    fn cure_p() -> f64 {
+        0.3
+    }
+}
+
 /// The whole augmentation; `None` parts are off.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +145,8 @@ pub struct AugmentConfig {
     pub affine: Option<AffineConfig>,
     pub crop: Option<CropConfig>,
     pub flip: Option<FlipConfig>,
+    #[serde(default)]
+    pub eval: Option<EvalConfig>,
     #[serde(default = "AugmentConfig::min_visible")]
     pub min_visible: f64,
 }
@@ -144,16 +182,23 @@ impl AugmentConfig {
                 )))
             }
         };
+        let clahe = |name: &str, c: &ClaheConfig| {
+            prob(name, c.p)?;
+            if !c.clip_limit.valid() || c.tile_grid.0 == 0 || c.tile_grid.1 == 0 {
+                return Err(Error::invalid(format!(
+                    "augment.{name} needs clip_limit >= 0 (or a range 0 <= low <= high) and \
+                     tile_grid >= (1, 1)"
+                )));
+            }
+            Ok(())
+        };
         if let Some(c) = &self.clahe {
-            prob("clahe", c.p)?;
-            if c.clip_limit.is_nan()
-                || c.clip_limit < 0.0
-                || c.tile_grid.0 == 0
-                || c.tile_grid.1 == 0
-            {
-                return Err(Error::invalid(
-                    "augment.clahe needs clip_limit >= 0 and tile_grid >= (1, 1)",
-                ));
+            clahe("clahe", c)?;
+        }
+        if let Some(e) = &self.eval {
+            prob("eval", e.p)?;
+            if let Some(c) = &e.clahe {
+                clahe("eval.clahe", c)?;
             }
         }
         if let Some(a) = &self.affine {
@@ -207,6 +252,7 @@ const C_CROP: u64 = 0;
 const C_CLAHE: u64 = 8;
 const C_AFFINE: u64 = 16;
 const C_FLIP: u64 = 24;
+const C_EVAL: u64 = 32;
 
 fn uniform(key: u64, counter: u64, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * rng::unit_f64(rng::at(key, counter))
@@ -219,6 +265,15 @@ fn happens(key: u64, counter: u64, p: f64) -> bool {
 impl AugmentConfig {
     /// Draw the plan of the sample whose stream is `key`, for an output of `width` x `height`.
     pub fn plan(&self, key: u64, width: usize, height: usize, laterality_sensitive: bool) -> Plan {
+        if let Some(e) = self.eval.as_ref().filter(|e| happens(key, C_EVAL, e.p)) {
+            let clahe = e.clahe.as_ref().map(|c| clahe_params(c, key));
+            return Plan {
+                crop: None,
+                clahe,
+                affine: None,
+                flip: false,
+            };
+        }
         let crop = self
             .crop
             .as_ref()
@@ -244,7 +299,7 @@ impl AugmentConfig {
             .clahe
             .as_ref()
             .filter(|c| happens(key, C_CLAHE, c.p))
-            .map(|c| (c.clip_limit, c.tile_grid.0, c.tile_grid.1));
+            .map(|c| clahe_params(c, key));
         let affine = self
             .affine
             .as_ref()
@@ -277,6 +332,15 @@ impl AugmentConfig {
             flip,
         }
     }
+}
+
+/// `(clip limit, tiles x, tiles y)` of a sample: a range draws its clip uniformly.
+fn clahe_params(c: &ClaheConfig, key: u64) -> (f64, usize, usize) {
+    let clip = match c.clip_limit {
+        ClipLimit::Fixed(v) => v,
+        ClipLimit::Range(lo, hi) => uniform(key, C_CLAHE + 1, lo, hi),
+    };
+    (clip, c.tile_grid.0, c.tile_grid.1)
 }
 
 /// Forward matrix: about centre `(cx, cy)`, scale, shear (x by y), rotate `angle` degrees
@@ -457,6 +521,43 @@ mod tests {
         assert!((frac(&|p| p.crop.is_some()) - 0.3).abs() < 0.1);
         assert!((frac(&|p| p.affine.is_some()) - 0.5).abs() < 0.1);
         assert!(plans.iter().all(|p| !p.flip));
+    }
+
+    #[test]
+    fn cure_clip_range_and_eval_fraction() {
+        // CURE: clip uniform on [1, 4] (p 0.5), ~30 % of samples through the eval pipeline
+        let cfg = AugmentConfig::from_json(
+            r#"{"clahe": {"clip_limit": [1.0, 4.0], "p": 0.5},
+                "affine": {"rotate": 15, "p": 0.5},
+                "eval": {"p": 0.3, "clahe": {"clip_limit": 3.0}}}"#,
+        )
+        .unwrap();
+        let n = 20_000;
+        let plans: Vec<_> = (0..n)
+            .map(|k| cfg.plan(rng::derive_key(7, &[0, k]), 64, 64, true))
+            .collect();
+        let eval: Vec<_> = plans
+            .iter()
+            .filter(|p| p.clahe.is_some_and(|c| c.0 == 3.0) && p.affine.is_none())
+            .collect();
+        let frac = eval.len() as f64 / n as f64;
+        assert!(
+            (frac - 0.3).abs() < 4.0 * (0.3f64 * 0.7 / n as f64).sqrt(),
+            "{frac}"
+        );
+        let clips: Vec<f64> = plans
+            .iter()
+            .filter_map(|p| p.clahe.map(|c| c.0))
+            .filter(|&c| c != 3.0)
+            .collect();
+        let mean = clips.iter().sum::<f64>() / clips.len() as f64;
+        assert!(clips.iter().all(|&c| (1.0..=4.0).contains(&c)));
+        assert!((mean - 2.5).abs() < 0.05, "{mean}"); // uniform [1, 4]: mean 2.5, sd 0.87
+                                                      // among the training-pipeline samples, CLAHE is drawn with p 0.5
+        let train = n as f64 - eval.len() as f64;
+        assert!((clips.len() as f64 / train - 0.5).abs() < 0.02);
+        assert!(AugmentConfig::from_json(r#"{"clahe": {"clip_limit": [4.0, 1.0]}}"#).is_err());
+        assert!(AugmentConfig::from_json(r#"{"eval": {"p": 2.0}}"#).is_err());
     }
 
     #[test]
