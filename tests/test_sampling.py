@@ -499,3 +499,33 @@ def test_curriculum_sampler_resume_and_auto_epoch():
         list(DataLoader(range(100), sampler=CurriculumSampler(sched, seed=5), batch_size=None))
         == e0
     )
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("sizes", [[17, 5, 9], [100, 1, 40, 3]])
+def test_quota_mode_is_an_exact_permutation_and_shards_partition(sizes, world):
+    """Weights proportional to the sizes, no replacement, mode="quota": each epoch is every
+    sample exactly once (as DistributedSampler over a ConcatDataset), in a new order each epoch,
+    and the ranks' shards are DistributedSampler's slices of that one sequence."""
+    total = sum(sizes)
+    single = MultiSourceSampler(sizes, sizes, seed=3, replacement=False, mode="quota")
+    e0, e1 = single.epoch_indices(0).tolist(), single.epoch_indices(1).tolist()
+    assert sorted(e0) == list(range(total)) == sorted(e1) and e0 != e1
+    shards = []
+    for rank in range(world):
+        s = MultiSourceSampler(
+            sizes, sizes, seed=3, replacement=False, mode="quota", rank=rank, world_size=world
+        )
+        ds = DistributedSampler(range(total), world, rank, shuffle=False)
+        assert s.epoch_indices(0).tolist() == [e0[i] for i in ds]
+        shards.append(s.epoch_indices(0).tolist())
+    padded = -(-total // world) * world - total  # DistributedSampler repeats the start
+    assert len(sum(shards, [])) == total + padded and set(sum(shards, [])) == set(range(total))
+
+
+def test_quota_counts_are_the_largest_remainder():
+    s = MultiSourceSampler([50, 50, 50], [0.62, 0.38, 0.0], num_samples=11, seed=0, mode="quota")
+    counts = np.bincount(s.source_of(s.epoch_indices(0)), minlength=3).tolist()
+    assert counts == [7, 4, 0]  # 6.82 and 4.18: floors 6 and 4, the spare goes to 0.82
+    with pytest.raises(ValueError, match="quota"):
+        MultiSourceSampler([3], [1.0], mode="quotas")

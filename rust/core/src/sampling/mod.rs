@@ -5,11 +5,13 @@
 //! - [`interleave`]: CURE's deterministic slot pattern;
 //! - [`shard`]: `DistributedSampler` padding / `drop_last` arithmetic;
 //! - [`multi_source`]: the weighted multi-source sampler with a logged weight schedule;
+//! - [`quota`]: exact per-epoch quotas of positions per source, shuffled;
 //! - [`subset`]: shuffling and sharding a curriculum's epoch subset.
 
 pub mod alias;
 pub mod interleave;
 pub mod multi_source;
+pub mod quota;
 pub mod rng;
 pub mod shard;
 pub mod subset;

@@ -20,6 +20,7 @@
 
 use super::alias::AliasTable;
 use super::interleave::interleave_pattern;
+use super::quota;
 use super::rng::{at, bounded, derive_key, mix64, shuffle, GOLDEN};
 use super::shard::Shard;
 use super::weights::validate_weights;
@@ -36,6 +37,9 @@ pub enum Mode {
     Random,
     /// CURE's deterministic slot pattern ([`interleave_pattern`]).
     Interleave,
+    /// Exact per-epoch quotas (largest remainder of `weights x num_samples`), positions shuffled
+    /// per epoch ([`super::quota`]).
+    Quota,
 }
 
 impl Mode {
@@ -43,8 +47,9 @@ impl Mode {
         match s {
             "random" => Ok(Mode::Random),
             "interleave" => Ok(Mode::Interleave),
+            "quota" => Ok(Mode::Quota),
             other => Err(Error::invalid(format!(
-                "mode: expected \"random\" or \"interleave\", got {other:?}"
+                "mode: expected \"random\", \"interleave\" or \"quota\", got {other:?}"
             ))),
         }
     }
@@ -53,6 +58,7 @@ impl Mode {
         match self {
             Mode::Random => "random",
             Mode::Interleave => "interleave",
+            Mode::Quota => "quota",
         }
     }
 }
@@ -60,6 +66,8 @@ impl Mode {
 enum Draw {
     Alias(AliasTable),
     Pattern(Vec<u32>),
+    /// Cumulative per-source quotas of an epoch's positions.
+    Quota(Vec<u64>),
 }
 
 struct Entry {
@@ -326,6 +334,13 @@ impl MultiSource {
                         draw_index((q * w + rank).wrapping_mul(GOLDEN), s)
                     }))
                 }
+                Draw::Quota(cum) => out.extend((p..stop).map(|q| {
+                    let g = q * w + rank;
+                    draw_index(
+                        g.wrapping_mul(GOLDEN),
+                        quota::source_at(cum, g - seg.g0, ksrc),
+                    )
+                })),
             }
             p = stop;
         }
@@ -472,6 +487,7 @@ fn make_entry(cfg: &Config, step: u64, weights: Vec<f64>) -> Result<Entry> {
     let draw = match cfg.mode {
         Mode::Random => Draw::Alias(AliasTable::new(&weights)?),
         Mode::Interleave => Draw::Pattern(interleave_pattern(&weights)?),
+        Mode::Quota => Draw::Quota(quota::cumulative(&quota::quotas(&weights, cfg.num_samples))),
     };
     Ok(Entry {
         step,
@@ -486,6 +502,7 @@ fn source_at(log: &[Entry], seg: &Segment, ksrc: u64, g: u64) -> usize {
     match &log[seg.entry].draw {
         Draw::Alias(t) => t.draw(at(ksrc, g)),
         Draw::Pattern(pat) => pat[((g - seg.g0) % pat.len() as u64) as usize] as usize,
+        Draw::Quota(cum) => quota::source_at(cum, g - seg.g0, ksrc),
     }
 }
 
