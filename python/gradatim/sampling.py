@@ -157,8 +157,9 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
             one, so weights keep their meaning even when they ask for more than a source holds.
         mode: ``"random"`` draws the source of every position independently with the weights
             (CURE's sampling); ``"interleave"`` follows CURE's deterministic slot pattern
-            (:func:`interleave_pattern`); ``"quota"`` gives each source exactly its largest-remainder
-            share of ``weights x num_samples`` positions, shuffled per epoch: with weights
+            (:func:`interleave_pattern`); ``"quota"`` gives each source exactly its
+            largest-remainder share of ``weights x num_samples`` positions, shuffled per epoch:
+            with weights
             proportional to the sizes and ``replacement=False`` an epoch is every sample exactly
             once, as ``DistributedSampler`` over a ``ConcatDataset``.
         rank, world_size, drop_last: ``DistributedSampler`` sharding.
