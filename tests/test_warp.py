@@ -1,5 +1,5 @@
 """`gradatim.image.warp_affine` against `cv2.warpAffine` (INTER_LINEAR, BORDER_CONSTANT 0) on real
-images, and the box rule of DESIGN.md ("Oracle conventions") as properties.
+images, and the box rule of docs/image.md ("Oracle conventions") as properties.
 
 The contract is "within 1 grey level on >= 99.9 % of pixels"; gradatim reproduces OpenCV >= 4.11's
 float32 kernels bit for bit (1, 3, 4 channels; the AVX2 + FMA build x86-64 wheels run) and the
@@ -45,7 +45,7 @@ def random_matrix(
     rng: np.random.Generator, src: tuple[int, int], dst: tuple[int, int]
 ) -> np.ndarray:
     """Rotation +-15 deg, scale 0.9-1.1, translation +-10 %, shear +-0.1 about the source centre,
-    then scaled to the output size (CURE's augmentation ranges, DESIGN.md)."""
+    then scaled to the output size (CURE's augmentation ranges, docs/loader.md)."""
     (sw, sh), (dw, dh) = src, dst
     angle = math.radians(rng.uniform(-15, 15))
     scale = rng.uniform(0.9, 1.1)
@@ -231,7 +231,8 @@ def boxes_in(draw, w: int, h: int, n_max: int = 6, integer: bool = False):
 
 
 def reference_boxes(boxes: np.ndarray, m: np.ndarray, w: int, h: int, min_visible: float):
-    """DESIGN.md's rule in plain Python: map 4 corners, enclose, clip, keep if enough is visible."""
+    """The box rule (docs/image.md) in plain Python: map 4 corners, enclose, clip, keep if
+    enough is visible."""
     kept, keep = [], []
     for x1, y1, x2, y2 in boxes.tolist():
         bx1, by1, bx2, by2 = mapped_box([x1, y1, x2, y2], m)

@@ -1,4 +1,4 @@
-"""Boxes in target text and back (DESIGN.md "Box-aware text supervision"; implemented in
+"""Boxes in target text and back (docs/loader.md, "Box-aware text supervision"; implemented in
 ``rust/core/src/data/box_format.rs``). Boxes are normalised ``[x1, y1, x2, y2]`` in [0, 1]."""
 
 from __future__ import annotations

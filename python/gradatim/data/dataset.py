@@ -1,4 +1,4 @@
-"""``ManifestDataset``: a manifest (DESIGN.md "Data model") as a map-style torch ``Dataset``.
+"""``ManifestDataset``: a manifest (docs/manifest.md) as a map-style torch ``Dataset``.
 
 With :class:`gradatim.DataLoader` it takes the fast path: Rust threads read, decode, augment,
 render the box-aware text and write whole batches into one buffer. With any other loader (or

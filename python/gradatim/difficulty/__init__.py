@@ -1,5 +1,4 @@
-"""RRGCL's learning difficulty, pre-computed (paper 002, Section 3.2; DESIGN.md "Difficulty
-pre-computation"; docs/difficulty.md).
+"""RRGCL's learning difficulty, pre-computed (paper 002, Section 3.2; docs/difficulty.md).
 
 - :func:`vns_gap`: ``dif1``, Eq. 1-4, exact and blocked (FAISS k-NN variant with ``k=``);
 - :func:`itas` / :func:`fit_mine`: ``dif2``, Eq. 5-9, a MINE statistics network;

@@ -1,6 +1,6 @@
 """Class difficulty ``difC(n)`` of RRGCL (paper 002, Section 3.3; the input of Eq. 12).
 
-Definition (DESIGN.md, "Sampling and curricula"), written here once for the difficulty tool: the
+Definition (docs/curriculum.md, "RRGCL"), written here once for the difficulty tool: the
 mean of ``dif`` over the class's samples, a multi-label sample counting once in each of its
 classes (duplicates inside a sample ignored, a sample without classes counted in
 ``"unlabeled"``), then min-max scaled over the classes to ``[0, 1]``; a constant vector (or a

@@ -1,6 +1,6 @@
 """Reading and writing for the difficulty tool: embeddings, id tables, manifests, results.
 
-Formats (DESIGN.md, "Files and safety": no pickle anywhere):
+Formats (docs/design.md, "Decisions that hold everywhere": no pickle anywhere):
 
 - Embeddings: ``.npy`` (``np.load(..., allow_pickle=False)``, memory-mapped) or ``.safetensors``
   (one tensor, or the one named by ``key``).

@@ -1,5 +1,5 @@
 """Manifests: the one-record-per-sample index the loader reads, and converters that build one
-from the public chest X-ray datasets (DESIGN.md, "Data model: the manifest"; docs/manifest.md).
+from the public chest X-ray datasets (docs/manifest.md).
 
 - :mod:`~gradatim.manifest.common`: the record builder, the schema check
   (:func:`validate_record`), the JSONL / Parquet writer and reader;

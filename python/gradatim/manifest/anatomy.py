@@ -1,7 +1,7 @@
 """Anatomy names: Chest ImaGenome's 29 regions, the vocabulary of ``boxes[].anatomy``.
 
 CURE's anatomy-grounded tasks (``Locate the {loc}.``, ``Describe the {loc}.``) name these regions
-(DESIGN.md, "Box-aware text supervision"). Chest ImaGenome's scene graphs carry a few more
+(docs/loader.md, "Box-aware text supervision"). Chest ImaGenome's scene graphs carry a few more
 objects (left/right cardiac silhouette, cardiophrenic angles, descending aorta, ...); the
 converter keeps only these 29 unless asked for all.
 

@@ -4,7 +4,7 @@ A manifest's ``labels`` is a CheXpert-style dict ``label -> 1 | 0 | -1 | None`` 
 negative, uncertain, not mentioned). RRGCL groups samples by class: a sample belongs to every one
 of the 13 CheXpert labels other than "Support Devices" that is positive (1); a sample with none
 belongs to "No Finding" if that label is 1, and otherwise to the explicit class ``unlabeled`` so
-that no sample is lost (DESIGN.md, "Data model").
+that no sample is lost (docs/manifest.md, "RRGCL classes").
 """
 
 from __future__ import annotations

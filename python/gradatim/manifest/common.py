@@ -1,6 +1,6 @@
 """Manifest records: the builder, the schema check, and the JSONL / Parquet writer and reader.
 
-One record per image-text sample (DESIGN.md, "Data model: the manifest")::
+One record per image-text sample (docs/manifest.md, "Record schema")::
 
     {"id": "mimic-cxr/02aa804e-...", "image": "files/p10/p10000032/s50414267/02aa804e-....jpg",
      "source": "mimic-cxr", "task": "report", "split": "train",

@@ -8,7 +8,7 @@
 //! The work is done at the output size: the decoder has already shrunk by a power of two, the
 //! crop and the resize to the output size come first (area averaging), then CLAHE and the affine
 //! warp run on the small image. Boxes go through the same composed matrix once, with the box
-//! rule of DESIGN.md (clip to the output, drop below `min_visible` of the mapped area).
+//! rule of docs/image.md, "Oracle conventions" (clip to the output, drop below `min_visible` of the mapped area).
 
 use serde::Deserialize;
 

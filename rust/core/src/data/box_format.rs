@@ -1,5 +1,5 @@
 //! Box-aware text: boxes rendered into target text and parsed back (CURE, MAIRA-2, PaliGemma,
-//! MedCLM conventions; DESIGN.md "Box-aware text supervision"). Boxes here are normalised
+//! MedCLM conventions; docs/loader.md "Box-aware text supervision"). Boxes here are normalised
 //! `[x1, y1, x2, y2]` in [0, 1] of the *augmented* output image.
 //!
 //! | format   | one box                                        | quantisation            |

@@ -1,4 +1,4 @@
-//! The manifest: one record per image-text sample (DESIGN.md, "Data model"), read from JSON lines.
+//! The manifest: one record per image-text sample (docs/manifest.md), read from JSON lines.
 //!
 //! Every record is validated as it is read; an error names the manifest, the line (1-based) and the
 //! field, e.g. `train.jsonl line 12, field 'boxes[0].box': x2 (10) must be greater than x1 (30)`.
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// The tasks of DESIGN.md; each has its own prompt/target template (`data::tasks`).
+/// The manifest's tasks; each has its own prompt/target template (`data::tasks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Task {
     Report,

@@ -1,4 +1,4 @@
-//! Task prompts and targets (CURE's templates, DESIGN.md "Box-aware text supervision").
+//! Task prompts and targets (CURE's templates, docs/loader.md "Box-aware text supervision").
 //!
 //! Targets are rendered from the boxes *after* augmentation: a box the augmentation dropped is
 //! absent from its sentence. Templates are data (`Templates`, overridable from JSON); placeholders

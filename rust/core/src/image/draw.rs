@@ -1,5 +1,5 @@
-//! The MedCLM Easy-stage overlay (DESIGN.md, "Sampling and curricula": "Easy (box overlay drawn on
-//! the image)"): box outlines drawn onto the image.
+//! The MedCLM Easy-stage overlay (docs/curriculum.md, "MedCLM stages": the Easy stage draws the
+//! boxes on the image): box outlines drawn onto the image.
 //!
 //! Pixel rule. Boxes are continuous pixel coordinates `[x1, y1, x2, y2]` where pixel `i` spans
 //! `[i, i + 1)` (the convention of the manifest and of [`super::warp::warp_boxes`]). A box covers

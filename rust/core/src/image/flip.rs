@@ -1,6 +1,6 @@
-//! Horizontal flip that keeps text and boxes consistent with the image (DESIGN.md, "Image
-//! pipeline": a flip swaps the laterality words of the text, or is refused for laterality-sensitive
-//! samples; the refusal lives in the Python front, `gradatim.image.hflip`).
+//! Horizontal flip that keeps text and boxes consistent with the image (docs/image.md, "Flip and
+//! laterality": a flip swaps the laterality words of the text, or is refused for
+//! laterality-sensitive samples; the refusal lives in the Python front, `gradatim.image.hflip`).
 //!
 //! * [`hflip`] is `np.fliplr` / `cv2.flip(img, 1)`: pixel order reversed, channel order kept.
 //! * [`hflip_boxes`] mirrors continuous pixel coordinates: `x -> width - x`, so `[x1, x2]` becomes

@@ -1,5 +1,4 @@
-//! Conversion to float32 with per-channel mean/std (DESIGN.md, "Image pipeline": "normalisation to
-//! float32 with given mean/std"), in the torchvision convention: `mean`/`std` are given on the
+//! Conversion to float32 with per-channel mean/std (docs/image.md), in the torchvision convention: `mean`/`std` are given on the
 //! [0, 1] scale, `out = (v / MAX - mean[c]) / std[c]` with `MAX` = 255 or 65535 by sample type.
 //!
 //! Speed: the formula is folded into one multiply-add per sample, `v * scale[c] + offset[c]` with

@@ -1,6 +1,6 @@
 //! Affine warp with bilinear interpolation and a constant 0 border, equal to
 //! `cv2.warpAffine(img, M, (w, h), flags=INTER_LINEAR, borderMode=BORDER_CONSTANT, borderValue=0)`
-//! of OpenCV 5.0 (DESIGN.md, "Oracle conventions"), and the box rule of the same section.
+//! of OpenCV 5.0 (docs/image.md, "Oracle conventions"), and the box rule of the same section.
 //!
 //! What OpenCV computes, and therefore what this file reproduces:
 //!
