@@ -1,10 +1,10 @@
 """CLAHE against its oracle, ``cv2.createCLAHE(clipLimit, tileGridSize).apply(img)``.
 
 The contract (docs/image.md, "Oracle conventions") allows 1 grey level; the implementation
-reproduces OpenCV's algorithm step by step, so these tests demand equality and report the
-largest difference and the share of differing pixels when it is not met. Images are real ones nobody here made (a chest radiograph,
-libjxl's and KDE's JPEGs, see conftest.py) plus hypothesis-drawn sizes, grids and clip limits.
-"""
+reproduces OpenCV's algorithm step by step, so these tests demand equality and report the largest
+difference and the share of differing pixels when it is not met. Images are real ones nobody here
+made (a chest radiograph, libjxl's and KDE's JPEGs, see conftest.py) plus hypothesis-drawn sizes,
+grids and clip limits. """
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Resize against its oracle, ``cv2.resize(img, (w, h), interpolation=INTER_AREA | INTER_LINEAR)``.
 
 The contract (docs/image.md, "Oracle conventions") allows 1 grey level on 99.9 % of pixels; the
-implementation follows OpenCV's arithmetic (area tables, 11-bit fixed point, ties-to-even
-rounding), so these tests demand equality and report the largest difference and the share of differing samples otherwise.
+implementation follows OpenCV's arithmetic (area tables, 11-bit fixed point, ties-to-even rounding),
+so these tests demand equality and report the largest difference and the share of differing samples
+otherwise.
 
 One exception: x86 builds of OpenCV hand 16-bit INTER_LINEAR (1, 3 or 4 channels, both source
 sides >= 2) to Intel IPP, which interpolates as `a + (b - a) * t` with fused multiply-adds and
