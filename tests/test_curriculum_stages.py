@@ -103,3 +103,23 @@ def test_errors():
         s.update({"a": {"easy": float("nan")}}, epoch=1)
     with pytest.raises(ValueError, match="unique"):
         StageScheduler(["a", "a"])
+
+
+def test_defaults_are_medclms_released_constants_from_one_home():
+    """The constants of MedCLM's released configuration (ksyint/PROGRESSIVE, commit a7cca74),
+    listed here by hand, are the scheduler's defaults; they are defined once, in the core, and
+    the Python front (signature defaults None) takes them from there."""
+    released = {
+        "easy_warmup_epochs": 4, "hard_transition_epoch": 19, "ramp_kappa": 10.0, "gamma": 0.5,
+        "tau": 0.1, "gamma_h": 0.6, "epsilon_plat": 0.01, "plateau_patience": 5,
+        "delta_rise": 0.05, "hard_step_up": 0.05, "hard_step_down": 0.1,
+        "hard_budget_max": 0.3, "hard_budget_init": 0.0, "ema_rate": 0.9,
+        "ema_init_easy": 1e-3, "ema_init_medium": 1e-3, "ema_init_global": 1e-4,
+    }  # fmt: skip
+    assert StageScheduler(["d"]).params == released
+    assert StageScheduler(["d"], gamma=0.7).params["gamma"] == 0.7
+    from gradatim import _core
+    from gradatim.curriculum.stages import EASY, HARD, MEDIUM, STAGES
+
+    assert dict(_core.STAGE_DEFAULTS) == released
+    assert (STAGES, EASY, MEDIUM, HARD) == (("easy", "medium", "hard"), 0, 1, 2)

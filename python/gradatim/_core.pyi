@@ -8,6 +8,9 @@ from numpy.typing import NDArray
 from typing_extensions import Self
 
 __version__: str
+UNLABELED: str
+STAGE_CODES: dict[str, int]
+STAGE_DEFAULTS: dict[str, int | float]
 DEFAULT_MAX_PIXELS: int
 
 # --- image (rust/python/src/image.rs) ---------------------------------------------------------

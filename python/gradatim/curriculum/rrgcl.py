@@ -32,7 +32,7 @@ from gradatim.errors import InvalidArgumentError
 
 __all__ = ["UNLABELED", "rrgcl_rates", "RRGCLScheduler"]
 
-UNLABELED = "unlabeled"
+UNLABELED: str = _core.UNLABELED  # defined once, in the core
 """Name of the class that collects samples without any class."""
 
 

@@ -34,30 +34,13 @@ from numpy.typing import ArrayLike, NDArray
 from gradatim import _core
 from gradatim.errors import InvalidArgumentError
 
-__all__ = ["STAGES", "EASY", "MEDIUM", "HARD", "StageScheduler"]
+__all__ = ["STAGES", "EASY", "MEDIUM", "HARD", "DEFAULTS", "StageScheduler"]
 
-STAGES = ("easy", "medium", "hard")
-EASY, MEDIUM, HARD = 0, 1, 2
+STAGES = tuple(_core.STAGE_CODES)  # ("easy", "medium", "hard"), codes defined in the core
+EASY, MEDIUM, HARD = (int(_core.STAGE_CODES[name]) for name in ("easy", "medium", "hard"))
 
-_DEFAULTS: dict[str, Any] = {
-    "easy_warmup_epochs": 4,
-    "hard_transition_epoch": 19,
-    "ramp_kappa": 10.0,
-    "gamma": 0.5,
-    "tau": 0.1,
-    "gamma_h": 0.6,
-    "epsilon_plat": 0.01,
-    "plateau_patience": 5,
-    "delta_rise": 0.05,
-    "hard_step_up": 0.05,
-    "hard_step_down": 0.1,
-    "hard_budget_max": 0.3,
-    "hard_budget_init": 0.0,
-    "ema_rate": 0.9,
-    "ema_init_easy": 1e-3,
-    "ema_init_medium": 1e-3,
-    "ema_init_global": 1e-4,
-}
+#: MedCLM's released constants, defined once in the core (``StageParams::default``).
+DEFAULTS: dict[str, Any] = dict(_core.STAGE_DEFAULTS)
 
 
 class StageScheduler:
@@ -70,7 +53,8 @@ class StageScheduler:
         easy_warmup_epochs, hard_transition_epoch, ramp_kappa, gamma, tau, gamma_h, epsilon_plat,
         plateau_patience, delta_rise, hard_step_up, hard_step_down, hard_budget_max,
         hard_budget_init, ema_rate, ema_init_easy, ema_init_medium, ema_init_global: the
-            constants of the rules in the module docstring (defaults: MedCLM's configuration).
+            constants of the rules in the module docstring; ``None`` takes MedCLM's released
+            value (:data:`DEFAULTS`, defined once in the core).
     """
 
     def __init__(
@@ -78,23 +62,23 @@ class StageScheduler:
         domains: Sequence[Hashable] = ("default",),
         *,
         seed: int = 0,
-        easy_warmup_epochs: int = 4,
-        hard_transition_epoch: int = 19,
-        ramp_kappa: float = 10.0,
-        gamma: float = 0.5,
-        tau: float = 0.1,
-        gamma_h: float = 0.6,
-        epsilon_plat: float = 0.01,
-        plateau_patience: int = 5,
-        delta_rise: float = 0.05,
-        hard_step_up: float = 0.05,
-        hard_step_down: float = 0.1,
-        hard_budget_max: float = 0.3,
-        hard_budget_init: float = 0.0,
-        ema_rate: float = 0.9,
-        ema_init_easy: float = 1e-3,
-        ema_init_medium: float = 1e-3,
-        ema_init_global: float = 1e-4,
+        easy_warmup_epochs: int | None = None,
+        hard_transition_epoch: int | None = None,
+        ramp_kappa: float | None = None,
+        gamma: float | None = None,
+        tau: float | None = None,
+        gamma_h: float | None = None,
+        epsilon_plat: float | None = None,
+        plateau_patience: int | None = None,
+        delta_rise: float | None = None,
+        hard_step_up: float | None = None,
+        hard_step_down: float | None = None,
+        hard_budget_max: float | None = None,
+        hard_budget_init: float | None = None,
+        ema_rate: float | None = None,
+        ema_init_easy: float | None = None,
+        ema_init_medium: float | None = None,
+        ema_init_global: float | None = None,
     ) -> None:
         names = list(domains)
         if not names or len(set(names)) != len(names):
@@ -102,24 +86,28 @@ class StageScheduler:
         self._domains = names
         self._index = {d: i for i, d in enumerate(names)}
         self._seed = int(seed) % (1 << 64)
+        given = {
+            "easy_warmup_epochs": easy_warmup_epochs,
+            "hard_transition_epoch": hard_transition_epoch,
+            "ramp_kappa": ramp_kappa,
+            "gamma": gamma,
+            "tau": tau,
+            "gamma_h": gamma_h,
+            "epsilon_plat": epsilon_plat,
+            "plateau_patience": plateau_patience,
+            "delta_rise": delta_rise,
+            "hard_step_up": hard_step_up,
+            "hard_step_down": hard_step_down,
+            "hard_budget_max": hard_budget_max,
+            "hard_budget_init": hard_budget_init,
+            "ema_rate": ema_rate,
+            "ema_init_easy": ema_init_easy,
+            "ema_init_medium": ema_init_medium,
+            "ema_init_global": ema_init_global,
+        }
         self._params = {
-            "easy_warmup_epochs": int(easy_warmup_epochs),
-            "hard_transition_epoch": int(hard_transition_epoch),
-            "ramp_kappa": float(ramp_kappa),
-            "gamma": float(gamma),
-            "tau": float(tau),
-            "gamma_h": float(gamma_h),
-            "epsilon_plat": float(epsilon_plat),
-            "plateau_patience": int(plateau_patience),
-            "delta_rise": float(delta_rise),
-            "hard_step_up": float(hard_step_up),
-            "hard_step_down": float(hard_step_down),
-            "hard_budget_max": float(hard_budget_max),
-            "hard_budget_init": float(hard_budget_init),
-            "ema_rate": float(ema_rate),
-            "ema_init_easy": float(ema_init_easy),
-            "ema_init_medium": float(ema_init_medium),
-            "ema_init_global": float(ema_init_global),
+            key: type(DEFAULTS[key])(DEFAULTS[key] if value is None else value)
+            for key, value in given.items()
         }
         for key in ("easy_warmup_epochs", "hard_transition_epoch", "plateau_patience"):
             if self._params[key] < 0:
@@ -248,7 +236,7 @@ class StageScheduler:
         """Restore a :meth:`state_dict` (parameters and domains included)."""
         if state.get("kind") != "StageScheduler" or state.get("version") != 1:
             raise InvalidArgumentError("state: not a StageScheduler state_dict")
-        params = {**_DEFAULTS, **dict(state["params"])}
+        params = {**DEFAULTS, **dict(state["params"])}
         self.__init__(state["domains"], seed=int(state["seed"]), **params)  # type: ignore[misc]
         self._core.set_state(
             (

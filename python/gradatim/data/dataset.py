@@ -25,7 +25,7 @@ from gradatim.image import DEFAULT_MAX_PIXELS, per_channel
 __all__ = ["ManifestDataset", "read_manifest_lines", "batch_to_torch"]
 
 StageArg = Literal["easy", "medium", "hard"] | Any | None
-_STAGE_CODES = {"easy": 0, "medium": 1, "hard": 2}
+_STAGE_CODES: dict[str, int] = dict(_core.STAGE_CODES)  # defined once, in the core
 
 
 def read_manifest_lines(manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]]) -> str:

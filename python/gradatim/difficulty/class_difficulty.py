@@ -1,12 +1,11 @@
 """Class difficulty ``difC(n)`` of RRGCL (paper 002, Section 3.3; the input of Eq. 12).
 
-Definition (docs/curriculum.md, "RRGCL"), written here once for the difficulty tool: the
-mean of ``dif`` over the class's samples, a multi-label sample counting once in each of its
+Definition (docs/curriculum.md, "RRGCL"), computed by the RRGCL scheduler's own code in the
+core (``rust/core/src/curriculum/rrgcl.rs``), so there is one rule: the mean of ``dif`` over the
+class's samples, a multi-label sample counting once in each of its
 classes (duplicates inside a sample ignored, a sample without classes counted in
 ``"unlabeled"``), then min-max scaled over the classes to ``[0, 1]``; a constant vector (or a
-single class) scales to 0.5. It is the definition of ``RRGCLScheduler.class_difficulty``
-(``rust/core/src/curriculum/rrgcl.rs``): the means are summed in sample order as there, and the
-scaling is the same; the tests check both give the same numbers.
+single class) scales to 0.5.
 
 Which classes a sample has comes from :func:`gradatim.manifest.sample_classes` (CheXpert labels
 equal to 1 other than "Support Devices"; else "No Finding" if so labelled; else ``"unlabeled"``).
@@ -19,11 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from gradatim import _core
 from gradatim.errors import InvalidArgumentError
 
 __all__ = ["UNLABELED", "class_difficulty", "ClassDifficulty"]
 
-UNLABELED = "unlabeled"
+UNLABELED: str = _core.UNLABELED
 
 
 class ClassDifficulty(dict):  # type: ignore[type-arg]
@@ -62,25 +62,19 @@ def class_difficulty(dif: ArrayLike, classes: Sequence[Sequence[str]]) -> ClassD
             f"class_difficulty: expected one class list per sample ({d.size}), got "
             f"{len(classes) if not isinstance(classes, (str, bytes)) else 'a string'}"
         )
-    names = sorted(
-        {str(c) for cs in classes for c in cs}
-        | ({UNLABELED} if any(len(cs) == 0 for cs in classes) else set())
-    )
-    index = {c: i for i, c in enumerate(names)}
-    rows: list[int] = []
-    cols: list[int] = []
-    for i, cs in enumerate(classes):
-        for c in dict.fromkeys(str(x) for x in cs) if cs else (UNLABELED,):
-            rows.append(i)
-            cols.append(index[c])
-    # Sequential sums in sample order, as the scheduler does (bincount adds in input order).
-    sums = np.bincount(cols, weights=d[rows], minlength=len(names))
-    counts = np.bincount(cols, minlength=len(names))
-    raw = sums / counts
-    lo, hi = raw.min(), raw.max()
-    scaled = (
-        (raw - lo) / (hi - lo) if hi - lo > 0 and np.isfinite(hi - lo) else np.full_like(raw, 0.5)
-    )
+    from gradatim.curriculum.rrgcl import _encode
+
+    lists = [[str(c) for c in cs] for cs in classes]
+    offsets, ids, names = _encode(lists, d.size, None)
+    core = _core.RRGCL(offsets, ids, len(names), d, 1.0, None)  # one home: the scheduler's rule
+    if core.unlabeled is not None:
+        names = [*names, UNLABELED]
+    raw_all = np.asarray(core.raw_class_difficulty)
+    scaled_all = np.asarray(core.class_difficulty)
+    sizes_all = np.asarray(core.class_sizes)
+    order = sorted(range(len(names)), key=lambda k: str(names[k]))
+    names = [str(names[k]) for k in order]
+    raw, scaled, counts = raw_all[order], scaled_all[order], sizes_all[order]
     out = ClassDifficulty(zip(names, (float(x) for x in scaled), strict=True))
     out.raw = {c: float(r) for c, r in zip(names, raw, strict=True)}
     out.sizes = {c: int(k) for c, k in zip(names, counts, strict=True)}

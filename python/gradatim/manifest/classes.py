@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from gradatim import _core
+
 __all__ = [
     "CHEXPERT_LABELS",
     "CLASS_LABELS",
@@ -26,7 +28,7 @@ __all__ = [
 
 NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
-UNLABELED = "unlabeled"
+UNLABELED: str = _core.UNLABELED  # defined once, in the core
 
 CHEXPERT_LABELS: tuple[str, ...] = (
     "No Finding",

@@ -6,6 +6,7 @@ use gradatim_core::curriculum::{
 use gradatim_core::Error;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::error::{to_py, wrong_type};
 
@@ -365,5 +366,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(difficulty_order, m)?)?;
     m.add_function(wrap_pyfunction!(cure_weights, m)?)?;
     m.add_class::<PyStageScheduler>()?;
+    m.add("UNLABELED", rrgcl::UNLABELED)?;
+    let defaults = PyDict::new(m.py());
+    for (name, value, integer) in StageParams::default().named() {
+        if integer {
+            defaults.set_item(name, value as u64)?;
+        } else {
+            defaults.set_item(name, value)?;
+        }
+    }
+    m.add("STAGE_DEFAULTS", defaults)?;
+    let codes = PyDict::new(m.py());
+    for (name, code) in gradatim_core::data::sample::Stage::NAMED {
+        codes.set_item(name, code)?;
+    }
+    m.add("STAGE_CODES", codes)?;
     Ok(())
 }

@@ -16,6 +16,9 @@
 
 use crate::error::{Error, Result};
 
+/// The class of samples without any class (so that no sample is lost).
+pub const UNLABELED: &str = "unlabeled";
+
 /// Min-max scaling over classes; a constant vector gives 0.5 everywhere.
 pub fn scale_min_max(raw: &[f64]) -> Vec<f64> {
     let lo = raw.iter().copied().fold(f64::INFINITY, f64::min);

@@ -58,6 +58,36 @@ pub struct StageParams {
     pub ema_init_global: f64,
 }
 
+impl StageParams {
+    /// Every parameter as `(name, value, is_integer)`, in declaration order (what the Python
+    /// front takes its defaults from).
+    pub fn named(&self) -> Vec<(&'static str, f64, bool)> {
+        vec![
+            ("easy_warmup_epochs", self.easy_warmup_epochs as f64, true),
+            (
+                "hard_transition_epoch",
+                self.hard_transition_epoch as f64,
+                true,
+            ),
+            ("ramp_kappa", self.ramp_kappa, false),
+            ("gamma", self.gamma, false),
+            ("tau", self.tau, false),
+            ("gamma_h", self.gamma_h, false),
+            ("epsilon_plat", self.epsilon_plat, false),
+            ("plateau_patience", self.plateau_patience as f64, true),
+            ("delta_rise", self.delta_rise, false),
+            ("hard_step_up", self.hard_step_up, false),
+            ("hard_step_down", self.hard_step_down, false),
+            ("hard_budget_max", self.hard_budget_max, false),
+            ("hard_budget_init", self.hard_budget_init, false),
+            ("ema_rate", self.ema_rate, false),
+            ("ema_init_easy", self.ema_init_easy, false),
+            ("ema_init_medium", self.ema_init_medium, false),
+            ("ema_init_global", self.ema_init_global, false),
+        ]
+    }
+}
+
 impl Default for StageParams {
     fn default() -> Self {
         StageParams {

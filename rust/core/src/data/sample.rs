@@ -30,6 +30,9 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stages' names and codes, as the Python front and the batches use them.
+    pub const NAMED: [(&'static str, i8); 3] = [("easy", 0), ("medium", 1), ("hard", 2)];
+
     pub fn from_code(code: i8) -> Result<Stage> {
         match code {
             -1 => Ok(Stage::None),
