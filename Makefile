@@ -11,10 +11,11 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-re
 
 all: test
 
-## The main job: the loader on the embedded phantom data, then the image pipeline on a real
-## radiograph (pydicom-data's RG1_UNCR.dcm).
+## The main job: the loader on the embedded phantom data, the image pipeline on a real
+## radiograph (pydicom-data's RG1_UNCR.dcm), then difficulty -> CURE and RRGCL runs of a tiny
+## model -> evaluation, with metrics.json, a checkpoint and plots in out/demo/.
 demo: sysdeps deps-demo build
-	$(PYTHON) -m gradatim demo --out target/gradatim-demo.png
+	$(PYTHON) -m gradatim demo --out out/demo/radiograph.png --train-out out/demo
 
 ## cargo tests of the core, then pytest (oracles: OpenCV, NumPy, pydicom, torch).
 test: sysdeps deps-test testdata build test-rust test-python

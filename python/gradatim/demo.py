@@ -1,5 +1,6 @@
 """``gradatim demo``: the loader on the embedded phantom data, then the image pipeline on a real
-chest radiograph, step by step.
+chest radiograph, step by step; with ``--train-out`` the mission end to end (difficulty, CURE and
+RRGCL training runs of a tiny model, evaluation, plots; ``gradatim.demo_training``).
 
 Part 1 writes a SYNTHETIC phantom data set (``gradatim.datasets.phantom``: chest-like images,
 templated reports, boxes, several sources and tasks), and runs one epoch of ``gradatim.DataLoader``
@@ -148,7 +149,14 @@ def main(args: argparse.Namespace) -> int:
     if path is None:
         print("no image: install pydicom-data (pip install pydicom-data) or pass --image PATH")
         return 2
-    return run(Path(path), Path(args.out), args.size)
+    code = run(Path(path), Path(args.out), args.size)
+    if code == 0 and args.train_out:
+        from gradatim.demo_training import run_training
+
+        print()
+        print("training: phantom data -> difficulty -> CURE and RRGCL runs -> evaluation")
+        run_training(Path(args.train_out))
+    return code
 
 
 def add_parser(sub: Any) -> None:
@@ -161,5 +169,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--size", type=int, default=512, help="output side length")
     p.add_argument(
         "--phantom", type=int, default=96, help="phantom studies for the loader part (0: skip it)"
+    )
+    p.add_argument(
+        "--train-out",
+        default="",
+        help="also run the training part (difficulty, CURE and RRGCL runs of a tiny model, "
+        "evaluation, plots) and write its results here",
     )
     p.set_defaults(func=main)

@@ -88,6 +88,7 @@ class Source:
     manifest: str
     split: str | None = None
     weight: float = 1.0
+    select: str | None = None  # only the manifest's records whose `source` field is this
 
 
 @dataclass

@@ -36,6 +36,8 @@ def source_records(cfg: TrainConfig, split: str | None = None) -> list[dict[str,
             r = json.loads(line)
             if want is not None and r.get("split", "train") != want:
                 continue
+            if s.select is not None and r.get("source") != s.select:
+                continue
             r["source"] = s.name
             image = Path(r["image"])
             r["image"] = str(image if image.is_absolute() else (path.parent / image).resolve())
