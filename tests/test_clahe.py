@@ -4,7 +4,7 @@ The contract (docs/image.md, "Oracle conventions") allows 1 grey level; the impl
 reproduces OpenCV's algorithm step by step, so these tests demand equality and report the largest
 difference and the share of differing pixels when it is not met. Images are real ones nobody here
 made (a chest radiograph, libjxl's and KDE's JPEGs, see conftest.py) plus hypothesis-drawn sizes,
-grids and clip limits. """
+grids and clip limits."""
 
 from __future__ import annotations
 
