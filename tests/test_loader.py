@@ -446,3 +446,37 @@ def test_cure_train_sends_30_percent_through_the_eval_pipeline(manifest: Path) -
     preset = ga.Augment.cure_train()
     assert preset.clahe["clip_limit"] == (1.0, 4.0) and preset.min_visible < 1e-3  # any part
     assert ga.Augment.strong_train().clahe["clip_limit"] == 4.0
+
+
+def medclm_target(stage: str, answer: str, rationale: str | None) -> str:
+    """MedCLM's released collate_fn (ksyint/PROGRESSIVE a7cca74), written out."""
+    if stage == "hard" or rationale is None:
+        return f"Answer: {answer}"
+    return f"Reasoning: {rationale}\n\nAnswer: {answer}"
+
+
+@pytest.mark.parametrize("stage", ["easy", "medium", "hard"])
+def test_answer_and_rationale_targets_by_stage_with_part_spans(manifest: Path, stage: str) -> None:
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()][:4]
+    for k, r in enumerate(rows):
+        r["image"] = str(manifest.parent / r["image"])
+        r["task"] = "vqa"
+        r["prompt"] = "Is there a pleural effusion?"
+        r["answer"] = "Yes, on the left."
+        r["rationale"] = None if k == 3 else "Blunting of the left costophrenic angle."
+    ds = ga.ManifestDataset(rows, image_size=(32, 32), stages=stage, allow_outside_root=True)
+    batch = ds.load_batch([0, 1, 2, 3])
+    for k, r in enumerate(rows):
+        target = batch["target"][k]
+        assert target == medclm_target(stage, r["answer"], r["rationale"])
+        spans = {role: target[a:b] for role, a, b in batch["target_parts"][k]}
+        assert spans["answer"] == r["answer"]
+        if stage != "hard" and r["rationale"] is not None:
+            assert spans["rationale"] == r["rationale"]
+        else:
+            assert "rationale" not in spans
+    plain = dataset(manifest).load_batch([0])
+    assert plain["target_parts"][0] == [("target", 0, len(plain["target"][0]))]
+    bad = dict(rows[0], answer=5)
+    with pytest.raises(ValueError, match="field 'answer'"):
+        ga.ManifestDataset([bad], allow_outside_root=True)

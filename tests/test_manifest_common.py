@@ -271,3 +271,17 @@ def test_label_and_region_vocabularies() -> None:
     assert {"svc", "carina", "left costophrenic angle", "right hilar structures"} <= set(
         ANATOMY_REGIONS
     )
+
+
+def test_vqa_answer_and_rationale_fields():
+    from gradatim.manifest.common import validate_record
+
+    base = {"id": "q1", "image": "a.jpg", "source": "vqa-rad", "task": "vqa", "split": "train",
+            "text": "", "prompt": "Is there an effusion?"}  # fmt: skip
+    out = validate_record({**base, "answer": "yes", "rationale": "the angle is blunted"})
+    assert (out["answer"], out["rationale"]) == ("yes", "the angle is blunted")
+    assert "answer" not in validate_record(base)  # written only when present
+    with pytest.raises(ValueError, match="'rationale'.*needs an answer"):
+        validate_record({**base, "rationale": "why"})
+    with pytest.raises(ValueError, match="'answer'.*expected a string"):
+        validate_record({**base, "answer": 3})

@@ -80,6 +80,11 @@ FIELDS: tuple[str, ...] = (
 )
 """Record fields in the order they are written."""
 
+VQA_FIELDS: tuple[str, ...] = ("answer", "rationale")
+"""Optional fields of VQA records with a rationale (MedCLM): written only when present. With an
+``answer``, the target is ``Reasoning: {rationale}\n\nAnswer: {answer}`` in the Easy and Medium
+stages and ``Answer: {answer}`` in the Hard stage (docs/manifest.md)."""
+
 _REQUIRED = ("id", "image", "source", "task", "split", "text")
 _BOX_FIELDS = ("box", "phrase", "anatomy")
 
@@ -189,7 +194,7 @@ def _box(entry: Any, i: int, where: Where) -> dict[str, Any]:
 
 
 _BOX_KEYS = frozenset(_BOX_FIELDS)
-_FIELD_KEYS = frozenset(FIELDS)
+_FIELD_KEYS = frozenset(FIELDS + VQA_FIELDS)
 _CHEXPERT_ORDER = {name: i for i, name in enumerate(CHEXPERT_LABELS)}
 
 
@@ -222,6 +227,14 @@ def validate_record(
     if prompt is not None and not isinstance(prompt, str):
         raise w.error("prompt", f"expected a string or null, got {type(prompt).__name__}")
     out["prompt"] = prompt
+    for name in VQA_FIELDS:
+        value = record.get(name)
+        if value is not None and not isinstance(value, str):
+            raise w.error(name, f"expected a string or null, got {type(value).__name__}")
+        if value is not None:
+            out[name] = value
+    if "rationale" in out and "answer" not in out:
+        raise w.error("rationale", "a rationale needs an answer")
     labels = record.get("labels")
     if labels is None:
         labels = {}

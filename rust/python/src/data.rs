@@ -322,6 +322,7 @@ fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<Py
     d.set_item("text", b.texts)?;
     d.set_item("prompt", b.prompts)?;
     d.set_item("target", b.targets)?;
+    d.set_item("target_parts", b.target_parts)?;
     d.set_item("task", b.tasks)?;
     d.set_item("source", b.sources)?;
     d.set_item("skipped", b.skipped)?;

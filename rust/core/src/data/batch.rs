@@ -30,6 +30,8 @@ pub struct Batch {
     pub texts: Vec<String>,
     pub prompts: Vec<String>,
     pub targets: Vec<String>,
+    /// Per sample, `(role, start, end)` character spans of the target's parts.
+    pub target_parts: Vec<Vec<(&'static str, usize, usize)>>,
     pub tasks: Vec<&'static str>,
     pub sources: Vec<String>,
     /// `[B, max_boxes, 4]` surviving boxes in output pixels, zero-padded; `box_counts[b]` valid.
@@ -120,6 +122,7 @@ where
         texts: Vec::with_capacity(n),
         prompts: Vec::with_capacity(n),
         targets: Vec::with_capacity(n),
+        target_parts: Vec::with_capacity(n),
         tasks: Vec::with_capacity(n),
         sources: Vec::with_capacity(n),
         boxes: vec![0.0; n * spec.max_boxes * 4],
@@ -157,6 +160,12 @@ where
         b.texts.push(out.text);
         b.prompts.push(out.prompt);
         b.targets.push(out.target);
+        b.target_parts.push(
+            out.target_parts
+                .iter()
+                .map(|p| (p.role, p.start, p.end))
+                .collect(),
+        );
         let count = out.boxes.len().min(spec.max_boxes);
         for (k, bx) in out.boxes.iter().take(count).enumerate() {
             let at = (slot * spec.max_boxes + k) * 4;

@@ -65,6 +65,10 @@ pub struct Record {
     pub split: String,
     pub text: String,
     pub prompt: Option<String>,
+    /// VQA with a rationale (MedCLM): the answer, and the reasoning that leads to it. With an
+    /// answer, the target is built from these two by stage (`data::tasks::answer_target`).
+    pub answer: Option<String>,
+    pub rationale: Option<String>,
     /// CheXpert-style labels: name -> 1 / 0 / -1 / None, in the manifest's order.
     pub labels: Vec<(String, Option<i8>)>,
     pub boxes: Vec<BoxAnnotation>,
@@ -166,12 +170,19 @@ fn parse_record(value: &Value, at: &Where<'_>, opts: &ManifestOptions) -> Result
             format!("{task_name:?} is not one of {}", names.join(", ")),
         )
     })?;
+    let answer = optional_str(obj, "answer", at)?;
+    let rationale = optional_str(obj, "rationale", at)?;
+    if rationale.is_some() && answer.is_none() {
+        return Err(at.err("rationale", "a rationale needs an answer"));
+    }
     Ok(Record {
         image: resolve(&image, opts).map_err(|m| at.err("image", m))?,
         source: optional_str(obj, "source", at)?.unwrap_or_else(|| "default".into()),
         split: optional_str(obj, "split", at)?.unwrap_or_else(|| "train".into()),
         text: optional_str(obj, "text", at)?.unwrap_or_default(),
         prompt: optional_str(obj, "prompt", at)?,
+        answer,
+        rationale,
         labels: parse_labels(obj.get("labels"), at)?,
         boxes: parse_boxes(obj.get("boxes"), at)?,
         laterality_sensitive: match obj.get("laterality_sensitive") {

@@ -6,7 +6,7 @@ use super::augment::AugmentConfig;
 use super::box_format::BoxFormat;
 use super::box_mask::{box_mask, MaskSpec};
 use super::manifest::Manifest;
-use super::tasks::{render, Templates};
+use super::tasks::{answer_target, render, whole, Part, Templates};
 use crate::error::{Error, Result};
 use crate::image::decode::{decode_file_scaled, ColorMode, DecodeOptions, Decoded};
 use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, Sample};
@@ -122,6 +122,8 @@ pub struct SampleOut {
     pub text: String,
     pub prompt: String,
     pub target: String,
+    /// Roles of the target's parts (rationale / answer), character spans.
+    pub target_parts: Vec<Part>,
     pub box_mask: Option<Vec<f32>>,
 }
 
@@ -189,18 +191,41 @@ pub fn load_sample<P: OutPixel>(
     let text_key = rng::derive_key(seed, &[TAG_TEXT, epoch, index as u64]);
     let mut r = render(rec, &norm, spec.box_format, &spec.templates, text_key);
     let mut text = rec.text.clone();
-    if plan.flip {
-        r.prompt = swap_laterality(&r.prompt);
-        r.target = swap_laterality(&r.target);
-        text = swap_laterality(&text);
-    }
+    let swap = |s: &str| {
+        if plan.flip {
+            swap_laterality(s)
+        } else {
+            s.to_string()
+        }
+    };
+    r.prompt = swap(&r.prompt);
+    text = swap(&text);
+    // a sample with an answer (MedCLM's VQA with rationale): the target by stage, the Hard stage
+    // answer only; the parts are built from the swapped pieces so their spans stay exact
+    let (target, target_parts) = match &rec.answer {
+        Some(answer) => {
+            let rationale = rec.rationale.as_deref().map(swap);
+            answer_target(
+                &spec.templates,
+                &swap(answer),
+                rationale.as_deref(),
+                stage == Stage::Hard,
+            )
+        }
+        None => {
+            let t = swap(&r.target);
+            let parts = whole(&t);
+            (t, parts)
+        }
+    };
     let surviving: Vec<[f64; 4]> = norm.iter().flatten().copied().collect();
     let box_mask = (stage == Stage::Medium).then(|| box_mask(&surviving, &spec.mask));
     Ok(SampleOut {
         boxes: boxes.into_iter().flatten().collect(),
         text,
         prompt: r.prompt,
-        target: r.target,
+        target,
+        target_parts,
         box_mask,
     })
 }

@@ -35,6 +35,11 @@ pub struct Templates {
     pub locate_describe_target: String,
     pub vqa_prompt: String,
     pub no_finding: String,
+    /// Easy / Medium stages of a sample with an answer and a rationale (MedCLM's released
+    /// `collate_fn`, ksyint/PROGRESSIVE commit a7cca74): `{rationale}` and `{answer}`.
+    pub cot_target: String,
+    /// The Hard stage (answer only), or a sample without a rationale.
+    pub answer_target: String,
 }
 
 impl Default for Templates {
@@ -53,6 +58,8 @@ impl Default for Templates {
                 "Location of the {anatomy}: {boxes} Description of the {anatomy}: {text}".into(),
             vqa_prompt: "{text}".into(),
             no_finding: "No acute findings.".into(),
+            cot_target: "Reasoning: {rationale}\n\nAnswer: {answer}".into(),
+            answer_target: "Answer: {answer}".into(),
         }
     }
 }
@@ -63,6 +70,71 @@ impl Templates {
         serde_json::from_str(text)
             .map_err(|e| crate::error::Error::invalid(format!("templates: {e}")))
     }
+}
+
+/// A part of a target with a role (`"rationale"`, `"answer"`, or `"target"` for a target
+/// without parts), as character offsets `[start, end)` (Unicode scalar values, as Python
+/// indexes strings): what the training loop turns into per-token loss weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub role: &'static str,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The whole target as one part.
+pub fn whole(target: &str) -> Vec<Part> {
+    vec![Part {
+        role: "target",
+        start: 0,
+        end: target.chars().count(),
+    }]
+}
+
+/// The target of a sample with an answer: reasoning and answer for the Easy and Medium stages
+/// (and without a stage), the answer alone for the Hard stage or without a rationale; with the
+/// character span of each part.
+pub fn answer_target(
+    t: &Templates,
+    answer: &str,
+    rationale: Option<&str>,
+    hard: bool,
+) -> (String, Vec<Part>) {
+    let template = match rationale {
+        Some(_) if !hard => &t.cot_target,
+        _ => &t.answer_target,
+    };
+    let mut out = String::new();
+    let mut parts = Vec::new();
+    let mut rest = template.as_str();
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').map(|c| open + c);
+        let field = close.map(|c| &rest[open + 1..c]);
+        let value = match field {
+            Some("answer") => Some(("answer", answer)),
+            Some("rationale") => rationale.map(|r| ("rationale", r)),
+            _ => None,
+        };
+        match (value, close) {
+            (Some((role, v)), Some(c)) => {
+                out.push_str(&rest[..open]);
+                let start = out.chars().count();
+                out.push_str(v);
+                parts.push(Part {
+                    role,
+                    start,
+                    end: start + v.chars().count(),
+                });
+                rest = &rest[c + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    (out, parts)
 }
 
 /// Prompt and target of one sample.
@@ -242,6 +314,8 @@ mod tests {
             split: "train".into(),
             text: text.into(),
             prompt: None,
+            answer: None,
+            rationale: None,
             labels: vec![],
             boxes: boxes
                 .iter()
@@ -335,5 +409,37 @@ mod tests {
         assert_eq!(t.report_prompt, "Write the findings.");
         assert_eq!(t.phrase_prompt, Templates::default().phrase_prompt);
         assert!(serde_json::from_str::<Templates>(r#"{"reprot_prompt": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn answer_targets_by_stage_with_spans() {
+        let t = Templates::default();
+        let (easy, parts) =
+            answer_target(&t, "pneumonia", Some("an opacity in the left lung"), false);
+        assert_eq!(
+            easy,
+            "Reasoning: an opacity in the left lung\n\nAnswer: pneumonia"
+        );
+        let chars: Vec<char> = easy.chars().collect();
+        let text = |p: &Part| chars[p.start..p.end].iter().collect::<String>();
+        assert_eq!(
+            parts.iter().map(|p| (p.role, text(p))).collect::<Vec<_>>(),
+            vec![
+                ("rationale", "an opacity in the left lung".to_string()),
+                ("answer", "pneumonia".to_string())
+            ]
+        );
+        let (hard, parts) = answer_target(&t, "pneumonia", Some("an opacity"), true);
+        assert_eq!(hard, "Answer: pneumonia");
+        assert_eq!(
+            parts,
+            vec![Part {
+                role: "answer",
+                start: 8,
+                end: 17
+            }]
+        );
+        let (plain, _) = answer_target(&t, "ja, größer", None, false); // no rationale: answer only
+        assert_eq!(plain, "Answer: ja, größer");
     }
 }
