@@ -132,23 +132,31 @@ fn inline_and_threaded_streams_build_identical_batches() {
 
 #[test]
 fn a_timeout_is_reported_not_waited_out() {
+    // one worker: job 1 cannot be done before job 0 (hundreds of samples) is, so a 1 ns wait for
+    // job 1 must time out whatever the scheduling
     let (_dir, spec) = dataset(8, None);
     let stream = BatchStream::new(spec, 0, 1, 1);
-    stream.submit(BatchJob {
-        id: 0,
-        indices: (0..8).collect(),
-        stages: Vec::new(),
-    });
+    for (id, n) in [(0u64, 400usize), (1, 1)] {
+        stream.submit(BatchJob {
+            id,
+            indices: (0..n).map(|k| k % 8).collect(),
+            stages: Vec::new(),
+        });
+    }
     assert!(matches!(
-        stream.next_within(Some(0), Some(Duration::from_nanos(1))),
+        stream.next_within(Some(1), Some(Duration::from_nanos(1))),
         Next::TimedOut
     ));
-    // the job still completes and is delivered afterwards
+    // both jobs still complete and are delivered afterwards
+    assert!(matches!(
+        stream.next_within(Some(1), None),
+        Next::Ready(1, _)
+    ));
     assert!(matches!(
         stream.next_within(Some(0), None),
         Next::Ready(0, _)
     ));
-    assert!(matches!(stream.next_within(Some(1), None), Next::Empty));
+    assert!(matches!(stream.next_within(Some(2), None), Next::Empty));
 }
 
 #[test]
