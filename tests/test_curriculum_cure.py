@@ -145,3 +145,53 @@ def test_error_aware_curriculum_drives_the_sampler():
         cur.update({"mimic": {"iou": 0.9}}, step=6)
     with pytest.raises(ValueError, match="sources"):
         ErrorAwareCurriculum(sampler, ["a", "b", "c"]).load_state_dict(state)
+
+
+def two_level_reference(source_metrics: dict, category_metrics: dict, hierarchy: dict) -> list:
+    """CURE's two functions, written out: the rule on each level, each normalised on its own,
+    P(sample) = P(dataset) x P(category | dataset)."""
+
+    def level(metrics: dict) -> dict:
+        w = dict(zip(metrics, cure_reference(metrics), strict=True))
+        total = sum(w.values())
+        return {k: v / total for k, v in w.items()}
+
+    ps = level(source_metrics)
+    pc = {s: level(category_metrics[s]) if s in category_metrics else
+          {c: 1 / len(cs) for c in cs} for s, cs in hierarchy.items()}  # fmt: skip
+    return [ps[s] * pc[s][c] for s, cs in hierarchy.items() for c in cs]
+
+
+def test_two_level_curriculum_equals_cures_two_functions():
+    from gradatim.curriculum import TwoLevelCurriculum
+    from gradatim.sampling import MultiSourceSampler
+
+    hierarchy = {
+        "imagenome": [f"loc{i}" for i in range(87)],
+        "vindr": ["nodule"],
+        "mscxr": ["a", "b"],
+    }
+    sizes = [10] * 87 + [40, 20, 20]
+    sampler = MultiSourceSampler(sizes, [1.0] * len(sizes), seed=0)
+    cur = TwoLevelCurriculum(sampler, hierarchy, period=2)
+    # uniform at both levels: the dataset with 87 categories does not take 87/90 of the samples
+    start = cur.leaf_weights()
+    assert sum(start[:87]) == pytest.approx(1 / 3) and start[87] == pytest.approx(1 / 3)
+    src = {"imagenome": {"iou": 0.2, "text": 0.5}, "vindr": {"iou": 0.6}, "mscxr": {"iou": 0.9}}
+    cats = {"mscxr": {"a": {"iou": 0.1}, "b": {"iou": 0.8}},
+            "imagenome": {f"loc{i}": {"iou": i / 100} for i in range(87)}}  # fmt: skip
+    got = cur.update(src, step=2, categories=cats)
+    assert got == pytest.approx(two_level_reference(src, cats, hierarchy), abs=1e-12)
+    w = np.asarray(sampler.weights)
+    assert (w / w.sum()).tolist() == pytest.approx(got, abs=1e-12)  # the sampler follows
+    # draws follow P(dataset) x P(category | dataset)
+    idx = sampler.epoch_indices(0)
+    leaf = sampler.source_of(idx)
+    freq_vindr = float(np.mean(leaf == 87))
+    assert abs(freq_vindr - got[87]) < 4 * (got[87] * (1 - got[87]) / len(idx)) ** 0.5 + 0.02
+    # state round trip: a new curriculum continues with the same weights
+    state = json.loads(json.dumps(cur.state_dict()))
+    again = TwoLevelCurriculum(MultiSourceSampler(sizes, [1.0] * len(sizes)), hierarchy)
+    again.load_state_dict(state)
+    assert again.leaf_weights() == pytest.approx(got, abs=1e-15)
+    assert [h[0] for h in again.history] == [0, 2]

@@ -6,7 +6,8 @@
 - :mod:`~gradatim.curriculum.pacing`: the baselines of RRGCL's ablation (linear, root, geometric,
   baby step, one pass): :func:`pacing`, :class:`PacingScheduler`;
 - :mod:`~gradatim.curriculum.cure`: CURE's error-aware weights: :func:`cure_weights`,
-  :class:`ErrorAwareCurriculum`;
+  :class:`ErrorAwareCurriculum`; :mod:`~gradatim.curriculum.cure_two_level`: dataset x category
+  weights, :class:`TwoLevelCurriculum`;
 - :mod:`~gradatim.curriculum.stages`: MedCLM's Easy / Medium / Hard :class:`StageScheduler`.
 
 Epoch subsets become training order through :class:`gradatim.sampling.CurriculumSampler`
@@ -23,6 +24,7 @@ from gradatim.curriculum.cure import (
     natural_weights,
     uniform_weights,
 )
+from gradatim.curriculum.cure_two_level import TwoLevelCurriculum
 from gradatim.curriculum.pacing import PACING_NAMES, PacingScheduler, bucket_stage, pacing
 from gradatim.curriculum.rrgcl import UNLABELED, RRGCLScheduler, rrgcl_rates
 from gradatim.curriculum.stages import STAGES, StageScheduler
@@ -39,6 +41,7 @@ __all__ = [
     "natural_weights",
     "uniform_weights",
     "ErrorAwareCurriculum",
+    "TwoLevelCurriculum",
     "StageScheduler",
     "STAGES",
     "CurriculumSampler",
