@@ -480,3 +480,44 @@ def test_answer_and_rationale_targets_by_stage_with_part_spans(manifest: Path, s
     bad = dict(rows[0], answer=5)
     with pytest.raises(ValueError, match="field 'answer'"):
         ga.ManifestDataset([bad], allow_outside_root=True)
+
+
+def cure_bbox(b: np.ndarray) -> str:
+    """CURE's `_format_bbox_string` (chest_imagenome_dataset.py): [cx,cy,w,h], 2 decimals."""
+    x1, y1, x2, y2 = b
+    return (
+        "[" + ",".join(f"{v:.2f}" for v in ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)) + "]"
+    )
+
+
+def test_cure_preset_targets_equal_cures_rules(manifest: Path) -> None:
+    """Targets of the default (`cure`) preset equal strings built by CURE's published rules from
+    the same (unaugmented) boxes; the `gradatim` preset keeps the earlier wording."""
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()][:2]
+    size = np.array([64, 48, 64, 48])
+    for r in rows:
+        r["image"] = str(manifest.parent / r["image"])
+    agrg = dict(rows[0], task="anatomy_grounded_report")
+    grounded = dict(rows[1], task="grounded_report", id="g",
+                    text="Small left effusion. No pneumothorax.")  # fmt: skip
+    ds = ga.ManifestDataset([agrg, grounded], image_size=(64, 48), allow_outside_root=True)
+    seen = set()
+    for epoch in range(30):  # the anatomy task draws locate / describe / both per epoch
+        batch = ds.load_batch([0, 1], epoch=epoch)
+        b0 = cure_bbox(batch["boxes"][0, 0].numpy() / size)
+        loc, desc = "left lung", "left effusion"
+        both = f"Location of the {loc}: {b0}. Description: {desc}"
+        cure = {
+            "Locate and describe the left lung.": both,
+            "Describe the left lung.": f"Description of the {loc}: {desc}",
+            "Locate the left lung.": f"Location of the {loc}: {b0}",
+        }
+        assert batch["target"][0] == cure[batch["prompt"][0]]
+        seen.add(batch["prompt"][0])
+        b1 = cure_bbox(batch["boxes"][1, 0].numpy() / size)
+        sentences = [f"Small left effusion {b1}", "No pneumothorax"]  # boxes tied to the sentence
+        assert batch["target"][1] == ". ".join(sentences) + "."
+    assert len(seen) == 3
+    old = ga.ManifestDataset([grounded], image_size=(64, 48), allow_outside_root=True,
+                             templates="gradatim").load_batch([0])  # fmt: skip
+    assert old["target"][0].startswith("Small left effusion. [")

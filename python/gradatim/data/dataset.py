@@ -68,7 +68,9 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         on_error: ``"raise"`` (the error names the file and manifest line) or ``"skip"`` (the
             sample is replaced by a deterministic other one and counted in ``loader.stats()``).
         allow_outside_root: allow absolute image paths and paths climbing out of ``root``.
-        templates: overrides of the prompt/target templates (see ``docs/loader.md``).
+        templates: the prompt/target templates: a preset name (``"cure"``, the default: CURE's
+            public code; ``"gradatim"``: gradatim's earlier wording) or a mapping of overrides
+            (optionally with a ``"preset"`` key; see ``docs/loader.md``).
         seed: augmentation seed (combined with the loader's seed and the epoch).
         stages: MedCLM stage per sample: ``None`` (no stage curriculum), ``"easy"``,
             ``"medium"``, ``"hard"``, or a :class:`gradatim.curriculum.StageScheduler`.
@@ -94,7 +96,7 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         std: Sequence[float] | float | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         allow_outside_root: bool = False,
-        templates: Mapping[str, str] | None = None,
+        templates: str | Mapping[str, str] | None = None,
         seed: int = 0,
         stages: StageArg = None,
         mask_grid: tuple[int, int] = (24, 24),
@@ -138,7 +140,9 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             per_channel(std, 1.0, channels, "std"),
             augment.to_json(),
             box_format,
-            json.dumps(dict(templates or {})),
+            json.dumps(
+                {"preset": templates} if isinstance(templates, str) else dict(templates or {})
+            ),
             on_error,
             int(max_pixels),
             tuple(int(v) for v in mask_grid),

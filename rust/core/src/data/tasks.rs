@@ -13,14 +13,14 @@
 //!   region's description is the phrases of its boxes, or `no_finding` when there are none;
 //! - an explicit `prompt` in the record replaces the template prompt (VQA questions live there).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::box_format::{render_boxes, render_grounded, BoxFormat};
 use super::manifest::{Record, Task};
 use crate::sampling::rng;
 
 /// The prompt/target templates. Every field can be overridden from JSON.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Templates {
     pub report_prompt: String,
@@ -40,6 +40,12 @@ pub struct Templates {
     pub cot_target: String,
     /// The Hard stage (answer only), or a sample without a rationale.
     pub answer_target: String,
+    /// Grounded reports: `"cure"` (each sentence without its final punctuation, then its boxes,
+    /// sentences joined by `grounded_join`, then `grounded_end`: CURE's code) or `"gradatim"`
+    /// (sentences as written, boxes after them, joined by a space).
+    pub grounded_style: String,
+    pub grounded_join: String,
+    pub grounded_end: String,
 }
 
 impl Default for Templates {
@@ -54,21 +60,74 @@ impl Default for Templates {
             describe_prompt: "Describe the {anatomy}.".into(),
             describe_target: "Description of the {anatomy}: {text}".into(),
             locate_describe_prompt: "Locate and describe the {anatomy}.".into(),
-            locate_describe_target:
-                "Location of the {anatomy}: {boxes} Description of the {anatomy}: {text}".into(),
+            locate_describe_target: "Location of the {anatomy}: {boxes}. Description: {text}"
+                .into(),
             vqa_prompt: "{text}".into(),
             no_finding: "No acute findings.".into(),
             cot_target: "Reasoning: {rationale}\n\nAnswer: {answer}".into(),
             answer_target: "Answer: {answer}".into(),
+            grounded_style: "cure".into(),
+            grounded_join: ". ".into(),
+            grounded_end: ".".into(),
         }
     }
 }
 
 impl Templates {
-    /// Defaults overridden by the keys of a JSON object; unknown keys are an error.
+    /// A named preset: `"cure"` (the default: CURE's public code, PabloMessina/CURE
+    /// `vlm_research_kit/data/datasets/*.py`) or `"gradatim"` (gradatim's earlier wording:
+    /// `Location of the X: [b] Description of the X: ...`, grounded sentences as written).
+    pub fn preset(name: &str) -> crate::error::Result<Templates> {
+        match name {
+            "cure" => Ok(Templates::default()),
+            "gradatim" => Ok(Templates {
+                locate_describe_target:
+                    "Location of the {anatomy}: {boxes} Description of the {anatomy}: {text}".into(),
+                grounded_style: "gradatim".into(),
+                grounded_join: " ".into(),
+                grounded_end: String::new(),
+                ..Templates::default()
+            }),
+            o => Err(crate::error::Error::invalid(format!(
+                "templates: preset must be 'cure' or 'gradatim', not {o:?}"
+            ))),
+        }
+    }
+
+    /// A preset (key `"preset"`, default `"cure"`) overridden by the other keys of a JSON
+    /// object; unknown keys are an error.
     pub fn from_json(text: &str) -> crate::error::Result<Templates> {
-        serde_json::from_str(text)
-            .map_err(|e| crate::error::Error::invalid(format!("templates: {e}")))
+        let err = |e: serde_json::Error| crate::error::Error::invalid(format!("templates: {e}"));
+        let mut obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(err)?;
+        let base = match obj.remove("preset") {
+            None => Templates::default(),
+            Some(serde_json::Value::String(name)) => Templates::preset(&name)?,
+            Some(other) => {
+                return Err(crate::error::Error::invalid(format!(
+                    "templates: preset must be a string, got {other}"
+                )))
+            }
+        };
+        let mut merged = serde_json::to_value(&base).map_err(err)?;
+        if let serde_json::Value::Object(m) = &mut merged {
+            for (k, v) in obj {
+                if !m.contains_key(&k) {
+                    return Err(crate::error::Error::invalid(format!(
+                        "templates: unknown field `{k}`"
+                    )));
+                }
+                m.insert(k, v);
+            }
+        }
+        let t: Templates = serde_json::from_value(merged).map_err(err)?;
+        if !matches!(t.grounded_style.as_str(), "cure" | "gradatim") {
+            return Err(crate::error::Error::invalid(format!(
+                "templates: grounded_style must be 'cure' or 'gradatim', not {:?}",
+                t.grounded_style
+            )));
+        }
+        Ok(t)
     }
 }
 
@@ -202,7 +261,7 @@ pub fn render(
         }
         Task::GroundedReport => (
             t.grounded_report_prompt.clone(),
-            grounded_report(record, &kept, format),
+            grounded_report(record, &kept, format, t),
         ),
         Task::AnatomyGroundedReport => {
             let regions = distinct(record.boxes.iter().filter_map(|b| b.anatomy.as_deref()));
@@ -245,7 +304,12 @@ pub fn render(
 /// Boxes kept by the augmentation among the annotations selected by a predicate.
 type KeptBoxes<'a> = dyn Fn(&dyn Fn(usize) -> bool) -> Vec<[f64; 4]> + 'a;
 
-fn grounded_report(record: &Record, kept: &KeptBoxes<'_>, format: BoxFormat) -> String {
+fn grounded_report(
+    record: &Record,
+    kept: &KeptBoxes<'_>,
+    format: BoxFormat,
+    t: &Templates,
+) -> String {
     let phrases = distinct(
         record
             .boxes
@@ -267,13 +331,28 @@ fn grounded_report(record: &Record, kept: &KeptBoxes<'_>, format: BoxFormat) -> 
             None => extra.push(render_grounded(format, phrase, &bx)),
         }
     }
-    sentences
+    if t.grounded_style == "gradatim" {
+        return sentences
+            .iter()
+            .zip(&attached)
+            .map(|(s, bx)| render_grounded(format, s, bx))
+            .chain(extra)
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    // CURE: each sentence without its final punctuation, its boxes, then `. ` between sentences
+    // (boxes tied to sentences; unmatched phrases become their own sentences)
+    let mut out = sentences
         .iter()
         .zip(&attached)
-        .map(|(s, bx)| render_grounded(format, s, bx))
+        .map(|(s, bx)| render_grounded(format, s.trim_end_matches(['.', '!', '?']), bx))
         .chain(extra)
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(&t.grounded_join);
+    if !out.is_empty() {
+        out.push_str(&t.grounded_end);
+    }
+    out
 }
 
 /// Split on '.', '!' or '?' followed by whitespace or the end; the punctuation stays.
@@ -363,10 +442,27 @@ mod tests {
             0,
         );
         assert_eq!(out.prompt, "Generate a grounded report.");
+        // CURE's code: sentence, its boxes, ". " between sentences, a final "."
         assert_eq!(
             out.target,
+            "Small left effusion [0.20,0.30,0.20,0.20]. Heart size normal. No pneumothorax. opacity [0.60,0.70,0.20,0.40]."
+        );
+        let old = render(
+            &r,
+            &[Some(A), Some(B)],
+            BoxFormat::Cure,
+            &Templates::preset("gradatim").unwrap(),
+            0,
+        );
+        assert_eq!(
+            old.target,
             "Small left effusion. [0.20,0.30,0.20,0.20] Heart size normal. No pneumothorax. opacity [0.60,0.70,0.20,0.40]"
         );
+        let padchest = Templates::from_json(r#"{"grounded_end": ""}"#).unwrap();
+        let pc = render(&r, &[Some(A), Some(B)], BoxFormat::Cure, &padchest, 0);
+        assert!(pc.target.ends_with("[0.60,0.70,0.20,0.40]")); // PadChest-GR: no final period
+        assert!(Templates::from_json(r#"{"preset": "other"}"#).is_err());
+        assert!(Templates::from_json(r#"{"preset": "gradatim", "nope": 1}"#).is_err());
     }
 
     #[test]
