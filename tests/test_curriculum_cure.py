@@ -172,8 +172,11 @@ def test_two_level_curriculum_equals_cures_two_functions():
         "mscxr": ["a", "b"],
     }
     sizes = [10] * 87 + [40, 20, 20]
-    sampler = MultiSourceSampler(sizes, [1.0] * len(sizes), seed=0)
-    cur = TwoLevelCurriculum(sampler, hierarchy, period=2)
+    tree = {"imagenome": {f"loc{i}": 10 for i in range(87)}, "vindr": {"nodule": 40},
+            "mscxr": {"a": 20, "b": 20}}  # fmt: skip
+    sampler = MultiSourceSampler.from_hierarchy(tree, seed=0)
+    assert sampler.hierarchy == hierarchy and sampler.sizes == sizes
+    cur = TwoLevelCurriculum(sampler, period=2)  # the hierarchy comes from the sampler
     # uniform at both levels: the dataset with 87 categories does not take 87/90 of the samples
     start = cur.leaf_weights()
     assert sum(start[:87]) == pytest.approx(1 / 3) and start[87] == pytest.approx(1 / 3)

@@ -207,6 +207,26 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         self._resume = 0
         self._pass = _PassTracker()
 
+    @classmethod
+    def from_hierarchy(cls, sizes: dict[str, dict[str, int]], **kwargs: Any) -> MultiSourceSampler:
+        """A sampler over the leaves ``(source, category)`` of ``{source: {category: size}}``,
+        in that order (the dataset's records grouped accordingly), uniform at both levels:
+        ``P(source) x P(category | source)``. :class:`gradatim.curriculum.TwoLevelCurriculum`
+        re-weights it; :attr:`hierarchy` gives the structure back."""
+        if not sizes or any(not cats for cats in sizes.values()):
+            raise InvalidArgumentError("sizes: expected {source: {category: size}}, none empty")
+        leaf_sizes = [int(n) for cats in sizes.values() for n in cats.values()]
+        weights = [1.0 / len(sizes) / len(cats) for cats in sizes.values() for _ in cats]
+        sampler = cls(leaf_sizes, weights, **kwargs)
+        sampler._hierarchy = {str(s): [str(c) for c in cats] for s, cats in sizes.items()}
+        return sampler
+
+    @property
+    def hierarchy(self) -> dict[str, list[str]] | None:
+        """``{source: [category, ...]}`` for a sampler made by :meth:`from_hierarchy`."""
+        h = getattr(self, "_hierarchy", None)
+        return None if h is None else {s: list(c) for s, c in h.items()}
+
     def _make_core(self, seed: int, weights: list[float]) -> _core.MultiSource:
         return _core.MultiSource(
             self._sizes,

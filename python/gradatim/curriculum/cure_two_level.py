@@ -34,20 +34,23 @@ class TwoLevelCurriculum:
 
     Args:
         sampler: the sampler over the leaves (anything with ``set_weights``).
-        hierarchy: ``{dataset: [category, ...]}``; leaves are ``(dataset, category)`` in this order.
+        hierarchy: ``{dataset: [category, ...]}``; leaves are ``(dataset, category)`` in this order
+            (default: the sampler's, for ``MultiSourceSampler.from_hierarchy``).
         period, alpha, samples_per_step, min_weight: as :class:`ErrorAwareCurriculum`.
     """
 
     def __init__(
         self,
         sampler: WeightedSampler,
-        hierarchy: Mapping[str, Sequence[str]],
+        hierarchy: Mapping[str, Sequence[str]] | None = None,
         *,
         period: int = DEFAULT_PERIOD,
         alpha: float = 0.8,
         samples_per_step: int | None = None,
         min_weight: float | None = None,
     ) -> None:
+        if hierarchy is None:  # a sampler made by MultiSourceSampler.from_hierarchy knows it
+            hierarchy = getattr(sampler, "hierarchy", None)
         if not hierarchy:
             raise InvalidArgumentError("hierarchy: expected {dataset: [category, ...]}")
         self.hierarchy = {str(s): [str(c) for c in cs] for s, cs in hierarchy.items()}
