@@ -521,3 +521,22 @@ def test_cure_preset_targets_equal_cures_rules(manifest: Path) -> None:
     old = ga.ManifestDataset([grounded], image_size=(64, 48), allow_outside_root=True,
                              templates="gradatim").load_batch([0])  # fmt: skip
     assert old["target"][0].startswith("Small left effusion. [")
+
+
+def test_a_misspelt_field_is_an_error_not_a_silent_default(tmp_path: Path) -> None:
+    """`"lables"` used to train silently as "no labels" in the Rust reader; it is an error naming
+    the file, line and field, for JSONL and Parquet alike (and Python's validator agrees)."""
+    from gradatim.manifest import write_manifest
+    from gradatim.manifest.common import validate_record
+
+    good = {"id": "a", "image": "a.jpg", "source": "s", "task": "report", "split": "train",
+            "text": "No acute findings.", "labels": {"Edema": 1}}  # fmt: skip
+    bad = {**{k: v for k, v in good.items() if k != "labels"}, "lables": {"Edema": 1}}
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**bad, "id": "b"}))
+    with pytest.raises(ValueError, match=r"m.jsonl line 2, field 'lables': unknown field"):
+        ga.ManifestDataset(path)
+    with pytest.raises(ValueError, match="'lables'.*unknown field"):
+        validate_record(bad)
+    pq = write_manifest([good], tmp_path / "ok.parquet", parquet=True)
+    assert len(ga.ManifestDataset(pq)) == 1  # what the converters write is accepted

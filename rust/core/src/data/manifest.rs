@@ -151,10 +151,36 @@ impl Where<'_> {
     }
 }
 
+/// Every field a record may carry (the manifest schema, docs/manifest.md); anything else is an
+/// error, so a misspelt field (`"lables"`) cannot train silently.
+pub const FIELDS: [&str; 12] = [
+    "id",
+    "image",
+    "source",
+    "task",
+    "split",
+    "text",
+    "prompt",
+    "answer",
+    "rationale",
+    "labels",
+    "boxes",
+    "laterality_sensitive",
+];
+
 fn parse_record(value: &Value, at: &Where<'_>, opts: &ManifestOptions) -> Result<Record> {
     let obj = value
         .as_object()
         .ok_or_else(|| at.err("", "a record must be a JSON object"))?;
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(at.err(
+            unknown,
+            format!(
+                "unknown field (the manifest's fields are {})",
+                FIELDS.join(", ")
+            ),
+        ));
+    }
     let id = match obj.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
