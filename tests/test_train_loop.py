@@ -252,3 +252,44 @@ def test_rrgcl_difficulty_file_aligns_by_id(manifest: Path, tmp_path: Path) -> N
     assert run("reversed", forward, [-d for d in dif]) != reference
     with pytest.raises(ValueError, match="no difficulty for id 's5'"):
         run("missing", forward, dif, drop="s5")
+
+
+def test_answer_and_rationale_losses_weighted_as_medclm(tokenizer: Any) -> None:
+    """Token roles come from the batch's target_parts; the loss is 0.8 x mean CE(answer) + 0.2
+    x mean CE(rationale) (MedCLM), the answer loss alone in the Hard stage, the plain mean
+    without parts. Checked against the per-token cross entropy computed by hand."""
+    import torch.nn.functional as F
+
+    from gradatim.train.loss import per_sample_role_loss
+    from gradatim.train.text import ROLE_ANSWER, ROLE_RATIONALE
+
+    bundle = tiny_model("llava", tokenizer)
+    rationale, answer = "Small left effusion.", "left effusion"
+    target = f"Reasoning: {rationale}\n\nAnswer: {answer}"
+    r0 = target.index(rationale)
+    a0 = target.index(answer)
+    parts = [[("rationale", r0, r0 + len(rationale)), ("answer", a0, a0 + len(answer))],
+             [("answer", 8, 8 + len(answer))], [("target", 0, len(answer))]]  # fmt: skip
+    targets = [target, f"Answer: {answer}", answer]
+    enc = encode_batch(bundle, ["Ground the phrase: left effusion"] * 3, targets, parts)
+    roles, labels = enc.pop("label_roles"), enc.pop("labels")
+    # template words count with the part they introduce
+    pairs = zip(labels[0].tolist(), roles[0].tolist(), strict=True)
+    ids0 = [t for t, r in pairs if r == ROLE_RATIONALE]
+    assert tokenizer.decode(ids0).startswith("Reasoning:") and rationale in tokenizer.decode(ids0)
+    torch.manual_seed(0)
+    logits = torch.randn(*labels.shape, len(tokenizer))
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                         ignore_index=-100, reduction="none").view(3, -1)  # fmt: skip
+    lab, rol = labels[:, 1:], roles[:, 1:]
+
+    def mean(i: int, role: int) -> float:
+        sel = (lab[i] != -100) & (rol[i] == role)
+        return float(ce[i][sel].mean())
+
+    got = per_sample_role_loss(logits, labels, roles)
+    assert float(got[0]) == pytest.approx(
+        0.8 * mean(0, ROLE_ANSWER) + 0.2 * mean(0, ROLE_RATIONALE), rel=1e-5
+    )
+    assert float(got[1]) == pytest.approx(mean(1, ROLE_ANSWER), rel=1e-5)
+    assert float(got[2]) == pytest.approx(float(per_sample_loss(logits, labels)[2]), rel=1e-5)

@@ -29,7 +29,7 @@ from gradatim.curriculum import ErrorAwareCurriculum
 from gradatim.train import checkpoint
 from gradatim.train.config import TrainConfig
 from gradatim.train.data import build_loader, make_dataset, source_records
-from gradatim.train.loss import group_losses, per_sample_loss
+from gradatim.train.loss import group_losses, per_sample_loss, per_sample_role_loss
 from gradatim.train.models import (
     TINY,
     ModelBundle,
@@ -141,15 +141,21 @@ def train(
             t1 = time.perf_counter()
             batch = next(batches)
             waited += time.perf_counter() - t1
-            enc = {
-                k: v.to(device)
-                for k, v in encode_batch(bundle, batch["prompt"], batch["target"]).items()
-            }
+            encoded = encode_batch(
+                bundle, batch["prompt"], batch["target"], batch.get("target_parts")
+            )
+            enc = {k: v.to(device) for k, v in encoded.items()}
             labels = enc.pop("labels")
+            roles = enc.pop("label_roles", None)
             pixels = batch["pixel_values"].to(device)
             with autocast:
                 logits = model(pixel_values=pixels, **enc).logits
-            per = per_sample_loss(logits, labels)
+            # MedCLM's 0.8 x answer + 0.2 x rationale where targets have parts; else the mean
+            per = (
+                per_sample_loss(logits, labels)
+                if roles is None
+                else per_sample_role_loss(logits, labels, roles)
+            )
             names, task_losses = group_losses(per, batch["task"])
             counts = [float(sum(t == n for t in batch["task"])) for n in names]
             optimizer.backward(task_losses, counts, names)

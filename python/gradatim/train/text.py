@@ -18,7 +18,7 @@ import torch
 
 from gradatim.train.models import ModelBundle
 
-__all__ = ["encode_batch"]
+__all__ = ["encode_batch", "ROLE_ANSWER", "ROLE_RATIONALE", "ROLE_TARGET", "ROLE_IGNORE"]
 
 IGNORE = -100
 
@@ -41,17 +41,52 @@ def _prefix_ids(bundle: ModelBundle, prompt: str) -> list[int]:
     return ids[:at] + image + ids[at + 1 :]
 
 
+#: Token roles in ``label_roles``: not in the loss, a plain target, an answer, a rationale.
+ROLE_IGNORE, ROLE_TARGET, ROLE_ANSWER, ROLE_RATIONALE = 0, 1, 2, 3
+_ROLE_CODES = {"target": ROLE_TARGET, "answer": ROLE_ANSWER, "rationale": ROLE_RATIONALE}
+
+
+def _token_roles(
+    offsets: Sequence[tuple[int, int]], parts: Sequence[tuple[str, int, int]]
+) -> list[int]:
+    """The role of each target token from the target's character spans: the part the token
+    ends in, else the next part (template words such as ``Answer:`` count with the part they
+    introduce), else the last part."""
+    spans = sorted((int(a), int(b), _ROLE_CODES.get(str(r), ROLE_TARGET)) for r, a, b in parts)
+    if not spans:
+        return [ROLE_TARGET] * len(offsets)
+    roles = []
+    for _, end in offsets:
+        role = spans[-1][2]
+        for _, b, code in spans:
+            if end <= b:
+                role = code
+                break
+        roles.append(role)
+    return roles
+
+
 def encode_batch(
-    bundle: ModelBundle, prompts: Sequence[str], targets: Sequence[str]
+    bundle: ModelBundle,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    parts: Sequence[Sequence[tuple[str, int, int]]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``input_ids``, ``attention_mask``, ``labels`` (and ``token_type_ids`` where the family
-    uses them) for a batch of prompt/target pairs."""
+    uses them) for a batch of prompt/target pairs; with the batch's ``target_parts``, also
+    ``label_roles`` (per token: ignore / target / answer / rationale) for MedCLM's weighted loss."""
     tok = bundle.tokenizer
     rows: list[tuple[list[int], int]] = []
-    for prompt, target in zip(prompts, targets, strict=True):
+    role_rows: list[list[int]] = []
+    for k, (prompt, target) in enumerate(zip(prompts, targets, strict=True)):
         prefix = _prefix_ids(bundle, prompt)
-        answer = tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        enc = tok(target, add_special_tokens=False, return_offsets_mapping=parts is not None)
+        answer = enc["input_ids"] + [tok.eos_token_id]
         rows.append((prefix + answer, len(prefix)))
+        if parts is not None:
+            roles = _token_roles(enc["offset_mapping"], parts[k])
+            eos_role = roles[-1] if roles else ROLE_TARGET
+            role_rows.append([ROLE_IGNORE] * len(prefix) + roles + [eos_role])
     width = max(len(ids) for ids, _ in rows)
     pad = tok.pad_token_id
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -65,6 +100,11 @@ def encode_batch(
         if bundle.family == "paligemma":
             types[i, start : len(ids)] = 1
     out: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    if parts is not None:
+        roles_t = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(role_rows):
+            roles_t[i, : len(r)] = torch.tensor(r)
+        out["label_roles"] = roles_t
     if bundle.family == "paligemma":
         out["token_type_ids"] = types
     elif bundle.family == "gemma3":
