@@ -267,16 +267,18 @@ def test_answer_and_rationale_losses_weighted_as_medclm(tokenizer: Any) -> None:
     rationale, answer = "Small left effusion.", "left effusion"
     target = f"Reasoning: {rationale}\n\nAnswer: {answer}"
     r0 = target.index(rationale)
-    a0 = target.index(answer)
+    a0 = target.rindex(answer)  # the answer also occurs inside the rationale
     parts = [[("rationale", r0, r0 + len(rationale)), ("answer", a0, a0 + len(answer))],
              [("answer", 8, 8 + len(answer))], [("target", 0, len(answer))]]  # fmt: skip
     targets = [target, f"Answer: {answer}", answer]
     enc = encode_batch(bundle, ["Ground the phrase: left effusion"] * 3, targets, parts)
     roles, labels = enc.pop("label_roles"), enc.pop("labels")
-    # template words count with the part they introduce
-    pairs = zip(labels[0].tolist(), roles[0].tolist(), strict=True)
+    # the rationale's tokens carry its role; template words ("Reasoning:", "Answer:") none
+    pairs = list(zip(labels[0].tolist(), roles[0].tolist(), strict=True))
     ids0 = [t for t, r in pairs if r == ROLE_RATIONALE]
-    assert tokenizer.decode(ids0).startswith("Reasoning:") and rationale in tokenizer.decode(ids0)
+    assert tokenizer.decode(ids0).strip() == rationale
+    ignored = tokenizer.decode([t for t, r in pairs if t != -100 and r == 0])
+    assert "Reasoning:" in ignored and "Answer:" in ignored
     torch.manual_seed(0)
     logits = torch.randn(*labels.shape, len(tokenizer))
     ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),

@@ -41,7 +41,9 @@ def per_sample_role_loss(
     """Per sample: ``answer_weight x mean CE(answer tokens) + rationale_weight x mean
     CE(rationale tokens)`` over the roles present, the weights renormalised to sum to 1 (so the
     Hard stage, answer only, is the plain answer loss), and the plain mean for targets without
-    parts. ``roles`` is ``encode_batch``'s ``label_roles``."""
+    parts. ``roles`` is ``encode_batch``'s ``label_roles``. MedCLM's released losses
+    (``lambda_ans`` 0.8, ``lambda_cot`` 0.2) take the token mean over the whole batch; gradatim
+    takes it per sample, so that samples can be grouped by task for the gradient combination."""
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
     shift_roles = roles[:, 1:]

@@ -50,16 +50,14 @@ def _token_roles(
     offsets: Sequence[tuple[int, int]], parts: Sequence[tuple[str, int, int]]
 ) -> list[int]:
     """The role of each target token from the target's character spans: the part the token
-    ends in, else the next part (template words such as ``Answer:`` count with the part they
-    introduce), else the last part."""
-    spans = sorted((int(a), int(b), _ROLE_CODES.get(str(r), ROLE_TARGET)) for r, a, b in parts)
-    if not spans:
-        return [ROLE_TARGET] * len(offsets)
+    overlaps; template words outside every part (``Reasoning:``, ``Answer:``) are left out of the
+    loss, as MedCLM's released losses mask them (ksyint/PROGRESSIVE a7cca74, ``losses.py``)."""
+    spans = [(int(a), int(b), _ROLE_CODES.get(str(r), ROLE_TARGET)) for r, a, b in parts]
     roles = []
-    for _, end in offsets:
-        role = spans[-1][2]
-        for _, b, code in spans:
-            if end <= b:
+    for start, end in offsets:
+        role = ROLE_IGNORE
+        for a, b, code in spans:
+            if start < b and end > a:
                 role = code
                 break
         roles.append(role)
@@ -85,7 +83,9 @@ def encode_batch(
         rows.append((prefix + answer, len(prefix)))
         if parts is not None:
             roles = _token_roles(enc["offset_mapping"], parts[k])
-            eos_role = roles[-1] if roles else ROLE_TARGET
+            # EOS counts with the last part, so the model learns to stop (MedCLM leaves it out)
+            last = max(parts[k], key=lambda p: int(p[2]), default=("target", 0, 0))
+            eos_role = _ROLE_CODES.get(str(last[0]), ROLE_TARGET)
             role_rows.append([ROLE_IGNORE] * len(prefix) + roles + [eos_role])
     width = max(len(ids) for ids, _ in rows)
     pad = tok.pad_token_id
