@@ -295,3 +295,29 @@ def test_answer_and_rationale_losses_weighted_as_medclm(tokenizer: Any) -> None:
     )
     assert float(got[1]) == pytest.approx(mean(1, ROLE_ANSWER), rel=1e-5)
     assert float(got[2]) == pytest.approx(float(per_sample_loss(logits, labels)[2]), rel=1e-5)
+
+
+def test_medclm_stages_in_the_loop_update_per_epoch_and_resume_exactly(
+    manifest: Path, tmp_path: Path
+) -> None:
+    """kind = "medclm": batches carry MedCLM stages (the Medium ones a box mask on the model's
+    patch grid), the scheduler gets each source's per-stage mean loss when an epoch ends, and a
+    run resumed inside an epoch reaches the same losses, adapter and scheduler state."""
+    runs = {}
+    for name in ("full", "cut"):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = write_run(folder, manifest, steps=8, checkpoint_every=4)
+        config.write_text(config.read_text() + '\n[curriculum]\nkind = "medclm"\n')
+        if name == "full":
+            runs[name] = train(load_config(config)).losses
+        else:
+            head = train(load_config(config), max_steps=4).losses  # inside epoch 0
+            runs[name] = head + train(load_config(config), resume="auto").losses
+    assert runs["cut"] == runs["full"]
+    states = [json.loads((tmp_path / n / "out" / "checkpoint-8" / "state.json").read_text())
+              for n in ("full", "cut")]  # fmt: skip
+    stages = [s["loader"]["stages"] for s in states]
+    assert stages[0] == stages[1]
+    assert stages[0]["epoch"] >= 0 and len(stages[0]["history"]) >= 1  # one epoch ended: updated
+    assert set(stages[0]["domains"]) == {"alpha", "beta"}

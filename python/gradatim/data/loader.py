@@ -113,6 +113,12 @@ class DataLoader(tud.DataLoader[T_co]):
         return self.batch_sampler if self._auto_collation else self.sampler
 
     @property
+    def epoch(self) -> int:
+        """The epoch of the current iterator (or, before the first, of the next one)."""
+        run = self._run
+        return run.epoch if run is not None and not run.finished else self._next_epoch
+
+    @property
     def fast_path(self) -> bool:
         """True when batches are built by gradatim's Rust pipeline."""
         return self._fast

@@ -100,7 +100,7 @@ class DataSection:
 
 @dataclass
 class CurriculumSection:
-    kind: str = "none"  # none | cure | rrgcl
+    kind: str = "none"  # none | cure | rrgcl | medclm
     period: int = 3000  # CURE's K: steps between validation updates
     difficulty: str | None = None  # RRGCL: a `gradatim difficulty` file (aligned by id)
     epochs: int = 10  # RRGCL's T
@@ -250,8 +250,10 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             f"{name}: [train].bf16", f'expected "auto", true or false, got {cfg.train.bf16!r}'
         )
     c = cfg.curriculum
-    if c.kind not in ("none", "cure", "rrgcl"):
-        raise _fail(f"{name}: [curriculum].kind", f"expected none, cure or rrgcl, got {c.kind!r}")
+    if c.kind not in ("none", "cure", "rrgcl", "medclm"):
+        raise _fail(
+            f"{name}: [curriculum].kind", f"expected none, cure, rrgcl or medclm, got {c.kind!r}"
+        )
     if c.kind == "rrgcl":
         if c.difficulty is None:
             raise _fail(f"{name}: [curriculum].difficulty", "rrgcl needs a difficulty file")

@@ -49,7 +49,11 @@ def source_records(cfg: TrainConfig, split: str | None = None) -> list[dict[str,
 
 
 def make_dataset(
-    cfg: TrainConfig, bundle: ModelBundle, records: list[dict[str, Any]], augment: Augment | None
+    cfg: TrainConfig,
+    bundle: ModelBundle,
+    records: list[dict[str, Any]],
+    augment: Augment | None,
+    stages: Any = None,
 ) -> ManifestDataset:
     """A dataset over ``records`` (absolute image paths, kept under their common folder) at the
     model's image size, mean and std, 3 channels."""
@@ -65,6 +69,8 @@ def make_dataset(
         augment=augment,
         box_format=cfg.data.box_format,  # type: ignore[arg-type]
         seed=cfg.train.seed,
+        stages=stages,
+        mask_grid=bundle.patch_grid,
     )
 
 
@@ -79,7 +85,12 @@ def build_loader(
     """The fast-path loader over ``records`` at the model's image size, mean and std, with a
     ``MultiSourceSampler`` weighted by the sources' configured weights and sharded by rank."""
     augment = Augment.cure_train() if cfg.data.augment == "cure_train" else None
-    ds = make_dataset(cfg, bundle, records, augment)
+    stages = None
+    if cfg.curriculum.kind == "medclm":
+        from gradatim.curriculum import StageScheduler
+
+        stages = StageScheduler([s.name for s in cfg.data.sources], seed=cfg.train.seed)
+    ds = make_dataset(cfg, bundle, records, augment, stages)
     sampler: MultiSourceSampler | CurriculumSampler
     if cfg.curriculum.kind == "rrgcl":
         from gradatim.curriculum import RRGCLScheduler

@@ -80,9 +80,56 @@ def _bf16(cfg: TrainConfig) -> bool:
     return bool(cfg.train.bf16)
 
 
-def _batches(loader: Any) -> Iterator[dict[str, Any]]:
-    while True:  # epochs follow each other; each iterator is a new epoch
-        yield from loader
+def _batches(loader: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(epoch, batch)``: epochs follow each other, each iterator is a new epoch."""
+    while True:
+        it = iter(loader)
+        epoch = loader.epoch
+        for batch in it:
+            yield epoch, batch
+
+
+class _StageLosses:
+    """MedCLM's learning signal: per source and stage, the epoch's mean loss, handed to the
+    ``StageScheduler`` when the epoch ends (MedCLM's released scheduler updates per epoch)."""
+
+    NAMES = {0: "easy", 1: "medium", 2: "hard"}
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.epoch: int | None = None
+        self.sums: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, epoch: int, per_sample: torch.Tensor, batch: dict[str, Any]) -> None:
+        if self.epoch is not None and epoch != self.epoch:
+            self.flush()
+        self.epoch = epoch
+        codes = batch["stage"].tolist()
+        for loss, code, source in zip(per_sample.tolist(), codes, batch["source"], strict=True):
+            if code in self.NAMES:
+                acc = self.sums.setdefault((source, self.NAMES[code]), [0.0, 0.0])
+                acc[0] += loss
+                acc[1] += 1
+
+    def flush(self) -> None:
+        if self.epoch is None or not self.sums:
+            return
+        losses: dict[str, dict[str, float]] = {}
+        for (source, stage), (total, n) in self.sums.items():
+            losses.setdefault(source, {})[stage] = total / n
+        self.scheduler.update(losses, epoch=self.epoch)
+        self.sums = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The unfinished epoch's sums, so a resumed run updates the scheduler exactly."""
+        return {
+            "epoch": self.epoch,
+            "sums": [[s, g, v[0], v[1]] for (s, g), v in self.sums.items()],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.sums = {(s, g): [float(t), float(n)] for s, g, t, n in state["sums"]}
 
 
 def train(
@@ -119,11 +166,13 @@ def train(
     loader, sampler = build_loader(cfg, bundle, records, rank=rank, world_size=world)
     curriculum, validator = _cure(cfg, bundle, sampler)
     step = 0
+    resumed: dict[str, Any] | None = None
     torch.manual_seed(seed + rank)  # model built: each rank its own dropout stream
     if resume is not None:
         path = checkpoint.latest(out) if str(resume) == "auto" else Path(resume)
         if path is not None:
             state = checkpoint.load(path, model, base, rank=rank)
+            resumed = state
             loader.load_state_dict(state["loader"])
             if curriculum is not None:
                 curriculum.load_state_dict(state["curriculum"])
@@ -131,6 +180,10 @@ def train(
     log = _Log(out, resume is not None, enabled=rank == 0)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(cfg) else nullcontext()
     batches = _batches(loader)
+    scheduler = getattr(loader.dataset, "stages", None)
+    stage_losses = _StageLosses(scheduler) if hasattr(scheduler, "update") else None
+    if stage_losses is not None and resumed is not None and "stage_losses" in resumed:
+        stage_losses.load_state_dict(resumed["stage_losses"])
     losses: list[float] = []
     stop = min(cfg.train.steps, max_steps if max_steps is not None else cfg.train.steps)
     model.train()
@@ -139,7 +192,7 @@ def train(
         waited, images, total = 0.0, 0, 0.0
         for _ in range(cfg.train.grad_accum):
             t1 = time.perf_counter()
-            batch = next(batches)
+            epoch, batch = next(batches)
             waited += time.perf_counter() - t1
             encoded = encode_batch(
                 bundle, batch["prompt"], batch["target"], batch.get("target_parts")
@@ -156,12 +209,14 @@ def train(
                 if roles is None
                 else per_sample_role_loss(logits, labels, roles)
             )
+            if stage_losses is not None:
+                stage_losses.add(epoch, per.detach().float().cpu(), batch)
             names, task_losses = group_losses(per, batch["task"])
             counts = [float(sum(t == n for t in batch["task"])) for n in names]
             optimizer.backward(task_losses, counts, names)
             total += float(per.detach().mean()) / cfg.train.grad_accum
             images += len(batch["task"])
-        optimizer.apply()
+        optimizer.apply(step)  # PCGrad's order from the step: resumable without saved state
         base.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -176,6 +231,8 @@ def train(
             state = {"loader": loader.state_dict(), "config": cfg.as_dict()}
             if curriculum is not None:
                 state["curriculum"] = curriculum.state_dict()
+            if stage_losses is not None:
+                state["stage_losses"] = stage_losses.state_dict()
             checkpoint.save(out, step, model, base, state, rank=rank, world_size=world)
     log.close()
     _summary(out, rank, step, model, getattr(sampler, "weights", None))

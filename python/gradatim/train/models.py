@@ -50,6 +50,12 @@ class ModelBundle:
     boi_token_id: int | None = None  # Gemma 3: image tokens are wrapped in begin/end markers
     eoi_token_id: int | None = None
 
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """``(w, h)`` of the image tokens' grid (square), for MedCLM's Medium-stage box mask."""
+        side = max(1, round(self.num_image_tokens**0.5))
+        return (side, side)
+
 
 @dataclass
 class LoraSettings:

@@ -141,8 +141,12 @@ class MultiTaskOptimizer:
         counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
         return names, rows, counts, float(counts.sum())
 
-    def apply(self) -> None:
-        """Combine the accumulated per-task gradients into ``.grad`` (then clears them)."""
+    def apply(self, step: int | None = None) -> None:
+        """Combine the accumulated per-task gradients into ``.grad`` (then clears them). With
+        ``step``, PCGrad's random projection order is drawn from the step alone, so a resumed run
+        repeats it without any saved generator state."""
+        if step is not None:
+            self.generator.manual_seed((int(step) * 0x9E3779B97F4A7C15 + 0x50434752) % (1 << 63))
         if not self._rows and not (dist.is_available() and dist.is_initialized()):
             raise ValueError("apply(): no task losses since the last step")
         names, rows, counts, total = self._reduced()
