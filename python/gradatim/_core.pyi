@@ -9,6 +9,7 @@ from typing_extensions import Self
 
 __version__: str
 UNLABELED: str
+MANIFEST_FIELDS: list[str]
 STAGE_CODES: dict[str, int]
 STAGE_DEFAULTS: dict[str, int | float]
 DEFAULT_MAX_PIXELS: int

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
+from gradatim import _core
 from gradatim.errors import ManifestError
 from gradatim.manifest.classes import CHEXPERT_LABELS
 
@@ -66,24 +67,14 @@ TASKS: tuple[str, ...] = (
 )
 """The task names a record may carry (CURE's templates plus report generation and VQA)."""
 
-FIELDS: tuple[str, ...] = (
-    "id",
-    "image",
-    "source",
-    "task",
-    "split",
-    "text",
-    "prompt",
-    "labels",
-    "boxes",
-    "laterality_sensitive",
-)
-"""Record fields in the order they are written."""
-
 VQA_FIELDS: tuple[str, ...] = ("answer", "rationale")
-"""Optional fields of VQA records with a rationale (MedCLM): written only when present. With an
+"""Optional fields of VQA records with a rationale (MedCLM), written only when present. With an
 ``answer``, the target is ``Reasoning: {rationale}\n\nAnswer: {answer}`` in the Easy and Medium
 stages and ``Answer: {answer}`` in the Hard stage (docs/manifest.md)."""
+
+FIELDS: tuple[str, ...] = tuple(f for f in _core.MANIFEST_FIELDS if f not in VQA_FIELDS)
+"""Record fields in the order they are written (the schema's field list is defined once, in the
+core's manifest reader)."""
 
 _REQUIRED = ("id", "image", "source", "task", "split", "text")
 _BOX_FIELDS = ("box", "phrase", "anatomy")

@@ -12,9 +12,8 @@ import torch.nn.functional as F
 __all__ = ["per_sample_loss", "per_sample_role_loss", "group_losses"]
 
 
-def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross entropy over each sample's labelled tokens (``-100`` ignored):
-    ``[B, T, V]`` logits and ``[B, T]`` labels -> ``[B]``."""
+def _token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross entropy per position (``-100`` labels give 0) and the shifted labels."""
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
     tokens = F.cross_entropy(
@@ -23,6 +22,13 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ignore_index=-100,
         reduction="none",
     ).view(shift_labels.shape)
+    return tokens, shift_labels
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross entropy over each sample's labelled tokens (``-100`` ignored):
+    ``[B, T, V]`` logits and ``[B, T]`` labels -> ``[B]``."""
+    tokens, shift_labels = _token_losses(logits, labels)
     counted = (shift_labels != -100).sum(1).clamp(min=1)
     return tokens.sum(1) / counted
 
@@ -44,15 +50,8 @@ def per_sample_role_loss(
     parts. ``roles`` is ``encode_batch``'s ``label_roles``. MedCLM's released losses
     (``lambda_ans`` 0.8, ``lambda_cot`` 0.2) take the token mean over the whole batch; gradatim
     takes it per sample, so that samples can be grouped by task for the gradient combination."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
+    tokens, shift_labels = _token_losses(logits, labels)
     shift_roles = roles[:, 1:]
-    tokens = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
-        shift_labels.reshape(-1),
-        ignore_index=-100,
-        reduction="none",
-    ).view(shift_labels.shape)
     counted = shift_labels != -100
     total = torch.zeros(tokens.shape[0], device=tokens.device)
     weight = torch.zeros_like(total)

@@ -344,6 +344,10 @@ fn parse_boxes(format: &str, text: &str) -> PyResult<Vec<[f64; 4]>> {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add(
+        "MANIFEST_FIELDS",
+        gradatim_core::data::manifest::FIELDS.to_vec(),
+    )?;
     m.add_class::<Dataset>()?;
     m.add_class::<Stream>()?;
     m.add_function(wrap_pyfunction!(render_boxes, m)?)?;
