@@ -21,6 +21,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,11 @@ def _predictions(run_out: Path, cfg_path: Path, path: Path) -> None:
     bundle = build_model(cfg, source_records(cfg))
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(
-        bundle.model, str(run_out / f"checkpoint-{cfg.train.steps}" / "adapter")
-    )
+    with warnings.catch_warnings():  # a transformers deprecation notice raised inside peft
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        model = PeftModel.from_pretrained(
+            bundle.model, str(run_out / f"checkpoint-{cfg.train.steps}" / "adapter")
+        )
     val = make_dataset(cfg, bundle, source_records(cfg, split="validate"), augment=None)
     rows = Validator(val, bundle, per_source=10_000, max_new_tokens=48).generate_rows(model)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
