@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from gradatim.manifest import iu_xray, nih, read_manifest, sample_classes, vindr, write_manifest
-from gradatim.manifest.classes import CHEXPERT_LABELS, read_label_csv
+from gradatim.manifest.classes import CHEXPERT_LABELS
+from gradatim.manifest.label_csv import read_label_csv
 
 
 def _data(name: str) -> Path:

@@ -5,6 +5,7 @@ from the public chest X-ray datasets (docs/manifest.md).
   (:func:`validate_record`), the JSONL / Parquet writer and reader;
 - :mod:`~gradatim.manifest.classes`: the 14 CheXpert labels and RRGCL's
   :func:`sample_classes`;
+- :mod:`~gradatim.manifest.label_csv`: CheXpert-format label files -> ``labels`` dicts;
 - :mod:`~gradatim.manifest.anatomy`: Chest ImaGenome's 29 region names;
 - one converter per dataset: :mod:`~gradatim.manifest.iu_xray`, :mod:`~gradatim.manifest.vindr`,
   :mod:`~gradatim.manifest.nih`, :mod:`~gradatim.manifest.mimic_cxr`,

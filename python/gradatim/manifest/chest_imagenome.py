@@ -38,7 +38,6 @@ from typing import Any
 
 from gradatim.errors import ManifestError
 from gradatim.manifest.anatomy import is_anatomy_region
-from gradatim.manifest.classes import read_label_csv
 from gradatim.manifest.common import (
     Conversion,
     Where,
@@ -52,6 +51,7 @@ from gradatim.manifest.common import (
     study_labels,
     validate_record,
 )
+from gradatim.manifest.label_csv import read_label_csv
 from gradatim.manifest.mimic_cxr import image_path
 
 __all__ = ["SOURCE", "convert", "iter_scene_graphs", "read_splits"]

@@ -5,12 +5,15 @@ negative, uncertain, not mentioned). RRGCL groups samples by class: a sample bel
 of the 13 CheXpert labels other than "Support Devices" that is positive (1); a sample with none
 belongs to "No Finding" if that label is 1, and otherwise to the explicit class ``unlabeled`` so
 that no sample is lost (docs/manifest.md, "RRGCL classes").
+
+This module only names labels and classes; reading CheXpert-format label files is
+:mod:`gradatim.manifest.label_csv` (which builds on :mod:`~gradatim.manifest.common`'s CSV
+reader, itself importing the label names from here).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from gradatim import _core
 
@@ -22,8 +25,6 @@ __all__ = [
     "UNLABELED",
     "LABEL_VALUES",
     "sample_classes",
-    "parse_label_value",
-    "read_label_csv",
 ]
 
 NO_FINDING = "No Finding"
@@ -72,55 +73,3 @@ def sample_classes(labels: Mapping[str, int | None] | None) -> list[str]:
     if positive:
         return positive
     return [NO_FINDING] if labels.get(NO_FINDING) == 1 else [UNLABELED]
-
-
-def parse_label_value(cell: str | None) -> int | None:
-    """A label cell of a CheXpert-format CSV: ``"1.0"`` or ``"1"`` -> 1, ``"0.0"`` -> 0,
-    ``"-1.0"`` -> -1, empty -> None. Raises ``ValueError`` for anything else."""
-    if cell is None or not cell.strip():
-        return None
-    value = float(cell)
-    if value not in (1.0, 0.0, -1.0):
-        raise ValueError(f"expected 1, 0, -1 or empty, got {cell!r}")
-    return int(value)
-
-
-def read_label_csv(
-    path: str | os.PathLike[str], key: str | Sequence[str]
-) -> dict[str | tuple[str, ...], dict[str, int | None]]:
-    """Read a CheXpert-format label file (``mimic-cxr-2.0.0-chexpert.csv[.gz]``, the NegBio
-    twin, CheXbert's output, ...) into ``{key: labels}``.
-
-    ``key`` names the column (or columns, giving tuple keys) that identify a row, e.g.
-    ``"study_id"``. Every one of the 14 :data:`CHEXPERT_LABELS` present as a column is read; at
-    least one must be. Empty cells (not mentioned) are left out of the dict, which means the
-    same as null. A repeated key is an error, as is a cell other than 1, 0, -1 or empty; the
-    :class:`gradatim.errors.ManifestError` names the file, line and column.
-    """
-    from gradatim.manifest.common import iter_csv  # common imports this module
-
-    keys = (key,) if isinstance(key, str) else tuple(key)
-    out: dict[str | tuple[str, ...], dict[str, int | None]] = {}
-    first: dict[str | tuple[str, ...], int] = {}
-    columns: list[str] | None = None
-    for where, row in iter_csv(path, required=keys):
-        if columns is None:
-            columns = [c for c in CHEXPERT_LABELS if c in row]
-            if not columns:
-                raise where.error(
-                    None, f"no CheXpert label column (expected some of {CHEXPERT_LABELS})"
-                )
-        k: str | tuple[str, ...] = row[keys[0]] if len(keys) == 1 else tuple(row[c] for c in keys)
-        if k in first:
-            raise where.error(keys[0], f"repeated key (first at line {first[k]})")
-        first[k] = where.row or 0
-        labels: dict[str, int | None] = {}
-        for c in columns:
-            try:
-                value = parse_label_value(row[c])
-            except ValueError as exc:
-                raise where.error(c, str(exc)) from None
-            if value is not None:  # absent means null: keep manifests small
-                labels[c] = value
-        out[k] = labels
-    return out

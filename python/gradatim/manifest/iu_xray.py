@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from gradatim.errors import ManifestError
-from gradatim.manifest.classes import NO_FINDING, read_label_csv
+from gradatim.manifest.classes import NO_FINDING
 from gradatim.manifest.common import (
     Conversion,
     Where,
@@ -40,6 +40,7 @@ from gradatim.manifest.common import (
     splitter,
     validate_record,
 )
+from gradatim.manifest.label_csv import read_label_csv
 
 __all__ = ["SOURCE", "convert", "iter_reports", "parse_report"]
 

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gradatim.errors import ManifestError
-from gradatim.manifest.classes import read_label_csv
 from gradatim.manifest.common import (
     Conversion,
     Where,
@@ -40,6 +39,7 @@ from gradatim.manifest.common import (
     study_labels,
     validate_record,
 )
+from gradatim.manifest.label_csv import read_label_csv
 
 __all__ = ["SOURCE", "convert", "report_sections", "image_path", "ReportStore"]
 

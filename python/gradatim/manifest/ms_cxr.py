@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from gradatim.errors import ManifestError
-from gradatim.manifest.classes import CHEXPERT_LABELS, NO_FINDING, read_label_csv
+from gradatim.manifest.classes import CHEXPERT_LABELS, NO_FINDING
 from gradatim.manifest.common import (
     Conversion,
     Where,
@@ -40,6 +40,7 @@ from gradatim.manifest.common import (
     study_labels,
     validate_record,
 )
+from gradatim.manifest.label_csv import read_label_csv
 
 __all__ = ["SOURCE", "convert"]
 
