@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from gradatim.errors import ManifestError
@@ -27,7 +29,7 @@ from gradatim.manifest import (
 from gradatim.manifest.classes import sample_classes
 from gradatim.manifest.common import Conversion, read_manifest, write_manifest
 
-__all__ = ["add_parser"]
+__all__ = ["CONVERTERS", "add_parser"]
 
 
 def _write(conv: Conversion, args: argparse.Namespace) -> int:
@@ -66,113 +68,162 @@ def _common(p: argparse.ArgumentParser, split_help: str = "") -> None:
     )
 
 
-def _iu(args: argparse.Namespace) -> int:
-    return _write(
-        iu_xray.convert(
-            args.reports,
-            image_dir=args.image_dir,
-            image_ext=args.image_ext,
-            split=args.split,
-            labels_csv=args.labels,
-            labels_key=args.labels_key,
-            on_error=args.on_error,
+@dataclass(frozen=True)
+class _Opt:
+    """One command-line argument of a converter: its flags, the ``convert`` parameter it fills
+    (the argparse ``dest``; a positional when ``flags`` is one bare name) and argparse's other
+    keywords."""
+
+    flags: tuple[str, ...]
+    param: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def positional(self) -> bool:
+        """Whether this is a positional argument (a bare name, no leading dash)."""
+        return not self.flags[0].startswith("-")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        """Register this argument on ``parser``; its value lands in ``args.<param>``."""
+        if self.positional:
+            parser.add_argument(self.param, **self.kwargs)
+            return
+        kwargs = {"dest": self.param, **self.kwargs}
+        name = self.flags[0].lstrip("-").replace("-", "_")
+        if self.param != name and "action" not in kwargs:
+            kwargs["metavar"] = name.upper()  # help shows the flag's name, not the parameter's
+        parser.add_argument(*self.flags, **kwargs)
+
+
+def _opt(*flags: str, param: str | None = None, **kwargs: Any) -> _Opt:
+    """An argument filling ``convert``'s ``param`` (default: the flag's name, as argparse's)."""
+    name = flags[0].lstrip("-").replace("-", "_")
+    return _Opt(flags, param or name, kwargs)
+
+
+@dataclass(frozen=True)
+class _Converter:
+    """A ``from-...`` subcommand: the converter module and the arguments of its ``convert``
+    (besides ``split`` and ``on_error``, which every converter takes from :func:`_common`)."""
+
+    command: str
+    help: str
+    module: ModuleType
+    opts: tuple[_Opt, ...]
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Call the converter with the parsed arguments and write its manifest."""
+        positional = [getattr(args, o.param) for o in self.opts if o.positional]
+        keywords = {o.param: getattr(args, o.param) for o in self.opts if not o.positional}
+        conv = self.module.convert(
+            *positional, **keywords, split=args.split, on_error=args.on_error
+        )
+        return _write(conv, args)
+
+
+_LABELS_CSV = "mimic-cxr-2.0.0-chexpert.csv(.gz)"
+
+CONVERTERS: tuple[_Converter, ...] = (
+    _Converter(
+        "from-iu-xray",
+        "IU X-ray / Open-i report XMLs -> report records",
+        iu_xray,
+        (
+            _opt("reports", type=Path, help="NLMCXR_reports.tgz or a folder of report XMLs"),
+            _opt("--image-dir", default="images", help="image folder under the root"),
+            _opt("--image-ext", default=".png", help="image file extension (default .png)"),
+            _opt(
+                "--labels",
+                param="labels_csv",
+                type=Path,
+                help="CheXpert-format label CSV keyed by report uId",
+            ),
+            _opt("--labels-key", default="uId", help="its key column (default uId)"),
         ),
-        args,
-    )
-
-
-def _vindr(args: argparse.Namespace) -> int:
-    return _write(
-        vindr.convert(
-            args.annotations,
-            image_dir=args.image_dir,
-            image_ext=args.image_ext,
-            split=args.split,
-            include_normal=not args.skip_normal,
-            on_error=args.on_error,
+    ),
+    _Converter(
+        "from-vindr",
+        "VinDr-CXR annotation CSV -> phrase grounding",
+        vindr,
+        (
+            _opt("annotations", type=Path, help="annotations_train.csv (or .csv.gz)"),
+            _opt("--image-dir", default="train", help="image folder under the root"),
+            _opt("--image-ext", default=".dicom", help="image extension (default .dicom)"),
+            _opt(
+                "--skip-normal",
+                param="include_normal",
+                action="store_false",
+                help="drop images without boxes",
+            ),
         ),
-        args,
-    )
-
-
-def _nih(args: argparse.Namespace) -> int:
-    return _write(
-        nih.convert(
-            args.bbox_list,
-            image_dir=args.image_dir,
-            data_entry=args.data_entry,
-            test_list=args.test_list,
-            split=args.split,
-            on_error=args.on_error,
+    ),
+    _Converter(
+        "from-nih",
+        "NIH ChestX-ray14 BBox_List_2017.csv -> phrase grounding",
+        nih,
+        (
+            _opt("bbox_list", type=Path, help="BBox_List_2017.csv (or .csv.gz)"),
+            _opt("--image-dir", default="images", help="image folder under the root"),
+            _opt("--data-entry", type=Path, help="Data_Entry_2017*.csv for complete labels"),
+            _opt("--test-list", type=Path, help="test_list.txt: these images get split test"),
         ),
-        args,
-    )
-
-
-def _mimic(args: argparse.Namespace) -> int:
-    return _write(
-        mimic_cxr.convert(
-            args.metadata,
-            args.reports,
-            split_csv=args.split_csv,
-            labels_csv=args.labels,
-            views=args.views,
-            image_dir=args.image_dir,
-            image_ext=args.image_ext,
-            split=args.split,
-            on_error=args.on_error,
+    ),
+    _Converter(
+        "from-mimic-cxr",
+        "MIMIC-CXR-JPG + reports -> report records",
+        mimic_cxr,
+        (
+            _opt("metadata", type=Path, help="mimic-cxr-2.0.0-metadata.csv(.gz)"),
+            _opt("reports", type=Path, help="mimic-cxr-reports.zip or its extracted folder"),
+            _opt("--split-csv", type=Path, help="mimic-cxr-2.0.0-split.csv(.gz)"),
+            _opt("--labels", param="labels_csv", type=Path, help=_LABELS_CSV),
+            _opt("--views", nargs="+", help="keep these ViewPosition values (e.g. PA AP)"),
+            _opt("--image-dir", default="files", help="image folder under the root"),
+            _opt("--image-ext", default=".jpg", help="image extension (default .jpg)"),
         ),
-        args,
-    )
-
-
-def _ms_cxr(args: argparse.Namespace) -> int:
-    return _write(
-        ms_cxr.convert(
-            args.annotations,
-            image_dir=args.image_dir,
-            image_ext=args.image_ext,
-            labels_csv=args.labels,
-            split=args.split,
-            on_error=args.on_error,
+    ),
+    _Converter(
+        "from-ms-cxr",
+        "MS-CXR CSV -> phrase grounding records",
+        ms_cxr,
+        (
+            _opt("annotations", type=Path, help="MS_CXR_Local_Alignment_v1.x.csv"),
+            _opt("--image-dir", default="", help="prefix for the CSV's image paths"),
+            _opt("--image-ext", help="replace the image extension (e.g. .jpg for MIMIC-JPG)"),
+            _opt("--labels", param="labels_csv", type=Path, help=_LABELS_CSV),
         ),
-        args,
-    )
-
-
-def _padchest(args: argparse.Namespace) -> int:
-    return _write(
-        padchest_gr.convert(
-            args.reports_json,
-            master_table=args.master_table,
-            image_sizes=args.image_sizes,
-            root=args.root,
-            image_dir=args.image_dir,
-            language=args.language,
-            reader=args.reader,
-            box_units=args.box_units,
-            split=args.split,
-            on_error=args.on_error,
+    ),
+    _Converter(
+        "from-padchest-gr",
+        "PadChest-GR JSON -> grounded report records",
+        padchest_gr,
+        (
+            _opt("reports_json", type=Path, help="grounded_reports_<date>.json"),
+            _opt("--master-table", type=Path, help="master_table.csv (splits)"),
+            _opt("--image-sizes", type=Path, help="CSV ImageID,width,height"),
+            _opt("--root", type=Path, help="manifest root, to read sizes from PNG headers"),
+            _opt("--image-dir", default="", help="image folder under the root"),
+            _opt("--language", choices=("en", "es"), default="en"),
+            _opt("--reader", choices=("first", "second", "both"), default="first"),
+            _opt("--box-units", choices=("normalized", "pixel"), default="normalized"),
         ),
-        args,
-    )
-
-
-def _imagenome(args: argparse.Namespace) -> int:
-    return _write(
-        chest_imagenome.convert(
-            args.scene_graphs,
-            splits=args.splits,
-            labels_csv=args.labels,
-            image_dir=args.image_dir,
-            image_ext=args.image_ext,
-            split=args.split,
-            all_regions=args.all_regions,
-            descriptions=args.descriptions,
-            on_error=args.on_error,
+    ),
+    _Converter(
+        "from-chest-imagenome",
+        "Chest ImaGenome scene graphs -> anatomy-grounded records",
+        chest_imagenome,
+        (
+            _opt("scene_graphs", type=Path, help="folder or zip of *_SceneGraph.json"),
+            _opt("--splits", type=Path, help="CSV dicom_id,split or folder of train/valid/test"),
+            _opt("--labels", param="labels_csv", type=Path, help=_LABELS_CSV),
+            _opt("--image-dir", default="files", help="MIMIC-CXR-JPG image folder"),
+            _opt("--image-ext", default=".jpg"),
+            _opt("--all-regions", action="store_true", help="keep regions beyond the 29"),
+            _opt("--descriptions", choices=("positive", "all"), default="positive"),
         ),
-        args,
-    )
+    ),
+)
+"""Every ``gradatim manifest from-...`` subcommand, in ``--help`` order."""
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -193,74 +244,12 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("manifest", help="convert datasets to gradatim manifests; validate them")
     msub = p.add_subparsers(dest="manifest_command", required=True, metavar="SUBCOMMAND")
 
-    q = msub.add_parser("from-iu-xray", help="IU X-ray / Open-i report XMLs -> report records")
-    q.add_argument("reports", type=Path, help="NLMCXR_reports.tgz or a folder of report XMLs")
-    q.add_argument("--image-dir", default="images", help="image folder under the root")
-    q.add_argument("--image-ext", default=".png", help="image file extension (default .png)")
-    q.add_argument("--labels", type=Path, help="CheXpert-format label CSV keyed by report uId")
-    q.add_argument("--labels-key", default="uId", help="its key column (default uId)")
-    _common(q)
-    q.set_defaults(func=_guarded(_iu))
-
-    q = msub.add_parser("from-vindr", help="VinDr-CXR annotation CSV -> phrase grounding")
-    q.add_argument("annotations", type=Path, help="annotations_train.csv (or .csv.gz)")
-    q.add_argument("--image-dir", default="train", help="image folder under the root")
-    q.add_argument("--image-ext", default=".dicom", help="image extension (default .dicom)")
-    q.add_argument("--skip-normal", action="store_true", help="drop images without boxes")
-    _common(q)
-    q.set_defaults(func=_guarded(_vindr))
-
-    q = msub.add_parser("from-nih", help="NIH ChestX-ray14 BBox_List_2017.csv -> phrase grounding")
-    q.add_argument("bbox_list", type=Path, help="BBox_List_2017.csv (or .csv.gz)")
-    q.add_argument("--image-dir", default="images", help="image folder under the root")
-    q.add_argument("--data-entry", type=Path, help="Data_Entry_2017*.csv for complete labels")
-    q.add_argument("--test-list", type=Path, help="test_list.txt: these images get split test")
-    _common(q)
-    q.set_defaults(func=_guarded(_nih))
-
-    q = msub.add_parser("from-mimic-cxr", help="MIMIC-CXR-JPG + reports -> report records")
-    q.add_argument("metadata", type=Path, help="mimic-cxr-2.0.0-metadata.csv(.gz)")
-    q.add_argument("reports", type=Path, help="mimic-cxr-reports.zip or its extracted folder")
-    q.add_argument("--split-csv", type=Path, help="mimic-cxr-2.0.0-split.csv(.gz)")
-    q.add_argument("--labels", type=Path, help="mimic-cxr-2.0.0-chexpert.csv(.gz)")
-    q.add_argument("--views", nargs="+", help="keep these ViewPosition values (e.g. PA AP)")
-    q.add_argument("--image-dir", default="files", help="image folder under the root")
-    q.add_argument("--image-ext", default=".jpg", help="image extension (default .jpg)")
-    _common(q)
-    q.set_defaults(func=_guarded(_mimic))
-
-    q = msub.add_parser("from-ms-cxr", help="MS-CXR CSV -> phrase grounding records")
-    q.add_argument("annotations", type=Path, help="MS_CXR_Local_Alignment_v1.x.csv")
-    q.add_argument("--image-dir", default="", help="prefix for the CSV's image paths")
-    q.add_argument("--image-ext", help="replace the image extension (e.g. .jpg for MIMIC-JPG)")
-    q.add_argument("--labels", type=Path, help="mimic-cxr-2.0.0-chexpert.csv(.gz)")
-    _common(q)
-    q.set_defaults(func=_guarded(_ms_cxr))
-
-    q = msub.add_parser("from-padchest-gr", help="PadChest-GR JSON -> grounded report records")
-    q.add_argument("reports_json", type=Path, help="grounded_reports_<date>.json")
-    q.add_argument("--master-table", type=Path, help="master_table.csv (splits)")
-    q.add_argument("--image-sizes", type=Path, help="CSV ImageID,width,height")
-    q.add_argument("--root", type=Path, help="manifest root, to read sizes from PNG headers")
-    q.add_argument("--image-dir", default="", help="image folder under the root")
-    q.add_argument("--language", choices=("en", "es"), default="en")
-    q.add_argument("--reader", choices=("first", "second", "both"), default="first")
-    q.add_argument("--box-units", choices=("normalized", "pixel"), default="normalized")
-    _common(q)
-    q.set_defaults(func=_guarded(_padchest))
-
-    q = msub.add_parser(
-        "from-chest-imagenome", help="Chest ImaGenome scene graphs -> anatomy-grounded records"
-    )
-    q.add_argument("scene_graphs", type=Path, help="folder or zip of *_SceneGraph.json")
-    q.add_argument("--splits", type=Path, help="CSV dicom_id,split or folder of train/valid/test")
-    q.add_argument("--labels", type=Path, help="mimic-cxr-2.0.0-chexpert.csv(.gz)")
-    q.add_argument("--image-dir", default="files", help="MIMIC-CXR-JPG image folder")
-    q.add_argument("--image-ext", default=".jpg")
-    q.add_argument("--all-regions", action="store_true", help="keep regions beyond the 29")
-    q.add_argument("--descriptions", choices=("positive", "all"), default="positive")
-    _common(q)
-    q.set_defaults(func=_guarded(_imagenome))
+    for conv in CONVERTERS:
+        q = msub.add_parser(conv.command, help=conv.help)
+        for o in conv.opts:
+            o.add_to(q)
+        _common(q)
+        q.set_defaults(func=_guarded(conv.run))
 
     q = msub.add_parser("validate", help="check manifests against the schema; print counts")
     q.add_argument("manifests", nargs="+", type=Path, help="JSONL or Parquet manifests")
