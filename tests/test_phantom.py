@@ -211,3 +211,18 @@ def test_bad_arguments(tmp_path: Path) -> None:
         phantom.generate(tmp_path, n=1, image_format="gif")
     with pytest.raises(ValueError, match="size"):
         phantom.generate(tmp_path, n=1, size=(32, 32))
+
+
+def test_report_records_carry_the_whole_report_and_its_sentence_boxes() -> None:
+    # "report" (phantom-a, -c) and "grounded_report" (phantom-b) records: the study's report with
+    # one box per finding sentence, under the id <source>/<index>/<task>.
+    for source, task in (("phantom-a", "report"), ("phantom-b", "grounded_report")):
+        study = next(
+            s for s in (phantom.make_study(i, source=source) for i in range(50)) if s.findings
+        )
+        [rec] = [r for r in phantom.study_records(study, "x.png") if r["task"] == task]
+        assert rec["id"] == f"{source}/{study.index:06d}/{task}"
+        assert rec["text"] == study.report
+        assert [(b["phrase"], b["anatomy"]) for b in rec["boxes"]] == [
+            (f.sentence, f.anatomy) for f in study.findings
+        ]

@@ -651,20 +651,11 @@ def study_records(study: Study, image: str) -> list[dict[str, Any]]:
     sentence_boxes = [make_box(f.box, f.sentence, f.anatomy) for f in study.findings]
     out: list[dict[str, Any]] = []
     for task in style.tasks:
-        if task == "report":
+        if task in ("report", "grounded_report"):
+            # The same record; the task decides how the loader renders its target text.
             out.append(
                 make_record(
-                    id=f"{base}/report",
-                    task=task,
-                    text=study.report,
-                    boxes=sentence_boxes,
-                    **common,
-                )
-            )
-        elif task == "grounded_report":
-            out.append(
-                make_record(
-                    id=f"{base}/grounded_report",
+                    id=f"{base}/{task}",
                     task=task,
                     text=study.report,
                     boxes=sentence_boxes,
