@@ -226,7 +226,7 @@ def run_pil_albumentations(config: Mapping[str, Any]) -> dict[str, Any]:
         num_workers=workers,
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
-        worker_init_fn=bench._opencv_worker_init,
+        worker_init_fn=bench.opencv_worker_init,
         generator=torch.Generator().manual_seed(int(config["seed"])),
     )
     result = bench.measure_loader(
@@ -383,8 +383,8 @@ def markdown(results: Mapping[str, Mapping[str, Any]], ratios: Mapping[str, floa
         ips = r["images_per_s"]
         rows.append(
             f"| {LABELS.get(kind, kind)} | {ips:.1f} | {ratios.get(kind, 1.0):.2f} | "
-            f"{bench._fmt(r.get('rss_total_mb'), '.0f')} | "
-            f"{bench._fmt(r.get('pss_peak_mb'), '.0f')} |"
+            f"{bench.format_value(r.get('rss_total_mb'), '.0f')} | "
+            f"{bench.format_value(r.get('pss_peak_mb'), '.0f')} |"
         )
     return "\n".join(rows)
 
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + markdown(results, ratios))
     machine = bench.machine_info()
     for module in ("albumentations", "PIL"):
-        machine["versions"][module] = bench._version(module)
+        machine["versions"][module] = bench.library_version(module)
     machine["load_before"] = busy_before
     machine["load_after"] = busy_after
     shares = [x for r in results.values() for x in r.get("repeats_others_cpu_share", [])]
@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     if not machine["quiet"]:
         print(
             "warning: the machine was not quiet: other processes took up to "
-            f"{bench._fmt(machine['others_cpu_share_max'], '.0%')} of the CPUs during a run"
+            f"{bench.format_value(machine['others_cpu_share_max'], '.0%')} of the CPUs during a run"
         )
     if args.min_ratio_b is not None and bench.TORCH_OPENCV in results:
         ratio = targets[bench.TORCH_OPENCV]["ratio"]

@@ -3,6 +3,7 @@ thresholds set the exit status; the OpenCV baseline does the same pixel work as 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -85,9 +86,9 @@ def test_bench_below_min_images_per_s_exits_2(
 def test_min_ratio_without_opencv_is_a_failure_not_a_pass(
     manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    real = bench.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        bench.importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real(name)
+        importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real(name)
     )
     out = tmp_path / "bench.json"
     argv = ["bench", str(manifest), *FAST, "--limit", "2", "--json", str(out), "--min-ratio", "1"]
@@ -106,9 +107,9 @@ def test_bad_arguments_fail_cleanly(manifest: Path, capsys: pytest.CaptureFixtur
 def test_jpeg_header_size_and_reduction_match_gradatim(tmp_path: Path) -> None:
     img = np.zeros((777, 1001), np.uint8)
     data = image.encode_jpeg(img, 90)
-    assert bench._image_size(data) == (1001, 777)
+    assert bench.image_header_size(data) == (1001, 777)
     png = image.encode_png(img)
-    assert bench._image_size(png) == (1001, 777)
+    assert bench.image_header_size(png) == (1001, 777)
     for target in [(64, 64), (125, 98), (126, 98), (300, 200), (2000, 10)]:
         d = bench.reduction_denominator(1001, 777, target)
         assert image.decode(data, reduce_to=target).shape == (-(-777 // d), -(-1001 // d))
