@@ -248,7 +248,7 @@ def _stage_times(files: list[bytes], passes: int, use_gradatim: bool) -> dict[st
     """Mean ms per image of each stage over all files and passes, one thread."""
     import cv2
 
-    from gradatim.bench import centred_affine
+    from gradatim.image import centred_affine
 
     rng = np.random.default_rng(0)
     cl = cv2.createCLAHE(2.0, (8, 8))

@@ -28,6 +28,9 @@ def decode_bytes(
     mode: str = "unchanged",
     max_pixels: int = ...,
 ) -> np.ndarray: ...
+def reduction_denominator(
+    width: int, height: int, reduce_to: tuple[int, int] | None = None
+) -> int: ...
 def clahe(img: np.ndarray, clip_limit: float, tiles_x: int, tiles_y: int) -> np.ndarray: ...
 def resize(img: np.ndarray, width: int, height: int, interpolation: str) -> np.ndarray: ...
 def warp_affine(
@@ -47,6 +50,24 @@ def draw_boxes(
 def encode_jpeg(img: NDArray[np.uint8], quality: int = 92) -> bytes: ...
 def encode_png(img: np.ndarray) -> bytes: ...
 def normalize(img: np.ndarray, mean: list[float], std: list[float]) -> NDArray[np.float32]: ...
+
+# --- augment (rust/python/src/augment.rs) -----------------------------------------------------
+def centred_affine(
+    angle: float, scale: float, shear: float, tx: float, ty: float, cx: float, cy: float
+) -> list[list[float]]: ...
+def apply_augment_plan(
+    img: np.ndarray,
+    width: int,
+    height: int,
+    boxes: NDArray[np.float64] | None = None,
+    *,
+    decoded_scale: tuple[float, float] = ...,
+    crop: list[float] | tuple[float, float, float, float] | None = None,
+    clahe: tuple[float, int, int] | None = None,
+    affine: list[list[float]] | None = None,
+    flip: bool = False,
+    min_visible: float = 0.25,
+) -> tuple[np.ndarray, NDArray[np.float64], NDArray[np.bool_]]: ...
 
 # --- sampling (rust/python/src/sampling.rs) ---------------------------------------------------
 @final

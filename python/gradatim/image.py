@@ -25,6 +25,8 @@ from gradatim.errors import InvalidArgumentError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "decode",
+    "reduction_denominator",
+    "centred_affine",
     "clahe",
     "warp_affine",
     "resize",
@@ -112,6 +114,26 @@ def decode(
     return _core.decode_path(
         os.fspath(source), reduce_to=reduce_to, mode=mode, max_pixels=max_pixels
     )
+
+
+def reduction_denominator(width: int, height: int, reduce_to: Size | None) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) :func:`decode` uses for a ``width`` x ``height``
+    JPEG and ``reduce_to``: the largest whose output ``ceil(size / d)`` is still at least
+    ``reduce_to`` on both sides (1 without ``reduce_to``). OpenCV's ``IMREAD_REDUCED_*_d`` gives
+    the same output size, so an OpenCV pipeline can pick its flag with this."""
+    if reduce_to is not None:
+        reduce_to = _size(reduce_to, "reduction_denominator(reduce_to=...)")
+    return _core.reduction_denominator(int(width), int(height), reduce_to)
+
+
+def centred_affine(
+    angle: float, scale: float, shear: float, tx: float, ty: float, cx: float, cy: float
+) -> NDArray[np.float64]:
+    """The forward 2x3 matrix the augmentation draws, for :func:`warp_affine`: about ``(cx, cy)``,
+    scale, shear x by y (``shear`` degrees), rotate ``angle`` degrees counter-clockwise on screen
+    (``cv2.getRotationMatrix2D``'s sense), then translate by ``(tx, ty)`` pixels."""
+    args = (angle, scale, shear, tx, ty, cx, cy)
+    return np.asarray(_core.centred_affine(*(float(v) for v in args)), dtype=np.float64)
 
 
 def clahe(

@@ -51,10 +51,13 @@ from __future__ import annotations
 
 from gradatim.bench.baseline import (
     OpenCVDataset,
+    apply_plan,
     centred_affine,
+    crop_pixels,
     image_header_size,
     make_torch_opencv_loader,
     opencv_worker_init,
+    random_crop_fractions,
     reduction_denominator,
 )
 from gradatim.bench.child import child_main, mark, measure_loader, memory_pass, peak_rss_mb
@@ -83,10 +86,12 @@ __all__ = [
     "TORCH_OPENCV",
     "OpenCVDataset",
     "add_parser",
+    "apply_plan",
     "bench_config",
     "centred_affine",
     "child_main",
     "cpu_busy",
+    "crop_pixels",
     "format_table",
     "format_value",
     "image_header_size",
@@ -102,6 +107,7 @@ __all__ = [
     "opencv_worker_init",
     "paired_ratios",
     "peak_rss_mb",
+    "random_crop_fractions",
     "reduction_denominator",
     "run",
     "run_bench",

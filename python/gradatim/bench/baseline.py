@@ -1,23 +1,34 @@
 """The baseline: ``torch.utils.data.DataLoader`` over :class:`OpenCVDataset`, gradatim's
 per-sample work done with OpenCV and NumPy (reduced JPEG decode, random resized crop, area
-resize, CLAHE, ``warpAffine`` with boxes, flip, normalise), in worker processes."""
+resize, CLAHE, ``warpAffine`` with boxes, flip, normalise), in worker processes.
+
+The pixel work is OpenCV's, so the comparison stays fair; the rules that only decide what to do
+are gradatim's own: the DCT scale to decode at (:func:`gradatim.image.reduction_denominator`) and
+the affine matrix (:func:`gradatim.image.centred_affine`) come from the core. The baseline draws
+its random decisions with its own NumPy generator; :func:`apply_plan`, which carries them out,
+is checked against the core's augmentation given the same decisions (tests/test_bench_baseline.py:
+same pixels, same boxes), so its crop rounding, resize choice and box mapping cannot drift."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from gradatim.bench.config import make_dataset
+from gradatim.image import centred_affine, reduction_denominator
 
 __all__ = [
     "OpenCVDataset",
+    "apply_plan",
     "centred_affine",
+    "crop_pixels",
     "image_header_size",
     "make_torch_opencv_loader",
     "opencv_worker_init",
+    "random_crop_fractions",
     "reduction_denominator",
 ]
 
@@ -47,32 +58,6 @@ def image_header_size(data: bytes) -> tuple[int, int] | None:
             return w, h
         i += 2 + length
     return None
-
-
-def reduction_denominator(width: int, height: int, target: tuple[int, int]) -> int:
-    """Largest JPEG DCT scale 1/d (d in 8, 4, 2) whose output is still at least ``target``
-    (gradatim's and OpenCV's ``IMREAD_REDUCED_*`` rule: the output is ``ceil(size / d)``)."""
-    tw, th = target
-    for d in (8, 4, 2):
-        if -(-width // d) >= tw and -(-height // d) >= th:
-            return d
-    return 1
-
-
-def centred_affine(
-    angle: float, scale: float, shear: float, tx: float, ty: float, cx: float, cy: float
-) -> np.ndarray:
-    """Forward 2x3 matrix about ``(cx, cy)``: scale, shear, rotate ``angle`` degrees (OpenCV's
-    ``getRotationMatrix2D`` sense), translate - the same construction as gradatim's plans."""
-    s, c = math.sin(math.radians(angle)), math.cos(math.radians(angle))
-    k = math.tan(math.radians(shear))
-    a = [[c * scale, (c * k + s) * scale], [-s * scale, (-s * k + c) * scale]]
-    return np.array(
-        [
-            [a[0][0], a[0][1], cx + tx - a[0][0] * cx - a[0][1] * cy],
-            [a[1][0], a[1][1], cy + ty - a[1][0] * cx - a[1][1] * cy],
-        ]
-    )
 
 
 def _happens(rng: np.random.Generator, p: float) -> bool:
@@ -170,21 +155,15 @@ class OpenCVDataset:
         rng = self._rng
         w, h = self.size
         img, scale = self._decode(self.paths[index])
-        ih, iw = img.shape[:2]
-        # source px -> decoded px -> crop -> output px, as one 3x3 matrix for the boxes
-        x0, y0, cw, ch = 0, 0, iw, ih
+        # the random decisions, drawn in the order the operations run
+        crop = None
         if self.crop is not None and _happens(rng, float(self.crop.get("p", 1.0))):
-            x0, y0, cw, ch = _random_crop(rng, self.crop, iw, ih)
-            img = img[y0 : y0 + ch, x0 : x0 + cw]
-        if (cw, ch) != (w, h):
-            shrink = cw >= w and ch >= h
-            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            img = cv2.resize(img, (w, h), interpolation=interp)
-        sx, sy = w / cw, h / ch
-        total = np.array([[scale * sx, 0.0, -x0 * sx], [0.0, scale * sy, -y0 * sy], [0, 0, 1.0]])
+            crop = random_crop_fractions(rng, self.crop)
+        clahe_op = None
         if self._clahe_op is not None and img.ndim == 2:
             if _happens(rng, float(self.clahe.get("p", 1.0))):  # type: ignore[union-attr]
-                img = self._clahe_op.apply(img)
+                clahe_op = self._clahe_op
+        m = None
         a = self.affine
         if a is not None and _happens(rng, float(a.get("p", 1.0))):
             scale_lo, scale_hi = (float(v) for v in a.get("scale", (1.0, 1.0)))
@@ -197,15 +176,21 @@ class OpenCVDataset:
                 w / 2,
                 h / 2,
             )
-            img = cv2.warpAffine(
-                img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
-            )
-            total = np.vstack([m, [0, 0, 1.0]]) @ total
-        boxes = _map_boxes(self.boxes[index], total, w, h, self.min_visible)
         flip = self.flip
-        if flip is not None and self.flippable[index] and _happens(rng, float(flip.get("p", 0.5))):
-            img = cv2.flip(img, 1)
-            boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+        flip_it = (
+            flip is not None and self.flippable[index] and _happens(rng, float(flip.get("p", 0.5)))
+        )
+        img, boxes = apply_plan(
+            img,
+            scale,
+            self.boxes[index],
+            (w, h),
+            crop=crop,
+            clahe_op=clahe_op,
+            affine=m,
+            flip=flip_it,
+            min_visible=self.min_visible,
+        )
         maxv = 255.0 if img.dtype == np.uint8 else float(np.iinfo(img.dtype).max)
         k, b = np.float32(1.0 / (maxv * self.std)), np.float32(-self.mean / self.std)
         pix = img.astype(np.float32)
@@ -222,10 +207,11 @@ class OpenCVDataset:
         }
 
 
-def _random_crop(
-    rng: np.random.Generator, crop: Mapping[str, Any], iw: int, ih: int
-) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop rule (10 tries, else the whole image), in pixels."""
+def random_crop_fractions(
+    rng: np.random.Generator, crop: Mapping[str, Any]
+) -> tuple[float, float, float, float] | None:
+    """torchvision's RandomResizedCrop rule (10 tries, else None: the whole image), drawn with
+    the baseline's generator: ``(x0, y0, w, h)`` as fractions of the image, as the core plans."""
     lo, hi = (float(v) for v in crop.get("scale", (0.9, 1.0)))
     r_lo, r_hi = (float(v) for v in crop.get("ratio", (0.75, 4 / 3)))
     for _ in range(10):
@@ -233,11 +219,71 @@ def _random_crop(
         ratio = math.exp(rng.uniform(math.log(r_lo), math.log(r_hi)))
         fw, fh = math.sqrt(area * ratio), math.sqrt(area / ratio)
         if fw <= 1.0 and fh <= 1.0:
-            fx, fy = rng.uniform(0, 1 - fw), rng.uniform(0, 1 - fh)
-            cw = min(max(round(fw * iw), 1), iw)
-            ch = min(max(round(fh * ih), 1), ih)
-            return min(round(fx * iw), iw - cw), min(round(fy * ih), ih - ch), cw, ch
-    return 0, 0, iw, ih
+            return rng.uniform(0, 1 - fw), rng.uniform(0, 1 - fh), fw, fh
+    return None
+
+
+def _round_half_up(v: float) -> int:
+    """``v >= 0`` rounded half away from zero (Rust's ``f64::round``), exactly."""
+    whole = math.floor(v)
+    return whole + (1 if v - whole >= 0.5 else 0)
+
+
+def crop_pixels(fractions: Sequence[float] | None, iw: int, ih: int) -> tuple[int, int, int, int]:
+    """A crop given as fractions ``(x0, y0, w, h)`` in whole pixels of a ``iw`` x ``ih`` image
+    (at least 1 x 1, inside the image); None is the whole image."""
+    if fractions is None:
+        return 0, 0, iw, ih
+    fx, fy, fw, fh = fractions
+    cw = min(max(_round_half_up(fw * iw), 1), iw)
+    ch = min(max(_round_half_up(fh * ih), 1), ih)
+    return min(_round_half_up(fx * iw), iw - cw), min(_round_half_up(fy * ih), ih - ch), cw, ch
+
+
+def apply_plan(
+    img: np.ndarray,
+    scale: float,
+    boxes: np.ndarray,
+    size: tuple[int, int],
+    *,
+    crop: Sequence[float] | None = None,
+    clahe_op: Any = None,
+    affine: np.ndarray | None = None,
+    flip: bool = False,
+    min_visible: float = 0.25,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's augmentation with OpenCV, given its decisions: crop (fractions, see
+    :func:`crop_pixels`), resize to ``size`` (``INTER_AREA`` when shrinking along both axes,
+    else ``INTER_LINEAR``), CLAHE (``clahe_op``, a ``cv2.CLAHE``, grey images only), the
+    forward 2x3 ``affine`` (``warpAffine``, bilinear, constant 0 border), horizontal flip.
+    ``boxes`` (N x 4, source pixels; ``scale`` decoded pixels per source pixel) go through the
+    same transforms; returns the image and the kept boxes (float32)."""
+    import cv2
+
+    w, h = size
+    ih, iw = img.shape[:2]
+    # source px -> decoded px -> crop -> output px, as one 3x3 matrix for the boxes
+    x0, y0, cw, ch = crop_pixels(crop, iw, ih)
+    if (x0, y0, cw, ch) != (0, 0, iw, ih):
+        img = img[y0 : y0 + ch, x0 : x0 + cw]
+    if (cw, ch) != (w, h):
+        shrink = cw >= w and ch >= h
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        img = cv2.resize(img, (w, h), interpolation=interp)
+    sx, sy = w / cw, h / ch
+    total = np.array([[scale * sx, 0.0, -x0 * sx], [0.0, scale * sy, -y0 * sy], [0, 0, 1.0]])
+    if clahe_op is not None and img.ndim == 2:
+        img = clahe_op.apply(img)
+    if affine is not None:
+        img = cv2.warpAffine(
+            img, affine, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
+        total = np.vstack([affine, [0, 0, 1.0]]) @ total
+    mapped = _map_boxes(boxes, total, w, h, min_visible)
+    if flip:
+        img = cv2.flip(img, 1)
+        mapped[:, [0, 2]] = w - mapped[:, [2, 0]]
+    return img, mapped
 
 
 def _map_boxes(boxes: np.ndarray, m: np.ndarray, w: int, h: int, min_visible: float) -> np.ndarray:

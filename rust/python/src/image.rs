@@ -28,9 +28,10 @@ macro_rules! with_array {
         }
     };
 }
+pub(crate) use with_array;
 
 /// Borrow an (H, W) or (H, W, C) C-contiguous array as an image.
-fn view<'a, T: Element>(a: &'a PyReadonlyArrayDyn<'_, T>) -> PyResult<ImageRef<'a, T>> {
+pub(crate) fn view<'a, T: Element>(a: &'a PyReadonlyArrayDyn<'_, T>) -> PyResult<ImageRef<'a, T>> {
     let shape = a.shape();
     let (h, w, c) = match *shape {
         [h, w] => (h, w, 1),
@@ -44,7 +45,11 @@ fn view<'a, T: Element>(a: &'a PyReadonlyArrayDyn<'_, T>) -> PyResult<ImageRef<'
 }
 
 /// Hand an owned image to NumPy without copying; 2-D when `flat` and single-channel.
-fn to_numpy<T: Element>(py: Python<'_>, img: Image<T>, flat: bool) -> PyResult<Py<PyAny>> {
+pub(crate) fn to_numpy<T: Element>(
+    py: Python<'_>,
+    img: Image<T>,
+    flat: bool,
+) -> PyResult<Py<PyAny>> {
     let (h, w, c) = (img.height, img.width, img.channels);
     let arr = PyArray1::from_vec(py, img.data);
     let arr: Bound<'_, PyArrayDyn<T>> = if flat && c == 1 {
@@ -55,7 +60,7 @@ fn to_numpy<T: Element>(py: Python<'_>, img: Image<T>, flat: bool) -> PyResult<P
     Ok(arr.into_any().unbind())
 }
 
-fn boxes_from(a: Option<PyReadonlyArray2<'_, f64>>) -> PyResult<Vec<BoxXyxy>> {
+pub(crate) fn boxes_from(a: Option<PyReadonlyArray2<'_, f64>>) -> PyResult<Vec<BoxXyxy>> {
     let Some(a) = a else { return Ok(Vec::new()) };
     if a.shape()[1] != 4 {
         return Err(wrong_type(
@@ -71,7 +76,7 @@ fn boxes_from(a: Option<PyReadonlyArray2<'_, f64>>) -> PyResult<Vec<BoxXyxy>> {
         .collect())
 }
 
-fn boxes_to(py: Python<'_>, boxes: Vec<BoxXyxy>) -> PyResult<Py<PyAny>> {
+pub(crate) fn boxes_to(py: Python<'_>, boxes: Vec<BoxXyxy>) -> PyResult<Py<PyAny>> {
     let n = boxes.len();
     let flat: Vec<f64> = boxes.into_iter().flatten().collect();
     Ok(PyArray1::from_vec(py, flat)
@@ -140,6 +145,14 @@ fn decode_bytes(
         .detach(|| decode::decode(data, name, &opts))
         .map_err(to_py)?;
     decoded_to_numpy(py, d)
+}
+
+/// The DCT scale denominator (1, 2, 4 or 8) a JPEG of `width` x `height` is decoded at for
+/// `reduce_to` (the core's rule, shared by the loader and the bench's OpenCV baseline).
+#[pyfunction]
+#[pyo3(signature = (width, height, reduce_to=None))]
+fn reduction_denominator(width: usize, height: usize, reduce_to: Option<(usize, usize)>) -> usize {
+    decode::reduction_denominator(width, height, reduce_to)
 }
 
 #[pyfunction]
@@ -343,6 +356,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_png, m)?)?;
     m.add_function(wrap_pyfunction!(decode_path, m)?)?;
     m.add_function(wrap_pyfunction!(decode_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(reduction_denominator, m)?)?;
     m.add_function(wrap_pyfunction!(clahe, m)?)?;
     m.add_function(wrap_pyfunction!(resize, m)?)?;
     m.add_function(wrap_pyfunction!(warp_affine, m)?)?;

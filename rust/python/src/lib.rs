@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod augment;
 mod curriculum;
 mod data;
 mod error;
@@ -14,6 +15,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     image::register(m)?;
     data::register(m)?;
+    augment::register(m)?;
     sampling::register(m)?;
     curriculum::register(m)?;
     Ok(())
