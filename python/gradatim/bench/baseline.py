@@ -122,20 +122,11 @@ class OpenCVDataset:
         denom = 1
         if data[:2] == b"\xff\xd8" and size is not None:
             denom = reduction_denominator(size[0], size[1], self.reduce_to)
-        if grey:
-            flag = {
-                1: cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH,
-                2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-                4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-                8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
-            }[denom]
-        else:
-            flag = {
-                1: cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH,
-                2: cv2.IMREAD_REDUCED_COLOR_2,
-                4: cv2.IMREAD_REDUCED_COLOR_4,
-                8: cv2.IMREAD_REDUCED_COLOR_8,
-            }[denom]
+        colour = "GRAYSCALE" if grey else "COLOR"
+        if denom == 1:
+            flag = getattr(cv2, f"IMREAD_{colour}") | cv2.IMREAD_ANYDEPTH
+        else:  # IMREAD_REDUCED_{GRAYSCALE,COLOR}_{2,4,8}
+            flag = getattr(cv2, f"IMREAD_REDUCED_{colour}_{denom}")
         img = cv2.imdecode(buf, flag)
         if img is None:
             raise ValueError(f"OpenCV could not decode {path}")

@@ -31,10 +31,10 @@ pub trait Sample: Copy + Default + Send + Sync + PartialOrd + 'static {
     fn from_usize_sat(v: usize) -> Self;
     /// Round half to even and saturate: what `cv::saturate_cast<T>(float)` does on x86, where
     /// `cvRound` is the SSE2 conversion (ties to even). Branch- and libm-free, so loops using it
-    /// auto-vectorise (clahe.rs, resize.rs rely on this for bit-exact OpenCV results).
+    /// auto-vectorise (clahe.rs, resize/ rely on this for bit-exact OpenCV results).
     fn from_f32_rne(v: f32) -> Self;
     /// `data` itself when the samples are bytes (`u8`), so 8-bit kernels can load several
-    /// samples with one read (resize.rs); `None` for wider samples.
+    /// samples with one read (resize/bilinear.rs, sse2.rs); `None` for wider samples.
     fn as_bytes(data: &[Self]) -> Option<&[u8]> {
         let _ = data;
         None
