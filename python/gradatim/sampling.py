@@ -17,7 +17,8 @@ takes positions ``rank, rank + world_size, ...``. ``state_dict()`` is plain JSON
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -101,6 +102,31 @@ def interleave_slots(weights: ArrayLike) -> list[int]:
     return list(_core.interleave_slots(_weights(weights)))
 
 
+def _members(members: Sequence[ArrayLike], sizes: ArrayLike | None) -> list[NDArray[np.int64]]:
+    out = [np.asarray(m, dtype=np.int64).reshape(-1) for m in members]
+    if not out:
+        raise InvalidArgumentError("members: at least one source is required")
+    table = np.concatenate(out)
+    if table.size and table.min() < 0:
+        raise InvalidArgumentError(f"members: negative index {int(table.min())}")
+    if np.unique(table).size != table.size:
+        raise InvalidArgumentError("members: an index belongs to more than one source (or twice)")
+    if sizes is not None and _sizes(sizes) != [len(m) for m in out]:
+        raise InvalidArgumentError("sizes: must equal the members' lengths (or be None)")
+    return out
+
+
+def _ranges(sizes: list[int]) -> Iterator[tuple[int, int]]:
+    start = 0
+    for n in sizes:
+        yield start, n
+        start += n
+
+
+def _masked(weights: Sequence[float], sizes: Sequence[int]) -> list[float]:
+    return [float(w) if n > 0 else 0.0 for w, n in zip(weights, sizes, strict=True)]
+
+
 class _PassTracker:
     """Bookkeeping of one pass over a list of indices, cheap per item: the pass yields from a
     list iterator, and the position is read back from that iterator's ``__length_hint__``."""
@@ -173,6 +199,17 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
     Epochs: like ``DistributedSampler``, ``set_epoch(e)`` picks the epoch; when a pass runs to its
     end without ``set_epoch``, the next pass uses the next epoch (as ``RandomSampler`` would
     reshuffle), so calling ``set_epoch`` every epoch is optional but recommended.
+
+    Sources anywhere in the data set: with ``members`` (one array of data-set indices per
+    source, as :meth:`from_dataset` builds them from the records' ``source`` names), source ``i``
+    is ``members[i]`` instead of a contiguous range, and the sampler yields those data-set indices.
+
+    Composed with an epoch curriculum: with ``schedule`` (RRGCL's class-level epoch subsets, a
+    pacing baseline; anything with ``epoch_indices(t)``), epoch ``e`` draws each source's samples
+    from its members that ``schedule.epoch_indices(e + schedule.first_t)`` names, the sources
+    weighted as always (CURE's weights across sources, RRGCL's subset inside each). Epochs keep
+    ``num_samples`` positions, so the weight log's steps mean the same in every epoch; a source
+    without a sample in an epoch's subset is not drawn in that epoch. One sampler, one state.
     """
 
     def __init__(
@@ -188,9 +225,21 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         world_size: int = 1,
         drop_last: bool = False,
         chunk_size: int = DEFAULT_CHUNK,
+        members: Sequence[ArrayLike] | None = None,
+        schedule: EpochSchedule | None = None,
     ) -> None:
         super().__init__()
+        self._members = None if members is None else _members(members, sizes)
+        if members is not None:
+            sizes = [len(m) for m in self._members]  # type: ignore[union-attr]
         self._sizes = _sizes(sizes)
+        if schedule is not None and not callable(getattr(schedule, "epoch_indices", None)):
+            raise TypeError("schedule: expected an object with an epoch_indices(t) method")
+        if schedule is not None and self._members is None:
+            self._members = [np.arange(o, o + n, dtype=np.int64) for o, n in _ranges(self._sizes)]
+        self._schedule = schedule
+        self._table = None if self._members is None else np.concatenate(self._members)
+        self._views: dict[int, tuple[_core.MultiSource, NDArray[np.int64]]] = {}
         self._num_samples_arg = (
             None if num_samples is None else _int_arg(num_samples, "num_samples", 1)
         )
@@ -221,17 +270,86 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         sampler._hierarchy = {str(s): [str(c) for c in cats] for s, cats in sizes.items()}
         return sampler
 
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        weights: Mapping[str, float],
+        *,
+        categories: str | Sequence[str] | None = None,
+        keep: ArrayLike | None = None,
+        **kwargs: Any,
+    ) -> MultiSourceSampler:
+        """A sampler over ``dataset``'s records grouped by their ``source`` name, weighted by name
+        (``{"mimic": 0.7, "vindr": 0.3}``; sources in this order), wherever the records of a source
+        lie in the data set. Every source of the data set needs a weight (0 leaves it out) and
+        every named source must exist, so a weight cannot land on the wrong records.
+
+        ``categories`` (a column name such as ``"task"``, or one label per record) splits each
+        source into categories for :class:`gradatim.curriculum.TwoLevelCurriculum`: leaves
+        ``(source, category)``, categories in order of first appearance, the source's weight
+        shared equally among them (:attr:`hierarchy` gives the structure). Other keyword
+        arguments are the constructor's (``schedule=`` composes an epoch curriculum).
+
+        ``keep`` (a boolean mask or indices) restricts the sampler to those records, e.g. one task
+        for CURE's first phase; the sources to name are then those of the kept records."""
+        sources = _column(dataset, "source")
+        kept = np.ones(len(sources), dtype=bool)
+        if keep is not None:
+            k = np.asarray(keep)
+            kept = k.astype(bool) if k.dtype == bool else np.isin(np.arange(len(sources)), k)
+            if kept.shape != (len(sources),) or not kept.any():
+                raise InvalidArgumentError("keep: expected a non-empty mask or indices of records")
+        names = [str(k) for k in weights]
+        present = dict.fromkeys(s for s, k in zip(sources, kept.tolist(), strict=True) if k)
+        missing = [s for s in present if s not in weights]
+        if missing:
+            raise InvalidArgumentError(
+                f"weights: the data set's sources {missing} have no weight (give 0 to leave "
+                f"one out); named: {names}"
+            )
+        absent = [n for n in names if n not in present]
+        if absent:
+            raise InvalidArgumentError(
+                f"weights: sources {absent} are not in the data set (its sources: {list(present)})"
+            )
+        src = np.asarray(sources, dtype=object)
+        src[~kept] = None
+        if categories is None:
+            members = [np.flatnonzero(src == n) for n in names]
+            return cls(None, [float(weights[n]) for n in names], members=members, **kwargs)
+        cats = _column(dataset, categories) if isinstance(categories, str) else list(categories)
+        if len(cats) != len(sources):
+            raise InvalidArgumentError(
+                f"categories: expected one per record ({len(sources)}), got {len(cats)}"
+            )
+        cat = np.asarray([str(c) for c in cats], dtype=object)
+        hierarchy: dict[str, list[str]] = {}
+        members, leaf_weights = [], []
+        for n in names:
+            rows = np.flatnonzero(src == n)
+            order = list(dict.fromkeys(cat[rows].tolist()))
+            hierarchy[n] = order
+            for c in order:
+                members.append(rows[cat[rows] == c])
+                leaf_weights.append(float(weights[n]) / len(order))
+        sampler = cls(None, leaf_weights, members=members, **kwargs)
+        sampler._hierarchy = hierarchy
+        return sampler
+
     @property
     def hierarchy(self) -> dict[str, list[str]] | None:
         """``{source: [category, ...]}`` for a sampler made by :meth:`from_hierarchy`."""
         h = getattr(self, "_hierarchy", None)
         return None if h is None else {s: list(c) for s, c in h.items()}
 
-    def _make_core(self, seed: int, weights: list[float]) -> _core.MultiSource:
+    def _make_core(
+        self, seed: int, weights: list[float], sizes: list[int] | None = None
+    ) -> _core.MultiSource:
         return _core.MultiSource(
-            self._sizes,
+            self._sizes if sizes is None else sizes,
             weights,
-            self._num_samples_arg,
+            self._num_samples_arg if sizes is None else int(self._core.num_samples),
             seed,
             self._replacement,
             self._mode,
@@ -239,6 +357,43 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
             self._world_size,
             self._drop_last,
         )
+
+    def _view(self, epoch: int) -> tuple[_core.MultiSource, NDArray[np.int64] | None]:
+        """The core drawing ``epoch`` and the table from its positions to data-set indices."""
+        if self._schedule is None:
+            return self._core, self._table
+        view = self._views.get(epoch)
+        if view is None:
+            t = epoch + int(getattr(self._schedule, "first_t", 0))
+            subset = np.asarray(self._schedule.epoch_indices(t), dtype=np.int64)
+            members = [m[np.isin(m, subset)] for m in self._members]  # type: ignore[union-attr]
+            sizes = [len(m) for m in members]
+            n = len(self)
+            log = self.weight_log
+            # the entries in force somewhere in this epoch, the first from position 0 on
+            first = max(i for i, (s, _) in enumerate(log) if s <= epoch * n)
+            used = [(s, _masked(w, sizes)) for s, w in log[first:] if s < (epoch + 1) * n]
+            if not any(used[0][1]) or sum(sizes) == 0:
+                raise InvalidArgumentError(
+                    f"epoch {epoch}: the schedule's subset (t = {t}) holds no sample of a source "
+                    f"with a positive weight"
+                )
+            core = self._make_core(self._seed, used[0][1], sizes)
+            for s, w in used[1:]:
+                if not any(w):
+                    raise InvalidArgumentError(
+                        f"epoch {epoch}: from step {s} no source with a positive weight has a "
+                        f"sample in the schedule's subset (t = {t})"
+                    )
+                core.set_weights(s, w)
+            view = (core, np.concatenate(members))
+            self._views = {epoch: view}  # one epoch at a time
+        return view
+
+    def _draw(self, epoch: int, start: int, count: int) -> NDArray[np.int64]:
+        core, table = self._view(epoch)
+        chunk = core.chunk(epoch, start, count)
+        return chunk if table is None else table[chunk]
 
     # -- torch Sampler protocol ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -255,7 +410,7 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         track.load([], pos)
         while pos < n:
             count = min(self._chunk_size, n - pos)
-            chunk = self._core.chunk(epoch, pos, count).tolist()
+            chunk = self._draw(epoch, pos, count).tolist()
             yield from track.load(chunk, pos)
             if track.token is not token:  # a newer pass took over
                 return
@@ -289,6 +444,7 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         now = self._now()
         at = now if step is None else max(_int_arg(step, "step"), now)
         self._core.set_weights(at, _weights(weights))
+        self._views = {}
         track = self._pass
         if track.epoch is not None:
             # Indices of the current chunk from the switch on were drawn with the old weights:
@@ -332,14 +488,18 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         return self._seed
 
     def source_of(self, indices: ArrayLike) -> NDArray[np.int64]:
-        """The source of each global index."""
+        """The source of each index this sampler yields."""
         idx = np.asarray(indices, dtype=np.int64)
+        if self._table is not None:
+            pos = np.empty(int(self._table.max()) + 1, dtype=np.int64)
+            pos[self._table] = np.arange(self._table.size)
+            idx = pos[idx]
         return np.searchsorted(self._offsets, idx, side="right").astype(np.int64) - 1
 
     def epoch_indices(self, epoch: int | None = None) -> NDArray[np.int64]:
         """This rank's whole epoch as an int64 array (does not move the iteration state)."""
         e = self._epoch if epoch is None else _int_arg(epoch, "epoch")
-        return self._core.chunk(e, 0, len(self))
+        return self._draw(e, 0, len(self))
 
     def chunks(
         self, epoch: int | None = None, chunk_size: int | None = None
@@ -351,7 +511,7 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         size = self._chunk_size if chunk_size is None else _int_arg(chunk_size, "chunk_size", 1)
         n = len(self)
         for start in range(0, n, size):
-            yield self._core.chunk(e, start, min(size, n - start))
+            yield self._draw(e, start, min(size, n - start))
 
     # -- state -----------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -362,6 +522,8 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
             "mode": self._mode,
             "world_size": self._world_size,
             "drop_last": self._drop_last,
+            "members": None if self._table is None else _digest(self._table),
+            "schedule": None if self._schedule is None else type(self._schedule).__name__,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -407,7 +569,7 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         position = _int_arg(state["position"], "state: position")
         if position > int(core.local_len):
             raise InvalidArgumentError(f"state: position {position} is beyond the epoch")
-        self._core, self._seed = core, seed
+        self._core, self._seed, self._views = core, seed, {}
         self._epoch = _int_arg(state["epoch"], "state: epoch")
         self._resume = position
         self._pass = _PassTracker()
@@ -432,6 +594,8 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
             "world_size": self._world_size,
             "drop_last": self._drop_last,
             "chunk_size": self._chunk_size,
+            "members": self._members,
+            "schedule": self._schedule,
         }
 
     def __repr__(self) -> str:
@@ -440,6 +604,18 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
             f"num_samples={self.num_samples}, mode={self._mode!r}, "
             f"replacement={self._replacement}, rank={self._rank}, world_size={self._world_size})"
         )
+
+
+def _digest(table: NDArray[np.int64]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(table, dtype="<i8").tobytes()).hexdigest()[:16]
+
+
+def _column(dataset: Any, name: str) -> list[Any]:
+    if callable(getattr(dataset, "column", None)):
+        return list(dataset.column(name))
+    raise InvalidArgumentError(
+        f"dataset: expected a ManifestDataset (with column({name!r})), got {type(dataset).__name__}"
+    )
 
 
 class EpochSchedule(Protocol):

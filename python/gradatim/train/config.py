@@ -29,10 +29,12 @@ Example::
     weight = 0.3
 
     [curriculum]
-    kind = "cure"                  # none | cure
+    kind = "cure"                  # none | cure | rrgcl | cure+rrgcl | medclm
     period = 3000                  # validate and re-weight every K steps
     val_split = "validate"
     per_source = 16
+    categories = "anatomy"         # CURE's category level: task | phrase | anatomy
+    phase1_steps = 500             # CURE's phase 1: anatomy-grounded reports only, then multi-task
 """
 
 from __future__ import annotations
@@ -43,10 +45,19 @@ from typing import Any
 
 import tomllib
 
+from gradatim.manifest.common import TASKS
 from gradatim.train.gradients import METHODS
 from gradatim.train.models import TINY, LoraSettings
 
-__all__ = ["ConfigError", "TrainConfig", "load_config"]
+__all__ = ["ConfigError", "TrainConfig", "load_config", "KINDS", "CATEGORIES"]
+
+#: Curricula: none; CURE's error-aware source (and category) weights; RRGCL's class-level epoch
+#: subsets; both composed in one sampler (RRGCL inside each source, CURE across); MedCLM's stages.
+KINDS = ("none", "cure", "rrgcl", "cure+rrgcl", "medclm")
+
+#: What a CURE category is, per record: its task (prompt type), or its first box's phrase or
+#: anatomy (a record without one is "none").
+CATEGORIES = ("task", "phrase", "anatomy")
 
 
 class ConfigError(ValueError):
@@ -100,7 +111,7 @@ class DataSection:
 
 @dataclass
 class CurriculumSection:
-    kind: str = "none"  # none | cure | rrgcl | medclm
+    kind: str = "none"  # none | cure | rrgcl | cure+rrgcl | medclm
     period: int = 3000  # CURE's K: steps between validation updates
     difficulty: str | None = None  # RRGCL: a `gradatim difficulty` file (aligned by id)
     epochs: int = 10  # RRGCL's T
@@ -108,6 +119,10 @@ class CurriculumSection:
     val_split: str = "validate"
     per_source: int = 16  # pinned validation samples per source
     max_new_tokens: int = 64
+    categories: str | None = None  # CURE's category level: task | phrase | anatomy
+    phase1_steps: int = 0  # CURE's phase 1 on `phase1_tasks` only, before the multi-task phase
+    phase1_tasks: list[str] = field(default_factory=lambda: ["anatomy_grounded_report"])
+    attention_kl: float = 0.0  # MedCLM: weight of the Medium stage's attention KL term
 
 
 @dataclass
@@ -250,11 +265,34 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             f"{name}: [train].bf16", f'expected "auto", true or false, got {cfg.train.bf16!r}'
         )
     c = cfg.curriculum
-    if c.kind not in ("none", "cure", "rrgcl", "medclm"):
+    if c.kind not in KINDS:
         raise _fail(
-            f"{name}: [curriculum].kind", f"expected none, cure, rrgcl or medclm, got {c.kind!r}"
+            f"{name}: [curriculum].kind", f"expected one of {', '.join(KINDS)}, got {c.kind!r}"
         )
-    if c.kind == "rrgcl":
+    if c.categories is not None:
+        if c.categories not in CATEGORIES:
+            raise _fail(
+                f"{name}: [curriculum].categories",
+                f"expected one of {', '.join(CATEGORIES)}, got {c.categories!r}",
+            )
+        if "cure" not in c.kind:
+            raise _fail(f"{name}: [curriculum].categories", "category weights need kind cure")
+    if c.phase1_steps < 0:
+        raise _fail(
+            f"{name}: [curriculum].phase1_steps", f"expected an int >= 0, got {c.phase1_steps}"
+        )
+    for t in c.phase1_tasks:
+        if t not in TASKS:
+            raise _fail(f"{name}: [curriculum].phase1_tasks", f"unknown task {t!r}")
+    if c.attention_kl < 0:
+        raise _fail(
+            f"{name}: [curriculum].attention_kl", f"expected a number >= 0, got {c.attention_kl}"
+        )
+    if c.attention_kl > 0 and c.kind != "medclm":
+        raise _fail(f"{name}: [curriculum].attention_kl", "the attention KL term needs kind medclm")
+    if c.phase1_steps and "cure" not in c.kind:
+        raise _fail(f"{name}: [curriculum].phase1_steps", "CURE's phase 1 needs kind cure")
+    if "rrgcl" in c.kind:
         if c.difficulty is None:
             raise _fail(f"{name}: [curriculum].difficulty", "rrgcl needs a difficulty file")
         if not Path(c.difficulty).is_absolute():

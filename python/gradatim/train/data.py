@@ -1,5 +1,5 @@
-"""The training data of a run: one manifest per named source, filtered by split, concatenated so
-that each source is one contiguous index range, and a sampler weighted by source *name*."""
+"""The training data of a run: one manifest per named source, filtered by split, and a sampler
+weighted by source *name* (records of a source may lie anywhere in the data set)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gradatim.data import Augment, DataLoader, ManifestDataset
@@ -16,7 +17,13 @@ from gradatim.sampling import CurriculumSampler, MultiSourceSampler
 from gradatim.train.config import TrainConfig
 from gradatim.train.models import ModelBundle
 
-__all__ = ["source_records", "make_dataset", "build_loader", "aligned_difficulty"]
+__all__ = [
+    "source_records",
+    "make_dataset",
+    "build_loader",
+    "aligned_difficulty",
+    "record_categories",
+]
 
 
 def source_records(cfg: TrainConfig, split: str | None = None) -> list[dict[str, Any]]:
@@ -74,6 +81,16 @@ def make_dataset(
     )
 
 
+def record_categories(records: list[dict[str, Any]], how: str) -> list[str]:
+    """CURE's category of each record: its ``task`` (prompt type), or the phrase / anatomy of its
+    first box (``"none"`` without one). Converters that write one finding or one region per record
+    (MS-CXR, Chest ImaGenome) give CURE's categories exactly."""
+    if how == "task":
+        return [str(r["task"]) for r in records]
+    key = "phrase" if how == "phrase" else "anatomy"
+    return [str((r.get("boxes") or [{}])[0].get(key) or "none") for r in records]
+
+
 def build_loader(
     cfg: TrainConfig,
     bundle: ModelBundle,
@@ -81,29 +98,43 @@ def build_loader(
     *,
     rank: int = 0,
     world_size: int = 1,
+    phase: int = 2,
 ) -> tuple[DataLoader, MultiSourceSampler | CurriculumSampler]:
-    """The fast-path loader over ``records`` at the model's image size, mean and std, with a
-    ``MultiSourceSampler`` weighted by the sources' configured weights and sharded by rank."""
+    """The fast-path loader over ``records`` at the model's image size, mean and std, sharded by
+    rank. Sources are weighted by name wherever their records lie (``from_dataset``); with
+    ``rrgcl`` alone the sampler is RRGCL's epoch subsets, with ``cure+rrgcl`` both in one sampler,
+    with CURE ``categories`` two levels. ``phase=1``: CURE's first phase, the records of
+    ``[curriculum].phase1_tasks`` only."""
+    c = cfg.curriculum
     augment = Augment.cure_train() if cfg.data.augment == "cure_train" else None
     stages = None
-    if cfg.curriculum.kind == "medclm":
+    if c.kind == "medclm":
         from gradatim.curriculum import StageScheduler
 
         stages = StageScheduler([s.name for s in cfg.data.sources], seed=cfg.train.seed)
     ds = make_dataset(cfg, bundle, records, augment, stages)
-    sampler: MultiSourceSampler | CurriculumSampler
-    if cfg.curriculum.kind == "rrgcl":
+    shard = {"seed": cfg.train.seed, "rank": rank, "world_size": world_size}
+    schedule = None
+    if "rrgcl" in c.kind:
         from gradatim.curriculum import RRGCLScheduler
 
-        classes, dif = aligned_difficulty(str(cfg.curriculum.difficulty), records)
-        schedule = RRGCLScheduler(classes, dif, cfg.curriculum.epochs)
-        sampler = CurriculumSampler(schedule, seed=cfg.train.seed, rank=rank, world_size=world_size)
+        classes, dif = aligned_difficulty(str(c.difficulty), records)
+        schedule = RRGCLScheduler(classes, dif, c.epochs)
+    sampler: MultiSourceSampler | CurriculumSampler
+    if c.kind == "rrgcl":
+        sampler = CurriculumSampler(schedule, **shard)  # type: ignore[arg-type]
+    elif phase == 1:
+        keep = np.asarray([r["task"] in c.phase1_tasks for r in records])
+        if not keep.any():
+            raise ValueError(f"phase 1: no training record has a task in {c.phase1_tasks}")
+        kept = {r["source"] for r, k in zip(records, keep, strict=True) if k}
+        weights = {s.name: s.weight for s in cfg.data.sources if s.name in kept}
+        sampler = MultiSourceSampler.from_dataset(ds, weights, keep=keep, **shard)
     else:
-        names = [s.name for s in cfg.data.sources]
-        sizes = [sum(1 for r in records if r["source"] == n) for n in names]
-        weights = [s.weight for s in cfg.data.sources]
-        sampler = MultiSourceSampler(
-            sizes, weights, seed=cfg.train.seed, rank=rank, world_size=world_size
+        weights = {s.name: s.weight for s in cfg.data.sources}
+        cats = None if c.categories is None else record_categories(records, c.categories)
+        sampler = MultiSourceSampler.from_dataset(
+            ds, weights, categories=cats, schedule=schedule, **shard
         )
     loader = DataLoader(
         ds,

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gradatim.curriculum import ErrorAwareCurriculum
+from gradatim.curriculum import ErrorAwareCurriculum, TwoLevelCurriculum
 from gradatim.train import checkpoint
 from gradatim.train.config import TrainConfig
-from gradatim.train.data import build_loader, make_dataset, source_records
+from gradatim.train.data import build_loader, make_dataset, record_categories, source_records
 from gradatim.train.loss import group_losses, per_sample_loss, per_sample_role_loss
 from gradatim.train.models import (
     TINY,
@@ -164,7 +164,15 @@ def train(
         tasks=TASKS,  # type: ignore[arg-type]
     )
     loader, sampler = build_loader(cfg, bundle, records, rank=rank, world_size=world)
-    curriculum, validator = _cure(cfg, bundle, sampler)
+    curriculum, validator = _cure(cfg, bundle, sampler, records)
+    # CURE's phase 1: the anatomy-grounded task alone for `phase1_steps`, then the multi-task
+    # phase with the curriculum (its own sampler, which starts at its position 0)
+    phase1 = cfg.curriculum.phase1_steps if "cure" in cfg.curriculum.kind else 0
+    first = (
+        build_loader(cfg, bundle, records, rank=rank, world_size=world, phase=1)[0]
+        if phase1
+        else None
+    )
     step = 0
     resumed: dict[str, Any] | None = None
     torch.manual_seed(seed + rank)  # model built: each rank its own dropout stream
@@ -173,13 +181,15 @@ def train(
         if path is not None:
             state = checkpoint.load(path, model, base, rank=rank)
             resumed = state
-            loader.load_state_dict(state["loader"])
+            (
+                first if first is not None and int(state["step"]) < phase1 else loader
+            ).load_state_dict(state["loader"])
             if curriculum is not None:
                 curriculum.load_state_dict(state["curriculum"])
             step = int(state["step"])
     log = _Log(out, resume is not None, enabled=rank == 0)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(cfg) else nullcontext()
-    batches = _batches(loader)
+    batches = _batches(first if first is not None and step < phase1 else loader)
     scheduler = getattr(loader.dataset, "stages", None)
     stage_losses = _StageLosses(scheduler) if hasattr(scheduler, "update") else None
     if stage_losses is not None and resumed is not None and "stage_losses" in resumed:
@@ -188,8 +198,11 @@ def train(
     stop = min(cfg.train.steps, max_steps if max_steps is not None else cfg.train.steps)
     model.train()
     while step < stop:
+        if first is not None and step == phase1:
+            batches = _batches(loader)  # phase 2
         t0 = time.perf_counter()
         waited, images, total = 0.0, 0, 0.0
+        tasks: dict[str, int] = {}
         for _ in range(cfg.train.grad_accum):
             t1 = time.perf_counter()
             epoch, batch = next(batches)
@@ -216,6 +229,8 @@ def train(
             optimizer.backward(task_losses, counts, names)
             total += float(per.detach().mean()) / cfg.train.grad_accum
             images += len(batch["task"])
+            for t in batch["task"]:
+                tasks[t] = tasks.get(t, 0) + 1
         optimizer.apply(step)  # PCGrad's order from the step: resumable without saved state
         base.step()
         optimizer.zero_grad(set_to_none=True)
@@ -223,12 +238,15 @@ def train(
         losses.append(total)
         elapsed = time.perf_counter() - t0
         weights = getattr(sampler, "weights", None)
-        log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, weights)
-        if curriculum is not None and validator is not None and curriculum.due(step):
-            metrics = validator.metrics(model, rank, world, validation_hook)
-            log.validation(step, metrics, curriculum.update(metrics, step))
+        log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, weights, tasks)
+        if curriculum is not None and validator is not None and step > phase1:
+            if curriculum.due(step - phase1):  # steps of the multi-task phase
+                metrics, per_category = validator.evaluate(model, rank, world, validation_hook)
+                new = _update(curriculum, metrics, per_category, step - phase1)
+                log.validation(step, metrics, new)
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
-            state = {"loader": loader.state_dict(), "config": cfg.as_dict()}
+            active = first if first is not None and step < phase1 else loader
+            state = {"loader": active.state_dict(), "config": cfg.as_dict()}
             if curriculum is not None:
                 state["curriculum"] = curriculum.state_dict()
             if stage_losses is not None:
@@ -240,22 +258,28 @@ def train(
 
 
 def _cure(
-    cfg: TrainConfig, bundle: ModelBundle, sampler: Any
-) -> tuple[ErrorAwareCurriculum | None, Validator | None]:
-    """CURE's error-aware curriculum over the sources, starting uniform, with its validator."""
+    cfg: TrainConfig, bundle: ModelBundle, sampler: Any, records: list[dict[str, Any]]
+) -> tuple[ErrorAwareCurriculum | TwoLevelCurriculum | None, Validator | None]:
+    """CURE's error-aware curriculum over the sources (and, with ``categories``, over each
+    source's categories), starting uniform, with its validator."""
     c = cfg.curriculum
-    if c.kind != "cure":
+    if "cure" not in c.kind:
         return None, None
     names = [s.name for s in cfg.data.sources]
-    curriculum = ErrorAwareCurriculum(
-        sampler,
-        names,
-        period=c.period,
-        alpha=c.alpha,
-        samples_per_step=cfg.train.batch_size * cfg.train.grad_accum,
-        initial="uniform",
-    )
-    val = make_dataset(cfg, bundle, source_records(cfg, split=c.val_split), augment=None)
+    per_step = cfg.train.batch_size * cfg.train.grad_accum
+    curriculum: ErrorAwareCurriculum | TwoLevelCurriculum
+    if c.categories is not None:
+        curriculum = TwoLevelCurriculum(
+            sampler, period=c.period, alpha=c.alpha, samples_per_step=per_step
+        )
+    else:
+        curriculum = ErrorAwareCurriculum(
+            sampler, names, period=c.period, alpha=c.alpha, samples_per_step=per_step,
+            initial="uniform",
+        )  # fmt: skip
+    val_records = source_records(cfg, split=c.val_split)
+    val = make_dataset(cfg, bundle, val_records, augment=None)
+    cats = None if c.categories is None else record_categories(val_records, c.categories)
     validator = Validator(
         val,
         bundle,
@@ -264,8 +288,28 @@ def _cure(
         max_new_tokens=c.max_new_tokens,
         box_format=cfg.data.box_format,
         seed=cfg.train.seed,
+        categories=cats,
     )
     return curriculum, validator
+
+
+def _update(
+    curriculum: ErrorAwareCurriculum | TwoLevelCurriculum,
+    metrics: dict[str, dict[str, float]],
+    per_category: dict[str, dict[str, dict[str, float]]] | None,
+    step: int,
+) -> dict[str, float]:
+    """One curriculum update; returns the weights to log (``source`` or ``source/category``).
+    A category that the validation subset does not cover is scored as its source."""
+    if not isinstance(curriculum, TwoLevelCurriculum):
+        return curriculum.update(metrics, step)
+    full = {
+        s: {c: (per_category or {}).get(s, {}).get(c, metrics[s]) for c in cats}
+        for s, cats in curriculum.hierarchy.items()
+        if s in metrics
+    }
+    leaf = curriculum.update(metrics, step, categories=full)
+    return {f"{s}/{c}": w for (s, c), w in zip(curriculum.leaves, leaf, strict=True)}
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -320,11 +364,12 @@ class _Log:
         images_per_s: float,
         stall: float,
         weights: list[float] | None,
+        tasks: dict[str, int],
     ) -> None:
         if not self.enabled:
             return
         row = {"step": step, "loss": loss, "lr": lr, "images_per_s": images_per_s,
-               "loader_stall": stall, "weights": weights}  # fmt: skip
+               "loader_stall": stall, "weights": weights, "tasks": tasks}  # fmt: skip
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         self.tb.add_scalar("loss", loss, step)

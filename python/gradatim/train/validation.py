@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from gradatim.data import ManifestDataset, parse_boxes
-from gradatim.evaluate import curriculum_metrics, evaluate_rows, summarize
+from gradatim.evaluate import evaluate_rows
 from gradatim.train.models import ModelBundle
 
 __all__ = ["Validator", "encode_prompts"]
@@ -57,12 +57,24 @@ class Validator:
         max_new_tokens: int = 64,
         box_format: str = "cure",
         seed: int = 0,
+        categories: list[str] | None = None,
     ) -> None:
         sources = dataset.column("source")
         picked: dict[str, list[int]] = {}
-        for i, s in enumerate(sources):
-            if len(picked.setdefault(s, [])) < per_source:
-                picked[s].append(i)
+        if categories is None:
+            for i, s in enumerate(sources):
+                if len(picked.setdefault(s, [])) < per_source:
+                    picked[s].append(i)
+        else:  # round robin over each source's categories, so every category is represented
+            queues: dict[str, dict[str, list[int]]] = {}
+            for i, (s, c) in enumerate(zip(sources, categories, strict=True)):
+                queues.setdefault(s, {}).setdefault(c, []).append(i)
+            for s, by_cat in queues.items():
+                longest = max(len(q) for q in by_cat.values())
+                rounds = [q[k] for k in range(longest) for q in by_cat.values() if k < len(q)]
+                flat = rounds[:per_source]
+                picked[s] = sorted(flat)
+        self.categories = categories
         self.dataset, self.bundle = dataset, bundle
         self.indices = [i for s in sorted(picked) for i in picked[s]]
         self.sources = sorted(picked)
@@ -102,6 +114,9 @@ class Validator:
                         "reference": target,
                         "reference_boxes": [list(b) for b in parse_boxes(target, self.box_format)],
                         "box_format": self.box_format,
+                        "category": None
+                        if self.categories is None
+                        else self.categories[int(batch["index"][k])],
                     }
                 )
         model.train(was_training)
@@ -112,29 +127,59 @@ class Validator:
     ) -> dict[str, dict[str, float]]:
         """``{source: {"iou": ..., "text": ...}}`` over every rank's samples (IoU only where some
         sample had reference boxes). ``hook`` may rewrite the generated rows before scoring."""
+        return self.evaluate(model, rank, world, hook)[0]
+
+    def evaluate(
+        self, model: torch.nn.Module, rank: int = 0, world: int = 1, hook: Hook | None = None
+    ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]] | None]:
+        """Per-source metrics as :meth:`metrics`, and with categories
+        ``{source: {category: {"iou", "text"}}}`` for CURE's category level (else ``None``)."""
         rows = self.generate_rows(model, rank, world)
         if hook is not None:
             rows = hook(rows)
         per = evaluate_rows(rows)
-        if world > 1:
-            return _all_reduced(per, self.sources)
-        return curriculum_metrics(summarize(per))
+        keys = [(s, None) for s in self.sources]
+        if self.categories is not None:
+            pairs = {(r["source"], str(r["category"])) for r in per}
+            if world > 1:  # every rank needs the same keys: gather the pairs first
+                gathered: list[Any] = [None] * world
+                dist.all_gather_object(gathered, sorted(pairs))
+                pairs = {tuple(p) for ps in gathered for p in ps}
+            keys += sorted(pairs)
+        table = _reduced(per, keys, world)
+        sources = {s: m for (s, c), m in table.items() if c is None}
+        if self.categories is None:
+            return sources, None
+        cats: dict[str, dict[str, dict[str, float]]] = {}
+        for (s, c), m in table.items():
+            if c is not None:
+                cats.setdefault(s, {})[c] = m
+        return sources, cats
 
 
-def _all_reduced(per: list[dict[str, Any]], sources: list[str]) -> dict[str, dict[str, float]]:
-    sums = torch.zeros((len(sources), 4), dtype=torch.float64)  # iou sum, iou n, text sum, n
+def _reduced(
+    per: list[dict[str, Any]], keys: list[tuple[str, str | None]], world: int
+) -> dict[tuple[str, str | None], dict[str, float]]:
+    """Mean IoU (where any) and text score per key ``(source, None)`` or ``(source, category)``,
+    summed over ranks when ``world > 1`` so every rank takes the same decision."""
+    index = {k: i for i, k in enumerate(keys)}
+    sums = torch.zeros((len(keys), 4), dtype=torch.float64)  # iou sum, iou n, text sum, n
     for r in per:
-        i = sources.index(r["source"])
-        if r["iou"] is not None:
-            sums[i, 0] += r["iou"]
-            sums[i, 1] += 1
-        sums[i, 2] += r["text_score"]
-        sums[i, 3] += 1
-    dist.all_reduce(sums)
-    out: dict[str, dict[str, float]] = {}
-    for i, s in enumerate(sources):
+        rows = [index[(r["source"], None)]]
+        if r.get("category") is not None and (r["source"], str(r["category"])) in index:
+            rows.append(index[(r["source"], str(r["category"]))])
+        for i in rows:
+            if r["iou"] is not None:
+                sums[i, 0] += r["iou"]
+                sums[i, 1] += 1
+            sums[i, 2] += r["text_score"]
+            sums[i, 3] += 1
+    if world > 1:
+        dist.all_reduce(sums)
+    out: dict[tuple[str, str | None], dict[str, float]] = {}
+    for k, i in index.items():
         entry = {"text": float(sums[i, 2] / max(float(sums[i, 3]), 1.0))}
         if sums[i, 1] > 0:
             entry["iou"] = float(sums[i, 0] / sums[i, 1])
-        out[s] = entry
+        out[k] = entry
     return out
