@@ -71,6 +71,7 @@ class ModelSection:
     image_size: int = 32  # tiny models only
     hidden: int = 64  # tiny models only
     vocab_size: int = 1024  # tiny models' byte-level BPE
+    attn_implementation: str = "auto"  # auto (eager for the attention KL term) | eager | sdpa
 
 
 @dataclass
@@ -123,6 +124,7 @@ class CurriculumSection:
     phase1_steps: int = 0  # CURE's phase 1 on `phase1_tasks` only, before the multi-task phase
     phase1_tasks: list[str] = field(default_factory=lambda: ["anatomy_grounded_report"])
     attention_kl: float = 0.0  # MedCLM: weight of the Medium stage's attention KL term
+    stage: str | None = None  # MedCLM: a fixed stage (easy | medium | hard), no scheduler
 
 
 @dataclass
@@ -265,6 +267,15 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             f"{name}: [train].bf16", f'expected "auto", true or false, got {cfg.train.bf16!r}'
         )
     c = cfg.curriculum
+    if cfg.model.attn_implementation not in ("auto", "eager", "sdpa"):
+        raise _fail(
+            f"{name}: [model].attn_implementation",
+            f'expected "auto", "eager" or "sdpa", got {cfg.model.attn_implementation!r}',
+        )
+    if c.stage is not None and (c.kind != "medclm" or c.stage not in ("easy", "medium", "hard")):
+        raise _fail(
+            f"{name}: [curriculum].stage", "expected easy, medium or hard, with kind medclm"
+        )
     if c.kind not in KINDS:
         raise _fail(
             f"{name}: [curriculum].kind", f"expected one of {', '.join(KINDS)}, got {c.kind!r}"

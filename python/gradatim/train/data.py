@@ -108,7 +108,9 @@ def build_loader(
     c = cfg.curriculum
     augment = Augment.cure_train() if cfg.data.augment == "cure_train" else None
     stages = None
-    if c.kind == "medclm":
+    if c.kind == "medclm" and c.stage is not None:
+        stages = c.stage  # one fixed stage (MedCLM's ablations: Easy only, Medium only)
+    elif c.kind == "medclm":
         from gradatim.curriculum import StageScheduler
 
         stages = StageScheduler([s.name for s in cfg.data.sources], seed=cfg.train.seed)

@@ -15,6 +15,7 @@ import json
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch.distributed as dist
 
 from gradatim.curriculum import ErrorAwareCurriculum, TwoLevelCurriculum
 from gradatim.train import checkpoint
+from gradatim.train.attention import MEDIUM, attention_kl
 from gradatim.train.config import TrainConfig
 from gradatim.train.data import build_loader, make_dataset, record_categories, source_records
 from gradatim.train.loss import group_losses, per_sample_loss, per_sample_role_loss
@@ -45,6 +47,11 @@ from gradatim.train.tokenizer import train_bpe
 from gradatim.train.validation import Hook, Validator
 
 __all__ = ["Run", "TASKS", "build_model", "train"]
+
+_NO_ATTENTIONS = (
+    "MedCLM's attention KL term is off: the model returned no attention weights "
+    '([model].attn_implementation = "{}"; the term needs eager attention, "auto" or "eager")'
+)
 
 #: The manifest's tasks: the fixed order in which ranks exchange per-task gradients.
 TASKS = ("report", "phrase_grounding", "grounded_report", "anatomy_grounded_report", "vqa")
@@ -65,13 +72,21 @@ def build_model(cfg: TrainConfig, records: list[dict[str, Any]]) -> ModelBundle:
     trained on the run's records (deterministic, so a resumed run rebuilds the same one)."""
     if cfg.model.path is not None:
         dtype = torch.bfloat16 if _bf16(cfg) else None
-        return load_model(cfg.model.path, dtype=dtype)
-    family = TINY[str(cfg.model.name)]
-    extra = ["Ground the phrase: Locate the Describe the Location of the Description:"]
-    tok = train_bpe([*texts_of(records), *extra], vocab_size=cfg.model.vocab_size)
-    return tiny_model(
-        family, tok, image_size=cfg.model.image_size, hidden=cfg.model.hidden, seed=cfg.train.seed
-    )
+        bundle = load_model(cfg.model.path, dtype=dtype)
+    else:
+        family = TINY[str(cfg.model.name)]
+        extra = ["Ground the phrase: Locate the Describe the Location of the Description:"]
+        tok = train_bpe([*texts_of(records), *extra], vocab_size=cfg.model.vocab_size)
+        bundle = tiny_model(
+            family, tok, image_size=cfg.model.image_size, hidden=cfg.model.hidden,
+            seed=cfg.train.seed,
+        )  # fmt: skip
+    attn = cfg.model.attn_implementation
+    if attn == "auto" and cfg.curriculum.attention_kl > 0:
+        attn = "eager"  # attention weights for MedCLM's Medium-stage KL term
+    if attn != "auto":
+        bundle.model.set_attn_implementation(attn)  # type: ignore[operator]
+    return bundle
 
 
 def _bf16(cfg: TrainConfig) -> bool:
@@ -195,6 +210,7 @@ def train(
     if stage_losses is not None and resumed is not None and "stage_losses" in resumed:
         stage_losses.load_state_dict(resumed["stage_losses"])
     losses: list[float] = []
+    kl_weight = cfg.curriculum.attention_kl if cfg.curriculum.kind == "medclm" else 0.0
     stop = min(cfg.train.steps, max_steps if max_steps is not None else cfg.train.steps)
     model.train()
     while step < stop:
@@ -203,6 +219,7 @@ def train(
         t0 = time.perf_counter()
         waited, images, total = 0.0, 0, 0.0
         tasks: dict[str, int] = {}
+        kl_sum, kl_n = 0.0, 0
         for _ in range(cfg.train.grad_accum):
             t1 = time.perf_counter()
             epoch, batch = next(batches)
@@ -214,16 +231,31 @@ def train(
             labels = enc.pop("labels")
             roles = enc.pop("label_roles", None)
             pixels = batch["pixel_values"].to(device)
+            want = kl_weight > 0 and batch.get("box_mask") is not None
+            want = want and bool((batch["stage"] == MEDIUM).any())
             with autocast:
-                logits = model(pixel_values=pixels, **enc).logits
+                outputs = model(pixel_values=pixels, **enc, output_attentions=want)
+            logits = outputs.logits
             # MedCLM's 0.8 x answer + 0.2 x rationale where targets have parts; else the mean
             per = (
                 per_sample_loss(logits, labels)
                 if roles is None
                 else per_sample_role_loss(logits, labels, roles)
             )
-            if stage_losses is not None:
+            if stage_losses is not None:  # the scheduler follows the language-model loss
                 stage_losses.add(epoch, per.detach().float().cpu(), batch)
+            if want and not outputs.attentions:
+                kl_weight = 0.0
+                warnings.warn(_NO_ATTENTIONS.format(cfg.model.attn_implementation), stacklevel=2)
+            elif want:
+                kl = attention_kl(
+                    outputs.attentions, enc["input_ids"], labels, bundle.image_token_id,
+                    batch["box_mask"], batch["stage"],
+                )  # fmt: skip
+                per = per + kl_weight * kl
+                medium = batch["stage"].to(kl.device) == MEDIUM
+                kl_sum += float(kl.detach()[medium].sum())
+                kl_n += int(medium.sum())
             names, task_losses = group_losses(per, batch["task"])
             counts = [float(sum(t == n for t in batch["task"])) for n in names]
             optimizer.backward(task_losses, counts, names)
@@ -238,7 +270,9 @@ def train(
         losses.append(total)
         elapsed = time.perf_counter() - t0
         weights = getattr(sampler, "weights", None)
-        log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, weights, tasks)
+        extra = {"attention_kl": kl_sum / kl_n} if kl_n else {}
+        log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, weights, tasks,
+                 **extra)  # fmt: skip
         if curriculum is not None and validator is not None and step > phase1:
             if curriculum.due(step - phase1):  # steps of the multi-task phase
                 metrics, per_category = validator.evaluate(model, rank, world, validation_hook)
@@ -365,11 +399,12 @@ class _Log:
         stall: float,
         weights: list[float] | None,
         tasks: dict[str, int],
+        **extra: float,
     ) -> None:
         if not self.enabled:
             return
         row = {"step": step, "loss": loss, "lr": lr, "images_per_s": images_per_s,
-               "loader_stall": stall, "weights": weights, "tasks": tasks}  # fmt: skip
+               "loader_stall": stall, "weights": weights, "tasks": tasks, **extra}  # fmt: skip
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         self.tb.add_scalar("loss", loss, step)
