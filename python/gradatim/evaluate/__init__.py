@@ -1,6 +1,7 @@
 """Evaluation of generated text: grounding IoU (union, as CURE), BLEU-4, ROUGE-L, hallucination
 per anatomy, per source and category (``gradatim evaluate``)."""
 
+from gradatim.evaluate.clinical import score_clinical
 from gradatim.evaluate.hallucination import is_normal
 from gradatim.evaluate.iou import union_area, union_iou
 from gradatim.evaluate.report import curriculum_metrics, evaluate_rows, read_predictions, summarize
@@ -13,6 +14,7 @@ __all__ = [
     "is_normal",
     "read_predictions",
     "rouge_l",
+    "score_clinical",
     "summarize",
     "union_area",
     "union_iou",

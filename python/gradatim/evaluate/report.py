@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from gradatim.evaluate.clinical import SCORERS, score_clinical
 from gradatim.evaluate.hallucination import is_normal
 from gradatim.evaluate.iou import union_iou
 from gradatim.evaluate.text import TEXT_METRICS
@@ -176,7 +177,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--csv", type=Path, help="also write the per-source/category table as CSV")
     p.add_argument("--text-metric", default="rougeL", choices=sorted(TEXT_METRICS))
     p.add_argument("--per-sample", type=Path, help="also write per-sample metrics as JSON lines")
+    p.add_argument(
+        "--clinical",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a learned clinical scorer from a local model folder (safetensors): "
+        "chexbert=DIR, radgraph=DIR, cxrfe=DIR; repeatable (docs/training.md)",
+    )
     p.set_defaults(func=_run)
+
+
+def _clinical_arg(value: str) -> tuple[str, str]:
+    name, sep, folder = value.partition("=")
+    if not sep or name not in SCORERS or not folder:
+        raise SystemExit(
+            f"gradatim evaluate: --clinical {value!r}: expected NAME=DIR with NAME one of "
+            f"{', '.join(SCORERS)}"
+        )
+    return name, folder
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -184,9 +203,8 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit(f"gradatim evaluate: {args.predictions}: no such file")
     per_sample = evaluate_rows(read_predictions(args.predictions), args.text_metric)
     summary = summarize(per_sample, args.text_metric)
-    summary["clinical_scorers"] = (
-        "not computed: CheXbert, RadGraph and CXRFEScore need their weights on this machine"
-    )
+    folders = dict(_clinical_arg(a) for a in args.clinical)
+    summary["clinical_scorers"] = score_clinical(read_predictions(args.predictions), folders)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2, allow_nan=False))
     if args.csv:
@@ -199,4 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{o['n']} samples: IoU {fmt(o['iou'])} ({o['n_iou']} with boxes), BLEU-4 "
         f"{fmt(o['bleu4'])}, ROUGE-L {fmt(o['rougeL'])} -> {args.out}"
     )
+    for name, result in summary["clinical_scorers"].items():
+        if "not_computed" in result and name in folders:
+            print(f"clinical scorer {name} not computed: {result['not_computed']}")
     return 0
