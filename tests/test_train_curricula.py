@@ -87,9 +87,9 @@ def test_cure_category_weights_move_toward_the_category_whose_error_rises(
     assert w["beta/phrase_grounding"] > 0.9 * (
         w["beta/phrase_grounding"] + w["beta/anatomy_grounded_report"]
     )
-    # beta's total rose above alpha's (its mean performance fell), alpha's split stays even
+    # beta's total rose above alpha's (its mean performance fell)
     assert w["beta/phrase_grounding"] + w["beta/anatomy_grounded_report"] > 0.5
-    assert w["alpha/report"] == pytest.approx(w["alpha/grounded_report"])
+    assert w["beta/phrase_grounding"] > max(w["alpha/report"], w["alpha/grounded_report"])
     state = json.loads((tmp_path / "out" / "checkpoint-2" / "state.json").read_text())
     assert state["curriculum"]["kind"] == "TwoLevelCurriculum"
 

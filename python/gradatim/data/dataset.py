@@ -226,7 +226,16 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return [{k: v[j] for k, v in keep.items()} for j in range(n)]
 
 
-_TENSORS = ("pixel_values", "boxes", "box_count", "index", "stage", "box_mask")
+_TENSORS = (
+    "pixel_values",
+    "boxes",
+    "box_count",
+    "target_boxes",
+    "target_box_count",
+    "index",
+    "stage",
+    "box_mask",
+)
 
 
 def batch_to_torch(

@@ -4,8 +4,9 @@ source (``gradatim.evaluate``), all-reduced over ranks so every rank takes the s
 
 The subsets are pinned: the first ``per_source`` records of each source's validation split, built
 without augmentation at a fixed epoch and seed, so every evaluation sees the same images, prompts
-and targets. Reference boxes are the boxes rendered in the *target* (parsed back from it), not
-every box of the record.
+and targets (text choices are keyed by record id, so this holds whatever the subset's order).
+Reference boxes are the batch's ``target_boxes``: the boxes the *target* renders, not every box of
+the record.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gradatim.data import ManifestDataset, parse_boxes
+from gradatim.data import ManifestDataset
 from gradatim.evaluate import evaluate_rows
 from gradatim.train.models import ModelBundle
 
@@ -104,19 +105,23 @@ class Validator:
                 out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
             )
             for k, text in enumerate(texts):
-                target = batch["target"][k]
+                n_boxes = int(batch["target_box_count"][k])
+                category = batch["category"][k] or None  # the chosen phrase / region
+                if self.categories is not None:  # the curriculum's record-level category
+                    category = self.categories[int(batch["index"][k])]
                 rows.append(
                     {
                         "id": batch["id"][k],
                         "source": batch["source"][k],
                         "task": batch["task"][k],
                         "prediction": text,
-                        "reference": target,
-                        "reference_boxes": [list(b) for b in parse_boxes(target, self.box_format)],
+                        "reference": batch["target"][k],
+                        "reference_boxes": batch["target_boxes"][k, :n_boxes].tolist(),
                         "box_format": self.box_format,
-                        "category": None
-                        if self.categories is None
-                        else self.categories[int(batch["index"][k])],
+                        "category": category,
+                        "anatomy": batch["category"][k] or None
+                        if batch["task"][k] == "anatomy_grounded_report"
+                        else None,
                     }
                 )
         model.train(was_training)

@@ -308,6 +308,27 @@ fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<Py
         PyArray1::from_vec(py, b.boxes).reshape(vec![n, b.max_boxes, 4])?,
     )?;
     d.set_item("box_count", PyArray1::from_vec(py, b.box_counts))?;
+    d.set_item(
+        "target_boxes",
+        PyArray1::from_vec(py, b.target_boxes).reshape(vec![n, b.max_boxes, 4])?,
+    )?;
+    d.set_item(
+        "target_box_count",
+        PyArray1::from_vec(py, b.target_box_counts),
+    )?;
+    // "" where the prompt made no choice (torch's default_collate cannot stack None)
+    let or_empty = |v: Option<String>| v.unwrap_or_default();
+    d.set_item(
+        "category",
+        b.categories.into_iter().map(or_empty).collect::<Vec<_>>(),
+    )?;
+    d.set_item(
+        "prompt_kind",
+        b.prompt_kinds
+            .into_iter()
+            .map(|k| k.unwrap_or(""))
+            .collect::<Vec<_>>(),
+    )?;
     d.set_item("index", PyArray1::from_vec(py, b.indices))?;
     d.set_item("stage", PyArray1::from_vec(py, b.stages))?;
     let (gw, gh) = spec.mask.grid;

@@ -37,6 +37,13 @@ pub struct Batch {
     /// `[B, max_boxes, 4]` surviving boxes in output pixels, zero-padded; `box_counts[b]` valid.
     pub boxes: Vec<f32>,
     pub box_counts: Vec<i64>,
+    /// `[B, max_boxes, 4]` the boxes each target renders, normalised, zero-padded;
+    /// `target_box_counts[b]` valid.
+    pub target_boxes: Vec<f32>,
+    pub target_box_counts: Vec<i64>,
+    /// The phrase / region each prompt asks about, and the anatomy prompt kind.
+    pub categories: Vec<Option<String>>,
+    pub prompt_kinds: Vec<Option<&'static str>>,
     pub max_boxes: usize,
     pub stages: Vec<i8>,
     /// `[B, grid_h, grid_w]` (zeros outside the Medium stage), present when any slot is Medium.
@@ -127,6 +134,10 @@ where
         sources: Vec::with_capacity(n),
         boxes: vec![0.0; n * spec.max_boxes * 4],
         box_counts: Vec::with_capacity(n),
+        target_boxes: vec![0.0; n * spec.max_boxes * 4],
+        target_box_counts: Vec::with_capacity(n),
+        categories: Vec::with_capacity(n),
+        prompt_kinds: Vec::with_capacity(n),
         max_boxes: spec.max_boxes,
         stages: stages.iter().map(|&s| s as i8).collect(),
         box_mask: any_medium.then(|| vec![0.0; n * gw * gh]),
@@ -174,6 +185,16 @@ where
             }
         }
         b.box_counts.push(count as i64);
+        let count = out.target_boxes.len().min(spec.max_boxes);
+        for (k, bx) in out.target_boxes.iter().take(count).enumerate() {
+            let at = (slot * spec.max_boxes + k) * 4;
+            for (d, v) in b.target_boxes[at..at + 4].iter_mut().zip(bx) {
+                *d = *v as f32;
+            }
+        }
+        b.target_box_counts.push(count as i64);
+        b.categories.push(out.category);
+        b.prompt_kinds.push(out.prompt_kind);
         if let (Some(mask), Some(m)) = (b.box_mask.as_mut(), out.box_mask) {
             mask[slot * gw * gh..(slot + 1) * gw * gh].copy_from_slice(&m);
         }

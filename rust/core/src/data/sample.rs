@@ -13,6 +13,9 @@ use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, Samp
 use crate::sampling::rng;
 
 /// Stream tags of `derive_key(seed, [tag, epoch, index])`: augmentation, text choices, skips.
+/// Text choices are keyed by the record's id instead of its index (`id_key`), so a record gets the
+/// same prompt at the same `(seed, epoch)` in any data set that holds it (a validation subset, a
+/// re-ordered manifest): evaluations pin their prompts by fixing the epoch and seed.
 pub const TAG_AUGMENT: u64 = 0xA0;
 pub const TAG_TEXT: u64 = 0xA1;
 pub const TAG_SKIP: u64 = 0xA2;
@@ -125,6 +128,18 @@ pub struct SampleOut {
     /// Roles of the target's parts (rationale / answer), character spans.
     pub target_parts: Vec<Part>,
     pub box_mask: Option<Vec<f32>>,
+    /// The boxes the target renders, normalised to the output image.
+    pub target_boxes: Vec<[f64; 4]>,
+    /// The phrase or region the prompt asks about (laterality swapped with the image).
+    pub category: Option<String>,
+    pub prompt_kind: Option<&'static str>,
+}
+
+/// FNV-1a of a record id: the text choices' key, independent of where the record sits.
+pub fn id_key(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Load sample `index` into `pixels` (its slot, `pixels_per_sample` long, planar CHW).
@@ -188,7 +203,7 @@ pub fn load_sample<P: OutPixel>(
             })
         })
         .collect();
-    let text_key = rng::derive_key(seed, &[TAG_TEXT, epoch, index as u64]);
+    let text_key = rng::derive_key(seed, &[TAG_TEXT, epoch, id_key(&rec.id)]);
     let mut r = render(rec, &norm, spec.box_format, &spec.templates, text_key);
     let mut text = rec.text.clone();
     let swap = |s: &str| {
@@ -227,6 +242,9 @@ pub fn load_sample<P: OutPixel>(
         target,
         target_parts,
         box_mask,
+        target_boxes: r.target_boxes,
+        category: r.category.as_deref().map(swap),
+        prompt_kind: r.prompt_kind,
     })
 }
 

@@ -196,11 +196,18 @@ pub fn answer_target(
     (out, parts)
 }
 
-/// Prompt and target of one sample.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Prompt and target of one sample, with what evaluation needs to know about them.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rendered {
     pub prompt: String,
     pub target: String,
+    /// The boxes the target text renders (normalised, after augmentation; none when the target
+    /// carries no boxes, e.g. a "describe" prompt).
+    pub target_boxes: Vec<[f64; 4]>,
+    /// The choice the prompt asks about: the phrase (phrase grounding) or the region (anatomy).
+    pub category: Option<String>,
+    /// Which anatomy prompt was drawn: "locate", "describe" or "locate_describe".
+    pub prompt_kind: Option<&'static str>,
 }
 
 fn fill(template: &str, phrase: &str, anatomy: &str, boxes: &str, text: &str) -> String {
@@ -240,6 +247,9 @@ pub fn render(
             .collect()
     };
     let custom = record.prompt.clone();
+    let mut target_boxes = Vec::new();
+    let mut category = None;
+    let mut prompt_kind = None;
     let (prompt, target) = match record.task {
         Task::Report => (t.report_prompt.clone(), record.text.clone()),
         Task::Vqa => (
@@ -253,16 +263,24 @@ pub fn render(
             } else {
                 phrases[rng::bounded(rng::at(key, 0), phrases.len() as u64) as usize]
             };
-            let bx = render_boxes(format, &kept(&|i| record.boxes[i].phrase == phrase));
+            let chosen = kept(&|i| record.boxes[i].phrase == phrase);
+            let bx = render_boxes(format, &chosen);
+            if t.phrase_target.contains("{boxes}") {
+                target_boxes = chosen;
+            }
+            category = Some(phrase.to_string());
             (
                 fill(&t.phrase_prompt, phrase, "", "", ""),
                 fill(&t.phrase_target, phrase, "", &bx, ""),
             )
         }
-        Task::GroundedReport => (
-            t.grounded_report_prompt.clone(),
-            grounded_report(record, &kept, format, t),
-        ),
+        Task::GroundedReport => {
+            target_boxes = kept(&|i| !record.boxes[i].phrase.is_empty());
+            (
+                t.grounded_report_prompt.clone(),
+                grounded_report(record, &kept, format, t),
+            )
+        }
         Task::AnatomyGroundedReport => {
             let regions = distinct(record.boxes.iter().filter_map(|b| b.anatomy.as_deref()));
             if regions.is_empty() {
@@ -270,7 +288,8 @@ pub fn render(
             } else {
                 let region = regions[rng::bounded(rng::at(key, 0), regions.len() as u64) as usize];
                 let in_region = |i: usize| record.boxes[i].anatomy.as_deref() == Some(region);
-                let bx = render_boxes(format, &kept(&in_region));
+                let chosen = kept(&in_region);
+                let bx = render_boxes(format, &chosen);
                 let phrases = distinct(
                     (0..record.boxes.len())
                         .filter(|&i| in_region(i))
@@ -286,11 +305,20 @@ pub fn render(
                 } else {
                     described.as_str()
                 };
-                let (p, tg) = match rng::bounded(rng::at(key, 1), 3) {
-                    0 => (&t.locate_prompt, &t.locate_target),
-                    1 => (&t.describe_prompt, &t.describe_target),
-                    _ => (&t.locate_describe_prompt, &t.locate_describe_target),
+                let (kind, p, tg) = match rng::bounded(rng::at(key, 1), 3) {
+                    0 => ("locate", &t.locate_prompt, &t.locate_target),
+                    1 => ("describe", &t.describe_prompt, &t.describe_target),
+                    _ => (
+                        "locate_describe",
+                        &t.locate_describe_prompt,
+                        &t.locate_describe_target,
+                    ),
                 };
+                if tg.contains("{boxes}") {
+                    target_boxes = chosen;
+                }
+                category = Some(region.to_string());
+                prompt_kind = Some(kind);
                 (fill(p, "", region, "", ""), fill(tg, "", region, &bx, text))
             }
         }
@@ -298,6 +326,9 @@ pub fn render(
     Rendered {
         prompt: custom.unwrap_or(prompt),
         target,
+        target_boxes,
+        category,
+        prompt_kind,
     }
 }
 
@@ -463,6 +494,62 @@ mod tests {
         assert!(pc.target.ends_with("[0.60,0.70,0.20,0.40]")); // PadChest-GR: no final period
         assert!(Templates::from_json(r#"{"preset": "other"}"#).is_err());
         assert!(Templates::from_json(r#"{"preset": "gradatim", "nope": 1}"#).is_err());
+    }
+
+    #[test]
+    fn target_boxes_and_category_follow_the_choice() {
+        let t = Templates::default();
+        // phrase grounding: only the chosen phrase's surviving boxes, the phrase as category
+        let r = record(
+            Task::PhraseGrounding,
+            "",
+            &[("nodule", None), ("effusion", None), ("nodule", None)],
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for key in 0..32 {
+            let out = render(&r, &[Some(A), Some(B), None], BoxFormat::Cure, &t, key);
+            let phrase = out.category.clone().unwrap();
+            let want: Vec<[f64; 4]> = if phrase == "nodule" { vec![A] } else { vec![B] };
+            assert_eq!(out.target_boxes, want);
+            assert!(out.prompt.ends_with(&phrase));
+            assert_eq!(out.prompt_kind, None);
+            seen.insert(phrase);
+        }
+        assert_eq!(seen.len(), 2);
+        // grounded report: every surviving box with a phrase
+        let g = record(
+            Task::GroundedReport,
+            "Left effusion.",
+            &[("left effusion", None), ("", None), ("opacity", None)],
+        );
+        let out = render(&g, &[Some(A), Some(B), Some(B)], BoxFormat::Cure, &t, 0);
+        assert_eq!(out.target_boxes, vec![A, B]);
+        assert_eq!(out.category, None);
+        // anatomy: the region's boxes when the target renders them; none for "describe"
+        let a = record(
+            Task::AnatomyGroundedReport,
+            "",
+            &[("", Some("left lung")), ("", Some("heart"))],
+        );
+        let mut kinds = std::collections::BTreeSet::new();
+        for key in 0..64 {
+            let out = render(&a, &[Some(A), Some(B)], BoxFormat::Cure, &t, key);
+            let region = out.category.clone().unwrap();
+            let kind = out.prompt_kind.unwrap();
+            let boxes = if region == "left lung" {
+                vec![A]
+            } else {
+                vec![B]
+            };
+            let want = if kind == "describe" { vec![] } else { boxes };
+            assert_eq!(out.target_boxes, want, "{kind} {region}");
+            assert!(out.prompt.contains(&region));
+            kinds.insert(kind);
+        }
+        assert_eq!(kinds.len(), 3);
+        // report: nothing
+        let rep = render(&record(Task::Report, "x", &[]), &[], BoxFormat::Cure, &t, 0);
+        assert!(rep.target_boxes.is_empty() && rep.category.is_none());
     }
 
     #[test]
