@@ -18,7 +18,7 @@ def test_training_demo_writes_metrics_checkpoint_and_plots(tmp_path: Path) -> No
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["evaluation"]["overall"]["n"] == metrics["evaluation"]["overall"]["n"] > 0
     assert set(saved["evaluation"]["sources"]) <= {"phantom-a", "phantom-b", "phantom-c"}
-    assert [h["step"] for h in saved["curriculum_history"]] == [10]
+    assert [h["step"] for h in saved["curriculum_history"]] == [4, 7, 10]  # phase 1 = 1 step
     assert len(saved["cure_losses"]) == 10 and len(saved["rrgcl_losses"]) == 5
     assert (Path(saved["checkpoint"]) / "adapter" / "adapter_model.safetensors").is_file()
     for name in ("loss.png", "curriculum_weights.png", "iou_per_source.png"):

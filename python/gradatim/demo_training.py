@@ -4,9 +4,11 @@ when present), in a few minutes.
 1. phantom studies (three sources, several tasks, a validation split);
 2. RRGCL difficulty (``gradatim difficulty``: VNS-Gap + ITAS on the offline MiniLM text encoder
    and the image fallback embeddings);
-3. a short LoRA run of a tiny LLaVA (random weights, built from a config) with CURE's
-   error-aware curriculum (validation generation every few steps re-weights the sources);
-4. a short run with RRGCL's class-level epoch subsets from the difficulty file;
+3. a short LoRA run of a tiny LLaVA (random weights, built from a config): CURE's phase 1 on the
+   anatomy-grounded task, then the multi-task phase with RRGCL's class-level epoch subsets
+   inside each source and CURE's error-aware weights across sources (validation generation
+   every few steps re-weights them), one sampler;
+4. a short run with RRGCL's class-level epoch subsets alone, for comparison;
 5. generation on the validation split and ``gradatim evaluate``;
 6. ``out/metrics.json`` (per-source IoU and text scores, the curriculum weight history) and PNG
    plots (loss, curriculum weights over steps, per-source IoU).
@@ -128,15 +130,22 @@ def run_training(out: Path, n: int = 240, steps: int = 40) -> dict[str, Any]:
     ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     print(f"[2] RRGCL difficulty (VNS-Gap + ITAS) -> {dif}")
+    phase1 = max(1, steps // 8)  # CURE's phase 1, then three curriculum updates
+    period = max(1, (steps - phase1) // 3)
     cure_cfg = _config(
         out / "cure",
         manifest,
-        "cure",
+        "cure+rrgcl",
         steps,
-        'period = 10\nper_source = 4\nmax_new_tokens = 24\nval_split = "validate"\n',
+        f'period = {period}\nper_source = 4\nmax_new_tokens = 24\nval_split = "validate"\n'
+        f'difficulty = "{dif}"\nepochs = 3\nphase1_steps = {phase1}\n',
     )
     run = train(load_config(cure_cfg))
-    print(f"[3] CURE run: {run.step} steps, loss {run.losses[0]:.3f} -> {run.losses[-1]:.3f}")
+    print(
+        f"[3] CURE + RRGCL run (phase 1 on anatomy-grounded reports, then RRGCL's subsets inside "
+        f"each source, CURE's weights across): {run.step} steps, loss {run.losses[0]:.3f} -> "
+        f"{run.losses[-1]:.3f}"
+    )
     rrgcl_cfg = _config(
         out / "rrgcl", manifest, "rrgcl", steps // 2, f'difficulty = "{dif}"\nepochs = 3\n'
     )

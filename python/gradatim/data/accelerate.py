@@ -31,7 +31,7 @@ __all__ = ["prepare_data_loader"]
 def prepare_data_loader(accelerator: Any, loader: DataLoader) -> DataLoader:
     """A :class:`gradatim.DataLoader` serving this process's shard of ``loader``'s batches."""
     from accelerate.data_loader import BatchSamplerShard
-    from accelerate.utils import broadcast_object_list
+    from accelerate.utils import broadcast
 
     if not isinstance(loader, DataLoader):
         raise TypeError(f"expected a gradatim.DataLoader, got {type(loader).__name__}")
@@ -40,9 +40,9 @@ def prepare_data_loader(accelerator: Any, loader: DataLoader) -> DataLoader:
     processes = int(accelerator.num_processes)
     sampler = getattr(loader.batch_sampler, "sampler", None)
     if processes > 1 and isinstance(sampler, tud.RandomSampler) and sampler.generator is None:
-        seed = [int(torch.empty((), dtype=torch.int64).random_().item())]
-        broadcast_object_list(seed, from_process=0)
-        sampler.generator = torch.Generator().manual_seed(seed[0])
+        drawn = torch.empty((1,), dtype=torch.int64).random_().to(accelerator.device)
+        seed = int(broadcast(drawn, from_process=0).item())  # a tensor: nothing is pickled
+        sampler.generator = torch.Generator().manual_seed(seed)
     batch_sampler: Any = loader.batch_sampler
     if processes > 1:
         batch_sampler = BatchSamplerShard(

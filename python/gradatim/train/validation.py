@@ -144,13 +144,9 @@ class Validator:
             rows = hook(rows)
         per = evaluate_rows(rows)
         keys = [(s, None) for s in self.sources]
-        if self.categories is not None:
-            pairs = {(r["source"], str(r["category"])) for r in per}
-            if world > 1:  # every rank needs the same keys: gather the pairs first
-                gathered: list[Any] = [None] * world
-                dist.all_gather_object(gathered, sorted(pairs))
-                pairs = {tuple(p) for ps in gathered for p in ps}
-            keys += sorted(pairs)
+        if self.categories is not None:  # the same keys on every rank, from the pinned subset
+            sources = self.dataset.column("source")
+            keys += sorted({(sources[i], self.categories[i]) for i in self.indices})
         table = _reduced(per, keys, world)
         sources = {s: m for (s, c), m in table.items() if c is None}
         if self.categories is None:
