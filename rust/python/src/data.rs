@@ -250,15 +250,28 @@ impl Stream {
         id: Option<u64>,
         timeout: f64,
     ) -> PyResult<Option<(u64, Py<PyAny>)>> {
+        use std::time::{Duration, Instant};
         let stream = self.live()?;
-        let limit = (timeout > 0.0).then(|| std::time::Duration::from_secs_f64(timeout));
-        match py.detach(|| stream.next_within(id, limit)) {
-            Next::Empty => Ok(None),
-            Next::TimedOut => Err(crate::error::timed_out(timeout)),
-            Next::Ready(id, result) => Ok(Some((
-                id,
-                batch_to_dict(py, (*result).map_err(to_py)?, &self.spec)?,
-            ))),
+        let deadline = (timeout > 0.0).then(|| Instant::now() + Duration::from_secs_f64(timeout));
+        loop {
+            // wait in short slices so Ctrl-C (and other signals) reach Python promptly
+            let mut slice = SIGNAL_SLICE;
+            if let Some(d) = deadline {
+                slice = slice.min(d.saturating_duration_since(Instant::now()));
+            }
+            match py.detach(|| stream.next_within(id, Some(slice))) {
+                Next::Empty => return Ok(None),
+                Next::Ready(id, result) => {
+                    let batch = batch_to_dict(py, (*result).map_err(to_py)?, &self.spec)?;
+                    return Ok(Some((id, batch)));
+                }
+                Next::TimedOut => {
+                    py.check_signals()?;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(crate::error::timed_out(timeout));
+                    }
+                }
+            }
         }
     }
 
@@ -293,6 +306,9 @@ impl Drop for Stream {
         }
     }
 }
+
+/// How often a waiting `Stream.next` checks for signals.
+const SIGNAL_SLICE: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<PyAny>> {
     let d = PyDict::new(py);

@@ -40,13 +40,20 @@ struct State {
     done: HashMap<u64, Result<Batch>>,
     running: usize,
     stop: bool,
+    /// Workers that have not returned yet.
+    alive: usize,
 }
 
 struct Shared {
     state: Mutex<State>,
     job_ready: Condvar,
     result_ready: Condvar,
+    exited: Condvar,
 }
+
+/// How long dropping a stream waits for a worker still inside a job (a read that never returns,
+/// e.g. on a hung network mount) before leaving it behind: closing never blocks forever.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -86,7 +93,9 @@ impl BatchStream {
             state: Mutex::new(State::default()),
             job_ready: Condvar::new(),
             result_ready: Condvar::new(),
+            exited: Condvar::new(),
         });
+        shared.lock().alive = threads;
         let workers = (0..threads)
             .map(|_| {
                 let (spec, shared) = (spec.clone(), shared.clone());
@@ -95,6 +104,8 @@ impl BatchStream {
                         let mut st = shared.lock();
                         loop {
                             if st.stop {
+                                st.alive -= 1;
+                                shared.exited.notify_all();
                                 return;
                             }
                             if let Some(job) = st.queue.pop_front() {
@@ -211,8 +222,29 @@ impl Drop for BatchStream {
             st.queue.clear();
         }
         self.shared.job_ready.notify_all();
+        let deadline = Instant::now() + CLOSE_GRACE;
+        let mut st = self.shared.lock();
+        while st.alive > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .shared
+                .exited
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let stuck = st.alive > 0;
+        drop(st);
         for w in self.workers.drain(..) {
-            let _ = w.join();
+            // every worker has left its loop: join them all (each is returning); otherwise the
+            // ones stuck in a job past the grace period are left behind (each exits when its job
+            // returns, and holds only its own references)
+            if !stuck || w.is_finished() {
+                let _ = w.join();
+            }
         }
     }
 }

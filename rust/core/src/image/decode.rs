@@ -87,21 +87,63 @@ pub fn decode_scaled(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(
     if bytes.is_empty() {
         return Err(Error::decode(name, "the input is empty (0 bytes)"));
     }
-    let (decoded, denom) = match sniff(bytes) {
-        Some(Format::Jpeg) => super::jpeg::decode_jpeg(bytes, name, opts)?,
-        Some(Format::Png) => (super::png::decode_png(bytes, name, opts)?, 1),
-        Some(Format::Dicom) => (super::dicom::decode_dicom(bytes, name, opts)?, 1),
-        None => {
-            return Err(Error::unsupported(
+    let Some(format) = sniff(bytes) else {
+        // the file's bytes are never quoted: a path may point anywhere
+        return Err(Error::unsupported(name, UNKNOWN_FORMAT));
+    };
+    let (decoded, denom) = guarded(name, || match format {
+        Format::Jpeg => super::jpeg::decode_jpeg(bytes, name, opts),
+        Format::Png => Ok((super::png::decode_png(bytes, name, opts)?, 1)),
+        Format::Dicom => Ok((super::dicom::decode_dicom(bytes, name, opts)?, 1)),
+    })?;
+    Ok((apply_mode(decoded, opts.mode), denom))
+}
+
+thread_local! {
+    /// How many `guarded` calls this thread is inside: their panics are reported as errors, so
+    /// the panic hook stays silent for them.
+    static GUARDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Install (once) a panic hook that is silent inside `guarded` and defers to the previous hook
+/// everywhere else.
+fn quiet_panics_in_guard() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(|g| g.get()) == 0 {
+                previous(info);
+            }
+        }));
+    });
+}
+
+const UNKNOWN_FORMAT: &str =
+    "format (not JPEG, PNG or DICOM with the 128-byte preamble, by its first bytes)";
+
+/// Run a decoder; a panic inside it (a third-party decoder's bug on a malformed file) becomes a
+/// `Decode` error naming the file, so it is handled like any other bad file and never crosses
+/// into Python.
+fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    quiet_panics_in_guard();
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(g.get() - 1));
+    match caught {
+        Ok(result) => result,
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(Error::decode(
                 name,
-                format!(
-                    "format (first bytes {:02x?}); gradatim reads JPEG, PNG and DICOM (with the 128-byte preamble)",
-                    &bytes[..bytes.len().min(8)]
-                ),
+                format!("the decoder failed on malformed data ({why})"),
             ))
         }
-    };
-    Ok((apply_mode(decoded, opts.mode), denom))
+    }
 }
 
 /// Read and decode a file; errors name the path.
@@ -112,11 +154,65 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<Decoded> {
 /// [`decode_file`] with the decoder's scale denominator, as [`decode_scaled`].
 pub fn decode_file_scaled(path: &Path, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        name: name.clone(),
-        source,
-    })?;
+    let bytes = read_image_file(path, &name, max_file_bytes(opts.max_pixels))?;
     decode_scaled(&bytes, &name, opts)
+}
+
+/// The largest image file read: 8 bytes per allowed pixel (an uncompressed 16-bit RGBA image),
+/// at least 64 MiB.
+pub fn max_file_bytes(max_pixels: u64) -> u64 {
+    max_pixels.saturating_mul(8).max(64 << 20)
+}
+
+/// Read an image file: only a regular file (a FIFO, device or directory is refused before it is
+/// opened, so a read cannot block forever on one), no larger than `limit` bytes, and with the
+/// magic bytes of a supported format before the rest is read.
+pub fn read_image_file(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+
+    let io = |source: std::io::Error| Error::Io {
+        name: name.to_string(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(Error::decode(
+            name,
+            format!("{kind}; only regular files are read"),
+        ));
+    }
+    if meta.len() > limit {
+        return Err(Error::decode(
+            name,
+            format!(
+                "the file has {} bytes, more than the {limit} read for an image (raise max_pixels)",
+                meta.len()
+            ),
+        ));
+    }
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(meta.len() as usize)
+        .map_err(|_| Error::decode(name, "not enough memory to read the file"))?;
+    let mut head = (&mut file).take(132);
+    head.read_to_end(&mut bytes).map_err(io)?;
+    if bytes.is_empty() {
+        return Err(Error::decode(name, "the input is empty (0 bytes)"));
+    }
+    if sniff(&bytes).is_none() {
+        return Err(Error::unsupported(name, UNKNOWN_FORMAT));
+    }
+    // the size was checked; a file that grew since is cut at the limit
+    file.take(limit - bytes.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    Ok(bytes)
 }
 
 /// Refuse a declared size above the limit before anything is allocated.

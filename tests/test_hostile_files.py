@@ -1,0 +1,153 @@
+"""Hostile files and faults: a decoder panic becomes a DecodeError naming the file (and, in the
+loader, the sample), handled by on_error; only regular files are read (a FIFO cannot hang the
+loader, /dev/zero cannot fill memory); file contents never appear in an error; Ctrl-C reaches
+Python while the loader waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+import gradatim as ga
+from gradatim.errors import DecodeError, UnsupportedFormatError
+from gradatim.image import encode_png
+
+
+def _rle_mutants(n: int = 400) -> list[bytes]:
+    data = Path(get_testdata_file("MR_small_RLE.dcm")).read_bytes()
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(n):
+        b = bytearray(data)
+        if k % 2:
+            b = b[: int(rng.integers(200, len(b)))]
+        else:
+            for _ in range(int(rng.integers(1, 20))):
+                b[int(rng.integers(len(b) - 4096, len(b)))] = int(rng.integers(0, 256))
+        out.append(bytes(b))
+    return out
+
+
+def test_a_decoder_panic_is_a_decode_error_naming_the_file(tmp_path: Path) -> None:
+    """Mutated RLE Lossless DICOMs: the RLE decoder indexes out of bounds on some of them; each
+    must come back as an ordinary exception (never pyo3's PanicException, a BaseException)."""
+    panics = 0
+    for k, data in enumerate(_rle_mutants()):
+        path = tmp_path / f"m{k}.dcm"
+        path.write_bytes(data)
+        try:
+            ga.image.decode(path)
+        except (DecodeError, UnsupportedFormatError) as e:
+            assert str(path) in str(e)
+            panics += "the decoder failed on malformed data" in str(e)
+    assert panics > 0  # the mutants do reach the decoder's panic
+
+
+def _write_manifest(tmp: Path, images: list[str]) -> Path:
+    records = [
+        {"id": f"r{i}", "image": name, "source": "s", "task": "report", "split": "train",
+         "text": "Normal chest."}
+        for i, name in enumerate(images)
+    ]  # fmt: skip
+    path = tmp / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_a_panicking_file_in_the_loader_is_skipped_or_named(tmp_path: Path) -> None:
+    bad = next(
+        d for d in _rle_mutants() if "malformed data" in _error(lambda d=d: ga.image.decode(d))
+    )
+    (tmp_path / "bad.dcm").write_bytes(bad)
+    (tmp_path / "good.png").write_bytes(encode_png(np.full((40, 40), 90, np.uint8)))
+    manifest = _write_manifest(tmp_path, ["good.png", "bad.dcm", "good.png"])
+    ds = ga.ManifestDataset(manifest, image_size=(16, 16))
+    with pytest.raises(DecodeError, match=r"sample 1 \(id \"r1\", .*m\.jsonl line 2\).*bad\.dcm"):
+        ds.load_batch([0, 1, 2])
+    skip = ga.ManifestDataset(manifest, image_size=(16, 16), on_error="skip")
+    batch = skip.load_batch([0, 1, 2])
+    assert 1 not in batch["index"].tolist() and len(batch["skipped"]) >= 1
+
+
+def _error(f) -> str:  # noqa: ANN001
+    try:
+        f()
+    except Exception as e:  # noqa: BLE001 - the message is what is checked
+        return str(e)
+    return ""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
+def test_special_files_are_refused_before_they_are_opened(tmp_path: Path) -> None:
+    """A FIFO would block open() forever; /dev/zero would be read until memory runs out; a
+    symlink to a text file must not put its bytes into the error. Run in a child with a deadline
+    so a regression fails instead of hanging the suite."""
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:the contents of a private file\n")
+    (tmp_path / "text.png").symlink_to(secret)
+    manifest = _write_manifest(tmp_path, ["fifo.png", "zero.png", "text.png"])
+    code = textwrap.dedent(f"""
+        import gradatim as ga
+        ds = ga.ManifestDataset({str(manifest)!r}, image_size=(16, 16))
+        for i in range(3):
+            try:
+                ds.load_batch([i])
+            except Exception as e:
+                print(type(e).__name__, "|", e)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    assert len(out) == 3
+    assert out[0].startswith("DecodeError") and "fifo.png" in out[0]
+    assert "not a regular file" in out[0]
+    assert out[1].startswith("DecodeError") and "not a regular file" in out[1]
+    assert out[2].startswith("UnsupportedFormatError") and "text.png" in out[2]
+    assert "root:x" not in out[2] and "72 6f 6f 74" not in out[2]
+
+
+def test_ctrl_c_reaches_python_while_the_loader_waits(tmp_path: Path) -> None:
+    """A worker thread busy with a slow batch; SIGINT must raise KeyboardInterrupt in the
+    consumer within about a second, and closing the iterator must return."""
+    big = np.tile(np.arange(6000, dtype=np.uint16).reshape(1, -1) % 256, (6000, 1))
+    (tmp_path / "big.png").write_bytes(encode_png(big.astype(np.uint8)))
+    manifest = _write_manifest(tmp_path, ["big.png"] * 64)
+    code = textwrap.dedent(f"""
+        import signal, sys, time
+        import gradatim as ga
+        ds = ga.ManifestDataset({str(manifest)!r}, image_size=(16, 16))
+        loader = ga.DataLoader(ds, batch_size=64, num_workers=1)
+        it = iter(loader)
+        print("ready", flush=True)
+        try:
+            next(it)
+            print("finished", flush=True)
+        except KeyboardInterrupt:
+            got = time.monotonic()
+            del it
+            print(f"interrupted {{got}} closed {{time.monotonic()}}", flush=True)
+    """)
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        line = child.stdout.readline().split()
+        child.wait(timeout=60)
+    assert line[0] == "interrupted", line
+    got, closed = float(line[1]), float(line[3])
+    assert got - sent < 1.5  # the wait checks signals every 100 ms
+    assert closed - got < 3.0  # close waits at most the grace period for the busy worker
