@@ -210,14 +210,38 @@ pub struct Rendered {
     pub prompt_kind: Option<&'static str>,
 }
 
+/// Substitute the template's own `{phrase}`, `{anatomy}`, `{boxes}` and `{text}` fields in one
+/// pass over the template: a value is never scanned again, so a phrase that contains `{boxes}`
+/// stays literal text (no template injection from manifest data).
 fn fill(template: &str, phrase: &str, anatomy: &str, boxes: &str, text: &str) -> String {
-    template
-        .replace("{phrase}", phrase)
-        .replace("{anatomy}", anatomy)
-        .replace("{boxes}", boxes)
-        .replace("{text}", text)
-        .trim_end()
-        .to_string()
+    let mut out = String::with_capacity(template.len() + text.len() + boxes.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let value = rest[open..].find('}').and_then(|c| {
+            let v = match &rest[open + 1..open + c] {
+                "phrase" => phrase,
+                "anatomy" => anatomy,
+                "boxes" => boxes,
+                "text" => text,
+                _ => return None,
+            };
+            Some((v, open + c + 1))
+        });
+        match value {
+            Some((v, after)) => {
+                out.push_str(&rest[..open]);
+                out.push_str(v);
+                rest = &rest[after..];
+            }
+            None => {
+                out.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.truncate(out.trim_end().len());
+    out
 }
 
 /// Distinct values in first-appearance order.
@@ -494,6 +518,26 @@ mod tests {
         assert!(pc.target.ends_with("[0.60,0.70,0.20,0.40]")); // PadChest-GR: no final period
         assert!(Templates::from_json(r#"{"preset": "other"}"#).is_err());
         assert!(Templates::from_json(r#"{"preset": "gradatim", "nope": 1}"#).is_err());
+    }
+
+    #[test]
+    fn manifest_text_is_never_read_as_a_template() {
+        let t = Templates::default();
+        let r = record(
+            Task::PhraseGrounding,
+            "",
+            &[("nodule {boxes} {text} {anatomy}", None)],
+        );
+        let out = render(&r, &[Some(A)], BoxFormat::Cure, &t, 0);
+        assert_eq!(
+            out.prompt,
+            "Ground the phrase: nodule {boxes} {text} {anatomy}"
+        );
+        assert_eq!(
+            out.target,
+            "nodule {boxes} {text} {anatomy}: [0.20,0.30,0.20,0.20]"
+        );
+        assert_eq!(fill("{a} {phrase}{", "x", "", "", ""), "{a} x{");
     }
 
     #[test]
