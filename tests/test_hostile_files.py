@@ -5,6 +5,7 @@ Python while the loader waits."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -151,3 +152,65 @@ def test_ctrl_c_reaches_python_while_the_loader_waits(tmp_path: Path) -> None:
     got, closed = float(line[1]), float(line[3])
     assert got - sent < 1.5  # the wait checks signals every 100 ms
     assert closed - got < 3.0  # close waits at most the grace period for the busy worker
+
+
+def test_skip_accounting_counts_samples_and_names_each_file_once(tmp_path: Path) -> None:
+    good = encode_png(np.full((40, 40), 90, np.uint8))
+    names = []
+    for i in range(30):
+        name = f"img{i}.png"
+        (tmp_path / name).write_bytes(good[:30] if i % 3 == 0 else good)  # 10 corrupt files
+        names.append(name)
+    manifest = _write_manifest(tmp_path, names)
+    ds = ga.ManifestDataset(manifest, image_size=(16, 16), on_error="skip")
+    loader = ga.DataLoader(ds, batch_size=6, num_workers=2)
+    with pytest.warns(RuntimeWarning, match="10 sample"):
+        seen = [i for b in loader for i in b["index"].tolist()]
+    assert len(seen) == 30 and all(i % 3 for i in seen)  # corrupt ones replaced by good ones
+    stats = loader.stats()
+    assert stats["skipped"] == 10
+    assert sorted(i for i, _ in stats["skipped_samples"]) == list(range(0, 30, 3))
+    for index, reason in stats["skipped_samples"]:
+        assert f"img{index}.png" in reason  # its own file's error, not another one's
+    # every file corrupt: the replacements run out, and the error says so
+    for name in names:
+        (tmp_path / name).write_bytes(good[:30])
+    bad = ga.ManifestDataset(manifest, image_size=(16, 16), on_error="skip")
+    with pytest.raises(DecodeError, match=r"nor any of its 16 replacement draws.*img0\.png"):
+        bad.load_batch([0])
+
+
+def _progressive_jpeg() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    img = Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 251).astype(np.uint8))
+    img.save(buf, "JPEG", progressive=True, quality=90)
+    return buf.getvalue()
+
+
+def test_a_jpeg_with_a_thousand_scans_is_refused_at_once() -> None:
+    """CPU bomb: decoding time linear in the number of (repeated) scans; refused past 100."""
+    jpg = _progressive_jpeg()
+    scans = [i for i in range(len(jpg) - 1) if jpg[i : i + 2] == b"\xff\xda"]
+    assert 2 < len(scans) < 20 and ga.image.decode(jpg).shape == (64, 64)
+    last = jpg[scans[-1] : -2]  # the last scan, without EOI
+    bomb = jpg[:-2] + last * 1000 + b"\xff\xd9"
+    start = time.perf_counter()
+    with pytest.raises(DecodeError, match="more than 100 scans"):
+        ga.image.decode(bomb)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_small_jpeg_faults_have_plain_messages() -> None:
+    from PIL import Image
+
+    jpg = _progressive_jpeg()
+    with pytest.raises(DecodeError, match="no valid frame header") as e:
+        ga.image.decode(jpg[:40])
+    assert "overflowed" not in str(e.value)
+    buf = io.BytesIO()
+    Image.new("CMYK", (16, 16), (10, 20, 30, 40)).save(buf, "JPEG")
+    for mode in ("unchanged", "gray", "rgb"):  # one class whatever the mode
+        with pytest.raises(UnsupportedFormatError, match="CMYK"):
+            ga.image.decode(buf.getvalue(), mode=mode)

@@ -147,21 +147,23 @@ class Stats:
         self.epoch, self.t0, self.t1 = epoch, time.perf_counter(), None
         self.batches = self.samples = 0
         self.stall = self.work = 0.0
-        self.skipped: list[tuple[int, str]] = []
+        self.skipped: dict[int, str] = {}  # each failing sample once, with its own error
         return self
 
     def add(self, batch: dict[str, Any]) -> None:
         self.batches += 1
         self.samples += len(batch["index"])
         self.work += batch["work_ns"] * 1e-9
-        self.skipped.extend(batch["skipped"])
+        for index, reason in batch["skipped"]:
+            self.skipped.setdefault(int(index), reason)
 
     def finish(self) -> None:
         self.t1 = time.perf_counter()
         if self.skipped:
             warnings.warn(
                 f"gradatim: {len(self.skipped)} sample(s) could not be loaded in epoch "
-                f"{self.epoch} and were replaced (see loader.stats()['skipped_samples'])",
+                f"{self.epoch} and were replaced by other samples (see "
+                "loader.stats()['skipped_samples'])",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -177,5 +179,5 @@ class Stats:
             "stall_s": self.stall,
             "work_s": self.work,
             "skipped": len(self.skipped),
-            "skipped_samples": self.skipped[:100],
+            "skipped_samples": list(self.skipped.items())[:100],
         }

@@ -48,7 +48,8 @@ pub struct Batch {
     pub stages: Vec<i8>,
     /// `[B, grid_h, grid_w]` (zeros outside the Medium stage), present when any slot is Medium.
     pub box_mask: Option<Vec<f32>>,
-    /// `(requested index, reason)` of each skipped sample.
+    /// `(index, reason)` of each sample whose file failed (requested or drawn as a replacement),
+    /// once per index, with that file's own error.
     pub skipped: Vec<(i64, String)>,
     /// Worker time spent building the batch.
     pub work_ns: u64,
@@ -149,13 +150,25 @@ where
         let pixels = &mut buf[slot * per..(slot + 1) * per];
         let mut loaded = index;
         let mut result = load_sample(spec, index, epoch, seed, stage, pixels);
-        if spec.on_error == OnError::Skip {
+        if spec.on_error == OnError::Skip && result.is_err() {
+            // each failing file is listed once, under its own index, with its own error
             let key = rng::derive_key(seed, &[TAG_SKIP, epoch, index as u64]);
+            let mut first = None;
             let mut attempt = 0;
-            while let Err(e) = &result {
-                b.skipped.push((index as i64, e.to_string()));
+            while let Err(e) = result {
+                if !b.skipped.iter().any(|(i, _)| *i == loaded as i64) {
+                    b.skipped.push((loaded as i64, e.to_string()));
+                }
+                first.get_or_insert(e);
                 if attempt == MAX_SKIP_ATTEMPTS {
-                    break;
+                    return Err(Error::InSample {
+                        context: format!(
+                            "sample {index} could not be loaded, nor any of its \
+                             {MAX_SKIP_ATTEMPTS} replacement draws (on_error=\"skip\"); the \
+                             sample's own error"
+                        ),
+                        source: Box::new(first.expect("set above")),
+                    });
                 }
                 loaded = rng::bounded(rng::at(key, attempt), total) as usize;
                 result = load_sample(spec, loaded, epoch, seed, stage, pixels);

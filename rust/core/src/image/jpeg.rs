@@ -7,10 +7,24 @@ use super::decode::{check_pixels, reduction_denominator, ColorMode, DecodeOption
 use super::Image;
 use crate::error::{Error, Result};
 
+/// Scans a JPEG may have. A progressive JPEG has about ten; a crafted one with thousands of
+/// (empty) scans would cost CPU time linear in their number (libjpeg-turbo's scan-limit guard).
+pub const MAX_SCANS: u32 = 100;
+
 /// Decode; also returns the DCT scale denominator used (1, 2, 4 or 8).
 pub fn decode_jpeg(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
-    let tj = |e: turbojpeg::Error| Error::decode(name, format!("JPEG: {e}"));
+    let tj = |e: turbojpeg::Error| {
+        let why = match e {
+            // TurboJPEG reports a header without a frame (SOF) as a width of -1
+            turbojpeg::Error::IntegerOverflow(_) => {
+                "no valid frame header (truncated or corrupt before the image size)".to_string()
+            }
+            other => other.to_string(),
+        };
+        Error::decode(name, format!("JPEG: {why}"))
+    };
     let mut dec = Decompressor::new().map_err(tj)?;
+    dec.set_scan_limit(MAX_SCANS).map_err(tj)?;
     let header = dec.read_header(bytes).map_err(tj)?;
     check_pixels(
         name,
@@ -24,15 +38,15 @@ pub fn decode_jpeg(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(De
             "lossless JPEG (process 14) outside DICOM",
         ));
     }
+    if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
+        return Err(Error::unsupported(name, "CMYK/YCCK JPEG colour space"));
+    }
     let grey_source = header.colorspace == Colorspace::Gray;
     let (format, channels) = match opts.mode {
         ColorMode::Gray => (PixelFormat::GRAY, 1),
         ColorMode::Unchanged if grey_source => (PixelFormat::GRAY, 1),
         _ => (PixelFormat::RGB, 3),
     };
-    if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) && channels == 3 {
-        return Err(Error::unsupported(name, "CMYK/YCCK JPEG colour space"));
-    }
     let denom = reduction_denominator(header.width, header.height, opts.reduce_to);
     let scale = ScalingFactor::new(1, denom);
     let scaled = header.scaled(scale);
