@@ -99,8 +99,9 @@ def test_min_ratio_without_opencv_is_a_failure_not_a_pass(
 
 
 def test_bad_arguments_fail_cleanly(manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", str(manifest.with_name("missing.jsonl"))]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert main(["bench", str(manifest.with_name("missing.jsonl"))]) == 2
+    err = capsys.readouterr().err
+    assert "missing.jsonl: no such file" in err and err.count("gradatim bench:") == 1
     assert main(["bench", str(manifest), "--no-baseline", "--min-ratio", "1"]) == 2
 
 

@@ -19,6 +19,7 @@ from gradatim.evaluate import (
     curriculum_metrics,
     evaluate_rows,
     is_normal,
+    read_predictions,
     rouge_l,
     summarize,
     union_area,
@@ -139,10 +140,17 @@ def test_cli_writes_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "6 samples" in capsys.readouterr().out
 
 
-def test_cli_errors_name_the_file_line_and_field(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="no such file"):
-        main(["evaluate", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m.json")])
+def test_cli_errors_name_the_file_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["evaluate", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m.json")]) == 2
+    )
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(rows()[0]) + "\n" + json.dumps({"id": "x", "source": "s"}) + "\n")
+    assert main(["evaluate", str(bad), "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gradatim evaluate: error: ") and "bad.jsonl line 2, field 'task'" in err
     with pytest.raises(ValueError, match=r"bad.jsonl line 2, field 'task'"):
-        main(["evaluate", str(bad), "--out", str(tmp_path / "m.json")])
+        read_predictions(bad)  # the library call raises a ValueError

@@ -48,10 +48,14 @@ def test_every_argument_reaches_convert(
     monkeypatch.setattr(conv.module, "convert", fake_convert)
     argv: list[str] = []
     expected: dict[str, Any] = {}
+    monkeypatch.chdir(tmp_path)  # input paths are checked before convert() runs: make them
     for opt in conv.opts:
         words, value = _value(conv, opt.param, opt.kwargs)
         argv += words if opt.positional else [opt.flags[0], *words]
         expected[opt.param] = value
+        if opt.positional or opt.kwargs.get("type") is Path:
+            for word in words:
+                (tmp_path / word).write_text("")
     out = tmp_path / "out.jsonl"
     argv = ["manifest", conv.command, *argv, "-o", str(out), "--split", "hash:0,1,0"]
     assert cli.main([*argv, "--on-error", "skip"]) == 0
@@ -85,6 +89,8 @@ def test_skip_normal_default_keeps_normal_images(
         return Conversion(source="vindr")
 
     monkeypatch.setattr(vindr, "convert", fake_convert)
-    assert cli.main(["manifest", "from-vindr", "a.csv", "-o", str(tmp_path / "o.jsonl")]) == 0
+    (tmp_path / "a.csv").write_text("")
+    argv = ["manifest", "from-vindr", str(tmp_path / "a.csv"), "-o", str(tmp_path / "o.jsonl")]
+    assert cli.main(argv) == 0
     assert seen["include_normal"] is True and seen["split"] == "train"
     assert seen["on_error"] == "raise"

@@ -164,9 +164,16 @@ def test_config_errors_name_file_section_and_key(
         load_config(config)
 
 
-def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="gradatim train: .*missing.toml: no such file"):
-        main(["train", str(tmp_path / "missing.toml")])
+def test_cli_reports_config_errors_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml: no such file" in capsys.readouterr().err
+    bad = tmp_path / "run.toml"
+    bad.write_text("[lora]\nr = 'x'\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("gradatim train: error: run.toml: ")
 
 
 def test_torchrun_two_processes_end_with_equal_adapters(manifest: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from gradatim import __version__
+from gradatim import __version__, cli_paths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code. Declared input and output paths are
+    checked before the subcommand starts; path, I/O and gradatim errors print as one line
+    (``gradatim CMD: error: ...``) with exit status 2 (``cli_paths``)."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        cli_paths.check(args)
+        return int(args.func(args) or 0)
+    except cli_paths.REPORTED as error:
+        return cli_paths.report(cli_paths.command_name(args), error)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gradatim import image
+from gradatim import cli_paths, image
 
 
 def find_radiograph(name: str = "RG1_UNCR.dcm") -> Path | None:
@@ -177,3 +177,4 @@ def add_parser(sub: Any) -> None:
         "evaluation, plots) and write its results here",
     )
     p.set_defaults(func=main)
+    cli_paths.declare(p, inputs=["image"], outputs=["out"], output_dirs=["train_out"])

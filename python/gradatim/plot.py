@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from gradatim import cli_paths
 from gradatim.curriculum.pacing import PACING_NAMES, pacing
 from gradatim.curriculum.rrgcl import RRGCLScheduler, rrgcl_rates
 from gradatim.errors import InvalidArgumentError
@@ -140,7 +141,7 @@ def _run_schedule(args: argparse.Namespace) -> int:
             args.output, class_difficulty=args.class_difficulty, class_names=args.names, **kwargs
         )
     else:
-        raise SystemExit("gradatim plot schedule: give --class-difficulty or --difficulty-file")
+        raise cli_paths.CliError("give --class-difficulty or --difficulty-file")
     print(f"wrote {path}")
     return 0
 
@@ -185,6 +186,7 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--title", default=None)
     s.add_argument("--output", "-o", required=True, help="PNG file to write")
     s.set_defaults(func=_run_schedule)
+    cli_paths.declare(s, inputs=["difficulty_file"], outputs=["output"])
     from gradatim.difficulty.plot import add_plot_parser
 
     add_plot_parser(sub)  # gradatim plot difficulty

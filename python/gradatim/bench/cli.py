@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from gradatim import cli_paths
 from gradatim.bench.config import (
     EXIT_BELOW_THRESHOLD,
     EXIT_FAILED,
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         config = bench_config(args)
         n = len(make_dataset(config))  # validates the manifest and augmentation up front
     except (OSError, ValueError) as exc:
-        print(f"gradatim bench: {exc}", file=sys.stderr)
+        cli_paths.report("bench", exc)
         return EXIT_FAILED
     kinds = [GRADATIM]
     notes: list[str] = []
@@ -130,4 +131,5 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--min-images-per-s", type=float, default=None, metavar="Y")
     p.add_argument("--no-baseline", action="store_true", help="measure gradatim only")
     p.set_defaults(func=run)
+    cli_paths.declare(p, inputs=["manifest", "root"], outputs=["json"])
     return p

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from gradatim import cli_paths
 from gradatim import image as gimage
 from gradatim.manifest.anatomy import ANATOMY_REGIONS
 from gradatim.manifest.classes import CHEXPERT_LABELS, NO_FINDING, SUPPORT_DEVICES
@@ -784,3 +785,4 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--format", choices=("jpeg", "png"), default="jpeg")
     p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     p.set_defaults(func=_main)
+    cli_paths.declare(p, output_dirs=["out_dir"])

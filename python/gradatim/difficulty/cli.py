@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from gradatim import cli_paths
 from gradatim.errors import GradatimError
 
 __all__ = ["add_parser", "run"]
@@ -269,3 +270,9 @@ def add_parser(sub: Any) -> None:
         help="progress bars (default: when stderr is a terminal)",
     )
     p.set_defaults(func=_main)
+    cli_paths.declare(
+        p,
+        inputs=["manifest", "root", "visual", "text", "ids", "text_model", "image_model"],
+        outputs=["out", "summary"],
+        output_dirs=["save_embeddings"],
+    )

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gradatim import cli_paths
 from gradatim.difficulty.class_difficulty import class_difficulty
 from gradatim.difficulty.io import read_difficulty_table
 
@@ -101,3 +102,4 @@ def add_plot_parser(plot_sub: Any) -> None:
     p.add_argument("--bins", type=int, default=40)
     p.add_argument("--title", default=None)
     p.set_defaults(func=_run)
+    cli_paths.declare(p, inputs=["difficulty_file"], outputs=["output"])

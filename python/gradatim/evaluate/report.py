@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from gradatim import cli_paths
+from gradatim.errors import InvalidArgumentError
 from gradatim.evaluate.clinical import SCORERS, score_clinical
 from gradatim.evaluate.hallucination import is_normal
 from gradatim.evaluate.iou import union_iou
@@ -38,7 +40,8 @@ REQUIRED = ("id", "source", "task", "prediction", "reference")
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """The prediction rows of a JSONL file; a bad row raises naming the file, line and field."""
+    """The prediction rows of a JSONL file; a bad row raises :class:`InvalidArgumentError` (a
+    ``ValueError``) naming the file, line and field."""
     rows = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -46,12 +49,12 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {n}: not JSON ({e.msg})") from None
+            raise InvalidArgumentError(f"{path} line {n}: not JSON ({e.msg})") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{path} line {n}: expected an object")
+            raise InvalidArgumentError(f"{path} line {n}: expected an object")
         for key in REQUIRED:
             if not isinstance(row.get(key), str):
-                raise ValueError(f"{path} line {n}, field '{key}': expected a string")
+                raise InvalidArgumentError(f"{path} line {n}, field '{key}': expected a string")
         rows.append(row)
     return rows
 
@@ -186,21 +189,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "chexbert=DIR, radgraph=DIR, cxrfe=DIR; repeatable (docs/training.md)",
     )
     p.set_defaults(func=_run)
+    cli_paths.declare(p, inputs=["predictions"], outputs=["out", "csv", "per_sample"])
 
 
 def _clinical_arg(value: str) -> tuple[str, str]:
     name, sep, folder = value.partition("=")
     if not sep or name not in SCORERS or not folder:
-        raise SystemExit(
-            f"gradatim evaluate: --clinical {value!r}: expected NAME=DIR with NAME one of "
-            f"{', '.join(SCORERS)}"
+        raise cli_paths.CliError(
+            f"--clinical {value!r}: expected NAME=DIR with NAME one of {', '.join(SCORERS)}"
         )
     return name, folder
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.predictions.is_file():
-        raise SystemExit(f"gradatim evaluate: {args.predictions}: no such file")
     per_sample = evaluate_rows(read_predictions(args.predictions), args.text_metric)
     summary = summarize(per_sample, args.text_metric)
     folders = dict(_clinical_arg(a) for a in args.clinical)

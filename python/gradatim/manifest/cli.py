@@ -9,14 +9,13 @@ identifier. A bad input file exits with status 2 and a message naming the file, 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gradatim.errors import ManifestError
+from gradatim import cli_paths
 from gradatim.manifest import (
     chest_imagenome,
     iu_xray,
@@ -37,18 +36,6 @@ def _write(conv: Conversion, args: argparse.Namespace) -> int:
     print(conv.summary())
     print(f"wrote {len(conv.records)} records to {out}")
     return 0
-
-
-def _guarded(run: Any) -> Any:
-    def main(args: argparse.Namespace) -> int:
-        """Run the subcommand; a ManifestError becomes a message and exit status 2."""
-        try:
-            return int(run(args))
-        except ManifestError as exc:
-            print(f"gradatim manifest: error: {exc}", file=sys.stderr)
-            return 2
-
-    return main
 
 
 def _common(p: argparse.ArgumentParser, split_help: str = "") -> None:
@@ -249,8 +236,11 @@ def add_parser(sub: Any) -> None:
         for o in conv.opts:
             o.add_to(q)
         _common(q)
-        q.set_defaults(func=_guarded(conv.run))
+        q.set_defaults(func=conv.run)
+        inputs = [o.param for o in conv.opts if o.positional or o.kwargs.get("type") is Path]
+        cli_paths.declare(q, inputs=inputs, outputs=["out"])
 
     q = msub.add_parser("validate", help="check manifests against the schema; print counts")
     q.add_argument("manifests", nargs="+", type=Path, help="JSONL or Parquet manifests")
-    q.set_defaults(func=_guarded(_validate))
+    q.set_defaults(func=_validate)
+    cli_paths.declare(q, inputs=["manifests"])

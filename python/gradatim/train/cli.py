@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gradatim import cli_paths
+
 __all__ = ["add_parser"]
 
 
@@ -20,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--max-steps", type=int, help="stop after this step (the schedule is unchanged)")
     p.set_defaults(func=_run)
+    cli_paths.declare(p, inputs=["config"])
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -29,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
-        raise SystemExit(f"gradatim train: {e}") from None
+        raise cli_paths.CliError(str(e)) from None
     run = train(cfg, resume=args.resume, max_steps=args.max_steps)
     last = f"{run.losses[-1]:.4f}" if run.losses else "-"
     print(f"trained to step {run.step} (last loss {last}); checkpoints and logs in {run.out}")
