@@ -17,6 +17,7 @@ use super::Image;
 use crate::error::{Error, Result};
 
 pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Decoded> {
+    check_element_lengths(bytes).map_err(|why| Error::decode(name, format!("DICOM: {why}")))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(bytes)
@@ -114,6 +115,82 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
     }
 }
 
+/// Walk the file's top-level data elements and check every defined length against the bytes
+/// that are left, before dicom-rs allocates a value of that length: a 1.6 KB file declaring a
+/// 4 GB Pixel Data element is refused here. The walk stops (without judging) at the first element
+/// of undefined length (a sequence, encapsulated pixel data) or with a deflated data set; the
+/// parser's own checks cover what follows.
+fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
+    const LONG_VRS: [&[u8; 2]; 12] = [
+        b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+    ];
+    let mut pos = 132; // preamble + "DICM"
+    let mut explicit = true; // the file meta group is explicit VR little endian
+    let mut big_endian = false;
+    let mut in_meta = true;
+    while pos + 8 <= bytes.len() {
+        let u16_at = |i: usize, be: bool| {
+            let b = [bytes[i], bytes[i + 1]];
+            if be {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let u32_at = |i: usize, be: bool| {
+            let b = [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
+            if be {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let group = u16_at(pos, big_endian && !in_meta);
+        if in_meta && group != 0x0002 {
+            in_meta = false;
+            // the data set follows, in the transfer syntax the meta group named
+            continue;
+        }
+        let be = big_endian && !in_meta;
+        let element = u16_at(pos + 2, be);
+        let (len, header) = if explicit || in_meta {
+            let vr = [bytes[pos + 4], bytes[pos + 5]];
+            if LONG_VRS.contains(&&vr) {
+                if pos + 12 > bytes.len() {
+                    return Err(format!("element ({group:04X},{element:04X}) is cut short"));
+                }
+                (u32_at(pos + 8, be), 12)
+            } else {
+                (u16_at(pos + 6, be) as u32, 8)
+            }
+        } else {
+            (u32_at(pos + 4, be), 8)
+        };
+        if len == u32::MAX {
+            return Ok(()); // undefined length: the parser walks items and delimiters itself
+        }
+        let start = pos + header;
+        let left = bytes.len().saturating_sub(start);
+        if len as usize > left {
+            return Err(format!(
+                "element ({group:04X},{element:04X}) declares {len} bytes but only {left} are left \
+                 in the file"
+            ));
+        }
+        if in_meta && group == 0x0002 && element == 0x0010 {
+            let uid = String::from_utf8_lossy(&bytes[start..start + len as usize]);
+            match uid.trim_end_matches(['\0', ' ']) {
+                "1.2.840.10008.1.2" => explicit = false,
+                "1.2.840.10008.1.2.2" => big_endian = true,
+                "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated: compressed after the meta
+                _ => {}
+            }
+        }
+        pos = start + len as usize;
+    }
+    Ok(())
+}
+
 /// The stored value of a sample: the low `bits` bits, sign-extended when signed.
 fn stored_value(v: u32, bits: u32, signed: bool) -> i32 {
     let v = v & ((1u32 << bits) - 1);
@@ -165,6 +242,48 @@ mod tests {
         assert_eq!(stored_value(0xF000 | 0x0FFF, 12, false), 4095);
         assert_eq!(stored_value(0x0800, 12, true), -2048);
         assert_eq!(stored_value(0x07FF, 12, true), 2047);
+    }
+
+    /// Preamble, "DICM", a meta group naming `syntax`, then `body`.
+    fn file(syntax: &str, body: &[u8]) -> Vec<u8> {
+        let mut uid = syntax.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        let mut out = vec![0u8; 128];
+        out.extend_from_slice(b"DICM");
+        out.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        out.extend_from_slice(&(uid.len() as u16).to_le_bytes());
+        out.extend_from_slice(&uid);
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn forged_element_lengths_are_refused_before_allocation() {
+        // explicit VR little endian: (7FE0,0010) OW, 4 GB declared, 8 bytes present
+        let mut body = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0];
+        body.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        body.extend_from_slice(&[0; 8]);
+        let f = file("1.2.840.10008.1.2.1", &body);
+        let e = check_element_lengths(&f).unwrap_err();
+        assert!(
+            e.contains("(7FE0,0010) declares 4294967280 bytes but only 8"),
+            "{e}"
+        );
+        let e = decode_dicom(&f, "forged.dcm", &DecodeOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("forged.dcm") && e.contains("4294967280"), "{e}");
+        // implicit VR: the length follows the tag directly
+        let mut body = vec![0xE0, 0x7F, 0x10, 0x00];
+        body.extend_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+        assert!(check_element_lengths(&file("1.2.840.10008.1.2", &body)).is_err());
+        // a consistent file passes; undefined lengths stop the walk
+        let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
+        body.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(check_element_lengths(&file("1.2.840.10008.1.2.4.50", &body)).is_ok());
     }
 
     #[test]
