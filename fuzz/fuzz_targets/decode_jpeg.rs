@@ -1,0 +1,6 @@
+//! The JPEG decoder through gradatim's decode entry (seeds: real JPEG files).
+#![no_main]
+
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::decode_all_ways(data));
