@@ -16,7 +16,7 @@ use gradatim_core::data::stream::{BatchJob, BatchStream, Next};
 use gradatim_core::data::tasks::Templates;
 use gradatim_core::image::encode::encode_png_u8;
 use gradatim_core::image::ImageRef;
-use gradatim_core::sampling::rng::{derive_key, mix64};
+use gradatim_core::rng::{derive_key, mix64};
 
 /// `n` grey PNGs (gradients, each different) and their manifest; one record points at a missing
 /// file when `broken` says so.

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::image::resize::{resize, Interpolation};
 use crate::image::warp::{warp_affine, warp_boxes, Affine};
 use crate::image::{clahe::clahe, flip, BoxXyxy, Image, ImageRef, Sample};
-use crate::sampling::rng;
+use crate::rng;
 
 fn default_p() -> f64 {
     1.0

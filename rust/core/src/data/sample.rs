@@ -10,7 +10,7 @@ use super::tasks::{answer_target, render, whole, Part, Templates};
 use crate::error::{Error, Result};
 use crate::image::decode::{decode_file_scaled, ColorMode, DecodeOptions, Decoded};
 use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, Sample};
-use crate::sampling::rng;
+use crate::rng;
 
 /// Stream tags of `derive_key(seed, [tag, epoch, index])`: augmentation, text choices, skips.
 pub const TAG_AUGMENT: u64 = 0xA0;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::box_format::{render_boxes, render_grounded, BoxFormat};
 use super::manifest::{Record, Task};
-use crate::sampling::rng;
+use crate::rng;
 
 /// The prompt/target templates. Every field can be overridden from JSON.
 #[derive(Clone, Debug, Deserialize, Serialize)]
