@@ -125,6 +125,7 @@ def make_dataset(folder: Path, n: int, seed: int = 0) -> Path:
                     "image": name,
                     "source": "bench",
                     "task": "phrase_grounding",
+                    "split": "train",
                     "text": "The cardiac silhouette is enlarged.",
                     "boxes": [{"box": box, "phrase": "cardiomegaly", "anatomy": None}],
                 }

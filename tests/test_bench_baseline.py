@@ -133,7 +133,8 @@ def test_baseline_decodes_at_the_loaders_scale_when_crops_are_configured(tmp_pat
     rng = np.random.default_rng(3)
     img = _texture(rng, 1200, 1600)
     (tmp_path / "a.jpg").write_bytes(image.encode_jpeg(img, 95))
-    record = {"id": "a", "image": "a.jpg", "task": "report", "text": "x.", "source": "s"}
+    record = {"id": "a", "image": "a.jpg", "source": "s", "task": "report", "split": "train",
+              "text": "x."}  # fmt: skip
     (tmp_path / "m.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
     augment = ga.Augment(crop={"scale": (0.25, 1.0), "p": 0.0}, clahe=None, affine=None, flip=None)
     ds = ga.ManifestDataset(tmp_path / "m.jsonl", image_size=(150, 112), augment=augment)

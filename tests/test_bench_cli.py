@@ -30,7 +30,9 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
         record = {
             "id": f"s{i}",
             "image": f"img{i}.jpg",
+            "source": "bench",
             "task": "phrase_grounding",
+            "split": "train",
             "text": "Opacity in the left lower lobe.",
             "boxes": [{"box": [20, 30, 90 + i, 100], "phrase": "opacity"}],
         }

@@ -275,14 +275,16 @@ def test_corrupt_files_raise_or_skip(manifest: Path, tmp_path: Path) -> None:
 
 def test_bad_manifest_names_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "m.jsonl"
-    path.write_text(
-        '{"id": "a", "image": "a.jpg", "task": "report"}\n'
-        '{"id": "b", "image": "b.jpg", "task": "report", "boxes": [{"box": [5, 5, 1]}]}'
-    )
-    with pytest.raises(ValueError, match=r"m.jsonl line 2, field 'boxes\[0\].box'"):
+    rec = {"id": "a", "image": "a.jpg", "source": "s", "task": "report", "split": "train",
+           "text": "No acute findings."}  # fmt: skip
+    bad = {**rec, "id": "b", "image": "b.jpg", "boxes": [{"box": [5, 5, 1]}]}
+    path.write_text(json.dumps(rec) + "\n" + json.dumps(bad))
+    with pytest.raises(ga.ManifestError, match=r"m.jsonl line 2, field 'boxes\[0\].box'") as info:
         ga.ManifestDataset(path)
-    with pytest.raises(ValueError, match="outside the manifest root"):
-        ga.ManifestDataset([{"id": "a", "image": "/etc/hostname", "task": "report"}])
+    assert (info.value.row, info.value.field) == (2, "boxes[0].box")
+    with pytest.raises(ga.ManifestError, match="outside the manifest root") as info:
+        ga.ManifestDataset([{**rec, "image": "/etc/hostname"}])
+    assert (info.value.row, info.value.row_kind, info.value.field) == (1, "record", "image")
 
 
 def _threads() -> int:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gradatim import _core
 from gradatim.errors import GradatimError, ManifestError
 from gradatim.manifest import (
     ANATOMY_REGIONS,
@@ -82,17 +83,18 @@ def test_validate_fills_defaults_and_orders_fields() -> None:
     ("change", "field", "fragment"),
     [
         ({"id": ""}, "id", "must not be empty"),
-        ({"image": 3}, "image", "expected a string"),
+        ({"image": 3}, "image", "must be a string, got a number"),
         ({"task": "caption"}, "task", "unknown task"),
         ({"text": "  "}, "text", "non-empty report"),
         ({"prompt": 5}, "prompt", "string or null"),
-        ({"labels": {"Edema": 2}}, "labels['Edema']", "1, 0, -1 or null"),
-        ({"labels": {"Edema": True}}, "labels['Edema']", "got bool"),
+        ({"labels": {"Edema": 2}}, "labels.Edema", "1, 0, -1 or null"),
+        ({"labels": {"Edema": True}}, "labels.Edema", "got a boolean"),
         ({"labels": ["Edema"]}, "labels", "expected an object"),
         ({"boxes": [{"box": [0, 0, 1]}]}, "boxes[0].box", "[x1, y1, x2, y2]"),
         ({"boxes": [{"box": [5, 0, 5, 9]}]}, "boxes[0].box", "x1 < x2"),
-        ({"boxes": [{"box": [0, 0, float("nan"), 9]}]}, "boxes[0].box", "finite"),
-        ({"boxes": [{"box": [0, 0, 1, 1], "phrase": None}]}, "boxes[0].phrase", "string"),
+        ({"boxes": [{"box": [0, 0, float("nan"), 9]}]}, "boxes[0].box[2]", "finite"),
+        ({"boxes": [{"box": [0, 0, "1", 9]}]}, "boxes[0].box", "finite numbers, got a string"),
+        ({"boxes": [{"box": [0, 0, 1, 1], "phrase": 5}]}, "boxes[0].phrase", "string"),
         ({"boxes": [{"box": [0, 0, 1, 1], "anatomy": ""}]}, "boxes[0].anatomy", "non-empty"),
         ({"boxes": [{"box": [0, 0, 1, 1], "score": 1}]}, "boxes[0].score", "unknown field"),
         ({"lables": {}}, "lables", "unknown field"),
@@ -141,7 +143,7 @@ def test_write_read_roundtrip(tmp_path: Path, suffix: str) -> None:
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(path)
-        assert schema.names == list(FIELDS)
+        assert schema.names == list(_core.MANIFEST_FIELDS)  # answer, rationale: nullable
         labels = schema.field("labels").type
         assert pa.types.is_map(labels) and labels.item_type == pa.int8()
 
@@ -283,5 +285,5 @@ def test_vqa_answer_and_rationale_fields():
     assert "answer" not in validate_record(base)  # written only when present
     with pytest.raises(ValueError, match="'rationale'.*needs an answer"):
         validate_record({**base, "rationale": "why"})
-    with pytest.raises(ValueError, match="'answer'.*expected a string"):
+    with pytest.raises(ValueError, match="'answer'.*must be a string or null"):
         validate_record({**base, "answer": 3})

@@ -1,7 +1,8 @@
 """Type stubs of the compiled extension ``gradatim._core`` (rust/python). Use the typed Python
 fronts (``gradatim.image`` ...) rather than calling these directly."""
 
-from typing import Any, final
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -10,6 +11,8 @@ from typing_extensions import Self
 __version__: str
 UNLABELED: str
 MANIFEST_FIELDS: list[str]
+CHEXPERT_LABELS: list[str]
+AUGMENT_DEFAULTS: dict[str, Any]
 STAGE_CODES: dict[str, int]
 STAGE_DEFAULTS: dict[str, int | float]
 DEFAULT_MAX_PIXELS: int
@@ -206,14 +209,55 @@ class StageScheduler:
     def loss_rising(self) -> bool: ...
     @property
     def num_domains(self) -> int: ...
-    def get_state(
-        self,
-    ) -> tuple[int, list[float], list[float], float, list[float], float]: ...
-    def set_state(
-        self, state: tuple[int, list[float], list[float], float, list[float], float]
-    ) -> None: ...
+    def get_state(self) -> _StageState: ...
+    def set_state(self, state: _StageState) -> None: ...
+
+class _StageState(TypedDict):
+    """A stage scheduler's learning state (not a runtime class: a plain dict)."""
+
+    epoch: int
+    ema_easy: list[float]
+    ema_medium: list[float]
+    ema_global: float
+    history: list[float]
+    hard_budget: float
+
+# --- manifest (rust/python/src/manifest.rs) -----------------------------------------------------
+def validate_record(
+    record: Mapping[str, Any],
+    path: str | None = None,
+    row: int | None = None,
+    row_kind: str = "line",
+) -> dict[str, Any]: ...
+def read_manifest_jsonl(text: str, path: str | None = None) -> list[dict[str, Any]]: ...
+def read_manifest_rows(
+    rows: Sequence[Mapping[str, Any]], path: str | None = None, row_kind: str = "row"
+) -> list[dict[str, Any]]: ...
 
 # --- data (rust/python/src/data.rs) -------------------------------------------------------------
+
+class _DatasetConfig(TypedDict):
+    """What ``Dataset`` is made with (not a runtime class: a plain dict)."""
+
+    root: str
+    allow_outside_root: bool
+    width: int
+    height: int
+    channels: int
+    output: str
+    mean: list[float]
+    std: list[float]
+    augment: Mapping[str, Any]
+    box_format: str
+    templates: Mapping[str, Any]
+    on_error: str
+    max_pixels: int
+    mask_grid: tuple[int, int]
+    mask_sigma: float
+    mask_kernel: int | None
+    mask_padding: str
+    mask_cells: str
+    overlay_thickness: int
 
 @final
 class Dataset:
@@ -221,27 +265,10 @@ class Dataset:
 
     def __new__(
         cls,
-        jsonl: str,
-        name: str,
-        root: str,
-        allow_outside_root: bool,
-        width: int,
-        height: int,
-        channels: int,
-        output: str,
-        mean: list[float],
-        std: list[float],
-        augment_json: str,
-        box_format: str,
-        templates_json: str,
-        on_error: str,
-        max_pixels: int,
-        mask_grid: tuple[int, int],
-        mask_sigma: float,
-        mask_kernel: int | None,
-        mask_padding: str,
-        mask_cells: str,
-        overlay_thickness: int,
+        manifest: str | Sequence[Mapping[str, Any]],
+        name: str | None,
+        row_kind: str,
+        config: _DatasetConfig,
     ) -> Self: ...
     def __len__(self) -> int: ...
     def column(self, name: str) -> list[Any]: ...
@@ -251,6 +278,8 @@ class Dataset:
     ) -> dict[str, Any]: ...
     @property
     def max_boxes(self) -> int: ...
+    @property
+    def augment(self) -> dict[str, Any]: ...
 
 @final
 class Stream:

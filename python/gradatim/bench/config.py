@@ -74,10 +74,9 @@ def _records_and_root(config: Mapping[str, Any]) -> tuple[Any, str | None]:
     manifest, root = config["manifest"], config.get("root")
     if not config.get("limit"):
         return manifest, root
-    from gradatim.data.dataset import read_manifest_lines
+    from gradatim.manifest.common import read_manifest
 
-    lines = [ln for ln in read_manifest_lines(manifest).splitlines() if ln.strip()]
-    records = [json.loads(ln) for ln in lines[: int(config["limit"])]]
+    records = read_manifest(manifest)[: int(config["limit"])]
     return records, root or str(Path(manifest).resolve().parent)
 
 

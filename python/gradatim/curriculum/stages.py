@@ -171,7 +171,7 @@ class StageScheduler:
     @property
     def hard_budget(self) -> float:
         """``lambda_H``: the probability of Hard once ``epoch >= hard_transition_epoch``."""
-        return float(self._core.get_state()[5])
+        return float(self._core.get_state()["hard_budget"])
 
     @property
     def plateau(self) -> bool:
@@ -217,19 +217,19 @@ class StageScheduler:
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON-able state: parameters, domains, EMAs, EMA history and hard budget."""
-        epoch, ema_easy, ema_medium, ema_global, history, budget = self._core.get_state()
+        s = self._core.get_state()
         return {
             "version": 1,
             "kind": "StageScheduler",
             "seed": self._seed,
             "params": dict(self._params),
             "domains": list(self._domains),
-            "epoch": int(epoch),
-            "ema_easy": list(ema_easy),
-            "ema_medium": list(ema_medium),
-            "ema_global": float(ema_global),
-            "history": list(history),
-            "hard_budget": float(budget),
+            "epoch": int(s["epoch"]),
+            "ema_easy": list(s["ema_easy"]),
+            "ema_medium": list(s["ema_medium"]),
+            "ema_global": float(s["ema_global"]),
+            "history": list(s["history"]),
+            "hard_budget": float(s["hard_budget"]),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -239,12 +239,12 @@ class StageScheduler:
         params = {**DEFAULTS, **dict(state["params"])}
         self.__init__(state["domains"], seed=int(state["seed"]), **params)  # type: ignore[misc]
         self._core.set_state(
-            (
-                int(state["epoch"]),
-                [float(x) for x in state["ema_easy"]],
-                [float(x) for x in state["ema_medium"]],
-                float(state["ema_global"]),
-                [float(x) for x in state["history"]],
-                float(state["hard_budget"]),
-            )
+            {
+                "epoch": int(state["epoch"]),
+                "ema_easy": [float(x) for x in state["ema_easy"]],
+                "ema_medium": [float(x) for x in state["ema_medium"]],
+                "ema_global": float(state["ema_global"]),
+                "history": [float(x) for x in state["history"]],
+                "hard_budget": float(state["hard_budget"]),
+            }
         )

@@ -8,16 +8,29 @@ CLAHE and the affine warp on the small image.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gradatim import _core
+
 __all__ = ["Augment"]
+
+
+def _default(part: str) -> Any:
+    """A fresh copy of the core's default for ``part`` (``AugmentConfig::default`` in
+    ``rust/core/src/data/augment.rs``, exported as ``_core.AUGMENT_DEFAULTS``)."""
+    return copy.deepcopy(_core.AUGMENT_DEFAULTS[part])
 
 
 @dataclass(frozen=True)
 class Augment:
     """What to do to each training image. Each part is a dict of parameters, or ``None`` (off).
+
+    ``Augment()`` is the core's default augmentation (``_core.AUGMENT_DEFAULTS``): CLAHE clip 2.0
+    on 8x8 tiles and an affine of +-10 degrees, scale 0.95-1.05, +-5 % translation, both always;
+    no crop, flip or evaluation branch; boxes dropped below 25 % visibility.
 
     - ``clahe``: ``{"clip_limit": 2.0, "tile_grid": (8, 8), "p": 1.0}``; ``clip_limit`` may be a
       range ``(low, high)``, drawn uniformly per sample
@@ -31,22 +44,12 @@ class Augment:
     - ``min_visible``: a box keeping less than this fraction of its area is dropped
     """
 
-    clahe: dict[str, Any] | None = field(
-        default_factory=lambda: {"clip_limit": 2.0, "tile_grid": (8, 8), "p": 1.0}
-    )
-    affine: dict[str, Any] | None = field(
-        default_factory=lambda: {
-            "rotate": 10.0,
-            "scale": (0.95, 1.05),
-            "translate": 0.05,
-            "shear": 0.0,
-            "p": 1.0,
-        }
-    )
-    crop: dict[str, Any] | None = None
-    flip: dict[str, Any] | None = None
-    eval: dict[str, Any] | None = None
-    min_visible: float = 0.25
+    clahe: dict[str, Any] | None = field(default_factory=lambda: _default("clahe"))
+    affine: dict[str, Any] | None = field(default_factory=lambda: _default("affine"))
+    crop: dict[str, Any] | None = field(default_factory=lambda: _default("crop"))
+    flip: dict[str, Any] | None = field(default_factory=lambda: _default("flip"))
+    eval: dict[str, Any] | None = field(default_factory=lambda: _default("eval"))
+    min_visible: float = float(_core.AUGMENT_DEFAULTS["min_visible"])
 
     @classmethod
     def none(cls) -> Augment:
@@ -103,9 +106,10 @@ class Augment:
             crop=d.get("crop"),
             flip=d.get("flip"),
             eval=d.get("eval"),
-            min_visible=float(d.get("min_visible", 0.25)),
+            min_visible=float(d.get("min_visible", _core.AUGMENT_DEFAULTS["min_visible"])),
         )
 
     def to_json(self) -> str:
-        """The JSON the Rust core reads; it validates it when a data set is made."""
+        """:meth:`to_dict` as JSON text (for configuration files; the core validates the dict
+        when a data set is made)."""
         return json.dumps(self.to_dict())

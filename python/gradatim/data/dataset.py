@@ -7,7 +7,6 @@ render the box-aware text and write whole batches into one buffer. With any othe
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,35 +20,26 @@ from gradatim import _core
 from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
 from gradatim.image import DEFAULT_MAX_PIXELS, per_channel
+from gradatim.manifest.common import parquet_rows
 
-__all__ = ["ManifestDataset", "read_manifest_lines", "batch_to_torch"]
+__all__ = ["ManifestDataset", "batch_to_torch"]
 
 StageArg = Literal["easy", "medium", "hard"] | Any | None
 _STAGE_CODES: dict[str, int] = dict(_core.STAGE_CODES)  # defined once, in the core
 
 
-def read_manifest_lines(manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]]) -> str:
-    """The manifest as JSON lines: a ``.jsonl`` file as is, a ``.parquet`` file row by row through
-    pyarrow (line numbers are then row numbers, 1-based), or in-memory records."""
+def _manifest_arg(
+    manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+) -> tuple[str | list[Any], str | None, str]:
+    """The manifest as the core takes it, its name and what its rows are: a ``.jsonl`` file's
+    text (lines), a ``.parquet`` file's rows read by pyarrow (rows, 1-based), or in-memory
+    records (records, 1-based)."""
     if isinstance(manifest, (str, os.PathLike)):
         path = Path(manifest)
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(path).to_pylist()
-            return "\n".join(json.dumps(_plain(r)) for r in rows)
-        return path.read_text(encoding="utf-8")
-    return "\n".join(json.dumps(_plain(dict(r))) for r in manifest)
-
-
-def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    """Parquet map/struct columns arrive as lists of pairs or dicts with None fields: normalise."""
-    labels = record.get("labels")
-    if isinstance(labels, list):  # pyarrow map<string, ...> -> [(key, value), ...]
-        record["labels"] = dict(labels)
-    elif isinstance(labels, dict):
-        record["labels"] = {k: v for k, v in labels.items()}
-    return record
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return parquet_rows(path), os.fspath(manifest), "row"
+        return path.read_text(encoding="utf-8"), os.fspath(manifest), "line"
+    return list(manifest), None, "record"
 
 
 class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
@@ -108,10 +98,9 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         if isinstance(manifest, (str, os.PathLike)):
-            name = os.fspath(manifest)
             default_root = Path(manifest).resolve().parent
         else:
-            name, default_root = "<records>", Path.cwd()
+            default_root = Path.cwd()
         if augment is None:
             augment = Augment.none()
         elif isinstance(augment, Mapping):
@@ -127,31 +116,31 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self.seed = int(seed)
         self.stages = stages
         self.epoch = 0
-        self._core = _core.Dataset(
-            read_manifest_lines(manifest),
-            name,
-            os.fspath(root) if root is not None else os.fspath(default_root),
-            bool(allow_outside_root),
-            w,
-            h,
-            channels,
-            output,
-            per_channel(mean, 0.0, channels, "mean"),
-            per_channel(std, 1.0, channels, "std"),
-            augment.to_json(),
-            box_format,
-            json.dumps(
+        config: _core._DatasetConfig = {
+            "root": os.fspath(root) if root is not None else os.fspath(default_root),
+            "allow_outside_root": bool(allow_outside_root),
+            "width": w,
+            "height": h,
+            "channels": channels,
+            "output": output,
+            "mean": per_channel(mean, 0.0, channels, "mean"),
+            "std": per_channel(std, 1.0, channels, "std"),
+            "augment": augment.to_dict(),
+            "box_format": box_format,
+            "templates": (
                 {"preset": templates} if isinstance(templates, str) else dict(templates or {})
             ),
-            on_error,
-            int(max_pixels),
-            tuple(int(v) for v in mask_grid),
-            float(mask_sigma),
-            None if mask_kernel is None else int(mask_kernel),
-            str(mask_padding),
-            str(mask_cells),
-            int(overlay_thickness),
-        )
+            "on_error": on_error,
+            "max_pixels": int(max_pixels),
+            "mask_grid": (int(mask_grid[0]), int(mask_grid[1])),
+            "mask_sigma": float(mask_sigma),
+            "mask_kernel": None if mask_kernel is None else int(mask_kernel),
+            "mask_padding": str(mask_padding),
+            "mask_cells": str(mask_cells),
+            "overlay_thickness": int(overlay_thickness),
+        }
+        rows, name, row_kind = _manifest_arg(manifest)
+        self._core = _core.Dataset(rows, name, row_kind, config)
         if isinstance(stages, str) and stages not in _STAGE_CODES:
             raise InvalidArgumentError(
                 f"stages must be easy, medium, hard or a scheduler, not {stages!r}"

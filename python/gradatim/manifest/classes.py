@@ -8,7 +8,7 @@ that no sample is lost (docs/manifest.md, "RRGCL classes").
 
 This module only names labels and classes; reading CheXpert-format label files is
 :mod:`gradatim.manifest.label_csv` (which builds on :mod:`~gradatim.manifest.common`'s CSV
-reader, itself importing the label names from here).
+reader).
 """
 
 from __future__ import annotations
@@ -31,23 +31,9 @@ NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
 UNLABELED: str = _core.UNLABELED  # defined once, in the core
 
-CHEXPERT_LABELS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-"""The 14 CheXpert observations, in the order of the CheXpert / MIMIC-CXR-JPG label files."""
+CHEXPERT_LABELS: tuple[str, ...] = tuple(_core.CHEXPERT_LABELS)  # defined once, in the core
+"""The 14 CheXpert observations, in the order of the CheXpert / MIMIC-CXR-JPG label files (the
+order a record's labels are written in first)."""
 
 CLASS_LABELS: tuple[str, ...] = tuple(
     label for label in CHEXPERT_LABELS if label not in (NO_FINDING, SUPPORT_DEVICES)

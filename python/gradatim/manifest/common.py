@@ -10,10 +10,12 @@ One record per image-text sample (docs/manifest.md, "Record schema")::
      "laterality_sensitive": true}
 
 Boxes are in the source image's pixels, ``x1 < x2`` and ``y1 < y2``. :func:`validate_record` is
-the pure-Python schema check that the converters, the phantom generator and the tests share; its
-errors (:class:`gradatim.errors.ManifestError`) name the file, the line or row and the field, and
-never quote report text. Unknown fields are refused so that a misspelt field name is an error
-rather than a silently missing value.
+the schema check that the converters, the phantom generator and the tests share; it calls the
+core's manifest validator (``rust/core/src/data/manifest.rs``), the same one the loader reads
+manifests with, so a record is accepted or refused alike everywhere. Its errors
+(:class:`gradatim.errors.ManifestError`) name the file, the line or row, the field and the
+reason, and never quote report text. Unknown fields are refused so that a misspelt field name is
+an error rather than a silently missing value.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from typing import Any, NamedTuple, TextIO
 
 from gradatim import _core
 from gradatim.errors import ManifestError
-from gradatim.manifest.classes import CHEXPERT_LABELS
 
 __all__ = [
     "TASKS",
@@ -49,6 +50,7 @@ __all__ = [
     "join_image",
     "write_manifest",
     "read_manifest",
+    "parquet_rows",
     "open_text",
     "iter_csv",
     "parse_float",
@@ -75,9 +77,6 @@ stages and ``Answer: {answer}`` in the Hard stage (docs/manifest.md)."""
 FIELDS: tuple[str, ...] = tuple(f for f in _core.MANIFEST_FIELDS if f not in VQA_FIELDS)
 """Record fields in the order they are written (the schema's field list is defined once, in the
 core's manifest reader)."""
-
-_REQUIRED = ("id", "image", "source", "task", "split", "text")
-_BOX_FIELDS = ("box", "phrase", "anatomy")
 
 
 class Where(NamedTuple):
@@ -132,125 +131,21 @@ def make_record(
     }
 
 
-def _nonempty_str(record: Mapping[str, Any], name: str, where: Where) -> str:
-    value = record.get(name)
-    if type(value) is not str:
-        if not isinstance(value, str):
-            raise where.error(name, f"expected a string, got {type(value).__name__}")
-        value = str(value)
-    if name != "text" and not value.strip():
-        raise where.error(name, "must not be empty")
-    return value
-
-
-def _label_value(value: Any, name: str, where: Where) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise where.error(name, f"expected 1, 0, -1 or null, got {type(value).__name__}")
-    if value not in (1, 0, -1):
-        raise where.error(name, f"expected 1, 0, -1 or null, got {value!r}")
-    return int(value)
-
-
-def _number(v: Any) -> bool:
-    t = type(v)
-    return t is float or t is int or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def _box(entry: Any, i: int, where: Where) -> dict[str, Any]:
-    if not isinstance(entry, Mapping):
-        raise where.error(f"boxes[{i}]", f"expected an object, got {type(entry).__name__}")
-    if not entry.keys() <= _BOX_KEYS:
-        unknown = sorted(set(entry) - _BOX_KEYS)[0]
-        raise where.error(f"boxes[{i}].{unknown}", f"unknown field (allowed: {_BOX_FIELDS})")
-    coords = entry.get("box")
-    if not isinstance(coords, (list, tuple)) or len(coords) != 4:
-        raise where.error(f"boxes[{i}].box", "expected [x1, y1, x2, y2]")
-    if not all(_number(v) for v in coords):
-        raise where.error(f"boxes[{i}].box", f"coordinates must be finite numbers, got {coords!r}")
-    x1, y1, x2, y2 = (float(v) for v in coords)
-    total = x1 + y1 + x2 + y2
-    if total - total != 0.0:  # inf or nan somewhere
-        raise where.error(f"boxes[{i}].box", f"coordinates must be finite numbers, got {coords!r}")
-    if not (x1 < x2 and y1 < y2):
-        raise where.error(f"boxes[{i}].box", f"expected x1 < x2 and y1 < y2, got {coords!r}")
-    phrase = entry.get("phrase", "")
-    if type(phrase) is not str and not isinstance(phrase, str):
-        raise where.error(f"boxes[{i}].phrase", f"expected a string, got {type(phrase).__name__}")
-    anatomy = entry.get("anatomy")
-    if anatomy is not None and (not isinstance(anatomy, str) or not anatomy.strip()):
-        raise where.error(f"boxes[{i}].anatomy", "expected a non-empty string or null")
-    return {"box": [x1, y1, x2, y2], "phrase": phrase, "anatomy": anatomy}
-
-
-_BOX_KEYS = frozenset(_BOX_FIELDS)
-_FIELD_KEYS = frozenset(FIELDS + VQA_FIELDS)
-_CHEXPERT_ORDER = {name: i for i, name in enumerate(CHEXPERT_LABELS)}
-
-
 def validate_record(
     record: Mapping[str, Any], where: Where | str | os.PathLike[str] | None = None
 ) -> dict[str, Any]:
-    """Check one record against the manifest schema; return it normalised.
+    """Check one record against the manifest schema (docs/manifest.md); return it normalised.
 
-    Normalised: fields in :data:`FIELDS` order, the optional ones filled with their defaults
-    (``prompt`` None, ``labels`` {}, ``boxes`` [], ``laterality_sensitive`` True), label values
-    as ``int`` (CheXpert labels first, in :data:`~gradatim.manifest.classes.CHEXPERT_LABELS`
-    order), box coordinates as ``float``. ``where`` (a :class:`Where`, or just a path) places
-    errors: :class:`gradatim.errors.ManifestError` names the file, the line/row and the field.
+    The check is the core's (the loader's reader uses the same one). Normalised: fields in
+    :data:`FIELDS` order, the optional ones filled with their defaults (``prompt`` None,
+    ``labels`` {}, ``boxes`` [], ``laterality_sensitive`` True; ``answer`` and ``rationale`` only
+    when set), label values as ``int`` (CheXpert labels first, in
+    :data:`~gradatim.manifest.classes.CHEXPERT_LABELS` order, then the others as given), box
+    coordinates as ``float``. ``where`` (a :class:`Where`, or just a path) places errors:
+    :class:`gradatim.errors.ManifestError` names the file, the line/row, the field and the reason.
     """
     w = _where(where)
-    if not isinstance(record, Mapping):
-        raise w.error(None, f"expected a JSON object, got {type(record).__name__}")
-    if not record.keys() <= _FIELD_KEYS:
-        unknown = sorted(set(record) - _FIELD_KEYS)[0]
-        raise w.error(unknown, f"unknown field (the manifest's fields are {', '.join(FIELDS)})")
-    for name in _REQUIRED:
-        if name not in record:
-            raise w.error(name, "missing")
-    out: dict[str, Any] = {name: _nonempty_str(record, name, w) for name in _REQUIRED}
-    if out["task"] not in TASKS:
-        raise w.error("task", f"unknown task {out['task']!r} (expected one of {', '.join(TASKS)})")
-    if out["task"] == "report" and not out["text"].strip():
-        raise w.error("text", "a report record needs a non-empty report text")
-    prompt = record.get("prompt")
-    if prompt is not None and not isinstance(prompt, str):
-        raise w.error("prompt", f"expected a string or null, got {type(prompt).__name__}")
-    out["prompt"] = prompt
-    for name in VQA_FIELDS:
-        value = record.get(name)
-        if value is not None and not isinstance(value, str):
-            raise w.error(name, f"expected a string or null, got {type(value).__name__}")
-        if value is not None:
-            out[name] = value
-    if "rationale" in out and "answer" not in out:
-        raise w.error("rationale", "a rationale needs an answer")
-    labels = record.get("labels")
-    if labels is None:
-        labels = {}
-    if not isinstance(labels, Mapping):
-        raise w.error("labels", f"expected an object label -> value, got {type(labels).__name__}")
-    clean: dict[str, int | None] = {}
-    for key, value in labels.items():
-        if type(key) is not str or not key.strip():
-            raise w.error("labels", f"label names must be non-empty strings, got {key!r}")
-        if not (value is None or (type(value) is int and -1 <= value <= 1)):
-            value = _label_value(value, f"labels[{key!r}]", w)
-        clean[key] = value
-    # CheXpert order first, then any other labels as given: stable, diff-friendly output.
-    n = len(_CHEXPERT_ORDER)
-    out["labels"] = dict(sorted(clean.items(), key=lambda kv: _CHEXPERT_ORDER.get(kv[0], n)))
-    boxes = record.get("boxes")
-    if boxes is None:
-        boxes = []
-    if not isinstance(boxes, (list, tuple)):
-        raise w.error("boxes", f"expected a list, got {type(boxes).__name__}")
-    out["boxes"] = [_box(b, i, w) for i, b in enumerate(boxes)]
-    lat = record.get("laterality_sensitive", True)
-    if lat is not True and lat is not False:
-        raise w.error("laterality_sensitive", f"expected true or false, got {lat!r}")
-    out["laterality_sensitive"] = lat
+    out: dict[str, Any] = _core.validate_record(record, w.path, w.row, w.row_kind)
     return out
 
 
@@ -342,6 +237,8 @@ def _parquet_schema() -> Any:
             pa.field("split", pa.string(), nullable=False),
             pa.field("text", pa.string(), nullable=False),
             pa.field("prompt", pa.string()),
+            pa.field("answer", pa.string()),
+            pa.field("rationale", pa.string()),
             pa.field("labels", pa.map_(pa.string(), pa.int8()), nullable=False),
             pa.field("boxes", pa.list_(box), nullable=False),
             pa.field("laterality_sensitive", pa.bool_(), nullable=False),
@@ -364,16 +261,7 @@ def write_manifest(
     into place, so a failed conversion never leaves a half-written manifest. Returns the path.
     """
     out = Path(path)
-    clean: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for i, rec in enumerate(records, start=1):
-        r = validate_record(rec, Where(str(out), i, "record"))
-        if r["id"] in seen:
-            raise ManifestError(
-                f"duplicate id (also record {seen[r['id']]})", str(out), i, "id", "record"
-            )
-        seen[r["id"]] = i
-        clean.append(r)
+    clean: list[dict[str, Any]] = _core.read_manifest_rows(list(records), str(out), "record")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     try:
@@ -382,7 +270,10 @@ def write_manifest(
             import pyarrow.parquet as pq
 
             os.close(fd)
-            rows = [{**r, "labels": list(r["labels"].items())} for r in clean]
+            rows = [
+                {"answer": None, "rationale": None, **r, "labels": list(r["labels"].items())}
+                for r in clean
+            ]
             pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()), tmp)
         else:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
@@ -399,40 +290,39 @@ def write_manifest(
 def read_manifest(
     path: str | os.PathLike[str], *, parquet: bool | None = None
 ) -> list[dict[str, Any]]:
-    """Read and validate a JSONL or Parquet manifest (pure Python; the loader has its own reader).
+    """Read and validate a JSONL or Parquet manifest with the core's validator (the loader's).
 
     Blank JSONL lines are skipped; ids must be unique. Errors name the file, the line (JSONL) or
-    row (Parquet, 1-based) and the field.
+    row (Parquet, 1-based), the field and the reason. Records come back normalised, as
+    :func:`validate_record` returns them (Parquet's null ``answer``/``rationale`` mean absent).
     """
     p = Path(path)
-    rows: list[tuple[int, dict[str, Any]]] = []
     if _is_parquet(p, parquet):
-        import pyarrow.parquet as pq
-
-        kind = "row"
-        for i, row in enumerate(pq.read_table(p).to_pylist(), start=1):
-            if isinstance(row.get("labels"), list):
-                row["labels"] = dict(row["labels"])
-            rows.append((i, validate_record(row, Where(str(p), i, kind))))
+        out: list[dict[str, Any]] = _core.read_manifest_rows(parquet_rows(p), str(p), "row")
     else:
-        kind = "line"
-        with open(p, encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ManifestError(f"invalid JSON: {exc.msg}", str(p), i, None) from None
-                rows.append((i, validate_record(obj, Where(str(p), i, kind))))
-    seen: dict[str, int] = {}
-    for i, rec in rows:
-        if rec["id"] in seen:
-            raise ManifestError(
-                f"duplicate id (first at {kind} {seen[rec['id']]})", str(p), i, "id", kind
-            )
-        seen[rec["id"]] = i
-    return [rec for _, rec in rows]
+        out = _core.read_manifest_jsonl(p.read_text(encoding="utf-8"), str(p))
+    return out
+
+
+def parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of a Parquet manifest as plain dicts, for the core's validator: pyarrow's map
+    columns (``labels``, a list of pairs) become dicts, and null ``answer``/``rationale`` cells,
+    which only mean "absent", are dropped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    labels_is_map = "labels" in table.column_names and pa.types.is_map(
+        table.schema.field("labels").type
+    )
+    rows: list[dict[str, Any]] = table.to_pylist()
+    for row in rows:
+        if labels_is_map and row["labels"] is not None:
+            row["labels"] = dict(row["labels"])
+        for name in VQA_FIELDS:
+            if name in row and row[name] is None:
+                del row[name]
+    return rows
 
 
 def open_text(path: str | os.PathLike[str]) -> TextIO:

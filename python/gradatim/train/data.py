@@ -3,7 +3,6 @@ weighted by source *name* (records of a source may lie anywhere in the data set)
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 from gradatim.data import Augment, DataLoader, ManifestDataset
-from gradatim.data.dataset import read_manifest_lines
+from gradatim.manifest.common import read_manifest
 from gradatim.sampling import CurriculumSampler, MultiSourceSampler
 from gradatim.train.config import TrainConfig
 from gradatim.train.models import ModelBundle
@@ -34,14 +33,10 @@ def source_records(cfg: TrainConfig, split: str | None = None) -> list[dict[str,
     for s in cfg.data.sources:
         path = Path(s.manifest)
         ManifestDataset(path, image_size=(8, 8))  # validation only: errors name file and line
-        lines = read_manifest_lines(path).splitlines()
         want = split if split is not None else s.split
         kept = 0
-        for line in lines:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            if want is not None and r.get("split", "train") != want:
+        for r in read_manifest(path):
+            if want is not None and r["split"] != want:
                 continue
             if s.select is not None and r.get("source") != s.select:
                 continue

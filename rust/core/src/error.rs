@@ -33,6 +33,11 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A manifest record (or the manifest as a whole) breaks the manifest schema
+    /// (docs/manifest.md): the issue names the manifest, the line or row, the field and the reason
+    /// separately, so that the Python exception carries each of them.
+    #[error("{0}")]
+    Manifest(ManifestIssue),
     /// Reading the input failed.
     #[error("cannot read {name}: {source}")]
     Io {
@@ -40,6 +45,36 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Where a manifest breaks its schema, and why. Displayed as
+/// `m.jsonl line 12, field 'boxes[0].box': <reason>` (`<records>` when the manifest has no name;
+/// the line and the field are left out where unknown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestIssue {
+    /// The manifest's name (its path), if any.
+    pub manifest: Option<String>,
+    /// The 1-based line (JSONL), row (Parquet) or record (in-memory records).
+    pub row: Option<usize>,
+    /// What `row` counts: "line", "row" or "record".
+    pub row_kind: String,
+    /// The offending field, e.g. `boxes[0].box` or `labels.Edema`.
+    pub field: Option<String>,
+    /// Why the field is invalid; never quotes report text.
+    pub reason: String,
+}
+
+impl fmt::Display for ManifestIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.manifest.as_deref().unwrap_or("<records>"))?;
+        if let Some(row) = self.row {
+            write!(f, " {} {row}", self.row_kind)?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ", field '{field}'")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,12 +1,14 @@
 //! gradatim-core: the pure-Rust half of gradatim.
 //!
-//! Image operations (`image`), and later sampling and curricula. Nothing here knows about Python:
+//! Image operations (`image`), sampling (`sampling`), curricula (`curriculum`), the data pipeline
+//! (`data`) and the counter-based randomness they share (`rng`). Nothing here knows about Python:
 //! the binding crate (`rust/python`) only converts arguments, releases the GIL and calls in.
 
 pub mod curriculum;
 pub mod data;
 pub mod error;
 pub mod image;
+pub mod rng;
 pub mod sampling;
 
 pub use error::{Error, Result};

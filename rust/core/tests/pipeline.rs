@@ -11,12 +11,12 @@ use gradatim_core::data::batch::{build_batch, Batch, Pixels};
 use gradatim_core::data::box_format::BoxFormat;
 use gradatim_core::data::box_mask::MaskSpec;
 use gradatim_core::data::manifest::{Manifest, ManifestOptions};
-use gradatim_core::data::sample::{DatasetSpec, OnError, OutputKind};
+use gradatim_core::data::sample::{DatasetConfig, DatasetSpec, OnError, OutputKind};
 use gradatim_core::data::stream::{BatchJob, BatchStream, Next};
 use gradatim_core::data::tasks::Templates;
 use gradatim_core::image::encode::encode_png_u8;
 use gradatim_core::image::ImageRef;
-use gradatim_core::sampling::rng::{derive_key, mix64};
+use gradatim_core::rng::{derive_key, mix64};
 
 /// `n` grey PNGs (gradients, each different) and their manifest; one record points at a missing
 /// file when `broken` says so.
@@ -34,7 +34,7 @@ fn dataset(n: usize, broken: Option<usize>) -> (tempfile_dir::Dir, Arc<DatasetSp
             std::fs::write(dir.path.join(&name), png).unwrap();
         }
         lines.push(format!(
-            r#"{{"id": "s{i}", "image": "{name}", "task": "phrase_grounding", "text": "Small left effusion.", "boxes": [{{"box": [10, 12, 60, 50], "phrase": "left effusion"}}]}}"#
+            r#"{{"id": "s{i}", "image": "{name}", "source": "phantom", "split": "train", "task": "phrase_grounding", "text": "Small left effusion.", "boxes": [{{"box": [10, 12, 60, 50], "phrase": "left effusion"}}]}}"#
         ));
     }
     let opts = ManifestOptions {
@@ -42,8 +42,7 @@ fn dataset(n: usize, broken: Option<usize>) -> (tempfile_dir::Dir, Arc<DatasetSp
         allow_outside_root: false,
     };
     let manifest = Manifest::from_jsonl(&lines.join("\n"), "m.jsonl", &opts).unwrap();
-    let spec = DatasetSpec {
-        manifest,
+    let config = DatasetConfig {
         width: 64,
         height: 48,
         channels: 1,
@@ -60,9 +59,9 @@ fn dataset(n: usize, broken: Option<usize>) -> (tempfile_dir::Dir, Arc<DatasetSp
         max_pixels: 1 << 28,
         mask: MaskSpec::default(),
         overlay_thickness: 3,
-        max_boxes: 1,
     };
-    spec.validate().unwrap();
+    let spec = DatasetSpec::new(manifest, config).unwrap();
+    assert_eq!(spec.max_boxes, 1); // derived from the manifest: one box per record
     (dir, Arc::new(spec))
 }
 

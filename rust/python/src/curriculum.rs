@@ -208,7 +208,17 @@ pub struct PyStageScheduler {
     inner: StageScheduler,
 }
 
-type StateTuple = (u64, Vec<f64>, Vec<f64>, f64, Vec<f64>, f64);
+/// The scheduler's learning state as it crosses: a dict with these keys.
+#[derive(FromPyObject, IntoPyObject)]
+#[pyo3(from_item_all)]
+struct StateDict {
+    epoch: u64,
+    ema_easy: Vec<f64>,
+    ema_medium: Vec<f64>,
+    ema_global: f64,
+    history: Vec<f64>,
+    hard_budget: f64,
+}
 
 #[pymethods]
 impl PyStageScheduler {
@@ -329,21 +339,28 @@ impl PyStageScheduler {
         self.inner.num_domains()
     }
 
-    /// `(epoch, ema_easy, ema_medium, ema_global, history, hard_budget)`.
-    fn get_state(&self) -> StateTuple {
+    /// `{"epoch", "ema_easy", "ema_medium", "ema_global", "history", "hard_budget"}`.
+    fn get_state(&self) -> StateDict {
         let s = self.inner.state();
-        (
-            s.epoch,
-            s.ema_easy.clone(),
-            s.ema_medium.clone(),
-            s.ema_global,
-            s.history.clone(),
-            s.hard_budget,
-        )
+        StateDict {
+            epoch: s.epoch,
+            ema_easy: s.ema_easy.clone(),
+            ema_medium: s.ema_medium.clone(),
+            ema_global: s.ema_global,
+            history: s.history.clone(),
+            hard_budget: s.hard_budget,
+        }
     }
 
-    fn set_state(&mut self, state: StateTuple) -> PyResult<()> {
-        let (epoch, ema_easy, ema_medium, ema_global, history, hard_budget) = state;
+    fn set_state(&mut self, state: StateDict) -> PyResult<()> {
+        let StateDict {
+            epoch,
+            ema_easy,
+            ema_medium,
+            ema_global,
+            history,
+            hard_budget,
+        } = state;
         self.inner
             .set_state(StageState {
                 epoch,

@@ -10,8 +10,8 @@ use gradatim_core::data::box_format::{
     parse_boxes as core_parse, render_boxes as core_render, BoxFormat,
 };
 use gradatim_core::data::box_mask::MaskSpec;
-use gradatim_core::data::manifest::{Manifest, ManifestOptions};
-use gradatim_core::data::sample::{DatasetSpec, OnError, OutputKind};
+use gradatim_core::data::manifest::{Manifest, ManifestOptions, Source};
+use gradatim_core::data::sample::{DatasetConfig, DatasetSpec};
 use gradatim_core::data::stream::{BatchJob, BatchStream, Next};
 use gradatim_core::data::tasks::Templates;
 use gradatim_core::Error;
@@ -19,10 +19,101 @@ use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use serde_json::Value;
+
 use crate::error::to_py;
+use crate::json::{from_value, to_value};
+use crate::manifest::py_rows;
 
 fn invalid(msg: impl std::fmt::Display) -> PyErr {
     to_py(Error::invalid(msg))
+}
+
+/// A Python value that must be JSON (augmentation, templates), converted field by field; an
+/// ill-typed value is an `InvalidArgumentError` naming the argument and where in it.
+fn json_arg(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    to_value(obj).map_err(|e| {
+        let at = if e.path.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what}.{}", e.path)
+        };
+        invalid(format!("{at}: {}", e.reason))
+    })
+}
+
+/// The data set's configuration, a dict with these keys (Python's `ManifestDataset` builds it;
+/// `_core.pyi` types it). Strings are parsed into the core's enums by the core (`FromStr`).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct ConfigArg<'py> {
+    root: PathBuf,
+    allow_outside_root: bool,
+    width: usize,
+    height: usize,
+    channels: usize,
+    output: String,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    augment: Bound<'py, PyAny>,
+    box_format: String,
+    templates: Bound<'py, PyAny>,
+    on_error: String,
+    max_pixels: u64,
+    mask_grid: (usize, usize),
+    mask_sigma: f64,
+    mask_kernel: Option<usize>,
+    mask_padding: String,
+    mask_cells: String,
+    overlay_thickness: usize,
+}
+
+impl ConfigArg<'_> {
+    fn into_core(self) -> PyResult<(ManifestOptions, DatasetConfig)> {
+        let augment = json_arg("augment", &self.augment)?;
+        let templates = json_arg("templates", &self.templates)?;
+        self.parse(augment, templates).map_err(to_py)
+    }
+
+    fn parse(
+        self,
+        augment: Value,
+        templates: Value,
+    ) -> gradatim_core::Result<(ManifestOptions, DatasetConfig)> {
+        let opts = ManifestOptions {
+            root: self.root,
+            allow_outside_root: self.allow_outside_root,
+        };
+        let config = DatasetConfig {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            output: self.output.parse()?,
+            mean: self.mean,
+            std: self.std,
+            augment: AugmentConfig::from_value(augment)?,
+            box_format: self.box_format.parse()?,
+            templates: Templates::from_value(templates)?,
+            on_error: self.on_error.parse()?,
+            max_pixels: self.max_pixels,
+            mask: MaskSpec {
+                grid: self.mask_grid,
+                sigma: self.mask_sigma,
+                kernel: self.mask_kernel,
+                padding: self.mask_padding.parse()?,
+                cells: self.mask_cells.parse()?,
+            },
+            overlay_thickness: self.overlay_thickness,
+        };
+        Ok((opts, config))
+    }
+}
+
+/// A manifest as it crosses: JSON lines, or rows (dicts) from Parquet or memory.
+#[derive(FromPyObject)]
+enum ManifestArg<'py> {
+    Jsonl(String),
+    Rows(Vec<Bound<'py, PyAny>>),
 }
 
 /// A manifest plus everything needed to turn an index into a sample (immutable, shareable).
@@ -33,92 +124,30 @@ pub struct Dataset {
 
 #[pymethods]
 impl Dataset {
+    /// `manifest`: JSONL text (rows are lines) or a list of record dicts (rows are `row_kind`:
+    /// "row" for Parquet, "record" for in-memory records); `name`: the manifest in errors.
     #[new]
-    #[pyo3(signature = (jsonl, name, root, allow_outside_root, width, height, channels, output, mean, std,
-                        augment_json, box_format, templates_json, on_error, max_pixels, mask_grid,
-                        mask_sigma, mask_kernel, mask_padding, mask_cells, overlay_thickness))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (manifest, name, row_kind, config))]
     fn new(
         py: Python<'_>,
-        jsonl: &str,
-        name: &str,
-        root: PathBuf,
-        allow_outside_root: bool,
-        width: usize,
-        height: usize,
-        channels: usize,
-        output: &str,
-        mean: Vec<f32>,
-        std: Vec<f32>,
-        augment_json: &str,
-        box_format: &str,
-        templates_json: &str,
-        on_error: &str,
-        max_pixels: u64,
-        mask_grid: (usize, usize),
-        mask_sigma: f64,
-        mask_kernel: Option<usize>,
-        mask_padding: &str,
-        mask_cells: &str,
-        overlay_thickness: usize,
+        manifest: ManifestArg<'_>,
+        name: Option<&str>,
+        row_kind: &str,
+        config: ConfigArg<'_>,
     ) -> PyResult<Self> {
-        let opts = ManifestOptions {
-            root,
-            allow_outside_root,
-        };
-        let manifest = py
-            .detach(|| Manifest::from_jsonl(jsonl, name, &opts))
-            .map_err(to_py)?;
-        let output = match output {
-            "float32" => OutputKind::Float32,
-            "uint8" => OutputKind::Uint8,
-            o => {
-                return Err(invalid(format!(
-                    "output must be 'float32' or 'uint8', not {o:?}"
-                )))
+        let (opts, config) = config.into_core()?;
+        let spec = match manifest {
+            ManifestArg::Jsonl(text) => py.detach(|| {
+                let m = Manifest::from_jsonl(&text, name.unwrap_or("<records>"), &opts)?;
+                DatasetSpec::new(m, config)
+            }),
+            ManifestArg::Rows(rows) => {
+                let rows = py_rows(&rows);
+                let source = Source { name, row_kind };
+                py.detach(|| DatasetSpec::new(Manifest::from_rows(rows, source, &opts)?, config))
             }
-        };
-        let on_error = match on_error {
-            "raise" => OnError::Raise,
-            "skip" => OnError::Skip,
-            o => {
-                return Err(invalid(format!(
-                    "on_error must be 'raise' or 'skip', not {o:?}"
-                )))
-            }
-        };
-        let templates = Templates::from_json(templates_json).map_err(to_py)?;
-        let max_boxes = manifest
-            .records
-            .iter()
-            .map(|r| r.boxes.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let spec = DatasetSpec {
-            manifest,
-            width,
-            height,
-            channels,
-            output,
-            mean,
-            std,
-            augment: AugmentConfig::from_json(augment_json).map_err(to_py)?,
-            box_format: BoxFormat::parse(box_format).map_err(to_py)?,
-            templates,
-            on_error,
-            max_pixels,
-            mask: MaskSpec {
-                grid: mask_grid,
-                sigma: mask_sigma,
-                kernel: mask_kernel,
-                padding: mask_padding.parse().map_err(to_py)?,
-                cells: mask_cells.parse().map_err(to_py)?,
-            },
-            overlay_thickness,
-            max_boxes,
-        };
-        spec.validate().map_err(to_py)?;
+        }
+        .map_err(to_py)?;
         Ok(Dataset {
             spec: Arc::new(spec),
         })
@@ -143,39 +172,20 @@ impl Dataset {
         }
     }
 
-    /// The record at `index` as a dict (paths resolved).
-    fn record<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyDict>> {
+    /// The record at `index`, normalised as the manifest validator returns it (the image path
+    /// resolved), plus its `line`.
+    fn record<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyAny>> {
         let r = self.spec.manifest.records.get(index).ok_or_else(|| {
             pyo3::exceptions::PyIndexError::new_err(format!(
                 "index {index} out of range ({} records)",
                 self.__len__()
             ))
         })?;
-        let d = PyDict::new(py);
-        d.set_item("id", &r.id)?;
-        d.set_item("image", r.image.display().to_string())?;
-        d.set_item("source", &r.source)?;
-        d.set_item("task", r.task.name())?;
-        d.set_item("split", &r.split)?;
-        d.set_item("text", &r.text)?;
-        d.set_item("prompt", &r.prompt)?;
-        let labels = PyDict::new(py);
-        for (k, v) in &r.labels {
-            labels.set_item(k, v)?;
+        let mut v = r.to_value();
+        if let Value::Object(m) = &mut v {
+            m.insert("line".into(), r.line.into());
         }
-        d.set_item("labels", labels)?;
-        let boxes = PyList::empty(py);
-        for b in &r.boxes {
-            let bd = PyDict::new(py);
-            bd.set_item("box", b.rect.to_vec())?;
-            bd.set_item("phrase", &b.phrase)?;
-            bd.set_item("anatomy", &b.anatomy)?;
-            boxes.append(bd)?;
-        }
-        d.set_item("boxes", boxes)?;
-        d.set_item("laterality_sensitive", r.laterality_sensitive)?;
-        d.set_item("line", r.line)?;
-        Ok(d)
+        from_value(py, &v)
     }
 
     /// Build one batch synchronously (the GIL released while it runs).
@@ -198,6 +208,12 @@ impl Dataset {
     #[getter]
     fn max_boxes(&self) -> usize {
         self.spec.max_boxes
+    }
+
+    /// The augmentation as the core read it (the shape of `AUGMENT_DEFAULTS`).
+    #[getter]
+    fn augment<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        from_value(py, &self.spec.augment.to_value())
     }
 }
 
@@ -370,20 +386,20 @@ fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<Py
 #[pyfunction]
 fn render_boxes(format: &str, boxes: Vec<[f64; 4]>) -> PyResult<String> {
     Ok(core_render(
-        BoxFormat::parse(format).map_err(to_py)?,
+        format.parse::<BoxFormat>().map_err(to_py)?,
         &boxes,
     ))
 }
 
 #[pyfunction]
 fn parse_boxes(format: &str, text: &str) -> PyResult<Vec<[f64; 4]>> {
-    Ok(core_parse(BoxFormat::parse(format).map_err(to_py)?, text))
+    Ok(core_parse(format.parse().map_err(to_py)?, text))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add(
-        "MANIFEST_FIELDS",
-        gradatim_core::data::manifest::FIELDS.to_vec(),
+        "AUGMENT_DEFAULTS",
+        from_value(m.py(), &AugmentConfig::default().to_value())?,
     )?;
     m.add_class::<Dataset>()?;
     m.add_class::<Stream>()?;

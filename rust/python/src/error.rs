@@ -7,15 +7,16 @@
 //! | Decode            | `gradatim.DecodeError` (a `ValueError`)                  |
 //! | Unsupported       | `gradatim.UnsupportedFormatError` (`DecodeError`, `NotImplementedError`) |
 //! | TooLarge          | `gradatim.ImageTooLargeError` (a `DecodeError`)          |
+//! | Manifest          | `gradatim.ManifestError` (a `ValueError`) with `reason`, `path`, `row`, `field`, `row_kind` |
 //! | Io                | `OSError` with errno and filename (`FileNotFoundError` ...) |
 
 use gradatim_core::Error;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 
-fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
+fn raise<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
     match py.import("gradatim.errors").and_then(|m| m.getattr(class)) {
-        Ok(cls) => match cls.call1((message,)) {
+        Ok(cls) => match cls.call1(args) {
             Ok(exc) => PyErr::from_value(exc),
             Err(e) => e,
         },
@@ -28,15 +29,26 @@ fn raise(py: Python<'_>, class: &str, message: String) -> PyErr {
 pub fn to_py(err: Error) -> PyErr {
     let message = err.to_string();
     Python::attach(|py| match err.root() {
-        Error::InvalidArgument(_) => raise(py, "InvalidArgumentError", message),
-        Error::Decode { .. } => raise(py, "DecodeError", message),
-        Error::Unsupported { .. } => raise(py, "UnsupportedFormatError", message),
-        Error::TooLarge { .. } => raise(py, "ImageTooLargeError", message),
+        Error::InvalidArgument(_) => raise(py, "InvalidArgumentError", (message,)),
+        Error::Decode { .. } => raise(py, "DecodeError", (message,)),
+        Error::Unsupported { .. } => raise(py, "UnsupportedFormatError", (message,)),
+        Error::TooLarge { .. } => raise(py, "ImageTooLargeError", (message,)),
+        Error::Manifest(i) => raise(
+            py,
+            "ManifestError",
+            (
+                i.reason.as_str(),
+                i.manifest.as_deref(),
+                i.row,
+                i.field.as_deref(),
+                i.row_kind.as_str(),
+            ),
+        ),
         Error::Io { name, source } => {
             let errno = source.raw_os_error().unwrap_or(0);
             PyOSError::new_err((errno, message, name.clone()))
         }
-        Error::InSample { .. } => raise(py, "GradatimError", message), // root() unwraps these
+        Error::InSample { .. } => raise(py, "GradatimError", (message,)), // root() unwraps these
     })
 }
 

@@ -8,12 +8,15 @@ mod curriculum;
 mod data;
 mod error;
 mod image;
+mod json;
+mod manifest;
 mod sampling;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     image::register(m)?;
+    manifest::register(m)?;
     data::register(m)?;
     augment::register(m)?;
     sampling::register(m)?;

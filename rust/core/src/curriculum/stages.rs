@@ -22,7 +22,7 @@
 //! Stage draws are a pure function of `(seed, epoch, sample id)`, never of call order.
 
 use crate::error::{Error, Result};
-use crate::sampling::rng::{at, derive_key, unit_f64};
+use crate::rng::{at, derive_key, unit_f64};
 
 const TAG_HARD: u64 = 0x4841_5244; // "HARD"
 const TAG_MEDIUM: u64 = 0x4D45_4449; // "MEDI"

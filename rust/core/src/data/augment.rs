@@ -10,13 +10,13 @@
 //! warp run on the small image. Boxes go through the same composed matrix once, with the box
 //! rule of docs/image.md, "Oracle conventions" (clip to the output, drop below `min_visible` of the mapped area).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::image::resize::{resize, Interpolation};
 use crate::image::warp::{warp_affine, warp_boxes, Affine};
 use crate::image::{clahe::clahe, flip, BoxXyxy, Image, ImageRef, Sample};
-use crate::sampling::rng;
+use crate::rng;
 
 fn default_p() -> f64 {
     1.0
@@ -24,7 +24,7 @@ fn default_p() -> f64 {
 
 /// A CLAHE clip limit: fixed, or drawn uniformly from `[low, high]` per sample (CURE draws from
 /// `[1, 4]`).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum ClipLimit {
     Fixed(f64),
@@ -40,7 +40,7 @@ impl ClipLimit {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClaheConfig {
     #[serde(default = "ClaheConfig::clip")]
@@ -62,7 +62,7 @@ impl ClaheConfig {
 
 /// Random affine about the image centre: rotation in +-`rotate` degrees, isotropic scale in
 /// `scale`, translation in +-`translate` of the output size, shear in +-`shear` degrees.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AffineConfig {
     #[serde(default)]
@@ -85,7 +85,7 @@ impl AffineConfig {
 
 /// Random resized crop: a region of `scale` of the image area with aspect ratio (relative to the
 /// image's) in `ratio`, resized to the output.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CropConfig {
     #[serde(default = "CropConfig::scale")]
@@ -106,7 +106,7 @@ impl CropConfig {
 }
 
 /// Horizontal flip with probability `p`; never applied to laterality-sensitive samples.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FlipConfig {
     #[serde(default = "FlipConfig::half")]
@@ -122,7 +122,7 @@ impl FlipConfig {
 /// CURE sends about 30 % of its training images through the evaluation pipeline: with
 /// probability `p` a sample gets only `clahe` (CURE's evaluation CLAHE, clip 3.0) and no crop,
 /// affine or flip.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
     #[serde(default = "EvalConfig::cure_p")]
@@ -137,8 +137,13 @@ impl EvalConfig {
     }
 }
 
-/// The whole augmentation; `None` parts are off.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// The whole augmentation; `None` parts are off (a part missing from the JSON is off too).
+///
+/// [`AugmentConfig::default`] is the light training augmentation that Python's `Augment()`
+/// stands for (exported as `_core.AUGMENT_DEFAULTS`): CLAHE clip 2.0 on 8x8 tiles, always; an
+/// affine of +-10 degrees, scale 0.95-1.05 and +-5 % translation, always; no crop, flip or
+/// evaluation branch; boxes dropped below 25 % visibility.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AugmentConfig {
     pub clahe: Option<ClaheConfig>,
@@ -151,16 +156,57 @@ pub struct AugmentConfig {
     pub min_visible: f64,
 }
 
+impl Default for ClaheConfig {
+    fn default() -> Self {
+        ClaheConfig {
+            clip_limit: ClaheConfig::clip(),
+            tile_grid: ClaheConfig::grid(),
+            p: default_p(),
+        }
+    }
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            clahe: Some(ClaheConfig::default()),
+            affine: Some(AffineConfig {
+                rotate: 10.0,
+                scale: (0.95, 1.05),
+                translate: 0.05,
+                shear: 0.0,
+                p: default_p(),
+            }),
+            crop: None,
+            flip: None,
+            eval: None,
+            min_visible: AugmentConfig::min_visible(),
+        }
+    }
+}
+
 impl AugmentConfig {
     fn min_visible() -> f64 {
         0.25
     }
 
     pub fn from_json(text: &str) -> Result<AugmentConfig> {
-        let cfg: AugmentConfig =
+        let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::invalid(format!("augment: {e}")))?;
+        AugmentConfig::from_value(value)
+    }
+
+    /// Parse and validate an already parsed JSON value (a Python dict crosses as one).
+    pub fn from_value(value: serde_json::Value) -> Result<AugmentConfig> {
+        let cfg: AugmentConfig =
+            serde_json::from_value(value).map_err(|e| Error::invalid(format!("augment: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The configuration as a JSON value (the shape [`AugmentConfig::from_value`] reads).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("an augment config always serialises")
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -558,6 +604,20 @@ mod tests {
         assert!((clips.len() as f64 / train - 0.5).abs() < 0.02);
         assert!(AugmentConfig::from_json(r#"{"clahe": {"clip_limit": [4.0, 1.0]}}"#).is_err());
         assert!(AugmentConfig::from_json(r#"{"eval": {"p": 2.0}}"#).is_err());
+    }
+
+    #[test]
+    fn the_default_is_valid_and_round_trips_through_json() {
+        let d = AugmentConfig::default();
+        d.validate().unwrap();
+        assert_eq!(AugmentConfig::from_value(d.to_value()).unwrap(), d);
+        let v = d.to_value();
+        assert_eq!(v["clahe"]["clip_limit"], serde_json::json!(2.0));
+        assert_eq!(v["affine"]["scale"], serde_json::json!([0.95, 1.05]));
+        assert!(v["crop"].is_null() && v["flip"].is_null() && v["eval"].is_null());
+        // a part missing from the JSON is off, not defaulted
+        let off = AugmentConfig::from_json("{}").unwrap();
+        assert!(off.clahe.is_none() && off.affine.is_none() && off.min_visible == 0.25);
     }
 
     #[test]

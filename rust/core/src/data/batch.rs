@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::manifest::Task;
 use super::sample::{load_sample, DatasetSpec, OnError, OutPixel, Stage, TAG_SKIP};
 use crate::error::{Error, Result};
-use crate::sampling::rng;
+use crate::rng;
 
 /// How many replacement draws a skipped sample gets before the batch fails.
 pub const MAX_SKIP_ATTEMPTS: u64 = 16;

@@ -28,8 +28,9 @@ pub enum BoxFormat {
     Xyxy,
 }
 
-impl BoxFormat {
-    pub fn parse(name: &str) -> Result<BoxFormat> {
+impl std::str::FromStr for BoxFormat {
+    type Err = Error;
+    fn from_str(name: &str) -> Result<BoxFormat> {
         match name {
             "cure" => Ok(BoxFormat::Cure),
             "maira2" => Ok(BoxFormat::Maira2),
@@ -210,6 +211,6 @@ mod tests {
 
     #[test]
     fn unknown_format_is_an_error() {
-        assert!(BoxFormat::parse("yolo").is_err());
+        assert!("yolo".parse::<BoxFormat>().is_err());
     }
 }

@@ -1,16 +1,18 @@
-//! The manifest: one record per image-text sample (docs/manifest.md), read from JSON lines.
+//! The manifest: one record per image-text sample (docs/manifest.md, "Record schema").
 //!
-//! Every record is validated as it is read; an error names the manifest, the line (1-based) and the
-//! field, e.g. `train.jsonl line 12, field 'boxes[0].box': x2 (10) must be greater than x1 (30)`.
-//! Parquet manifests are read by pyarrow on the Python side and handed over as JSON lines, so both
-//! formats go through this one validator (Parquet "lines" are rows, 1-based).
+//! This module is the project's only manifest validator: the loader's reader (JSON lines, or the
+//! rows of a Parquet manifest that pyarrow read on the Python side), Python's `validate_record`
+//! (the converters, `write_manifest`, `read_manifest`) all call [`parse_record`]. An error is an
+//! [`Error::Manifest`] naming the manifest, the line or row (1-based), the field and the reason,
+//! e.g. `train.jsonl line 12, field 'boxes[0].box': needs x1 < x2 and y1 < y2, got [30.0, 0.0,
+//! 10.0, 5.0]`; it never quotes report text.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ManifestIssue, Result};
 
 /// The manifest's tasks; each has its own prompt/target template (`data::tasks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,7 +60,8 @@ pub struct BoxAnnotation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     pub id: String,
-    /// Resolved path of the image file.
+    /// The image file: as the manifest wrote it after [`parse_record`], resolved under the root
+    /// in a [`Manifest`].
     pub image: PathBuf,
     pub source: String,
     pub task: Task,
@@ -69,7 +72,8 @@ pub struct Record {
     /// answer, the target is built from these two by stage (`data::tasks::answer_target`).
     pub answer: Option<String>,
     pub rationale: Option<String>,
-    /// CheXpert-style labels: name -> 1 / 0 / -1 / None, in the manifest's order.
+    /// CheXpert-style labels: name -> 1 / 0 / -1 / None; the CheXpert labels first, in
+    /// [`CHEXPERT_LABELS`] order, then the others in the manifest's order.
     pub labels: Vec<(String, Option<i8>)>,
     pub boxes: Vec<BoxAnnotation>,
     pub laterality_sensitive: bool,
@@ -95,64 +99,119 @@ pub struct ManifestOptions {
     pub allow_outside_root: bool,
 }
 
+/// Where the rows of a manifest come from, for error messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// The manifest's name (its path); `None` for in-memory records (`<records>`).
+    pub name: Option<&'a str>,
+    /// What a row number counts: "line" (JSONL), "row" (Parquet) or "record" (in memory).
+    pub row_kind: &'a str,
+}
+
+impl Source<'_> {
+    /// The error about `field` (`None`: the record as a whole) of row `row`.
+    pub fn issue(
+        &self,
+        row: Option<usize>,
+        field: Option<&str>,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::Manifest(ManifestIssue {
+            manifest: self.name.map(str::to_string),
+            row,
+            row_kind: self.row_kind.to_string(),
+            field: field.map(str::to_string),
+            reason: reason.into(),
+        })
+    }
+}
+
+/// One row of a manifest: its 1-based number, and its value or why it could not be read.
+pub type Row = (usize, std::result::Result<Value, FieldError>);
+
+/// The JSON lines of a JSONL manifest as [`Row`]s, blank lines skipped.
+pub fn jsonl_rows(text: &str) -> impl Iterator<Item = Row> + '_ {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            (
+                i + 1,
+                serde_json::from_str(line).map_err(|e| FieldError {
+                    field: None,
+                    reason: format!("invalid JSON: {e}"),
+                }),
+            )
+        })
+}
+
+/// Validate rows: each against the schema, and ids unique across them. Image paths stay as written. An empty manifest is not an
+/// error here (see [`Manifest::from_rows`]).
+pub fn read_records(
+    rows: impl IntoIterator<Item = Row>,
+    source: Source<'_>,
+) -> Result<Vec<Record>> {
+    let mut records = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (row, value) in rows {
+        let value = value.map_err(|e| source.issue(Some(row), e.field.as_deref(), e.reason))?;
+        let mut record = validate_record(&value, source, Some(row))?;
+        record.line = row;
+        if let Some(first) = seen.insert(record.id.clone(), row) {
+            return Err(source.issue(
+                Some(row),
+                Some("id"),
+                format!(
+                    "duplicate id {:?} (first on {} {first})",
+                    record.id, source.row_kind
+                ),
+            ));
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// [`parse_record`] with its error placed at `row` of `source`.
+pub fn validate_record(value: &Value, source: Source<'_>, row: Option<usize>) -> Result<Record> {
+    parse_record(value).map_err(|e| source.issue(row, e.field.as_deref(), e.reason))
+}
+
 impl Manifest {
     /// Parse JSON lines (blank lines are skipped). `name` is how errors refer to the manifest.
     pub fn from_jsonl(text: &str, name: &str, opts: &ManifestOptions) -> Result<Manifest> {
-        let mut records = Vec::new();
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line_no = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = Where {
-                manifest: name,
-                line: line_no,
-            };
-            let value: Value =
-                serde_json::from_str(line).map_err(|e| at.err("", format!("invalid JSON: {e}")))?;
-            let record = parse_record(&value, &at, opts)?;
-            if let Some(first) = seen.insert(record.id.clone(), line_no) {
-                return Err(at.err(
-                    "id",
-                    format!("duplicate id {:?} (first on line {first})", record.id),
-                ));
-            }
-            records.push(record);
+        let source = Source {
+            name: Some(name),
+            row_kind: "line",
+        };
+        Manifest::from_rows(jsonl_rows(text), source, opts)
+    }
+
+    /// Validate rows (as [`read_records`]), resolve the image paths under the root and refuse an
+    /// empty manifest.
+    pub fn from_rows(
+        rows: impl IntoIterator<Item = Row>,
+        source: Source<'_>,
+        opts: &ManifestOptions,
+    ) -> Result<Manifest> {
+        let mut records = read_records(rows, source)?;
+        for r in &mut records {
+            r.image = resolve(&r.image, opts)
+                .map_err(|reason| source.issue(Some(r.line), Some("image"), reason))?;
         }
         if records.is_empty() {
-            return Err(Error::invalid(format!(
-                "{name}: the manifest holds no records"
-            )));
+            return Err(source.issue(None, None, "the manifest holds no records"));
         }
         Ok(Manifest {
-            name: name.to_string(),
+            name: source.name.unwrap_or("<records>").to_string(),
             root: opts.root.clone(),
             records,
         })
     }
 }
 
-struct Where<'a> {
-    manifest: &'a str,
-    line: usize,
-}
-
-impl Where<'_> {
-    fn err(&self, field: &str, msg: impl std::fmt::Display) -> Error {
-        if field.is_empty() {
-            Error::invalid(format!("{} line {}: {msg}", self.manifest, self.line))
-        } else {
-            Error::invalid(format!(
-                "{} line {}, field '{field}': {msg}",
-                self.manifest, self.line
-            ))
-        }
-    }
-}
-
-/// Every field a record may carry (the manifest schema, docs/manifest.md); anything else is an
-/// error, so a misspelt field (`"lables"`) cannot train silently.
+/// Every field a record may carry (the manifest schema, docs/manifest.md), in the order records
+/// are written; anything else is an error, so a misspelt field (`"lables"`) cannot train silently.
 pub const FIELDS: [&str; 12] = [
     "id",
     "image",
@@ -168,12 +227,67 @@ pub const FIELDS: [&str; 12] = [
     "laterality_sensitive",
 ];
 
-fn parse_record(value: &Value, at: &Where<'_>, opts: &ManifestOptions) -> Result<Record> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| at.err("", "a record must be a JSON object"))?;
+/// The fields every record must carry (`text` may be empty, except in a `report` record).
+pub const REQUIRED: [&str; 6] = ["id", "image", "source", "task", "split", "text"];
+
+/// The fields of one `boxes` entry.
+pub const BOX_FIELDS: [&str; 3] = ["box", "phrase", "anatomy"];
+
+/// The 14 CheXpert observations, in the order of the CheXpert / MIMIC-CXR-JPG label files; a
+/// record's labels are written in this order first.
+pub const CHEXPERT_LABELS: [&str; 14] = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+];
+
+/// Why a record breaks the schema: the field (`None`: the record as a whole) and the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: Some(field.to_string()),
+        reason: reason.into(),
+    }
+}
+
+/// What a JSON value is, for messages (never the value itself: it could be report text).
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Check one record (a JSON value) against the schema and return it; `image` is left as
+/// written and `line` is 0. The checks, in order: the record is an object; no unknown field;
+/// the required fields; the optional ones (docs/manifest.md, "Record schema").
+pub fn parse_record(value: &Value) -> std::result::Result<Record, FieldError> {
+    let obj = value.as_object().ok_or_else(|| FieldError {
+        field: None,
+        reason: format!("a record must be a JSON object, got {}", kind(value)),
+    })?;
     if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(at.err(
+        return Err(bad(
             unknown,
             format!(
                 "unknown field (the manifest's fields are {})",
@@ -181,101 +295,145 @@ fn parse_record(value: &Value, at: &Where<'_>, opts: &ManifestOptions) -> Result
             ),
         ));
     }
-    let id = match obj.get("id") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(at.err("id", "must be a non-empty string")),
-        None => return Err(at.err("id", "is missing")),
-    };
-    let image = required_str(obj, "image", at)?;
-    let task_name = required_str(obj, "task", at)?;
+    let mut required = REQUIRED.iter().map(|&f| required_str(obj, f));
+    let mut next = || required.next().expect("one per required field");
+    let (id, image, source, task_name, split, text) =
+        (next()?, next()?, next()?, next()?, next()?, next()?);
     let task = Task::parse(&task_name).ok_or_else(|| {
         let names: Vec<_> = Task::ALL.iter().map(|t| t.name()).collect();
-        at.err(
+        bad(
             "task",
-            format!("{task_name:?} is not one of {}", names.join(", ")),
+            format!(
+                "unknown task {task_name:?} (expected one of {})",
+                names.join(", ")
+            ),
         )
     })?;
-    let answer = optional_str(obj, "answer", at)?;
-    let rationale = optional_str(obj, "rationale", at)?;
+    if task == Task::Report && text.trim().is_empty() {
+        return Err(bad("text", "a report record needs a non-empty report text"));
+    }
+    let prompt = optional_str(obj, "prompt")?;
+    let answer = optional_str(obj, "answer")?;
+    let rationale = optional_str(obj, "rationale")?;
     if rationale.is_some() && answer.is_none() {
-        return Err(at.err("rationale", "a rationale needs an answer"));
+        return Err(bad("rationale", "a rationale needs an answer"));
     }
     Ok(Record {
-        image: resolve(&image, opts).map_err(|m| at.err("image", m))?,
-        source: optional_str(obj, "source", at)?.unwrap_or_else(|| "default".into()),
-        split: optional_str(obj, "split", at)?.unwrap_or_else(|| "train".into()),
-        text: optional_str(obj, "text", at)?.unwrap_or_default(),
-        prompt: optional_str(obj, "prompt", at)?,
+        id,
+        image: PathBuf::from(image),
+        source,
+        task,
+        split,
+        text,
+        prompt,
         answer,
         rationale,
-        labels: parse_labels(obj.get("labels"), at)?,
-        boxes: parse_boxes(obj.get("boxes"), at)?,
+        labels: parse_labels(obj.get("labels"))?,
+        boxes: parse_boxes(obj.get("boxes"))?,
         laterality_sensitive: match obj.get("laterality_sensitive") {
             None | Some(Value::Null) => true,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(at.err("laterality_sensitive", "must be true or false")),
+            Some(other) => {
+                return Err(bad(
+                    "laterality_sensitive",
+                    format!("must be true or false, got {}", kind(other)),
+                ))
+            }
         },
-        id,
-        task,
-        line: at.line,
+        line: 0,
     })
 }
 
-fn required_str(obj: &Map<String, Value>, field: &str, at: &Where<'_>) -> Result<String> {
-    optional_str(obj, field, at)?
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| at.err(field, "is missing or empty"))
-}
-
-fn optional_str(obj: &Map<String, Value>, field: &str, at: &Where<'_>) -> Result<Option<String>> {
+/// A required string: present, a string, and (but for `text`) not blank.
+fn required_str(obj: &Map<String, Value>, field: &str) -> std::result::Result<String, FieldError> {
     match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(at.err(field, format!("must be a string, got {other}"))),
+        None => Err(bad(field, "missing (a required field)")),
+        Some(Value::String(s)) if field != "text" && s.trim().is_empty() => {
+            Err(bad(field, "must not be empty"))
+        }
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(bad(field, format!("must be a string, got {}", kind(other)))),
     }
 }
 
-fn parse_labels(v: Option<&Value>, at: &Where<'_>) -> Result<Vec<(String, Option<i8>)>> {
+fn optional_str(
+    obj: &Map<String, Value>,
+    field: &str,
+) -> std::result::Result<Option<String>, FieldError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(bad(
+            field,
+            format!("must be a string or null, got {}", kind(other)),
+        )),
+    }
+}
+
+fn parse_labels(v: Option<&Value>) -> std::result::Result<Vec<(String, Option<i8>)>, FieldError> {
     let obj = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Object(o)) => o,
-        Some(_) => return Err(at.err("labels", "must be an object of label -> 1 / 0 / -1 / null")),
+        Some(other) => {
+            return Err(bad(
+                "labels",
+                format!(
+                    "expected an object label -> 1 / 0 / -1 / null, got {}",
+                    kind(other)
+                ),
+            ))
+        }
     };
-    obj.iter()
+    let mut labels = obj
+        .iter()
         .map(|(k, v)| {
+            if k.trim().is_empty() {
+                return Err(bad("labels", "label names must not be empty"));
+            }
             let value = match v {
                 Value::Null => None,
                 Value::Number(n) => match n.as_f64() {
                     Some(x) if x == 1.0 || x == 0.0 || x == -1.0 => Some(x as i8),
-                    Some(x) if x.is_nan() => None,
                     _ => {
-                        return Err(at.err(
+                        return Err(bad(
                             &format!("labels.{k}"),
                             format!("must be 1, 0, -1 or null, got {n}"),
                         ))
                     }
                 },
                 other => {
-                    return Err(at.err(
+                    return Err(bad(
                         &format!("labels.{k}"),
-                        format!("must be 1, 0, -1 or null, got {other}"),
+                        format!("must be 1, 0, -1 or null, got {}", kind(other)),
                     ))
                 }
             };
             Ok((k.clone(), value))
         })
-        .collect()
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // CheXpert's order first, then the others as given: stable, diff-friendly output
+    let rank = |name: &str| {
+        CHEXPERT_LABELS
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or(CHEXPERT_LABELS.len())
+    };
+    labels.sort_by_key(|(k, _)| rank(k));
+    Ok(labels)
 }
 
-fn parse_boxes(v: Option<&Value>, at: &Where<'_>) -> Result<Vec<BoxAnnotation>> {
+fn parse_boxes(v: Option<&Value>) -> std::result::Result<Vec<BoxAnnotation>, FieldError> {
     let items = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(_) => {
-            return Err(at.err(
+        Some(other) => {
+            return Err(bad(
                 "boxes",
-                "must be a list of {\"box\": [x1, y1, x2, y2], \"phrase\": ...}",
+                format!(
+                    "must be a list of {{\"box\": [x1, y1, x2, y2], \"phrase\": ..., \
+                     \"anatomy\": ...}}, got {}",
+                    kind(other)
+                ),
             ))
         }
     };
@@ -284,43 +442,60 @@ fn parse_boxes(v: Option<&Value>, at: &Where<'_>) -> Result<Vec<BoxAnnotation>> 
         .enumerate()
         .map(|(i, item)| {
             let field = |f: &str| format!("boxes[{i}].{f}");
-            let obj = item
-                .as_object()
-                .ok_or_else(|| at.err(&format!("boxes[{i}]"), "must be an object"))?;
+            let obj = item.as_object().ok_or_else(|| {
+                bad(
+                    &format!("boxes[{i}]"),
+                    format!("must be an object, got {}", kind(item)),
+                )
+            })?;
+            if let Some(unknown) = obj.keys().find(|k| !BOX_FIELDS.contains(&k.as_str())) {
+                return Err(bad(
+                    &field(unknown),
+                    format!(
+                        "unknown field (a box's fields are {})",
+                        BOX_FIELDS.join(", ")
+                    ),
+                ));
+            }
             let coords = obj
                 .get("box")
                 .and_then(Value::as_array)
                 .filter(|a| a.len() == 4)
-                .ok_or_else(|| {
-                    at.err(
-                        &field("box"),
-                        "must be a list of 4 numbers [x1, y1, x2, y2]",
-                    )
-                })?;
+                .ok_or_else(|| bad(&field("box"), "must be [x1, y1, x2, y2] (4 numbers)"))?;
             let mut rect = [0.0; 4];
             for (r, c) in rect.iter_mut().zip(coords) {
                 *r = c.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
-                    at.err(
+                    bad(
                         &field("box"),
-                        format!("coordinates must be finite numbers, got {c}"),
+                        format!("coordinates must be finite numbers, got {}", kind(c)),
                     )
                 })?;
             }
             if rect[2] <= rect[0] || rect[3] <= rect[1] {
-                return Err(at.err(
+                return Err(bad(
                     &field("box"),
-                    format!("needs x2 > x1 and y2 > y1, got {:?}", rect),
+                    format!("needs x1 < x2 and y1 < y2, got {rect:?}"),
                 ));
             }
             let phrase = match obj.get("phrase") {
                 None | Some(Value::Null) => String::new(),
                 Some(Value::String(s)) => s.clone(),
-                Some(_) => return Err(at.err(&field("phrase"), "must be a string")),
+                Some(other) => {
+                    return Err(bad(
+                        &field("phrase"),
+                        format!("must be a string or null, got {}", kind(other)),
+                    ))
+                }
             };
             let anatomy = match obj.get("anatomy") {
                 None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => return Err(at.err(&field("anatomy"), "must be a string or null")),
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+                Some(other) => {
+                    return Err(bad(
+                        &field("anatomy"),
+                        format!("must be a non-empty string or null, got {}", kind(other)),
+                    ))
+                }
             };
             Ok(BoxAnnotation {
                 rect,
@@ -331,10 +506,56 @@ fn parse_boxes(v: Option<&Value>, at: &Where<'_>) -> Result<Vec<BoxAnnotation>> 
         .collect()
 }
 
+impl Record {
+    /// The record normalised, as written to a manifest: the fields in [`FIELDS`] order, every
+    /// optional field with its value or default (`prompt` null, `labels` {}, `boxes` [],
+    /// `laterality_sensitive` true) but `answer` and `rationale`, which appear only when set;
+    /// label values as integers, box coordinates as floats.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), self.id.clone().into());
+        m.insert("image".into(), self.image.display().to_string().into());
+        m.insert("source".into(), self.source.clone().into());
+        m.insert("task".into(), self.task.name().into());
+        m.insert("split".into(), self.split.clone().into());
+        m.insert("text".into(), self.text.clone().into());
+        m.insert("prompt".into(), self.prompt.clone().into());
+        if let Some(a) = &self.answer {
+            m.insert("answer".into(), a.clone().into());
+        }
+        if let Some(r) = &self.rationale {
+            m.insert("rationale".into(), r.clone().into());
+        }
+        let labels: Map<String, Value> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.map_or(Value::Null, Value::from)))
+            .collect();
+        m.insert("labels".into(), labels.into());
+        let boxes: Vec<Value> = self
+            .boxes
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "box": b.rect.to_vec(),
+                    "phrase": b.phrase,
+                    "anatomy": b.anatomy,
+                })
+            })
+            .collect();
+        m.insert("boxes".into(), boxes.into());
+        m.insert(
+            "laterality_sensitive".into(),
+            self.laterality_sensitive.into(),
+        );
+        Value::Object(m)
+    }
+}
+
 /// Resolve an image path under the root. Absolute paths and `..` that climb out of the root are
 /// refused unless allowed: a manifest must not be able to read arbitrary files by default.
-fn resolve(image: &str, opts: &ManifestOptions) -> std::result::Result<PathBuf, String> {
-    let p = Path::new(image);
+fn resolve(image: &Path, opts: &ManifestOptions) -> std::result::Result<PathBuf, String> {
+    let p = image;
     if p.is_absolute() {
         return if opts.allow_outside_root {
             Ok(p.to_path_buf())
@@ -359,6 +580,7 @@ fn resolve(image: &str, opts: &ManifestOptions) -> std::result::Result<PathBuf, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn opts() -> ManifestOptions {
         ManifestOptions {
@@ -367,56 +589,188 @@ mod tests {
         }
     }
 
+    /// A minimal valid record, as one JSON line, with `extra` fields merged in.
+    fn line(extra: Value) -> String {
+        let mut r = json!({"id": "a", "image": "1.jpg", "source": "s", "task": "report",
+                           "split": "train", "text": "No effusion."});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        r.to_string()
+    }
+
+    fn issue(text: &str) -> ManifestIssue {
+        match Manifest::from_jsonl(text, "m.jsonl", &opts()) {
+            Err(Error::Manifest(i)) => i,
+            other => panic!("expected a manifest error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn parses_a_full_record() {
         let line = r#"{"id": "a", "image": "x/1.jpg", "source": "mimic-cxr", "task": "phrase_grounding", "split": "train",
-            "text": "Left effusion.", "labels": {"Pleural Effusion": 1, "Edema": null, "Atelectasis": -1.0},
+            "text": "Left effusion.", "labels": {"custom": 0, "Pleural Effusion": 1, "Edema": null, "Atelectasis": -1.0},
             "boxes": [{"box": [1, 2, 30, 40], "phrase": "effusion", "anatomy": "left costophrenic angle"}],
             "laterality_sensitive": false}"#;
         let m = Manifest::from_jsonl(&line.replace('\n', " "), "m.jsonl", &opts()).unwrap();
         let r = &m.records[0];
         assert_eq!(r.image, PathBuf::from("/data/x/1.jpg"));
         assert_eq!(r.task, Task::PhraseGrounding);
-        assert_eq!(r.labels[1], ("Edema".to_string(), None));
-        assert_eq!(r.labels[2].1, Some(-1));
+        // CheXpert order first (Edema 5, Atelectasis 8, Pleural Effusion 10), then the others
+        let names: Vec<_> = r.labels.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Edema", "Atelectasis", "Pleural Effusion", "custom"]
+        );
+        assert_eq!(r.labels[0].1, None);
+        assert_eq!(r.labels[1].1, Some(-1));
         assert_eq!(r.boxes[0].rect, [1.0, 2.0, 30.0, 40.0]);
         assert!(!r.laterality_sensitive);
+        assert_eq!(r.line, 1);
     }
 
     #[test]
-    fn errors_name_manifest_line_and_field() {
-        let text = "{\"id\": \"a\", \"image\": \"1.jpg\", \"task\": \"report\"}\n\n{\"id\": \"b\", \"image\": \"2.jpg\", \"task\": \"report\", \"boxes\": [{\"box\": [30, 0, 10, 5]}]}";
-        let e = Manifest::from_jsonl(text, "m.jsonl", &opts())
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("m.jsonl line 3, field 'boxes[0].box'"), "{e}");
-        let e = Manifest::from_jsonl(
-            "{\"id\": \"a\", \"image\": \"1.jpg\", \"task\": \"captioning\"}",
-            "m",
-            &opts(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("field 'task'") && e.contains("captioning"),
-            "{e}"
+    fn normalised_records_carry_every_field_in_order() {
+        let r = parse_record(&serde_json::from_str(&line(json!({}))).unwrap()).unwrap();
+        let v = r.to_value();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        let expect: Vec<_> = FIELDS
+            .iter()
+            .filter(|f| !["answer", "rationale"].contains(f))
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(keys, expect);
+        assert_eq!(v["prompt"], Value::Null);
+        assert_eq!(v["labels"], json!({}));
+        assert_eq!(v["boxes"], json!([]));
+        assert_eq!(v["laterality_sensitive"], json!(true));
+        let vqa = json!({"task": "vqa", "answer": "Yes.", "rationale": "Because."});
+        let r = parse_record(&serde_json::from_str(&line(vqa)).unwrap()).unwrap();
+        let v = r.to_value();
+        assert_eq!(
+            (v["answer"].as_str(), v["rationale"].as_str()),
+            (Some("Yes."), Some("Because."))
         );
-        let dup = "{\"id\": \"a\", \"image\": \"1.jpg\", \"task\": \"report\"}\n{\"id\": \"a\", \"image\": \"2.jpg\", \"task\": \"report\"}";
-        let e = Manifest::from_jsonl(dup, "m", &opts())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 2") && e.contains("first on line 1"), "{e}");
-        let e = Manifest::from_jsonl("{not json", "m", &opts())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 1") && e.contains("invalid JSON"), "{e}");
+        assert_eq!(parse_record(&v).unwrap(), r); // normalising twice changes nothing
+    }
+
+    #[test]
+    fn errors_name_manifest_line_field_and_reason() {
+        let bad_box = line(json!({"id": "b", "boxes": [{"box": [30, 0, 10, 5]}]}));
+        let i = issue(&format!("{}\n\n{bad_box}", line(json!({}))));
+        assert_eq!((i.row, i.row_kind.as_str()), (Some(3), "line"));
+        assert_eq!(i.field.as_deref(), Some("boxes[0].box"));
+        assert_eq!(
+            i.reason,
+            "needs x1 < x2 and y1 < y2, got [30.0, 0.0, 10.0, 5.0]"
+        );
+        assert_eq!(
+            Error::Manifest(i).to_string(),
+            "m.jsonl line 3, field 'boxes[0].box': needs x1 < x2 and y1 < y2, got [30.0, 0.0, 10.0, 5.0]"
+        );
+        let i = issue(&line(json!({"task": "captioning"})));
+        assert_eq!(i.field.as_deref(), Some("task"));
+        assert!(
+            i.reason.starts_with("unknown task \"captioning\""),
+            "{}",
+            i.reason
+        );
+        let i = issue(&format!(
+            "{}\n{}",
+            line(json!({})),
+            line(json!({"image": "2.jpg"}))
+        ));
+        assert_eq!((i.row, i.field.as_deref()), (Some(2), Some("id")));
+        assert!(i.reason.contains("first on line 1"), "{}", i.reason);
+        let i = issue("{not json");
+        assert_eq!((i.row, i.field.as_deref()), (Some(1), None));
+        assert!(i.reason.starts_with("invalid JSON"), "{}", i.reason);
+        let i = issue("\n \n");
+        assert_eq!(
+            (i.row, i.reason.as_str()),
+            (None, "the manifest holds no records")
+        );
+    }
+
+    #[test]
+    fn the_schema_decides_each_field() {
+        let reject = |extra: Value, field: &str, reason: &str| {
+            let i = issue(&line(extra.clone()));
+            assert_eq!(i.field.as_deref(), Some(field), "{extra}");
+            assert!(i.reason.contains(reason), "{extra}: {}", i.reason);
+        };
+        reject(json!({"id": 7}), "id", "must be a string, got a number");
+        reject(json!({"id": " "}), "id", "must not be empty");
+        reject(
+            json!({"split": null}),
+            "split",
+            "must be a string, got null",
+        );
+        reject(json!({"text": ""}), "text", "non-empty report text");
+        reject(json!({"lables": {}}), "lables", "unknown field");
+        reject(json!({"prompt": 5}), "prompt", "string or null");
+        reject(json!({"rationale": "r"}), "rationale", "needs an answer");
+        reject(json!({"labels": {"Edema": 2}}), "labels.Edema", "got 2");
+        reject(
+            json!({"labels": {"Edema": true}}),
+            "labels.Edema",
+            "got a boolean",
+        );
+        reject(json!({"labels": {" ": 1}}), "labels", "must not be empty");
+        reject(json!({"labels": ["Edema"]}), "labels", "expected an object");
+        reject(json!({"boxes": {}}), "boxes", "must be a list");
+        reject(json!({"boxes": [3]}), "boxes[0]", "must be an object");
+        reject(
+            json!({"boxes": [{"box": [0, 0, 1]}]}),
+            "boxes[0].box",
+            "[x1, y1, x2, y2]",
+        );
+        reject(
+            json!({"boxes": [{"box": [0, 0, "1", 1]}]}),
+            "boxes[0].box",
+            "finite numbers, got a string",
+        );
+        reject(
+            json!({"boxes": [{"box": [0, 0, 1, 1], "score": 1}]}),
+            "boxes[0].score",
+            "unknown field",
+        );
+        reject(
+            json!({"boxes": [{"box": [0, 0, 1, 1], "phrase": 1}]}),
+            "boxes[0].phrase",
+            "string",
+        );
+        reject(
+            json!({"boxes": [{"box": [0, 0, 1, 1], "anatomy": ""}]}),
+            "boxes[0].anatomy",
+            "non-empty",
+        );
+        reject(
+            json!({"laterality_sensitive": "yes"}),
+            "laterality_sensitive",
+            "true or false",
+        );
+        let required = |field: &str| {
+            let mut v: Value = serde_json::from_str(&line(json!({}))).unwrap();
+            v.as_object_mut().unwrap().remove(field);
+            let e = parse_record(&v).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field));
+            assert!(e.reason.starts_with("missing"), "{}", e.reason);
+        };
+        REQUIRED.iter().for_each(|f| required(f));
+        // accepted: empty text outside report records, null optional fields, null phrase
+        let ok = json!({"task": "vqa", "text": "", "prompt": null, "labels": null, "boxes": null,
+                        "laterality_sensitive": null});
+        assert!(Manifest::from_jsonl(&line(ok), "m", &opts()).is_ok());
+        let ok = json!({"boxes": [{"box": [0, 0, 1, 1], "phrase": null, "anatomy": null}]});
+        assert!(Manifest::from_jsonl(&line(ok), "m", &opts()).is_ok());
     }
 
     #[test]
     fn paths_stay_under_the_root_unless_allowed() {
-        let rec =
-            |img: &str| format!("{{\"id\": \"a\", \"image\": \"{img}\", \"task\": \"report\"}}");
-        assert!(Manifest::from_jsonl(&rec("/etc/passwd"), "m", &opts()).is_err());
+        let rec = |img: &str| line(json!({"image": img}));
+        let i = issue(&rec("/etc/passwd"));
+        assert_eq!(i.field.as_deref(), Some("image"));
         assert!(Manifest::from_jsonl(&rec("../../x.jpg"), "m", &opts()).is_err());
         assert!(Manifest::from_jsonl(&rec("a/../b.jpg"), "m", &opts()).is_ok());
         let open = ManifestOptions {

@@ -10,7 +10,7 @@ use super::tasks::{answer_target, render, whole, Part, Templates};
 use crate::error::{Error, Result};
 use crate::image::decode::{decode_file_scaled, ColorMode, DecodeOptions, Decoded};
 use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, Sample};
-use crate::sampling::rng;
+use crate::rng;
 
 /// Stream tags of `derive_key(seed, [tag, epoch, index])`: augmentation, text choices, skips.
 /// Text choices are keyed by the record's id instead of its index (`id_key`), so a record gets the
@@ -57,6 +57,19 @@ pub enum OutputKind {
     Uint8,
 }
 
+impl std::str::FromStr for OutputKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "float32" => Ok(OutputKind::Float32),
+            "uint8" => Ok(OutputKind::Uint8),
+            o => Err(Error::invalid(format!(
+                "output must be 'float32' or 'uint8', not {o:?}"
+            ))),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnError {
     Raise,
@@ -64,7 +77,42 @@ pub enum OnError {
     Skip,
 }
 
-/// Everything the workers need to turn an index into a sample.
+impl std::str::FromStr for OnError {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "raise" => Ok(OnError::Raise),
+            "skip" => Ok(OnError::Skip),
+            o => Err(Error::invalid(format!(
+                "on_error must be 'raise' or 'skip', not {o:?}"
+            ))),
+        }
+    }
+}
+
+/// How a data set turns records into samples: everything of a [`DatasetSpec`] but the manifest
+/// and what is derived from it.
+#[derive(Clone, Debug)]
+pub struct DatasetConfig {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub output: OutputKind,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub augment: AugmentConfig,
+    pub box_format: BoxFormat,
+    pub templates: Templates,
+    pub on_error: OnError,
+    pub max_pixels: u64,
+    /// The Medium-stage box mask (grid, blur, padding, cell rule).
+    pub mask: MaskSpec,
+    /// Outline width of the Easy-stage overlay, in output pixels.
+    pub overlay_thickness: usize,
+}
+
+/// Everything the workers need to turn an index into a sample. Made by [`DatasetSpec::new`],
+/// which validates the configuration and derives `max_boxes` from the manifest.
 #[derive(Clone, Debug)]
 pub struct DatasetSpec {
     pub manifest: Manifest,
@@ -88,7 +136,52 @@ pub struct DatasetSpec {
 }
 
 impl DatasetSpec {
-    pub fn validate(&self) -> Result<()> {
+    /// The spec of `manifest` read with `config`; an invalid configuration is an error.
+    pub fn new(manifest: Manifest, config: DatasetConfig) -> Result<DatasetSpec> {
+        let DatasetConfig {
+            width,
+            height,
+            channels,
+            output,
+            mean,
+            std,
+            augment,
+            box_format,
+            templates,
+            on_error,
+            max_pixels,
+            mask,
+            overlay_thickness,
+        } = config;
+        let max_boxes = manifest
+            .records
+            .iter()
+            .map(|r| r.boxes.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let spec = DatasetSpec {
+            manifest,
+            width,
+            height,
+            channels,
+            output,
+            mean,
+            std,
+            augment,
+            box_format,
+            templates,
+            on_error,
+            max_pixels,
+            mask,
+            overlay_thickness,
+            max_boxes,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn validate(&self) -> Result<()> {
         if self.width == 0 || self.height == 0 {
             return Err(Error::invalid("image_size must be positive"));
         }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::box_format::{render_boxes, render_grounded, BoxFormat};
 use super::manifest::{Record, Task};
-use crate::sampling::rng;
+use crate::rng;
 
 /// The prompt/target templates. Every field can be overridden from JSON.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -97,9 +97,22 @@ impl Templates {
     /// A preset (key `"preset"`, default `"cure"`) overridden by the other keys of a JSON
     /// object; unknown keys are an error.
     pub fn from_json(text: &str) -> crate::error::Result<Templates> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| crate::error::Error::invalid(format!("templates: {e}")))?;
+        Templates::from_value(value)
+    }
+
+    /// [`Templates::from_json`] of an already parsed JSON value (a Python dict crosses as one).
+    pub fn from_value(value: serde_json::Value) -> crate::error::Result<Templates> {
         let err = |e: serde_json::Error| crate::error::Error::invalid(format!("templates: {e}"));
-        let mut obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(text).map_err(err)?;
+        let mut obj = match value {
+            serde_json::Value::Object(obj) => obj,
+            other => {
+                return Err(crate::error::Error::invalid(format!(
+                    "templates: expected an object of template overrides, got {other}"
+                )))
+            }
+        };
         let base = match obj.remove("preset") {
             None => Templates::default(),
             Some(serde_json::Value::String(name)) => Templates::preset(&name)?,

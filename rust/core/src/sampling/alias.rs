@@ -95,7 +95,7 @@ fn to_fixed(p: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampling::rng::at;
+    use crate::rng::at;
 
     #[test]
     fn frequencies_match_weights() {

@@ -1,6 +1,5 @@
 //! Sampling: which global indices a rank reads, in which order, deterministically.
 //!
-//! - [`rng`]: counter-based randomness from `(seed, epoch, position)`;
 //! - [`alias`]: O(1) weighted draws;
 //! - [`interleave`]: CURE's deterministic slot pattern;
 //! - [`shard`]: `DistributedSampler` padding / `drop_last` arithmetic;
@@ -12,7 +11,6 @@ pub mod alias;
 pub mod interleave;
 pub mod multi_source;
 pub mod quota;
-pub mod rng;
 pub mod shard;
 pub mod subset;
 pub mod weights;

@@ -21,10 +21,10 @@
 use super::alias::AliasTable;
 use super::interleave::interleave_pattern;
 use super::quota;
-use super::rng::{at, bounded, derive_key, mix64, shuffle, GOLDEN};
 use super::shard::Shard;
 use super::weights::validate_weights;
 use crate::error::{Error, Result};
+use crate::rng::{at, bounded, derive_key, mix64, shuffle, GOLDEN};
 
 const TAG_SOURCE: u64 = 0x5352_4345; // "SRCE"
 const TAG_INDEX: u64 = 0x494E_4458; // "INDX"

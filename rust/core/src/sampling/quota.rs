@@ -7,7 +7,7 @@
 //! with cycle walking), so any position of any epoch is found in O(1) without materialising the
 //! epoch, which keeps chunked generation, resume and sharding as cheap as in the other modes.
 
-use super::rng::mix64;
+use crate::rng::mix64;
 
 /// Largest-remainder apportionment of `n` positions by `weights` (zero weights get none; ties
 /// in the remainder go to the lower index).

@@ -1,8 +1,8 @@
 //! Order and shard an epoch's subset (RRGCL, pacing baselines): a seeded shuffle from
 //! `(seed, epoch)`, then `DistributedSampler` padding / `drop_last` and rank striding.
 
-use super::rng::{derive_key, shuffle};
 use super::shard::Shard;
+use crate::rng::{derive_key, shuffle};
 
 const TAG_SUBSET: u64 = 0x5355_4253; // "SUBS"
 

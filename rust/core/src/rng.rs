@@ -1,7 +1,7 @@
 //! Deterministic randomness without shared state.
 //!
-//! Every random decision of the samplers is a pure function of `(seed, epoch, position)`: a
-//! counter-based generator (the SplitMix64 output function applied to a Weyl sequence, i.e. the
+//! Every random decision of the crate (samplers, curricula, augmentation, text choices) is a pure
+//! function of `(seed, epoch, position)`: a counter-based generator (the SplitMix64 output function applied to a Weyl sequence, i.e. the
 //! `n`-th SplitMix64 output for a given key) instead of one RNG advanced in order. This is what makes
 //! resuming at any position, sharding across ranks and prefetching unable to change the sequence.
 //! Where an algorithm needs a stream (Fisher-Yates shuffles), a [`SplitMix64`] is seeded from such a
