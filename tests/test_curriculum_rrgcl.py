@@ -170,6 +170,7 @@ def training_sets(draw):
     return lists, dif
 
 
+@pytest.mark.filterwarnings("ignore:RRGCL. the class difficulties differ:RuntimeWarning")
 @PROPS
 @given(data=training_sets(), T=st.integers(1, 12))
 def test_property_every_class_every_epoch_and_nothing_lost(data, T):
