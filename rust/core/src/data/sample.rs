@@ -111,48 +111,29 @@ pub struct DatasetConfig {
     pub overlay_thickness: usize,
 }
 
-/// Everything the workers need to turn an index into a sample. Made by [`DatasetSpec::new`],
-/// which validates the configuration and derives `max_boxes` from the manifest.
+/// Everything the workers need to turn an index into a sample: the manifest, its configuration
+/// (read through `Deref`: `spec.width`, `spec.augment`, ...) and what is derived from the two.
+/// Made only by [`DatasetSpec::new`], which validates the configuration, so a spec that exists is
+/// valid.
 #[derive(Clone, Debug)]
 pub struct DatasetSpec {
     pub manifest: Manifest,
-    pub width: usize,
-    pub height: usize,
-    pub channels: usize,
-    pub output: OutputKind,
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-    pub augment: AugmentConfig,
-    pub box_format: BoxFormat,
-    pub templates: Templates,
-    pub on_error: OnError,
-    pub max_pixels: u64,
-    /// The Medium-stage box mask (grid, blur, padding, cell rule).
-    pub mask: MaskSpec,
-    /// Outline width of the Easy-stage overlay, in output pixels.
-    pub overlay_thickness: usize,
+    config: DatasetConfig,
     /// Box slots per sample in a batch: the largest box count of the manifest (at least 1).
     pub max_boxes: usize,
+}
+
+impl std::ops::Deref for DatasetSpec {
+    type Target = DatasetConfig;
+    fn deref(&self) -> &DatasetConfig {
+        &self.config
+    }
 }
 
 impl DatasetSpec {
     /// The spec of `manifest` read with `config`; an invalid configuration is an error.
     pub fn new(manifest: Manifest, config: DatasetConfig) -> Result<DatasetSpec> {
-        let DatasetConfig {
-            width,
-            height,
-            channels,
-            output,
-            mean,
-            std,
-            augment,
-            box_format,
-            templates,
-            on_error,
-            max_pixels,
-            mask,
-            overlay_thickness,
-        } = config;
+        config.validate()?;
         let max_boxes = manifest
             .records
             .iter()
@@ -160,27 +141,15 @@ impl DatasetSpec {
             .max()
             .unwrap_or(0)
             .max(1);
-        let spec = DatasetSpec {
+        Ok(DatasetSpec {
             manifest,
-            width,
-            height,
-            channels,
-            output,
-            mean,
-            std,
-            augment,
-            box_format,
-            templates,
-            on_error,
-            max_pixels,
-            mask,
-            overlay_thickness,
+            config,
             max_boxes,
-        };
-        spec.validate()?;
-        Ok(spec)
+        })
     }
+}
 
+impl DatasetConfig {
     fn validate(&self) -> Result<()> {
         if self.width == 0 || self.height == 0 {
             return Err(Error::invalid("image_size must be positive"));
