@@ -214,3 +214,67 @@ def test_small_jpeg_faults_have_plain_messages() -> None:
     for mode in ("unchanged", "gray", "rgb"):  # one class whatever the mode
         with pytest.raises(UnsupportedFormatError, match="CMYK"):
             ga.image.decode(buf.getvalue(), mode=mode)
+
+
+def _png_header_only(width: int, height: int, bit_depth: int, color_type: int) -> bytes:
+    """A PNG whose IHDR declares the size; its one IDAT holds a few zero rows only: anything that
+    allocates from the header before refusing shows up in the process's peak memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _peak_rss_mb(code: str) -> tuple[str, float]:
+    """Run ``code`` in a child; its output and peak resident memory (MB)."""
+    # VmHWM: this process image's own peak (ru_maxrss would carry the forking parent's over exec)
+    peak = "[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]"
+    wrapped = code + f"\nprint({peak})"
+    out = subprocess.run(
+        [sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split("\n")
+    return "\n".join(out[:-2]), float(out[-2]) / 1024
+
+
+def test_memory_bombs_are_refused_from_their_headers(tmp_path: Path) -> None:
+    """A 16384 x 16384 16-bit RGBA PNG is within the pixel limit but would decode to 2 GiB; a
+    tiny DICOM declares a 4 GB Pixel Data element. Both are refused in bounded memory."""
+    png = tmp_path / "bomb.png"
+    png.write_bytes(_png_header_only(16384, 16384, 16, 6))
+    assert png.stat().st_size < 2000
+    dcm = Path(get_testdata_file("MR_small.dcm")).read_bytes()
+    at = dcm.index(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, explicit VR: OW 00 00 len
+    assert dcm[at + 4 : at + 6] == b"OW"
+    forged = tmp_path / "forged.dcm"
+    forged.write_bytes(dcm[: at + 8] + (0xFFFFFFF0).to_bytes(4, "little") + dcm[at + 12 :])
+    code = textwrap.dedent(f"""
+        import gradatim as ga
+        for path in ({str(png)!r}, {str(forged)!r}):
+            try:
+                ga.image.decode(path)
+            except Exception as e:
+                print(type(e).__name__, "|", e)
+    """)
+    out, peak = _peak_rss_mb(code)
+    lines = out.splitlines()
+    assert lines[0].startswith("ImageTooLargeError") and "raise max_bytes" in lines[0]
+    assert "16384x16384 with 4 channel(s) of 16 bits" in lines[0]
+    assert lines[1].startswith("DecodeError") and "declares 4294967280 bytes" in lines[1]
+    assert peak < 600, f"peak RSS {peak:.0f} MB"
+    # the limit is the caller's: a smaller image under a smaller limit
+    small = tmp_path / "small.png"
+    small.write_bytes(encode_png(np.zeros((100, 100), np.uint16)))
+    assert ga.image.decode(small).shape == (100, 100)
+    with pytest.raises(ga.errors.ImageTooLargeError, match="20000 bytes"):
+        ga.image.decode(small, max_bytes=19_999)
+    ds = ga.ManifestDataset(
+        _write_manifest(tmp_path, ["small.png"]), image_size=(8, 8), max_bytes=19_999
+    )
+    with pytest.raises(ga.errors.ImageTooLargeError, match=r"sample 0 .*small\.png"):
+        ds.load_batch([0])

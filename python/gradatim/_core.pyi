@@ -16,6 +16,7 @@ AUGMENT_DEFAULTS: dict[str, Any]
 STAGE_CODES: dict[str, int]
 STAGE_DEFAULTS: dict[str, int | float]
 DEFAULT_MAX_PIXELS: int
+DEFAULT_MAX_BYTES: int
 
 # --- image (rust/python/src/image.rs) ---------------------------------------------------------
 def decode_path(
@@ -23,6 +24,7 @@ def decode_path(
     reduce_to: tuple[int, int] | None = None,
     mode: str = "unchanged",
     max_pixels: int = ...,
+    max_bytes: int = ...,
 ) -> np.ndarray: ...
 def decode_bytes(
     data: bytes,
@@ -30,6 +32,7 @@ def decode_bytes(
     reduce_to: tuple[int, int] | None = None,
     mode: str = "unchanged",
     max_pixels: int = ...,
+    max_bytes: int = ...,
 ) -> np.ndarray: ...
 def reduction_denominator(
     width: int, height: int, reduce_to: tuple[int, int] | None = None
@@ -252,6 +255,7 @@ class _DatasetConfig(TypedDict):
     templates: Mapping[str, Any]
     on_error: str
     max_pixels: int
+    max_bytes: int
     mask_grid: tuple[int, int]
     mask_sigma: float
     mask_kernel: int | None

@@ -24,6 +24,7 @@ from gradatim.errors import InvalidArgumentError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_BYTES",
     "decode",
     "reduction_denominator",
     "centred_affine",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PIXELS: int = _core.DEFAULT_MAX_PIXELS
+DEFAULT_MAX_BYTES: int = _core.DEFAULT_MAX_BYTES
 """Headers that declare more pixels than this (2**28) are refused before any allocation."""
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
@@ -88,6 +90,7 @@ def decode(
     reduce_to: Size | None = None,
     mode: Literal["unchanged", "gray", "rgb"] = "unchanged",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
     """Decode a JPEG, PNG or DICOM file (path) or in-memory bytes.
 
@@ -103,16 +106,28 @@ def decode(
 
     Raises :class:`gradatim.DecodeError` (empty, truncated, corrupt),
     :class:`gradatim.UnsupportedFormatError`, :class:`gradatim.ImageTooLargeError` (more than
-    ``max_pixels`` declared) or ``OSError`` (unreadable path); every message names the input.
+    ``max_pixels`` declared, or samples taking more than ``max_bytes``: both checked from the
+    header, before anything is allocated) or ``OSError`` (unreadable path); every message names
+    the input.
+    Only regular files are read (a FIFO or device is refused before it is opened).
     """
     if reduce_to is not None:
         reduce_to = _size(reduce_to, "decode(reduce_to=...)")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _core.decode_bytes(
-            bytes(source), "<bytes>", reduce_to=reduce_to, mode=mode, max_pixels=max_pixels
+            bytes(source),
+            "<bytes>",
+            reduce_to=reduce_to,
+            mode=mode,
+            max_pixels=max_pixels,
+            max_bytes=max_bytes,
         )
     return _core.decode_path(
-        os.fspath(source), reduce_to=reduce_to, mode=mode, max_pixels=max_pixels
+        os.fspath(source),
+        reduce_to=reduce_to,
+        mode=mode,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
     )
 
 

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from gradatim import _core
 from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
-from gradatim.image import DEFAULT_MAX_PIXELS, per_channel
+from gradatim.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, per_channel
 from gradatim.manifest.common import parquet_rows
 
 __all__ = ["ManifestDataset", "batch_to_torch"]
@@ -70,6 +70,9 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             ``"whole"`` (every touched cell is 1) or ``"fraction"`` (covered fraction) cells.
             Defaults: MedCLM's released code (24 x 24, 9 taps, sigma 3, reflect, whole cells).
         overlay_thickness: the Easy-stage outline width.
+        max_pixels, max_bytes: per image, the most pixels a header may declare and the most bytes
+            its decoded samples may take (defaults 2^28 and 1 GiB); larger images are refused
+            from their header (``ImageTooLargeError``, handled by ``on_error``) in bounded memory.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         mask_cells: Literal["whole", "fraction"] = "whole",
         overlay_thickness: int = 3,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if isinstance(manifest, (str, os.PathLike)):
             default_root = Path(manifest).resolve().parent
@@ -132,6 +136,7 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             ),
             "on_error": on_error,
             "max_pixels": int(max_pixels),
+            "max_bytes": int(max_bytes),
             "mask_grid": (int(mask_grid[0]), int(mask_grid[1])),
             "mask_sigma": float(mask_sigma),
             "mask_kernel": None if mask_kernel is None else int(mask_kernel),

@@ -25,6 +25,17 @@ pub enum Error {
         pixels: u64,
         limit: u64,
     },
+    /// The image would decode to more bytes than the configured limit; nothing was allocated.
+    #[error("cannot decode {name}: {width}x{height} with {channels} channel(s) of {bits} bits decodes to {bytes} bytes, more than the limit of {limit} (raise max_bytes to allow it)")]
+    TooManyBytes {
+        name: String,
+        width: u64,
+        height: u64,
+        channels: u64,
+        bits: u64,
+        bytes: u64,
+        limit: u64,
+    },
     /// An error while loading one sample of a data set: `context` names the sample and its
     /// manifest line; the cause keeps its own kind (and so its Python exception class).
     #[error("{context}: {source}")]

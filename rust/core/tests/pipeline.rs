@@ -57,6 +57,7 @@ fn dataset(n: usize, broken: Option<usize>) -> (tempfile_dir::Dir, Arc<DatasetSp
         templates: Templates::default(),
         on_error: OnError::Raise,
         max_pixels: 1 << 28,
+        max_bytes: 1 << 30,
         mask: MaskSpec::default(),
         overlay_thickness: 3,
     };

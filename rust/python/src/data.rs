@@ -60,6 +60,7 @@ struct ConfigArg<'py> {
     templates: Bound<'py, PyAny>,
     on_error: String,
     max_pixels: u64,
+    max_bytes: u64,
     mask_grid: (usize, usize),
     mask_sigma: f64,
     mask_kernel: Option<usize>,
@@ -96,6 +97,7 @@ impl ConfigArg<'_> {
             templates: Templates::from_value(templates)?,
             on_error: self.on_error.parse()?,
             max_pixels: self.max_pixels,
+            max_bytes: self.max_bytes,
             mask: MaskSpec {
                 grid: self.mask_grid,
                 sigma: self.mask_sigma,

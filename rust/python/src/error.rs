@@ -6,7 +6,7 @@
 //! | InvalidArgument   | `gradatim.InvalidArgumentError` (a `ValueError`)         |
 //! | Decode            | `gradatim.DecodeError` (a `ValueError`)                  |
 //! | Unsupported       | `gradatim.UnsupportedFormatError` (`DecodeError`, `NotImplementedError`) |
-//! | TooLarge          | `gradatim.ImageTooLargeError` (a `DecodeError`)          |
+//! | TooLarge, TooManyBytes | `gradatim.ImageTooLargeError` (a `DecodeError`)     |
 //! | Manifest          | `gradatim.ManifestError` (a `ValueError`) with `reason`, `path`, `row`, `field`, `row_kind` |
 //! | Io                | `OSError` with errno and filename (`FileNotFoundError` ...) |
 
@@ -32,7 +32,9 @@ pub fn to_py(err: Error) -> PyErr {
         Error::InvalidArgument(_) => raise(py, "InvalidArgumentError", (message,)),
         Error::Decode { .. } => raise(py, "DecodeError", (message,)),
         Error::Unsupported { .. } => raise(py, "UnsupportedFormatError", (message,)),
-        Error::TooLarge { .. } => raise(py, "ImageTooLargeError", (message,)),
+        Error::TooLarge { .. } | Error::TooManyBytes { .. } => {
+            raise(py, "ImageTooLargeError", (message,))
+        }
         Error::Manifest(i) => raise(
             py,
             "ManifestError",

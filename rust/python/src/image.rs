@@ -96,6 +96,7 @@ fn decode_options(
     reduce_to: Option<(usize, usize)>,
     mode: &str,
     max_pixels: u64,
+    max_bytes: u64,
 ) -> PyResult<decode::DecodeOptions> {
     let mode = match mode {
         "unchanged" => decode::ColorMode::Unchanged,
@@ -111,19 +112,21 @@ fn decode_options(
         reduce_to,
         mode,
         max_pixels,
+        max_bytes,
     })
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS))]
+#[pyo3(signature = (path, reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS, max_bytes=decode::DEFAULT_MAX_BYTES))]
 fn decode_path(
     py: Python<'_>,
     path: PathBuf,
     reduce_to: Option<(usize, usize)>,
     mode: &str,
     max_pixels: u64,
+    max_bytes: u64,
 ) -> PyResult<Py<PyAny>> {
-    let opts = decode_options(reduce_to, mode, max_pixels)?;
+    let opts = decode_options(reduce_to, mode, max_pixels, max_bytes)?;
     let d = py
         .detach(|| decode::decode_file(&path, &opts))
         .map_err(to_py)?;
@@ -131,7 +134,7 @@ fn decode_path(
 }
 
 #[pyfunction]
-#[pyo3(signature = (data, name="<bytes>", reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS))]
+#[pyo3(signature = (data, name="<bytes>", reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS, max_bytes=decode::DEFAULT_MAX_BYTES))]
 fn decode_bytes(
     py: Python<'_>,
     data: &[u8],
@@ -139,8 +142,9 @@ fn decode_bytes(
     reduce_to: Option<(usize, usize)>,
     mode: &str,
     max_pixels: u64,
+    max_bytes: u64,
 ) -> PyResult<Py<PyAny>> {
-    let opts = decode_options(reduce_to, mode, max_pixels)?;
+    let opts = decode_options(reduce_to, mode, max_pixels, max_bytes)?;
     let d = py
         .detach(|| decode::decode(data, name, &opts))
         .map_err(to_py)?;
@@ -366,5 +370,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(draw_boxes, m)?)?;
     m.add_function(wrap_pyfunction!(normalize, m)?)?;
     m.add("DEFAULT_MAX_PIXELS", decode::DEFAULT_MAX_PIXELS)?;
+    m.add("DEFAULT_MAX_BYTES", decode::DEFAULT_MAX_BYTES)?;
     Ok(())
 }

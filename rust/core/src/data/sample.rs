@@ -105,6 +105,8 @@ pub struct DatasetConfig {
     pub templates: Templates,
     pub on_error: OnError,
     pub max_pixels: u64,
+    /// Limit on one image's decoded bytes (`image::decode::DEFAULT_MAX_BYTES` by default).
+    pub max_bytes: u64,
     /// The Medium-stage box mask (grid, blur, padding, cell rule).
     pub mask: MaskSpec,
     /// Outline width of the Easy-stage overlay, in output pixels.
@@ -242,6 +244,7 @@ pub fn load_sample<P: OutPixel>(
             ColorMode::Rgb
         },
         max_pixels: spec.max_pixels,
+        max_bytes: spec.max_bytes,
     };
     let (decoded, denom) = decode_file_scaled(&rec.image, &opts).map_err(wrap)?;
     let scale = 1.0 / denom as f64;

@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 /// Default pixel limit: a header declaring more than 2^28 pixels is refused before any allocation.
 pub const DEFAULT_MAX_PIXELS: u64 = 1 << 28;
 
+/// Default limit on the decoded samples' bytes (1 GiB): a 16384 x 16384 16-bit RGBA PNG (2 GiB
+/// decoded, within the pixel limit) is refused from its header, in bounded memory.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
 /// A decoded image: 8-bit, or 16-bit for 16-bit PNG and DICOM with more than 8 bits stored.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decoded {
@@ -44,6 +48,8 @@ pub struct DecodeOptions {
     pub reduce_to: Option<(usize, usize)>,
     pub mode: ColorMode,
     pub max_pixels: u64,
+    /// Limit on the bytes the decoded samples take (before any conversion).
+    pub max_bytes: u64,
 }
 
 impl Default for DecodeOptions {
@@ -52,6 +58,7 @@ impl Default for DecodeOptions {
             reduce_to: None,
             mode: ColorMode::Unchanged,
             max_pixels: DEFAULT_MAX_PIXELS,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -154,14 +161,14 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<Decoded> {
 /// [`decode_file`] with the decoder's scale denominator, as [`decode_scaled`].
 pub fn decode_file_scaled(path: &Path, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
     let name = path.display().to_string();
-    let bytes = read_image_file(path, &name, max_file_bytes(opts.max_pixels))?;
+    let bytes = read_image_file(path, &name, max_file_bytes(opts.max_bytes))?;
     decode_scaled(&bytes, &name, opts)
 }
 
-/// The largest image file read: 8 bytes per allowed pixel (an uncompressed 16-bit RGBA image),
-/// at least 64 MiB.
-pub fn max_file_bytes(max_pixels: u64) -> u64 {
-    max_pixels.saturating_mul(8).max(64 << 20)
+/// The largest image file read: the decoded-bytes limit plus room for headers (an uncompressed
+/// DICOM is about as large as its pixels), at least 64 MiB.
+pub fn max_file_bytes(max_bytes: u64) -> u64 {
+    max_bytes.saturating_add(16 << 20).max(64 << 20)
 }
 
 /// Read an image file: only a regular file (a FIFO, device or directory is refused before it is
@@ -190,7 +197,7 @@ pub fn read_image_file(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
         return Err(Error::decode(
             name,
             format!(
-                "the file has {} bytes, more than the {limit} read for an image (raise max_pixels)",
+                "the file has {} bytes, more than the {limit} read for an image (raise max_bytes)",
                 meta.len()
             ),
         ));
@@ -234,6 +241,49 @@ pub(crate) fn check_pixels(name: &str, width: u64, height: u64, limit: u64) -> R
         });
     }
     Ok(())
+}
+
+/// Refuse a declared size above the pixel limit, or whose samples (`channels` of `bits` bits per
+/// pixel, as the decoder will produce them) would take more than the byte limit, before anything
+/// is allocated.
+pub(crate) fn check_size(
+    name: &str,
+    width: u64,
+    height: u64,
+    channels: u64,
+    bits: u64,
+    opts: &DecodeOptions,
+) -> Result<()> {
+    check_pixels(name, width, height, opts.max_pixels)?;
+    let bytes = width
+        .saturating_mul(height)
+        .saturating_mul(channels)
+        .saturating_mul(bits.div_ceil(8));
+    if bytes > opts.max_bytes {
+        return Err(Error::TooManyBytes {
+            name: name.to_string(),
+            width,
+            height,
+            channels,
+            bits,
+            bytes,
+            limit: opts.max_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// A zeroed buffer of `len` samples, or an error instead of an abort when memory runs out.
+pub(crate) fn try_zeroed<T: Clone + Default>(name: &str, len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        Error::decode(
+            name,
+            format!("not enough memory for the decoded image ({len} samples)"),
+        )
+    })?;
+    v.resize(len, T::default());
+    Ok(v)
 }
 
 fn apply_mode(d: Decoded, mode: ColorMode) -> Decoded {

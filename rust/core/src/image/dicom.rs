@@ -12,7 +12,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder, PixelRepresentation};
 
-use super::decode::{check_pixels, DecodeOptions, Decoded};
+use super::decode::{check_size, DecodeOptions, Decoded};
 use super::Image;
 use crate::error::{Error, Result};
 
@@ -29,7 +29,9 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
             .map_err(|e| Error::decode(name, format!("DICOM: bad {field}: {e}")))
     };
     let (rows, cols) = (int(tags::ROWS, "Rows")?, int(tags::COLUMNS, "Columns")?);
-    check_pixels(name, cols, rows, opts.max_pixels)?;
+    let spp = int(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel").unwrap_or(1);
+    let bits = int(tags::BITS_ALLOCATED, "BitsAllocated")?;
+    check_size(name, cols, rows, spp, bits, opts)?;
     if obj.element(tags::PIXEL_DATA).is_err() {
         return Err(Error::decode(name, "DICOM: no Pixel Data element"));
     }

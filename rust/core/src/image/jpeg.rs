@@ -3,7 +3,9 @@
 
 use turbojpeg::{Colorspace, Decompressor, Image as TjImage, PixelFormat, ScalingFactor};
 
-use super::decode::{check_pixels, reduction_denominator, ColorMode, DecodeOptions, Decoded};
+use super::decode::{
+    check_pixels, check_size, reduction_denominator, try_zeroed, ColorMode, DecodeOptions, Decoded,
+};
 use super::Image;
 use crate::error::{Error, Result};
 
@@ -50,8 +52,15 @@ pub fn decode_jpeg(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(De
     let denom = reduction_denominator(header.width, header.height, opts.reduce_to);
     let scale = ScalingFactor::new(1, denom);
     let scaled = header.scaled(scale);
+    let (sw, sh) = (scaled.width as u64, scaled.height as u64);
+    check_size(name, sw, sh, channels as u64, 8, opts)?;
     dec.set_scaling_factor(scale).map_err(tj)?;
-    let mut img = Image::<u8>::new(scaled.width, scaled.height, channels);
+    let mut img = Image::<u8> {
+        width: scaled.width,
+        height: scaled.height,
+        channels,
+        data: try_zeroed(name, scaled.width * scaled.height * channels)?,
+    };
     let out = TjImage {
         pixels: img.data.as_mut_slice(),
         width: scaled.width,

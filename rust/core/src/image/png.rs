@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use png::{BitDepth, ColorType, Transformations};
 
-use super::decode::{check_pixels, DecodeOptions, Decoded};
+use super::decode::{check_pixels, check_size, try_zeroed, DecodeOptions, Decoded};
 use super::Image;
 use crate::error::{Error, Result};
 
@@ -14,13 +14,16 @@ pub fn decode_png(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Deco
     let mut dec = png::Decoder::new(Cursor::new(bytes));
     dec.set_transformations(Transformations::EXPAND);
     let info = dec.read_header_info().map_err(err)?;
-    check_pixels(name, info.width as u64, info.height as u64, opts.max_pixels)?;
+    let (w64, h64) = (info.width as u64, info.height as u64);
+    check_pixels(name, w64, h64, opts.max_pixels)?;
     let mut reader = dec.read_info().map_err(err)?;
     let (color, depth) = reader.output_color_type();
+    let out_bits = if depth == BitDepth::Sixteen { 16 } else { 8 };
+    check_size(name, w64, h64, color.samples() as u64, out_bits, opts)?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| Error::decode(name, "PNG: image too large for this platform"))?;
-    let mut buf = vec![0u8; size];
+    let mut buf: Vec<u8> = try_zeroed(name, size)?;
     let frame = reader.next_frame(&mut buf).map_err(err)?;
     let (w, h) = (frame.width as usize, frame.height as usize);
     buf.truncate(frame.buffer_size());
@@ -31,13 +34,16 @@ pub fn decode_png(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Deco
         ColorType::Rgba => (4, 3),
         ColorType::Indexed => return Err(Error::decode(name, "PNG: palette was not expanded")),
     };
+    // alpha goes first, in place, so the 16-bit samples are built from the smaller buffer
+    let sample = if depth == BitDepth::Sixteen { 2 } else { 1 };
+    drop_alpha_in_place(&mut buf, src_ch * sample, keep * sample);
     match depth {
         BitDepth::Sixteen => {
-            let samples: Vec<u16> = buf
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            let data = drop_alpha(samples, src_ch, keep);
+            let mut data: Vec<u16> = try_zeroed(name, buf.len() / 2)?;
+            for (d, c) in data.iter_mut().zip(buf.chunks_exact(2)) {
+                *d = u16::from_be_bytes([c[0], c[1]]);
+            }
+            drop(buf);
             Ok(Decoded::U16(Image {
                 width: w,
                 height: h,
@@ -45,15 +51,12 @@ pub fn decode_png(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Deco
                 data,
             }))
         }
-        BitDepth::Eight => {
-            let data = drop_alpha(buf, src_ch, keep);
-            Ok(Decoded::U8(Image {
-                width: w,
-                height: h,
-                channels: keep,
-                data,
-            }))
-        }
+        BitDepth::Eight => Ok(Decoded::U8(Image {
+            width: w,
+            height: h,
+            channels: keep,
+            data: buf,
+        })),
         d => Err(Error::unsupported(
             name,
             format!("PNG bit depth {d:?} after expansion"),
@@ -61,14 +64,16 @@ pub fn decode_png(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Deco
     }
 }
 
-fn drop_alpha<T: Copy>(samples: Vec<T>, src_ch: usize, keep: usize) -> Vec<T> {
-    if src_ch == keep {
-        return samples;
+/// Keep the first `keep` of every `pixel` bytes, compacting `buf` in place.
+fn drop_alpha_in_place(buf: &mut Vec<u8>, pixel: usize, keep: usize) {
+    if pixel == keep {
+        return;
     }
-    samples
-        .chunks_exact(src_ch)
-        .flat_map(|p| p[..keep].iter().copied())
-        .collect()
+    let pixels = buf.len() / pixel;
+    for i in 0..pixels {
+        buf.copy_within(i * pixel..i * pixel + keep, i * keep);
+    }
+    buf.truncate(pixels * keep);
 }
 
 #[cfg(test)]
