@@ -31,6 +31,23 @@ stress: sysdeps deps-test testdata build
 	HYPOTHESIS_PROFILE=stress $(PYTHON) -m pytest -q -m "not slow" tests/test_sampling.py \
 	  tests/test_loader.py tests/test_loader_dropin.py tests/test_warp.py tests/test_flip_draw_normalize.py
 
+## Fuzzing (libFuzzer through cargo-fuzz, nightly toolchain): every decoder entry (JPEG, PNG,
+## DICOM incl. RLE and JPEG 2000), the manifest reader and the box-text parsers, seeded with the
+## real test images installed by `testdata`/`deps-test`. FUZZ_S seconds per target; a memory cap
+## (-rss_limit_mb) and a per-input time cap (-timeout) turn bombs into findings as well as
+## crashes. Findings land in fuzz/artifacts/TARGET/; each becomes a regression test.
+FUZZ_S ?= 600
+FUZZ_TARGETS := decode_jpeg decode_png decode_dicom manifest box_text
+FUZZ_FLAGS = -max_total_time=$(FUZZ_S) -rss_limit_mb=3072 -timeout=10 -max_len=262144 -print_final_stats=1
+.PHONY: fuzz
+fuzz: sysdeps deps-test testdata build
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	$(PYTHON) -W ignore fuzz/seeds.py fuzz/corpus
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  cargo +nightly fuzz run -O $$t corpus/$$t -- $(FUZZ_FLAGS) || exit 1; \
+	done
+
 ## Throughput benchmarks (baseline and gradatim in one run; results in benches/results/).
 bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/image_ops.py
@@ -49,13 +66,13 @@ bench-ci:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy -p gradatim-core -p gradatim-python --all-targets -- -D warnings
-	$(PYTHON) -m ruff check python tests benches
-	$(PYTHON) -m ruff format --check python tests benches
+	$(PYTHON) -m ruff check python tests benches fuzz
+	$(PYTHON) -m ruff format --check python tests benches fuzz
 	$(PYTHON) -m mypy.stubtest gradatim._core --ignore-disjoint-bases --allowlist .ci/stubtest-allowlist.txt
 
 fmt:
 	cargo fmt --all
-	$(PYTHON) -m ruff format python tests benches
+	$(PYTHON) -m ruff format python tests benches fuzz
 
 # libjpeg-turbo is vendored and built by cmake, with nasm for its SIMD kernels.
 sysdeps:

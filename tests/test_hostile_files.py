@@ -101,22 +101,46 @@ def test_special_files_are_refused_before_they_are_opened(tmp_path: Path) -> Non
     manifest = _write_manifest(tmp_path, ["fifo.png", "zero.png", "text.png"])
     code = textwrap.dedent(f"""
         import gradatim as ga
-        ds = ga.ManifestDataset({str(manifest)!r}, image_size=(16, 16))
-        for i in range(3):
-            try:
-                ds.load_batch([i])
-            except Exception as e:
-                print(type(e).__name__, "|", e)
+        for allow in (False, True):
+            ds = ga.ManifestDataset({str(manifest)!r}, image_size=(16, 16),
+                                    allow_outside_root=allow)
+            for i in range(3):
+                try:
+                    ds.load_batch([i])
+                except Exception as e:
+                    print(type(e).__name__, "|", e)
     """)
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout.splitlines()
-    assert len(out) == 3
+    assert len(out) == 6
     assert out[0].startswith("DecodeError") and "fifo.png" in out[0]
     assert "not a regular file" in out[0]
-    assert out[1].startswith("DecodeError") and "not a regular file" in out[1]
+    # /dev/zero: outside the root through the link; allowed, still not a regular file
+    assert out[1].startswith("DecodeError") and "outside the manifest root" in out[1]
+    assert out[4].startswith("DecodeError") and "not a regular file" in out[4]
     assert out[2].startswith("UnsupportedFormatError") and "text.png" in out[2]
     assert "root:x" not in out[2] and "72 6f 6f 74" not in out[2]
+
+
+def test_symlinks_are_held_to_the_root_like_absolute_paths(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (root / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    png = encode_png(np.full((20, 20), 7, np.uint8))
+    (elsewhere / "x.png").write_bytes(png)
+    (root / "sub" / "inside.png").write_bytes(png)
+    (root / "out.png").symlink_to(elsewhere / "x.png")  # a file link leaving the root
+    (root / "dir").symlink_to(elsewhere)  # a folder link leaving the root
+    (root / "in.png").symlink_to(root / "sub" / "inside.png")  # a link staying inside
+    manifest = _write_manifest(root, ["out.png", "dir/x.png", "in.png"])
+    ds = ga.ManifestDataset(manifest, image_size=(8, 8))
+    for i, name in ((0, "out.png"), (1, "dir/x.png")):
+        with pytest.raises(DecodeError, match=rf"{name}: the path resolves .*outside the manifest"):
+            ds.load_batch([i])
+    assert ds.load_batch([2])["index"].tolist() == [2]
+    opened = ga.ManifestDataset(manifest, image_size=(8, 8), allow_outside_root=True)
+    assert opened.load_batch([0, 1, 2])["index"].tolist() == [0, 1, 2]
 
 
 def test_ctrl_c_reaches_python_while_the_loader_waits(tmp_path: Path) -> None:

@@ -88,6 +88,39 @@ pub struct Manifest {
     pub name: String,
     pub root: PathBuf,
     pub records: Vec<Record>,
+    /// Whether images may lie outside `root` (absolute paths, `..`, symbolic links).
+    pub allow_outside_root: bool,
+}
+
+impl Manifest {
+    /// The file to read for `record`: its path, after checking that the *real* path (symbolic
+    /// links resolved) stays under the real root unless the manifest allows otherwise, as
+    /// absolute paths and `..` are checked when the manifest is read.
+    pub fn image_path<'a>(&self, record: &'a Record) -> Result<&'a Path> {
+        if self.allow_outside_root {
+            return Ok(&record.image);
+        }
+        let name = record.image.display().to_string();
+        let real = |p: &Path| {
+            std::fs::canonicalize(p).map_err(|source| Error::Io {
+                name: p.display().to_string(),
+                source,
+            })
+        };
+        let (root, image) = (real(&self.root)?, real(&record.image)?);
+        if !image.starts_with(&root) {
+            return Err(Error::decode(
+                &name,
+                format!(
+                    "the path resolves (through a symbolic link) to {}, outside the manifest \
+                     root {} (pass allow_outside_root=True to allow it)",
+                    image.display(),
+                    root.display()
+                ),
+            ));
+        }
+        Ok(&record.image)
+    }
 }
 
 /// How paths are resolved.
@@ -205,6 +238,7 @@ impl Manifest {
         Ok(Manifest {
             name: source.name.unwrap_or("<records>").to_string(),
             root: opts.root.clone(),
+            allow_outside_root: opts.allow_outside_root,
             records,
         })
     }

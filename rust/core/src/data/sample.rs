@@ -246,7 +246,8 @@ pub fn load_sample<P: OutPixel>(
         max_pixels: spec.max_pixels,
         max_bytes: spec.max_bytes,
     };
-    let (decoded, denom) = decode_file_scaled(&rec.image, &opts).map_err(wrap)?;
+    let (decoded, denom) =
+        decode_file_scaled(spec.manifest.image_path(rec).map_err(wrap)?, &opts).map_err(wrap)?;
     let scale = 1.0 / denom as f64;
     let rects: Vec<BoxXyxy> = rec.boxes.iter().map(|b| b.rect).collect();
     let min_visible = spec.augment.min_visible;
