@@ -302,3 +302,34 @@ def test_memory_bombs_are_refused_from_their_headers(tmp_path: Path) -> None:
     )
     with pytest.raises(ga.errors.ImageTooLargeError, match=r"sample 0 .*small\.png"):
         ds.load_batch([0])
+
+
+def test_spawned_workers_rebuild_the_dataset_from_its_configuration(tmp_path: Path) -> None:
+    """multiprocessing 'spawn' (macOS's default; forkserver is similar) pickles the dataset: it
+    travels as its manifest path and configuration and rebuilds itself in the worker; a stage
+    scheduler travels as its JSON-able state."""
+    import pickle
+
+    import torch
+
+    from gradatim.curriculum import StageScheduler
+    from gradatim.datasets import phantom
+
+    manifest = phantom.generate(tmp_path, n=6, size=(64, 64))
+    sources = sorted(set(ga.ManifestDataset(manifest, image_size=(8, 8)).column("source")))
+    ds = ga.ManifestDataset(manifest, image_size=(16, 16), stages=StageScheduler(sources))
+    blob = pickle.dumps(ds)
+    assert len(blob) < 20_000  # configuration, not pixels
+    copy = pickle.loads(blob)
+    a, b = ds.load_batch([0, 1, 2], epoch=2), copy.load_batch([0, 1, 2], epoch=2)
+    assert (
+        torch.equal(a["pixel_values"], b["pixel_values"])
+        and a["stage"].tolist() == b["stage"].tolist()
+    )
+    serial = [x["id"] for x in torch.utils.data.DataLoader(ds, batch_size=4)]
+    spawned = torch.utils.data.DataLoader(
+        ds, batch_size=4, num_workers=2, multiprocessing_context="spawn"
+    )
+    assert [x["id"] for x in spawned] == serial
+    ours = ga.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="spawn")
+    assert sorted(i for x in ours for i in x["id"]) == sorted(i for x in serial for i in x)

@@ -232,6 +232,13 @@ class StageScheduler:
             "hard_budget": float(s["hard_budget"]),
         }
 
+    def __getstate__(self) -> dict[str, Any]:
+        # copies and spawned workers rebuild the scheduler from its JSON-able state
+        return self.state_dict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (parameters and domains included)."""
         if state.get("kind") != "StageScheduler" or state.get("version") != 1:

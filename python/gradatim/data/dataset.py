@@ -146,10 +146,28 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         }
         rows, name, row_kind = _manifest_arg(manifest)
         self._core = _core.Dataset(rows, name, row_kind, config)
+        # what a copy in another process rebuilds itself from (spawn / forkserver workers): the
+        # manifest's path (or its records) and the configuration, never pixels or a Rust object
+        self._source: tuple[str | None, str | None, list[Any] | None] = (
+            (os.path.abspath(manifest), name, None)
+            if isinstance(manifest, (str, os.PathLike))
+            else (None, None, list(rows))
+        )
+        self._config = config
         if isinstance(stages, str) and stages not in _STAGE_CODES:
             raise InvalidArgumentError(
                 f"stages must be easy, medium, hard or a scheduler, not {stages!r}"
             )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_core", "_source_column")}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        path, name, records = state["_source"]
+        rows, _, row_kind = _manifest_arg(path if path is not None else records)
+        self._core = _core.Dataset(rows, name, row_kind, state["_config"])
 
     def __len__(self) -> int:
         return len(self._core)
