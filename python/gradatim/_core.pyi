@@ -25,6 +25,7 @@ def decode_path(
     mode: str = "unchanged",
     max_pixels: int = ...,
     max_bytes: int = ...,
+    full_range: bool = ...,
 ) -> np.ndarray: ...
 def decode_bytes(
     data: bytes,
@@ -33,6 +34,7 @@ def decode_bytes(
     mode: str = "unchanged",
     max_pixels: int = ...,
     max_bytes: int = ...,
+    full_range: bool = ...,
 ) -> np.ndarray: ...
 def reduction_denominator(
     width: int, height: int, reduce_to: tuple[int, int] | None = None

@@ -91,6 +91,7 @@ def decode(
     mode: Literal["unchanged", "gray", "rgb"] = "unchanged",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    full_range: bool = False,
 ) -> np.ndarray:
     """Decode a JPEG, PNG or DICOM file (path) or in-memory bytes.
 
@@ -102,7 +103,11 @@ def decode(
     ``reduce_to=(w, h)``: JPEG decodes at the smallest scale 1/2, 1/4 or 1/8 whose output is still
     at least ``w`` x ``h`` (DCT scaling, as ``cv2.IMREAD_REDUCED_*``); other formats ignore it.
 
-    DICOM: MONOCHROME1 is inverted to MONOCHROME2 and the rescale slope/intercept are applied.
+    DICOM: MONOCHROME1 is inverted to MONOCHROME2 and the rescale slope/intercept are applied;
+    YBR_FULL / YBR_FULL_422 become RGB and PALETTE COLOR goes through its lookup tables (pydicom's
+    conversions). Grey values are the stored values, as pydicom returns them; ``full_range=True``
+    stretches the range the stored bits allow over the output type (a 12-bit image to 0..65535),
+    as ``ManifestDataset`` always does, so DICOMs and JPEGs share one intensity scale.
 
     Raises :class:`gradatim.DecodeError` (empty, truncated, corrupt),
     :class:`gradatim.UnsupportedFormatError`, :class:`gradatim.ImageTooLargeError` (more than
@@ -121,6 +126,7 @@ def decode(
             mode=mode,
             max_pixels=max_pixels,
             max_bytes=max_bytes,
+            full_range=full_range,
         )
     return _core.decode_path(
         os.fspath(source),
@@ -128,6 +134,7 @@ def decode(
         mode=mode,
         max_pixels=max_pixels,
         max_bytes=max_bytes,
+        full_range=full_range,
     )
 
 

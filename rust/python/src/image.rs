@@ -97,6 +97,7 @@ fn decode_options(
     mode: &str,
     max_pixels: u64,
     max_bytes: u64,
+    full_range: bool,
 ) -> PyResult<decode::DecodeOptions> {
     let mode = match mode {
         "unchanged" => decode::ColorMode::Unchanged,
@@ -113,11 +114,12 @@ fn decode_options(
         mode,
         max_pixels,
         max_bytes,
+        full_range,
     })
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS, max_bytes=decode::DEFAULT_MAX_BYTES))]
+#[pyo3(signature = (path, reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS, max_bytes=decode::DEFAULT_MAX_BYTES, full_range=false))]
 fn decode_path(
     py: Python<'_>,
     path: PathBuf,
@@ -125,8 +127,9 @@ fn decode_path(
     mode: &str,
     max_pixels: u64,
     max_bytes: u64,
+    full_range: bool,
 ) -> PyResult<Py<PyAny>> {
-    let opts = decode_options(reduce_to, mode, max_pixels, max_bytes)?;
+    let opts = decode_options(reduce_to, mode, max_pixels, max_bytes, full_range)?;
     let d = py
         .detach(|| decode::decode_file(&path, &opts))
         .map_err(to_py)?;
@@ -134,7 +137,7 @@ fn decode_path(
 }
 
 #[pyfunction]
-#[pyo3(signature = (data, name="<bytes>", reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS, max_bytes=decode::DEFAULT_MAX_BYTES))]
+#[pyo3(signature = (data, name="<bytes>", reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS, max_bytes=decode::DEFAULT_MAX_BYTES, full_range=false))]
 fn decode_bytes(
     py: Python<'_>,
     data: &[u8],
@@ -143,8 +146,9 @@ fn decode_bytes(
     mode: &str,
     max_pixels: u64,
     max_bytes: u64,
+    full_range: bool,
 ) -> PyResult<Py<PyAny>> {
-    let opts = decode_options(reduce_to, mode, max_pixels, max_bytes)?;
+    let opts = decode_options(reduce_to, mode, max_pixels, max_bytes, full_range)?;
     let d = py
         .detach(|| decode::decode(data, name, &opts))
         .map_err(to_py)?;

@@ -245,6 +245,8 @@ pub fn load_sample<P: OutPixel>(
         },
         max_pixels: spec.max_pixels,
         max_bytes: spec.max_bytes,
+        // one intensity scale for a 12-bit DICOM and an 8-bit JPEG
+        full_range: true,
     };
     let (decoded, denom) =
         decode_file_scaled(spec.manifest.image_path(rec).map_err(wrap)?, &opts).map_err(wrap)?;

@@ -50,6 +50,9 @@ pub struct DecodeOptions {
     pub max_pixels: u64,
     /// Limit on the bytes the decoded samples take (before any conversion).
     pub max_bytes: u64,
+    /// DICOM grey values stretched from the range their stored bits allow (after the rescale)
+    /// to the output type's full range; off: the stored values, as pydicom returns them.
+    pub full_range: bool,
 }
 
 impl Default for DecodeOptions {
@@ -59,6 +62,7 @@ impl Default for DecodeOptions {
             mode: ColorMode::Unchanged,
             max_pixels: DEFAULT_MAX_PIXELS,
             max_bytes: DEFAULT_MAX_BYTES,
+            full_range: false,
         }
     }
 }

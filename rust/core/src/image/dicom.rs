@@ -32,12 +32,46 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
     let spp = int(tags::SAMPLES_PER_PIXEL, "SamplesPerPixel").unwrap_or(1);
     let bits = int(tags::BITS_ALLOCATED, "BitsAllocated")?;
     check_size(name, cols, rows, spp, bits, opts)?;
+    if let Ok(stored) = int(tags::BITS_STORED, "BitsStored") {
+        if stored == 0 || stored > bits {
+            return Err(Error::decode(
+                name,
+                format!("DICOM: BitsStored {stored} does not fit BitsAllocated {bits}"),
+            ));
+        }
+    }
     if obj.element(tags::PIXEL_DATA).is_err() {
         return Err(Error::decode(name, "DICOM: no Pixel Data element"));
     }
+    let syntax = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']);
+    let native = NATIVE_SYNTAXES.contains(&syntax);
+    let photometric = obj
+        .element(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
+        .unwrap_or_default();
+    if native && photometric == "YBR_FULL_422" && bits == 8 {
+        // two pixels share one Cb, Cr pair: Y1 Y2 Cb Cr (PS3.5 8.2.1); dicom-rs sizes the frame
+        // as if it were 3 samples per pixel, so it is unpacked here
+        let element = obj
+            .element(tags::PIXEL_DATA)
+            .map_err(|e| Error::decode(name, format!("DICOM pixel data: {}", causes(&e))))?;
+        let raw = element
+            .to_bytes()
+            .map_err(|e| Error::decode(name, format!("DICOM pixel data: {}", causes(&e))))?;
+        let (w, h) = (cols as usize, rows as usize);
+        return ybr_422_to_rgb(name, &raw, w, h).map(Decoded::U8);
+    }
+    if syntax == JPEG_EXTENDED && bits > 8 {
+        return Err(Error::unsupported(
+            name,
+            "DICOM JPEG Extended with more than 8 bits (12-bit JPEG); decode it elsewhere, \
+             e.g. to an uncompressed transfer syntax",
+        ));
+    }
     let px = obj
         .decode_pixel_data_frame(0)
-        .map_err(|e| Error::decode(name, format!("DICOM pixel data: {e}")))?;
+        .map_err(|e| Error::decode(name, format!("DICOM pixel data: {}", causes(&e))))?;
     let (w, h) = (px.columns() as usize, px.rows() as usize);
     let spp = px.samples_per_pixel() as usize;
     let data = px.data();
@@ -51,8 +85,20 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
                 "DICOM colour with more than 8 bits per sample",
             ));
         }
-        let data = planar_to_interleaved(data, w * h, px.planar_configuration() as u8 == 1);
+        let mut data = planar_to_interleaved(data, w * h, px.planar_configuration() as u8 == 1);
+        // compressed YBR data comes out of its decoder as RGB already; native YBR_FULL does not
+        if native && photometric == "YBR_FULL" {
+            ybr_to_rgb_in_place(&mut data);
+        }
         return sized(name, data, w, h, 3).map(Decoded::U8);
+    }
+    if photometric == "PALETTE COLOR" {
+        return palette_to_rgb(name, &obj, data, px.bits_allocated(), w * h).and_then(
+            |d| match d {
+                Palette::U8(v) => sized(name, v, w, h, 3).map(Decoded::U8),
+                Palette::U16(v) => sized(name, v, w, h, 3).map(Decoded::U16),
+            },
+        );
     }
     if spp != 1 {
         return Err(Error::unsupported(
@@ -109,29 +155,198 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
             ),
         ));
     }
-    let values = raw[..w * h].iter().map(|&v| map(v).round() as u16);
-    if out_hi <= 255.0 && bits_stored <= 8 {
+    // stored values as pydicom gives them; with `full_range` (the loader) the range the stored
+    // bits allow is stretched over the output type, so a 12-bit DICOM is not 0-6 % grey next to
+    // an 8-bit JPEG at 0-100 %
+    let eight = out_hi <= 255.0 && bits_stored <= 8;
+    let top = if eight { 255.0 } else { 65535.0 };
+    let gain = if opts.full_range && out_hi > 0.0 {
+        top / out_hi
+    } else {
+        1.0
+    };
+    let values = raw[..w * h]
+        .iter()
+        .map(|&v| (map(v) * gain).round().min(top) as u16);
+    if eight {
         sized(name, values.map(|v| v as u8).collect(), w, h, 1).map(Decoded::U8)
     } else {
         sized(name, values.collect(), w, h, 1).map(Decoded::U16)
     }
 }
 
-/// Walk the file's top-level data elements and check every defined length against the bytes
-/// that are left, before dicom-rs allocates a value of that length: a 1.6 KB file declaring a
-/// 4 GB Pixel Data element is refused here. The walk stops (without judging) at the first element
-/// of undefined length (a sequence, encapsulated pixel data) or with a deflated data set; the
-/// parser's own checks cover what follows.
+/// Uncompressed transfer syntaxes: implicit VR LE, explicit VR LE, explicit VR BE.
+const NATIVE_SYNTAXES: [&str; 3] = [
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.2",
+];
+/// JPEG Extended (Process 2 & 4), which may hold 12-bit samples.
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// An error and its causes, `a: b: c` (dicom-rs's outer messages alone are generic).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// Full-range YCbCr (YBR_FULL, PS3.3 C.7.6.3.1.2) to RGB, per interleaved pixel, as pydicom's
+/// `convert_color_space` (BT.601 full-range coefficients, rounded, clipped).
+fn ybr_to_rgb_in_place(data: &mut [u8]) {
+    for px in data.chunks_exact_mut(3) {
+        let [r, g, b] = ybr_pixel(px[0], px[1], px[2]);
+        px.copy_from_slice(&[r, g, b]);
+    }
+}
+
+fn ybr_pixel(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    let (y, cb, cr) = (y as f64, cb as f64 - 128.0, cr as f64 - 128.0);
+    let clip = |v: f64| v.round().clamp(0.0, 255.0) as u8;
+    [
+        clip(y + 1.402 * cr),
+        clip(y - 0.344_136 * cb - 0.714_136 * cr),
+        clip(y + 1.772 * cb),
+    ]
+}
+
+/// YBR_FULL_422 native data (Y1 Y2 Cb Cr per pair of pixels) to interleaved RGB.
+fn ybr_422_to_rgb(name: &str, raw: &[u8], w: usize, h: usize) -> Result<Image<u8>> {
+    let need = w * h * 2;
+    if w % 2 == 1 || raw.len() < need {
+        return Err(Error::decode(
+            name,
+            format!(
+                "DICOM YBR_FULL_422: {} bytes of pixel data for {w}x{h} (needs {need}, even width)",
+                raw.len()
+            ),
+        ));
+    }
+    let mut data = Vec::with_capacity(w * h * 3);
+    for q in raw[..need].chunks_exact(4) {
+        data.extend_from_slice(&ybr_pixel(q[0], q[2], q[3]));
+        data.extend_from_slice(&ybr_pixel(q[1], q[2], q[3]));
+    }
+    sized(name, data, w, h, 3)
+}
+
+enum Palette {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+}
+
+/// PALETTE COLOR: each stored index through the red, green and blue lookup tables (PS3.3
+/// C.7.6.3.1.5), as pydicom's `apply_color_lut`: indices below the first mapped value take the
+/// first entry, above the last the last; 8- or 16-bit entries as the table's data length says.
+fn palette_to_rgb(
+    name: &str,
+    obj: &dicom_object::DefaultDicomObject,
+    data: &[u8],
+    bits_allocated: u16,
+    pixels: usize,
+) -> Result<Palette> {
+    let bad = |why: &str| Error::decode(name, format!("DICOM palette: {why}"));
+    let desc = obj
+        .element(tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DESCRIPTOR)
+        .map_err(|_| bad("no Red Palette Color Lookup Table Descriptor"))?
+        .to_multi_int::<i32>()
+        .map_err(|_| bad("unreadable lookup table descriptor"))?;
+    if desc.len() < 3 {
+        return Err(bad("the lookup table descriptor needs 3 values"));
+    }
+    let entries = if desc[0] == 0 {
+        65536
+    } else {
+        desc[0] as usize
+    };
+    let first = desc[1] as i64;
+    // the tables as 16-bit words in the file's byte order (dicom-rs reads OW values as such);
+    // a table of `entries` bytes holds 8-bit entries
+    let table = |tag| -> Result<(usize, Vec<u16>)> {
+        let element = obj.element(tag).map_err(|_| {
+            Error::unsupported(name, "DICOM palette without lookup table data (segmented?)")
+        })?;
+        let len = element
+            .to_bytes()
+            .map_err(|_| bad("unreadable lookup table"))?
+            .len();
+        let words = element
+            .to_multi_int::<u16>()
+            .map_err(|_| bad("unreadable lookup table data"))?;
+        Ok((len, words))
+    };
+    let (r_len, r16) = table(tags::RED_PALETTE_COLOR_LOOKUP_TABLE_DATA)?;
+    let (g_len, g16) = table(tags::GREEN_PALETTE_COLOR_LOOKUP_TABLE_DATA)?;
+    let (b_len, b16) = table(tags::BLUE_PALETTE_COLOR_LOOKUP_TABLE_DATA)?;
+    if r_len < entries || g_len != r_len || b_len != r_len {
+        return Err(bad("lookup tables of unequal or short length"));
+    }
+    let wide = r_len >= 2 * entries;
+    // 8-bit entries: the words' bytes in order, little endian as pydicom reads them
+    let bytes = |t: &[u16]| -> Vec<u8> { t.iter().flat_map(|w| w.to_le_bytes()).collect() };
+    let (r, g, b) = (bytes(&r16), bytes(&g16), bytes(&b16));
+    let index = |i: usize| -> usize {
+        let v = match bits_allocated {
+            8 => data.get(i).copied().unwrap_or(0) as i64,
+            _ => data
+                .get(2 * i..2 * i + 2)
+                .map_or(0, |c| u16::from_le_bytes([c[0], c[1]]) as i64),
+        };
+        (v - first).clamp(0, entries as i64 - 1) as usize
+    };
+    if wide {
+        if r16.len() < entries || g16.len() < entries || b16.len() < entries {
+            return Err(bad("lookup tables shorter than their descriptor"));
+        }
+        let mut out = Vec::with_capacity(pixels * 3);
+        for i in 0..pixels {
+            let k = index(i);
+            out.extend_from_slice(&[r16[k], g16[k], b16[k]]);
+        }
+        Ok(Palette::U16(out))
+    } else {
+        let mut out = Vec::with_capacity(pixels * 3);
+        for i in 0..pixels {
+            let k = index(i);
+            out.extend_from_slice(&[r[k], g[k], b[k]]);
+        }
+        Ok(Palette::U8(out))
+    }
+}
+
+/// Walk the file's data elements, into sequences and items, and check every defined length
+/// against the bytes that are left, before dicom-rs allocates a value of that length: a 1.6 KB
+/// file declaring a 4 GB Pixel Data element (or a 3.7 GB value inside a nested item) is refused
+/// here. Encapsulated pixel data fragments are checked and skipped. The walk stops without
+/// judging at what it cannot follow with certainty: an undefined-length UN value, an explicit-VR
+/// element whose VR is not two capital letters (a data set written in implicit VR against its
+/// transfer syntax), a deflated data set. It never refuses a file it cannot walk.
 fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
     const LONG_VRS: [&[u8; 2]; 12] = [
         b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
     ];
+    const UNDEFINED: u32 = u32::MAX;
+    #[derive(PartialEq)]
+    enum Open {
+        Sequence,
+        Fragments,
+    }
+    let mut open: Vec<Open> = Vec::new();
     let mut pos = 132; // preamble + "DICM"
     let mut explicit = true; // the file meta group is explicit VR little endian
     let mut big_endian = false;
     let mut in_meta = true;
     while pos + 8 <= bytes.len() {
-        let u16_at = |i: usize, be: bool| {
+        let be = big_endian && !in_meta;
+        let u16_at = |i: usize| {
             let b = [bytes[i], bytes[i + 1]];
             if be {
                 u16::from_be_bytes(b)
@@ -139,7 +354,7 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
                 u16::from_le_bytes(b)
             }
         };
-        let u32_at = |i: usize, be: bool| {
+        let u32_at = |i: usize| {
             let b = [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
             if be {
                 u32::from_be_bytes(b)
@@ -147,48 +362,89 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
                 u32::from_le_bytes(b)
             }
         };
-        let group = u16_at(pos, big_endian && !in_meta);
+        let (group, element) = (u16_at(pos), u16_at(pos + 2));
         if in_meta && group != 0x0002 {
-            in_meta = false;
-            // the data set follows, in the transfer syntax the meta group named
+            in_meta = false; // the data set follows, in the syntax the meta group named
             continue;
         }
-        let be = big_endian && !in_meta;
-        let element = u16_at(pos + 2, be);
-        let (len, header) = if explicit || in_meta {
+        let left_after = |header: usize| bytes.len().saturating_sub(pos + header);
+        let too_long = |len: u32, header: usize| {
+            format!(
+                "element ({group:04X},{element:04X}) declares {len} bytes but only {} are left \
+                 in the file",
+                left_after(header)
+            )
+        };
+        if group == 0xFFFE {
+            // items and delimiters: tag + 4-byte length, no VR, in every transfer syntax
+            let len = u32_at(pos + 4);
+            match element {
+                0xE000 if open.last() == Some(&Open::Fragments) => {
+                    if len as usize > left_after(8) {
+                        return Err(too_long(len, 8));
+                    }
+                    pos += 8 + len as usize; // a compressed fragment: skip it
+                }
+                0xE000 => {
+                    if len != UNDEFINED && len as usize > left_after(8) {
+                        return Err(too_long(len, 8));
+                    }
+                    pos += 8; // an item of a sequence: its elements follow
+                }
+                0xE0DD => {
+                    open.pop();
+                    pos += 8;
+                }
+                _ => pos += 8, // item delimiter
+            }
+            continue;
+        }
+        let (len, header, vr) = if explicit || in_meta {
             let vr = [bytes[pos + 4], bytes[pos + 5]];
+            if !vr.iter().all(u8::is_ascii_uppercase) {
+                return Ok(());
+            }
             if LONG_VRS.contains(&&vr) {
                 if pos + 12 > bytes.len() {
                     return Err(format!("element ({group:04X},{element:04X}) is cut short"));
                 }
-                (u32_at(pos + 8, be), 12)
+                (u32_at(pos + 8), 12, Some(vr))
             } else {
-                (u16_at(pos + 6, be) as u32, 8)
+                (u16_at(pos + 6) as u32, 8, Some(vr))
             }
         } else {
-            (u32_at(pos + 4, be), 8)
+            (u32_at(pos + 4), 8, None)
         };
-        if len == u32::MAX {
-            return Ok(()); // undefined length: the parser walks items and delimiters itself
+        let pixel_data = (group, element) == (0x7FE0, 0x0010);
+        if len == UNDEFINED {
+            match vr {
+                Some(v) if &v == b"SQ" => open.push(Open::Sequence),
+                _ if pixel_data => open.push(Open::Fragments),
+                None => open.push(Open::Sequence),
+                Some(_) => return Ok(()), // e.g. UN of undefined length: not followed
+            }
+            pos += header;
+            continue;
+        }
+        if len as usize > left_after(header) {
+            return Err(too_long(len, header));
         }
         let start = pos + header;
-        let left = bytes.len().saturating_sub(start);
-        if len as usize > left {
-            return Err(format!(
-                "element ({group:04X},{element:04X}) declares {len} bytes but only {left} are left \
-                 in the file"
-            ));
-        }
-        if in_meta && group == 0x0002 && element == 0x0010 {
+        if in_meta && (group, element) == (0x0002, 0x0010) {
             let uid = String::from_utf8_lossy(&bytes[start..start + len as usize]);
             match uid.trim_end_matches(['\0', ' ']) {
                 "1.2.840.10008.1.2" => explicit = false,
                 "1.2.840.10008.1.2.2" => big_endian = true,
-                "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated: compressed after the meta
+                "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated after the meta group
                 _ => {}
             }
         }
-        pos = start + len as usize;
+        // a defined-length sequence's items follow as elements; any other value is skipped
+        pos = if vr == Some(*b"SQ") {
+            start
+        } else {
+            start + len as usize
+        };
     }
     Ok(())
 }
@@ -281,6 +537,15 @@ mod tests {
         let mut body = vec![0xE0, 0x7F, 0x10, 0x00];
         body.extend_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
         assert!(check_element_lengths(&file("1.2.840.10008.1.2", &body)).is_err());
+        // inside a sequence and an item, both of undefined length
+        let mut body = vec![
+            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        body.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        body.extend_from_slice(&[0x08, 0x00, 0x50, 0x11, b'O', b'B', 0, 0]);
+        body.extend_from_slice(&0xE000_0000u32.to_le_bytes());
+        let e = check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
+        assert!(e.contains("(0008,1150) declares 3758096384"), "{e}");
         // a consistent file passes; undefined lengths stop the walk
         let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
         body.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
