@@ -138,6 +138,7 @@ fn decode_path(
 
 #[pyfunction]
 #[pyo3(signature = (data, name="<bytes>", reduce_to=None, mode="unchanged", max_pixels=decode::DEFAULT_MAX_PIXELS, max_bytes=decode::DEFAULT_MAX_BYTES, full_range=false))]
+#[allow(clippy::too_many_arguments)] // one per Python keyword argument
 fn decode_bytes(
     py: Python<'_>,
     data: &[u8],
