@@ -333,3 +333,40 @@ def test_spawned_workers_rebuild_the_dataset_from_its_configuration(tmp_path: Pa
     assert [x["id"] for x in spawned] == serial
     ours = ga.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="spawn")
     assert sorted(i for x in ours for i in x["id"]) == sorted(i for x in serial for i in x)
+
+
+def test_manifest_bytes_errors_are_manifest_errors(tmp_path: Path) -> None:
+    from gradatim.errors import ManifestError
+    from gradatim.manifest.common import read_manifest
+
+    (tmp_path / "x.png").write_bytes(encode_png(np.zeros((8, 8), np.uint8)))
+    rec = {"id": "a", "image": "x.png", "source": "s", "task": "report", "split": "train",
+           "text": "Normal."}  # fmt: skip
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(rec).encode() + b"\n")
+    assert len(ga.ManifestDataset(bom, image_size=(8, 8))) == 1  # a BOM is dropped
+    assert read_manifest(bom)[0]["id"] == "a"
+    latin = tmp_path / "latin.jsonl"
+    second = json.dumps({**rec, "id": "b"}).encode().replace(b"Normal", b"Norm\xe9l")
+    latin.write_bytes(json.dumps(rec).encode() + b"\n" + second + b"\n")
+    for read in (lambda p: ga.ManifestDataset(p, image_size=(8, 8)), read_manifest):
+        with pytest.raises(ManifestError, match=r"latin\.jsonl line 2: not UTF-8 text") as e:
+            read(latin)
+        assert e.value.row == 2 and e.value.path == str(latin)
+
+
+def test_no_worker_process_warning_on_the_thread_fast_path(tmp_path: Path) -> None:
+    import warnings as w
+
+    import torch
+
+    (tmp_path / "x.png").write_bytes(encode_png(np.zeros((8, 8), np.uint8)))
+    ds = ga.ManifestDataset(_write_manifest(tmp_path, ["x.png"] * 4), image_size=(8, 8))
+    many = 4 * (os.cpu_count() or 1)
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        loader = ga.DataLoader(ds, batch_size=2, num_workers=many)
+        assert len(list(loader)) == 2
+    assert not [c for c in caught if "worker processes" in str(c.message)]
+    with pytest.warns(UserWarning, match="worker processes"):  # torch's own loader still warns
+        torch.utils.data.DataLoader(ds, batch_size=2, num_workers=many)

@@ -20,7 +20,7 @@ from gradatim import _core
 from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
 from gradatim.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, per_channel
-from gradatim.manifest.common import parquet_rows
+from gradatim.manifest.common import jsonl_text, parquet_rows
 
 __all__ = ["ManifestDataset", "batch_to_torch"]
 
@@ -38,7 +38,7 @@ def _manifest_arg(
         path = Path(manifest)
         if path.suffix.lower() in (".parquet", ".pq"):
             return parquet_rows(path), os.fspath(manifest), "row"
-        return path.read_text(encoding="utf-8"), os.fspath(manifest), "line"
+        return jsonl_text(path), os.fspath(manifest), "line"
     return list(manifest), None, "record"
 
 

@@ -176,6 +176,20 @@ class DataLoader(tud.DataLoader[T_co]):
         run.base_seed = int(it._base_seed)  # type: ignore[union-attr]
         return it
 
+    def check_worker_number_rationality(self) -> None:
+        """torch's advice about too many worker *processes*; the fast path's workers are threads
+        of this process building whole batches, so it says nothing there."""
+        fast = self.__dict__.get("_fast")
+        if fast is None:  # still in torch's __init__: decide as __init__ will
+            collate = getattr(self, "collate_fn", None)
+            fast = (
+                isinstance(self.dataset, ManifestDataset)
+                and collate in (None, tud.default_collate)
+                and self._auto_collation
+            )
+        if not fast:
+            super().check_worker_number_rationality()
+
     def _get_iterator(self) -> _tdl._BaseDataLoaderIter:
         if self.num_workers == 0:
             return _SingleProcessIter(self)

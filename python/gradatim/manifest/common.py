@@ -300,8 +300,28 @@ def read_manifest(
     if _is_parquet(p, parquet):
         out: list[dict[str, Any]] = _core.read_manifest_rows(parquet_rows(p), str(p), "row")
     else:
-        out = _core.read_manifest_jsonl(p.read_text(encoding="utf-8"), str(p))
+        out = _core.read_manifest_jsonl(jsonl_text(p), str(p))
     return out
+
+
+def jsonl_text(path: str | os.PathLike[str]) -> str:
+    """A JSONL manifest's text: UTF-8, a leading byte-order mark dropped (as spreadsheet tools
+    write one). Bytes that are not UTF-8 raise :class:`ManifestError` naming the file, the line
+    and the column."""
+    data = Path(path).read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ManifestError(
+            f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); manifests are "
+            "UTF-8",
+            os.fspath(path),
+            line,
+        ) from None
 
 
 def parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
