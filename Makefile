@@ -40,7 +40,7 @@ stress: sysdeps deps-test testdata build
 ## crashes. Findings land in fuzz/artifacts/TARGET/; each becomes a regression test.
 FUZZ_S ?= 600
 FUZZ_TARGETS := decode_jpeg decode_png decode_dicom manifest box_text
-FUZZ_FLAGS = -max_total_time=$(FUZZ_S) -rss_limit_mb=3072 -timeout=10 -max_len=262144 -print_final_stats=1
+FUZZ_FLAGS = -max_total_time=$(FUZZ_S) -rss_limit_mb=3072 -malloc_limit_mb=8192 -timeout=10 -max_len=262144 -print_final_stats=1
 .PHONY: fuzz
 fuzz: sysdeps deps-test testdata build
 	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal

@@ -325,8 +325,9 @@ fn palette_to_rgb(
 /// Walk the file's data elements, into sequences and items, and check every defined length
 /// against the bytes that are left, before dicom-rs allocates a value of that length: a 1.6 KB
 /// file declaring a 4 GB Pixel Data element (or a 3.7 GB value inside a nested item) is refused
-/// here. Encapsulated pixel data fragments are checked and skipped. The walk stops without
-/// judging at what it cannot follow with certainty: an undefined-length UN value, an explicit-VR
+/// here. Encapsulated pixel data fragments are checked and skipped; an undefined-length UN value
+/// is walked as the implicit-VR sequence it is (PS3.5 6.2.2). The walk stops without judging at
+/// what it cannot follow with certainty: an explicit-VR
 /// element whose VR is not two capital letters (a data set written in implicit VR against its
 /// transfer syntax), a deflated data set. It never refuses a file it cannot walk.
 fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
@@ -336,7 +337,9 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
     const UNDEFINED: u32 = u32::MAX;
     #[derive(PartialEq)]
     enum Open {
-        Sequence,
+        /// A sequence of undefined length; `true`: its items are implicit VR (a UN value, PS3.5
+        /// 6.2.2), whatever the transfer syntax says.
+        Sequence(bool),
         Fragments,
     }
     let mut open: Vec<Open> = Vec::new();
@@ -399,7 +402,8 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
             }
             continue;
         }
-        let (len, header, vr) = if explicit || in_meta {
+        let implicit_here = matches!(open.last(), Some(Open::Sequence(true)));
+        let (len, header, vr) = if (explicit || in_meta) && !implicit_here {
             let vr = [bytes[pos + 4], bytes[pos + 5]];
             if !vr.iter().all(u8::is_ascii_uppercase) {
                 return Ok(());
@@ -418,10 +422,11 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
         let pixel_data = (group, element) == (0x7FE0, 0x0010);
         if len == UNDEFINED {
             match vr {
-                Some(v) if &v == b"SQ" => open.push(Open::Sequence),
+                Some(v) if &v == b"SQ" => open.push(Open::Sequence(implicit_here)),
                 _ if pixel_data => open.push(Open::Fragments),
-                None => open.push(Open::Sequence),
-                Some(_) => return Ok(()), // e.g. UN of undefined length: not followed
+                Some(v) if &v == b"UN" => open.push(Open::Sequence(true)),
+                None => open.push(Open::Sequence(true)),
+                Some(_) => return Ok(()), // an undefined length no reader follows
             }
             pos += header;
             continue;
@@ -546,6 +551,15 @@ mod tests {
         body.extend_from_slice(&0xE000_0000u32.to_le_bytes());
         let e = check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
         assert!(e.contains("(0008,1150) declares 3758096384"), "{e}");
+        // an undefined-length UN value: its items are implicit VR (the fuzzer's 3.7 GB find)
+        let mut body = vec![
+            0x53, 0x44, 0x0C, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        body.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        body.extend_from_slice(&[0x08, 0x00, 0x15, 0x11]);
+        body.extend_from_slice(&0xE000_0000u32.to_le_bytes());
+        let e = check_element_lengths(&file("1.2.840.10008.1.2.4.70", &body)).unwrap_err();
+        assert!(e.contains("(0008,1115) declares 3758096384"), "{e}");
         // a consistent file passes; undefined lengths stop the walk
         let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
         body.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
