@@ -83,7 +83,8 @@ def test_dataset_config_is_parsed_and_checked_by_the_core(tmp_path: Path) -> Non
         "root": str(tmp_path), "allow_outside_root": False, "width": 8, "height": 8,
         "channels": 1, "output": "uint8", "mean": [0.0], "std": [1.0], "augment": {},
         "box_format": "xyxy", "templates": {"preset": "gradatim"}, "on_error": "skip",
-        "max_pixels": 1 << 20, "mask_grid": (4, 4), "mask_sigma": 0.0, "mask_kernel": None,
+        "max_pixels": 1 << 20, "max_bytes": 1 << 30, "mask_grid": (4, 4), "mask_sigma": 0.0,
+        "mask_kernel": None,
         "mask_padding": "zero", "mask_cells": "fraction", "overlay_thickness": 1,
     }  # fmt: skip
     direct = _core.Dataset(RECORDS, None, "record", config)  # type: ignore[arg-type]

@@ -25,16 +25,24 @@ from gradatim.image import encode_png
 
 
 def _rle_mutants(n: int = 400) -> list[bytes]:
+    """MR_small_RLE.dcm with bytes of its RLE segment header (segment count and offsets) changed:
+    well-formed DICOM (element lengths intact, so they pass the length walk) whose RLE data sends
+    the decoder out of bounds; every tenth one is also cut short."""
     data = Path(get_testdata_file("MR_small_RLE.dcm")).read_bytes()
+    pixel_data = data.index(b"\xe0\x7f\x10\x00")
+    offsets_item = pixel_data + 12  # the Basic Offset Table item, then the first fragment
+    first_fragment = (
+        offsets_item + 8 + int.from_bytes(data[offsets_item + 4 : offsets_item + 8], "little")
+    )
+    header = first_fragment + 8  # the fragment's 64-byte RLE header
     rng = np.random.default_rng(0)
     out = []
     for k in range(n):
         b = bytearray(data)
-        if k % 2:
+        for _ in range(int(rng.integers(1, 6))):
+            b[int(rng.integers(header, header + 64))] = int(rng.integers(0, 256))
+        if k % 10 == 9:
             b = b[: int(rng.integers(200, len(b)))]
-        else:
-            for _ in range(int(rng.integers(1, 20))):
-                b[int(rng.integers(len(b) - 4096, len(b)))] = int(rng.integers(0, 256))
         out.append(bytes(b))
     return out
 
