@@ -317,8 +317,7 @@ def jsonl_text(path: str | os.PathLike[str]) -> str:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise ManifestError(
-            f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); manifests are "
-            "UTF-8",
+            f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); manifests are UTF-8",
             os.fspath(path),
             line,
         ) from None
