@@ -90,6 +90,8 @@ pub struct Manifest {
     pub records: Vec<Record>,
     /// Whether images may lie outside `root` (absolute paths, `..`, symbolic links).
     pub allow_outside_root: bool,
+    /// `root` with its symbolic links resolved, found on first use.
+    real_root: std::sync::OnceLock<PathBuf>,
 }
 
 impl Manifest {
@@ -107,8 +109,15 @@ impl Manifest {
                 source,
             })
         };
-        let (root, image) = (real(&self.root)?, real(&record.image)?);
-        if !image.starts_with(&root) {
+        let root = match self.real_root.get() {
+            Some(root) => root,
+            None => {
+                let resolved = real(&self.root)?;
+                self.real_root.get_or_init(|| resolved)
+            }
+        };
+        let image = real(&record.image)?;
+        if !image.starts_with(root) {
             return Err(Error::decode(
                 &name,
                 format!(
@@ -239,6 +248,7 @@ impl Manifest {
             name: source.name.unwrap_or("<records>").to_string(),
             root: opts.root.clone(),
             allow_outside_root: opts.allow_outside_root,
+            real_root: std::sync::OnceLock::new(),
             records,
         })
     }
