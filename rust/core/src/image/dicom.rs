@@ -326,8 +326,9 @@ fn palette_to_rgb(
 /// against the bytes that are left, before dicom-rs allocates a value of that length: a 1.6 KB
 /// file declaring a 4 GB Pixel Data element (or a 3.7 GB value inside a nested item) is refused
 /// here. Encapsulated pixel data fragments are checked and skipped; an undefined-length UN value
-/// is walked as the implicit-VR sequence it is (PS3.5 6.2.2). The walk stops without judging at
-/// what it cannot follow with certainty: an explicit-VR
+/// is walked as dicom-rs reads it (explicit VR, an unknown VR taken as a 4-byte length: a
+/// fuzzer-found 674-byte file made the parser allocate 3.7 GB that way). The walk stops without
+/// judging at what it cannot follow with certainty: a top-level explicit-VR
 /// element whose VR is not two capital letters (a data set written in implicit VR against its
 /// transfer syntax), a deflated data set. It never refuses a file it cannot walk.
 fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
@@ -337,8 +338,9 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
     const UNDEFINED: u32 = u32::MAX;
     #[derive(PartialEq)]
     enum Open {
-        /// A sequence of undefined length; `true`: its items are implicit VR (a UN value, PS3.5
-        /// 6.2.2), whatever the transfer syntax says.
+        /// A sequence of undefined length; `true`: the contents of a UN value, which dicom-rs
+        /// reads in the transfer syntax's explicit VR with an unknown VR taken as a 4-byte length
+        /// (the walk reads them the same way, so it checks the length the parser will allocate).
         Sequence(bool),
         Fragments,
     }
@@ -402,13 +404,14 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
             }
             continue;
         }
-        let implicit_here = matches!(open.last(), Some(Open::Sequence(true)));
-        let (len, header, vr) = if (explicit || in_meta) && !implicit_here {
+        let in_un = matches!(open.last(), Some(Open::Sequence(true)));
+        let (len, header, vr) = if explicit || in_meta {
             let vr = [bytes[pos + 4], bytes[pos + 5]];
-            if !vr.iter().all(u8::is_ascii_uppercase) {
+            let known = vr.iter().all(u8::is_ascii_uppercase);
+            if !known && !in_un {
                 return Ok(());
             }
-            if LONG_VRS.contains(&&vr) {
+            if !known || LONG_VRS.contains(&&vr) {
                 if pos + 12 > bytes.len() {
                     return Err(format!("element ({group:04X},{element:04X}) is cut short"));
                 }
@@ -422,10 +425,10 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
         let pixel_data = (group, element) == (0x7FE0, 0x0010);
         if len == UNDEFINED {
             match vr {
-                Some(v) if &v == b"SQ" => open.push(Open::Sequence(implicit_here)),
+                Some(v) if &v == b"SQ" => open.push(Open::Sequence(in_un)),
                 _ if pixel_data => open.push(Open::Fragments),
-                Some(v) if &v == b"UN" => open.push(Open::Sequence(true)),
-                None => open.push(Open::Sequence(true)),
+                Some(v) if &v == b"UN" || in_un => open.push(Open::Sequence(true)),
+                None => open.push(Open::Sequence(false)),
                 Some(_) => return Ok(()), // an undefined length no reader follows
             }
             pos += header;
@@ -551,12 +554,13 @@ mod tests {
         body.extend_from_slice(&0xE000_0000u32.to_le_bytes());
         let e = check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
         assert!(e.contains("(0008,1150) declares 3758096384"), "{e}");
-        // an undefined-length UN value: its items are implicit VR (the fuzzer's 3.7 GB find)
+        // an undefined-length UN value holding an element with an unknown VR (the fuzzer's 3.7 GB
+        // find): dicom-rs reads a 4-byte length after the VR and 2 reserved bytes
         let mut body = vec![
             0x53, 0x44, 0x0C, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
         ];
         body.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
-        body.extend_from_slice(&[0x08, 0x00, 0x15, 0x11]);
+        body.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, 0xFF, 0xFF, 0, 0]);
         body.extend_from_slice(&0xE000_0000u32.to_le_bytes());
         let e = check_element_lengths(&file("1.2.840.10008.1.2.4.70", &body)).unwrap_err();
         assert!(e.contains("(0008,1115) declares 3758096384"), "{e}");
