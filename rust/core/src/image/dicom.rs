@@ -327,10 +327,11 @@ fn palette_to_rgb(
 /// file declaring a 4 GB Pixel Data element (or a 3.7 GB value inside a nested item) is refused
 /// here. Encapsulated pixel data fragments are checked and skipped; an undefined-length UN value
 /// is walked as dicom-rs reads it (explicit VR, an unknown VR taken as a 4-byte length: a
-/// fuzzer-found 674-byte file made the parser allocate 3.7 GB that way). The walk stops without
-/// judging at what it cannot follow with certainty: a top-level explicit-VR
-/// element whose VR is not two capital letters (a data set written in implicit VR against its
-/// transfer syntax), a deflated data set. It never refuses a file it cannot walk.
+/// fuzzer-found 674-byte file made the parser allocate 3.7 GB that way), and so is any later
+/// element with an unknown VR; a data set whose first element has no VR was written in implicit
+/// VR against its transfer syntax and is walked as such (readers detect it). The walk stops
+/// without judging at an undefined length no reader follows and at a deflated data set. It never
+/// refuses a file it cannot walk.
 fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
     const LONG_VRS: [&[u8; 2]; 12] = [
         b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
@@ -349,6 +350,7 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
     let mut explicit = true; // the file meta group is explicit VR little endian
     let mut big_endian = false;
     let mut in_meta = true;
+    let mut first = false; // at the data set's first element
     while pos + 8 <= bytes.len() {
         let be = big_endian && !in_meta;
         let u16_at = |i: usize| {
@@ -370,6 +372,7 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
         let (group, element) = (u16_at(pos), u16_at(pos + 2));
         if in_meta && group != 0x0002 {
             in_meta = false; // the data set follows, in the syntax the meta group named
+            first = true;
             continue;
         }
         let left_after = |header: usize| bytes.len().saturating_sub(pos + header);
@@ -408,8 +411,11 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
         let (len, header, vr) = if explicit || in_meta {
             let vr = [bytes[pos + 4], bytes[pos + 5]];
             let known = vr.iter().all(u8::is_ascii_uppercase);
-            if !known && !in_un {
-                return Ok(());
+            if !known && first && !in_meta {
+                // the data set's first element has no VR: it was written in implicit VR whatever
+                // the transfer syntax says (readers detect this), so walk it that way
+                explicit = false;
+                continue;
             }
             if !known || LONG_VRS.contains(&&vr) {
                 if pos + 12 > bytes.len() {
@@ -422,6 +428,7 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
         } else {
             (u32_at(pos + 4), 8, None)
         };
+        first = false;
         let pixel_data = (group, element) == (0x7FE0, 0x0010);
         if len == UNDEFINED {
             match vr {
@@ -564,6 +571,17 @@ mod tests {
         body.extend_from_slice(&0xE000_0000u32.to_le_bytes());
         let e = check_element_lengths(&file("1.2.840.10008.1.2.4.70", &body)).unwrap_err();
         assert!(e.contains("(0008,1115) declares 3758096384"), "{e}");
+        // a later element with an unknown VR: a 4-byte length after 2 reserved bytes, checked
+        let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
+        body.extend_from_slice(&[0xFF, 0x80, 0xFF, 0x80, 0xFF, 0x80, 0, 0]);
+        body.extend_from_slice(&0xFF80_80FFu32.to_le_bytes());
+        assert!(check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).is_err());
+        // a data set written in implicit VR under an explicit transfer syntax walks as implicit
+        let mut body = vec![
+            0x08, 0x00, 0x08, 0x00, 0x04, 0x00, 0x00, 0x00, b'A', b'B', b'C', b'D',
+        ];
+        body.extend_from_slice(&[0x28, 0x00, 0x10, 0x00, 0x02, 0x00, 0x00, 0x00, 4, 0]);
+        assert!(check_element_lengths(&file("1.2.840.10008.1.2.4.50", &body)).is_ok());
         // a consistent file passes; undefined lengths stop the walk
         let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
         body.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
