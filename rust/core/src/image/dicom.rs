@@ -333,8 +333,14 @@ fn palette_to_rgb(
 /// without judging at an undefined length no reader follows and at a deflated data set. It never
 /// refuses a file it cannot walk.
 fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
-    const LONG_VRS: [&[u8; 2]; 12] = [
-        b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+    const LONG_VRS: [&[u8; 2]; 13] = [
+        b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+    ];
+    /// Every VR of PS3.5 6.2; dicom-rs reads any other pair of bytes as UN (4-byte length).
+    const VRS: [&[u8; 2]; 34] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB",
+        b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
+        b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
     ];
     const UNDEFINED: u32 = u32::MAX;
     #[derive(PartialEq)]
@@ -410,8 +416,8 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
         let in_un = matches!(open.last(), Some(Open::Sequence(true)));
         let (len, header, vr) = if explicit || in_meta {
             let vr = [bytes[pos + 4], bytes[pos + 5]];
-            let known = vr.iter().all(u8::is_ascii_uppercase);
-            if !known && first && !in_meta {
+            let known = VRS.contains(&&vr);
+            if !vr.iter().all(u8::is_ascii_uppercase) && first && !in_meta {
                 // the data set's first element has no VR: it was written in implicit VR whatever
                 // the transfer syntax says (readers detect this), so walk it that way
                 explicit = false;
@@ -576,6 +582,13 @@ mod tests {
         body.extend_from_slice(&[0xFF, 0x80, 0xFF, 0x80, 0xFF, 0x80, 0, 0]);
         body.extend_from_slice(&0xFF80_80FFu32.to_le_bytes());
         assert!(check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).is_err());
+        // letters that are no VR ("LM", the fuzzer's 1.4 GB find: one byte of pydicom's
+        // JPEG2000.dcm changed) are UN to dicom-rs: the next 4 bytes ("GEMS") are the length
+        let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
+        body.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'L', b'M', 0x0C, 0x00]);
+        body.extend_from_slice(b"GEMS_GENIE_1");
+        let e = check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
+        assert!(e.contains("(0009,0010) declares 1397572935"), "{e}");
         // a data set written in implicit VR under an explicit transfer syntax walks as implicit
         let mut body = vec![
             0x08, 0x00, 0x08, 0x00, 0x04, 0x00, 0x00, 0x00, b'A', b'B', b'C', b'D',
