@@ -7,6 +7,11 @@ PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check --root-user-ac
 WHEELS := target/wheels
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
+# Some sandboxes have /dev/null as a regular file that keeps what is written to it (pytest's log
+# file handler, for one, writes there). cargo hands /dev/null to rustc's target probe as its
+# source, so a log line there fails the build ("unknown start of token"): empty it before cargo.
+EMPTY_DEVNULL := test -c /dev/null || : > /dev/null
+
 .PHONY: all demo test test-rust test-python stress bench lint fmt sysdeps deps-demo deps-test testdata build clean
 
 all: test
@@ -21,6 +26,7 @@ demo: sysdeps deps-demo build
 test: sysdeps deps-test testdata build test-rust test-python
 
 test-rust:
+	@$(EMPTY_DEVNULL)
 	cargo test -p gradatim-core --release
 
 test-python:
@@ -46,6 +52,7 @@ fuzz: sysdeps deps-test testdata build
 	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	$(PYTHON) -W ignore fuzz/seeds.py fuzz/corpus
+	@$(EMPTY_DEVNULL)
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  cargo +nightly fuzz run -O $$t corpus/$$t -- $(FUZZ_FLAGS) || exit 1; \
 	done
@@ -66,6 +73,7 @@ bench-ci:
 ## Lint, run by CI after the tests: formatting, clippy on every target (tests included), ruff, and
 ## the hand-written stubs checked against the built extension.
 lint:
+	@$(EMPTY_DEVNULL)
 	cargo fmt --all -- --check
 	cargo clippy -p gradatim-core -p gradatim-python --all-targets -- -D warnings
 	$(PYTHON) -m ruff check python tests benches fuzz
@@ -98,6 +106,7 @@ testdata:
 
 # Release build of the extension, installed into $(PYTHON) (maturin develop needs a virtualenv).
 build:
+	@$(EMPTY_DEVNULL)
 	rm -rf $(WHEELS)
 	$(PYTHON) -m maturin build --release --quiet -i $(PYTHON) --out $(WHEELS)
 	$(PIP_INSTALL) --no-deps --force-reinstall $(WHEELS)/gradatim-*.whl
