@@ -329,9 +329,10 @@ fn palette_to_rgb(
 /// is walked as dicom-rs reads it (explicit VR, an unknown VR taken as a 4-byte length: a
 /// fuzzer-found 674-byte file made the parser allocate 3.7 GB that way), and so is any later
 /// element with an unknown VR; a data set whose first element has no VR was written in implicit
-/// VR against its transfer syntax and is walked as such (readers detect it). The walk stops
-/// without judging at an undefined length no reader follows and at a deflated data set. It never
-/// refuses a file it cannot walk.
+/// VR against its transfer syntax and is walked as such (readers detect it); a deflated data set
+/// is inflated (at most [`MAX_INFLATED`] bytes: a fuzzer-found 4.6 KB file inflated to a 3 GB
+/// value) and walked. The walk stops without judging at an undefined length no reader follows.
+/// It never refuses a file it cannot walk.
 fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
     const LONG_VRS: [&[u8; 2]; 13] = [
         b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
@@ -357,6 +358,7 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
     let mut big_endian = false;
     let mut in_meta = true;
     let mut first = false; // at the data set's first element
+    let mut deflated = false;
     while pos + 8 <= bytes.len() {
         let be = big_endian && !in_meta;
         let u16_at = |i: usize| {
@@ -376,6 +378,10 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
             }
         };
         let (group, element) = (u16_at(pos), u16_at(pos + 2));
+        if in_meta && group != 0x0002 && deflated {
+            // a deflated data set: walk what the parser will read, inflated (and bounded)
+            return check_element_lengths(&inflated_as_explicit_file(&bytes[pos..])?);
+        }
         if in_meta && group != 0x0002 {
             in_meta = false; // the data set follows, in the syntax the meta group named
             first = true;
@@ -456,7 +462,7 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
             match uid.trim_end_matches(['\0', ' ']) {
                 "1.2.840.10008.1.2" => explicit = false,
                 "1.2.840.10008.1.2.2" => big_endian = true,
-                "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated after the meta group
+                "1.2.840.10008.1.2.1.99" => deflated = true,
                 _ => {}
             }
         }
@@ -468,6 +474,30 @@ fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
         };
     }
     Ok(())
+}
+
+/// The most a deflated data set may inflate to (a deflate stream can expand 1000-fold).
+pub const MAX_INFLATED: u64 = 256 << 20;
+
+/// A deflated data set (raw deflate, PS3.5 A.5) inflated, behind a preamble and a meta group
+/// naming explicit VR little endian, as [`check_element_lengths`] walks a file.
+fn inflated_as_explicit_file(deflated: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    const SYNTAX: &[u8; 20] = b"1.2.840.10008.1.2.1\0";
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    out.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', 20, 0]);
+    out.extend_from_slice(SYNTAX);
+    let head = out.len();
+    let mut reader = flate2::read::DeflateDecoder::new(deflated).take(MAX_INFLATED + 1);
+    // a stream that stops early is the parser's error to report, not this walk's
+    let _ = reader.read_to_end(&mut out);
+    if (out.len() - head) as u64 > MAX_INFLATED {
+        return Err(format!(
+            "the deflated data set inflates to more than {MAX_INFLATED} bytes"
+        ));
+    }
+    Ok(out)
 }
 
 /// The stored value of a sample: the low `bits` bits, sign-extended when signed.
@@ -589,6 +619,15 @@ mod tests {
         body.extend_from_slice(b"GEMS_GENIE_1");
         let e = check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
         assert!(e.contains("(0009,0010) declares 1397572935"), "{e}");
+        // a deflated data set is inflated and walked: a 3 GB OB value inside is refused
+        let mut inner = vec![0x08, 0x00, 0x16, 0x00, b'O', b'B', 0, 0];
+        inner.extend_from_slice(&0xBCA0_0000u32.to_le_bytes());
+        inner.extend_from_slice(&[0; 64]);
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut z, &inner).unwrap();
+        let f = file("1.2.840.10008.1.2.1.99", &z.finish().unwrap());
+        let e = check_element_lengths(&f).unwrap_err();
+        assert!(e.contains("(0008,0016) declares 3164602368"), "{e}");
         // a data set written in implicit VR under an explicit transfer syntax walks as implicit
         let mut body = vec![
             0x08, 0x00, 0x08, 0x00, 0x04, 0x00, 0x00, 0x00, b'A', b'B', b'C', b'D',
