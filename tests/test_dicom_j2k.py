@@ -220,3 +220,18 @@ def test_signed_jpeg_ls_is_refused_as_its_native_twin() -> None:
     for name in ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"):
         with pytest.raises(UnsupportedFormatError, match="value range -32768..32767"):
             ga.image.decode(dicom_file(name))
+
+
+@pytest.mark.parametrize("uid", ["1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.203"])
+def test_htj2k_syntaxes_take_the_same_path(tmp_path: Path, uid: str) -> None:
+    """An HTJ2K transfer syntax routes to the same decoder (a Part 1 codestream is valid HTJ2K;
+    no HT-coded file is at hand, so HT block decoding itself is OpenJPEG's, untested here)."""
+    path, ds = _read("MR2_J2KR.dcm")
+    ds.file_meta.TransferSyntaxUID = uid
+    out = tmp_path / "ht.dcm"
+    ds.save_as(out)
+    for reduce_to in (None, (256, 256)):
+        np.testing.assert_array_equal(
+            ga.image.decode(out, reduce_to=reduce_to), ga.image.decode(path, reduce_to=reduce_to)
+        )
+    assert ga.image.decode(out, reduce_to=(256, 256)).shape == (256, 256)

@@ -108,7 +108,10 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(D
         monochrome1: *px.photometric_interpretation() == PhotometricInterpretation::Monochrome1,
         rescale: rescale.map_or((1.0, 0.0), |r| (r.slope, r.intercept)),
     };
-    Ok((to_image(name, &obj, samples, &photometric, native, opts)?, 1))
+    Ok((
+        to_image(name, &obj, samples, &photometric, native, opts)?,
+        1,
+    ))
 }
 
 /// A decoded frame's samples and what interpreting them needs (dicom-pixeldata's view of it).
@@ -189,12 +192,10 @@ fn to_image(
         return sized(name, data, w, h, 3).map(Decoded::U8);
     }
     if photometric == "PALETTE COLOR" {
-        return palette_to_rgb(name, obj, data, px.bits_allocated, w * h).and_then(
-            |d| match d {
-                Palette::U8(v) => sized(name, v, w, h, 3).map(Decoded::U8),
-                Palette::U16(v) => sized(name, v, w, h, 3).map(Decoded::U16),
-            },
-        );
+        return palette_to_rgb(name, obj, data, px.bits_allocated, w * h).and_then(|d| match d {
+            Palette::U8(v) => sized(name, v, w, h, 3).map(Decoded::U8),
+            Palette::U16(v) => sized(name, v, w, h, 3).map(Decoded::U16),
+        });
     }
     if spp != 1 {
         return Err(Error::unsupported(

@@ -285,9 +285,15 @@ mod tests {
     #[test]
     fn main_header_gives_size_and_fewest_levels() {
         let h = read_header(&header(1841, 1955, 0, 5, None)).unwrap();
-        assert_eq!((h.width(), h.height(), h.levels, h.tiles), (1841, 1955, 5, 1));
+        assert_eq!(
+            (h.width(), h.height(), h.levels, h.tiles),
+            (1841, 1955, 5, 1)
+        );
         assert_eq!(h.reduced(2), (461, 489));
-        assert_eq!(read_header(&header(64, 64, 0, 5, Some(2))).unwrap().levels, 2);
+        assert_eq!(
+            read_header(&header(64, 64, 0, 5, Some(2))).unwrap().levels,
+            2
+        );
         // an image origin off zero: T.800's ceil(x1 / 2^r) - ceil(x0 / 2^r)
         let h = read_header(&header(100, 8, 3, 5, None)).unwrap();
         assert_eq!(h.reduced(1).0, 52 - 2);
@@ -302,7 +308,8 @@ mod tests {
         };
         let cs = header(1841, 1955, 0, 5, None);
         let h = read_header(&cs).unwrap();
-        let pick = |t, levels| covering_denominator(Some(t), levels, |d| h.reduced(d.trailing_zeros()));
+        let pick =
+            |t, levels| covering_denominator(Some(t), levels, |d| h.reduced(d.trailing_zeros()));
         assert_eq!(pick((512, 512), 5), 2); // 1/4 is 461 wide
         assert_eq!(pick((460, 488), 5), 4);
         assert_eq!(pick((58, 62), 5), 32);
@@ -314,11 +321,17 @@ mod tests {
             ..opts((8, 8))
         };
         let e = decode_frame("big.dcm", &cs, (1841, 1955, 1, 16), &small).unwrap_err();
-        assert!(matches!(e, Error::TooLarge { .. }) && e.to_string().contains("big.dcm"), "{e}");
+        assert!(
+            matches!(e, Error::TooLarge { .. }) && e.to_string().contains("big.dcm"),
+            "{e}"
+        );
         let e = decode_frame("odd.dcm", &cs, (1841, 1000, 1, 16), &opts((8, 8))).unwrap_err();
         assert!(e.to_string().contains("1841x1955"), "{e}");
         // a header without its tiles: OpenJPEG's error, named
         let e = decode_frame("cut.dcm", &cs, (1841, 1955, 1, 16), &opts((8, 8))).unwrap_err();
-        assert!(matches!(e, Error::Decode { .. }) && e.to_string().contains("cut.dcm"), "{e}");
+        assert!(
+            matches!(e, Error::Decode { .. }) && e.to_string().contains("cut.dcm"),
+            "{e}"
+        );
     }
 }
