@@ -235,3 +235,37 @@ def test_htj2k_syntaxes_take_the_same_path(tmp_path: Path, uid: str) -> None:
             ga.image.decode(out, reduce_to=reduce_to), ga.image.decode(path, reduce_to=reduce_to)
         )
     assert ga.image.decode(out, reduce_to=(256, 256)).shape == (256, 256)
+
+
+@pytest.mark.parametrize("where", ["top", "shared", "per-frame"])
+def test_rescale_is_found_where_dicom_pixeldata_finds_it(tmp_path: Path, where: str) -> None:
+    """The JPEG 2000 path reads Rescale Slope/Intercept itself: it must equal what the native
+    path (dicom-pixeldata) applies to the same pixels, wherever the values sit."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    _, j2k = _read("MR2_J2KR.dcm")
+    native = j2k.copy()
+    native.decompress()  # pydicom through Pillow: the same stored values, uncompressed
+    paths = []
+    for ds, tag in ((j2k, "j2k"), (native, "native")):
+        for kw in ("RescaleSlope", "RescaleIntercept"):
+            if kw in ds:
+                del ds[kw]
+        transform = Dataset()
+        transform.RescaleSlope, transform.RescaleIntercept = "2", "5"
+        if where == "top":
+            ds.RescaleSlope, ds.RescaleIntercept = "2", "5"
+        else:
+            group = Dataset()
+            group.PixelValueTransformationSequence = Sequence([transform])
+            if where == "shared":
+                ds.SharedFunctionalGroupsSequence = Sequence([group])
+            else:
+                ds.PerFrameFunctionalGroupsSequence = Sequence([group])
+        paths.append(tmp_path / f"{tag}.dcm")
+        ds.save_as(paths[-1])
+    got, want = ga.image.decode(paths[0]), ga.image.decode(paths[1])
+    np.testing.assert_array_equal(got, want)
+    assert native.PhotometricInterpretation == "MONOCHROME2"
+    np.testing.assert_array_equal(got, native.pixel_array.astype(np.int64) * 2 + 5)
