@@ -84,10 +84,11 @@ fmt:
 	cargo fmt --all
 	$(PYTHON) -m ruff format python tests benches fuzz
 
-# libjpeg-turbo is vendored and built by cmake, with nasm for its SIMD kernels.
+# libjpeg-turbo is vendored and built by cmake, with nasm for its SIMD kernels; CharLS (DICOM
+# JPEG-LS) is vendored C++ built by cmake, so a C++ compiler too.
 sysdeps:
-	@command -v cmake >/dev/null && command -v nasm >/dev/null || \
-	  { apt-get update -qq && $(APT_INSTALL) cmake nasm; }
+	@command -v cmake >/dev/null && command -v nasm >/dev/null && command -v g++ >/dev/null || \
+	  { apt-get update -qq && $(APT_INSTALL) cmake nasm g++; }
 
 deps-demo:
 	$(PIP_INSTALL) -r requirements/demo.txt

@@ -6,6 +6,12 @@ quality 92 for the decode rows. Prints a table (ms per image, median of repeats;
 OpenCV time / gradatim time, so > 1 means gradatim is faster) and writes
 ``benches/results/image_ops.json``.
 
+"DICOM J2K RG1_J2KR full vs reduce_to=512": the lossless JPEG 2000 twin of the radiograph,
+decoded by gradatim from the file (DICOM parse, OpenJPEG's Rust port, MONOCHROME1 and rescale)
+at full size and with ``reduce_to=(512, 512)`` (1/2: one wavelet level skipped), against
+OpenJPEG (C, through Pillow) decoding the bare codestream at full size and with ``reduce = 1``;
+ratio = OpenJPEG time / gradatim time, and each side's full / reduced speed-up.
+
     python benches/image_ops.py [--repeats 30]
 """
 
@@ -137,6 +143,48 @@ def cases(img: np.ndarray, label: str) -> list[tuple[str, Callable[[], Any], Cal
     ]
 
 
+def dicom_j2k_rows(repeats: int) -> list[dict[str, Any]]:
+    """gradatim's DICOM JPEG 2000 decode, full and reduced, against OpenJPEG via Pillow."""
+    from io import BytesIO
+
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import generate_fragmented_frames
+
+    path = pydicom.data.get_testdata_file("RG1_J2KR.dcm")
+    ds = pydicom.dcmread(path)
+    codestream = b"".join(next(generate_fragmented_frames(ds.PixelData, number_of_frames=1)))
+    data = Path(path).read_bytes()
+
+    def openjpeg(k: int) -> np.ndarray:
+        im = Image.open(BytesIO(codestream))
+        im.reduce = k
+        return np.asarray(im)
+
+    shape = image.decode(data, reduce_to=(512, 512)).shape
+    label = "DICOM J2K RG1_J2KR"
+    cases = [
+        (f"{label} full", lambda: image.decode(data), lambda: openjpeg(0)),
+        (
+            f"{label} reduce_to=512 ({shape[1]}x{shape[0]})",
+            lambda: image.decode(data, reduce_to=(512, 512)),
+            lambda: openjpeg(1),
+        ),
+    ]
+    rows = []
+    for name, ours, theirs in cases:
+        g, o = median_ms(ours, repeats), median_ms(theirs, repeats)
+        rows.append({"operation": name, "gradatim_ms": g, "openjpeg_pillow_ms": o, "ratio": o / g})
+        print(f"{name:<44} {g:12.2f} {o:10.2f} {o / g:7.2f}   (baseline: OpenJPEG via Pillow)")
+    full, red = rows
+    print(
+        f"{label} full vs reduce_to=512: gradatim "
+        f"{full['gradatim_ms'] / red['gradatim_ms']:.2f}x faster reduced, OpenJPEG via Pillow "
+        f"{full['openjpeg_pillow_ms'] / red['openjpeg_pillow_ms']:.2f}x"
+    )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -157,6 +205,9 @@ def main() -> int:
         red = next(r for r in rows if r["operation"].startswith(f"decode JPEG q92 {label} ->"))
         speedups[label] = full["gradatim_ms"] / red["gradatim_ms"]
         print(f"reduced decode speed-up over full decode ({label}): {speedups[label]:.2f}x")
+    j2k = dicom_j2k_rows(max(3, args.repeats // 6))
+    speedups["dicom_j2k_RG1_J2KR"] = j2k[0]["gradatim_ms"] / j2k[1]["gradatim_ms"]
+    rows += j2k
     machine = {
         **machine_info(),
         "threads": 1,

@@ -1,6 +1,6 @@
-//! DICOM (native, RLE Lossless, JPEG baseline / extended / lossless, JPEG 2000) through gradatim's
-//! decode entry (seeds: pydicom-data's real files). Inputs without the 128-byte preamble and
-//! "DICM" get one, so mutations stay DICOM.
+//! DICOM (native, RLE Lossless, JPEG baseline / extended / lossless, JPEG-LS, JPEG 2000 full and
+//! reduced) through gradatim's decode entry (seeds: pydicom-data's real files). Inputs without the
+//! 128-byte preamble and "DICM" get one, so mutations stay DICOM.
 #![no_main]
 
 mod common;

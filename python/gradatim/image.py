@@ -101,7 +101,9 @@ def decode(
     always HxWx3.
 
     ``reduce_to=(w, h)``: JPEG decodes at the smallest scale 1/2, 1/4 or 1/8 whose output is still
-    at least ``w`` x ``h`` (DCT scaling, as ``cv2.IMREAD_REDUCED_*``); other formats ignore it.
+    at least ``w`` x ``h`` (DCT scaling, as ``cv2.IMREAD_REDUCED_*``); DICOM JPEG 2000 at the
+    smallest 1/2^r that is, ``r`` at most its decomposition levels (OpenJPEG's reduced decode,
+    ``ceil(size / 2^r)``); other formats ignore it. The returned shape is the decoded size.
 
     DICOM: MONOCHROME1 is inverted to MONOCHROME2 and the rescale slope/intercept are applied;
     YBR_FULL / YBR_FULL_422 become RGB and PALETTE COLOR goes through its lookup tables (pydicom's

@@ -44,7 +44,8 @@ pub enum ColorMode {
 #[derive(Clone, Copy, Debug)]
 pub struct DecodeOptions {
     /// Target `(width, height)`: JPEG decodes at the smallest 1/2, 1/4 or 1/8 scale that stays
-    /// at least this large (DCT scaling). Other formats decode at full size.
+    /// at least this large (DCT scaling); DICOM JPEG 2000 at the smallest 1/2^r that does, `r` at
+    /// most its decomposition levels (skipped wavelet levels). Other formats decode at full size.
     pub reduce_to: Option<(usize, usize)>,
     pub mode: ColorMode,
     pub max_pixels: u64,
@@ -105,7 +106,7 @@ pub fn decode_scaled(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(
     let (decoded, denom) = guarded(name, || match format {
         Format::Jpeg => super::jpeg::decode_jpeg(bytes, name, opts),
         Format::Png => Ok((super::png::decode_png(bytes, name, opts)?, 1)),
-        Format::Dicom => Ok((super::dicom::decode_dicom(bytes, name, opts)?, 1)),
+        Format::Dicom => super::dicom::decode_dicom(bytes, name, opts),
     })?;
     Ok((apply_mode(decoded, opts.mode), denom))
 }
@@ -335,10 +336,26 @@ fn rgb_to_gray<T: Sample>(img: &Image<T>) -> Image<T> {
 
 /// The largest DCT scale denominator (1, 2, 4 or 8) whose output stays at least `target`.
 pub fn reduction_denominator(width: usize, height: usize, target: Option<(usize, usize)>) -> usize {
+    covering_denominator(target, 3, |d| (width.div_ceil(d), height.div_ceil(d)))
+}
+
+/// The covering rule of every reduced decode (JPEG's DCT scaling, JPEG 2000's skipped wavelet
+/// levels): the largest denominator `d = 2^k`, `1 <= k <= max_log2`, whose decoded size
+/// `size(d)` is at least `target` in both width and height; 1 (full size) when none is, or when
+/// there is no target.
+pub fn covering_denominator(
+    target: Option<(usize, usize)>,
+    max_log2: u32,
+    size: impl Fn(usize) -> (usize, usize),
+) -> usize {
     let Some((tw, th)) = target else { return 1 };
-    [8usize, 4, 2]
-        .into_iter()
-        .find(|&d| width.div_ceil(d) >= tw && height.div_ceil(d) >= th)
+    (1..=max_log2.min(usize::BITS - 2))
+        .rev()
+        .map(|k| 1usize << k)
+        .find(|&d| {
+            let (w, h) = size(d);
+            w >= tw && h >= th
+        })
         .unwrap_or(1)
 }
 

@@ -1,6 +1,7 @@
 //! DICOM (Part 10 files, with preamble) through dicom-rs: native pixel data plus the encapsulated
-//! syntaxes its pure-Rust decoders handle (JPEG baseline/extended/lossless, RLE, JPEG 2000 via
-//! OpenJPEG's Rust port). The first frame is returned.
+//! syntaxes its decoders handle (JPEG baseline/extended/lossless, RLE, JPEG-LS via CharLS).
+//! JPEG 2000 is decoded by OpenJPEG's Rust port directly (`j2k`), at a reduced resolution when
+//! `reduce_to` allows. The first frame is returned.
 //!
 //! Grey values are the stored values with the Modality LUT's linear part applied
 //! (`out = slope * v + intercept`). MONOCHROME1 (minimum = white) is inverted to MONOCHROME2 over
@@ -13,10 +14,13 @@ use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder, PixelRepresentation};
 
 use super::decode::{check_size, DecodeOptions, Decoded};
+use super::j2k;
 use super::Image;
 use crate::error::{Error, Result};
 
-pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<Decoded> {
+/// Decode the first frame; also returns the reduction's denominator (1: full size; JPEG 2000
+/// may be decoded at `1 / 2^r`, see [`super::j2k::decode_frame`]).
+pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
     check_element_lengths(bytes).map_err(|why| Error::decode(name, format!("DICOM: {why}")))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
@@ -60,7 +64,7 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
             .to_bytes()
             .map_err(|e| Error::decode(name, format!("DICOM pixel data: {}", causes(&e))))?;
         let (w, h) = (cols as usize, rows as usize);
-        return ybr_422_to_rgb(name, &raw, w, h).map(Decoded::U8);
+        return ybr_422_to_rgb(name, &raw, w, h).map(|i| (Decoded::U8(i), 1));
     }
     if syntax == JPEG_EXTENDED && bits > 8 {
         return Err(Error::unsupported(
@@ -69,23 +73,118 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
              e.g. to an uncompressed transfer syntax",
         ));
     }
+    if j2k::SYNTAXES.contains(&syntax) {
+        let frame = j2k::first_frame(&obj, name)?;
+        let dims = (cols as usize, rows as usize, spp as usize, bits as u16);
+        let f = j2k::decode_frame(name, &frame, dims, opts)?;
+        let samples = Samples {
+            data: &f.data,
+            width: f.width,
+            height: f.height,
+            spp: spp as usize,
+            bits_allocated: bits as u16,
+            bits_stored: int(tags::BITS_STORED, "BitsStored")? as u16,
+            signed: int(tags::PIXEL_REPRESENTATION, "PixelRepresentation")? == 1,
+            planar: false, // the decoder's components are interleaved
+            monochrome1: photometric == "MONOCHROME1",
+            rescale: first_rescale(&obj),
+        };
+        let image = to_image(name, &obj, samples, &photometric, false, opts)?;
+        return Ok((image, f.denominator));
+    }
     let px = obj
         .decode_pixel_data_frame(0)
         .map_err(|e| Error::decode(name, format!("DICOM pixel data: {}", causes(&e))))?;
-    let (w, h) = (px.columns() as usize, px.rows() as usize);
-    let spp = px.samples_per_pixel() as usize;
-    let data = px.data();
     let rescale = px.rescale().ok().and_then(|r| r.first().copied());
-    let (slope, intercept) = rescale.map_or((1.0, 0.0), |r| (r.slope, r.intercept));
+    let samples = Samples {
+        data: px.data(),
+        width: px.columns() as usize,
+        height: px.rows() as usize,
+        spp: px.samples_per_pixel() as usize,
+        bits_allocated: px.bits_allocated(),
+        bits_stored: px.bits_stored(),
+        signed: px.pixel_representation() == PixelRepresentation::Signed,
+        planar: px.planar_configuration() as u8 == 1,
+        monochrome1: *px.photometric_interpretation() == PhotometricInterpretation::Monochrome1,
+        rescale: rescale.map_or((1.0, 0.0), |r| (r.slope, r.intercept)),
+    };
+    Ok((
+        to_image(name, &obj, samples, &photometric, native, opts)?,
+        1,
+    ))
+}
+
+/// A decoded frame's samples and what interpreting them needs (dicom-pixeldata's view of it).
+struct Samples<'a> {
+    data: &'a [u8],
+    width: usize,
+    height: usize,
+    spp: usize,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    planar: bool,
+    monochrome1: bool,
+    /// Modality LUT's linear part `(slope, intercept)`.
+    rescale: (f64, f64),
+}
+
+/// The first frame's Rescale Slope and Intercept, where dicom-pixeldata looks for them: the top
+/// level, else the Pixel Value Transformation Sequence of the first per-frame functional group
+/// that has one, else of the shared functional groups (or flat in their first item).
+fn first_rescale(obj: &dicom_object::DefaultDicomObject) -> (f64, f64) {
+    let find = |tag| -> Option<f64> {
+        let value = |e: &dicom_object::mem::InMemElement| {
+            e.to_float64().ok().filter(|v: &f64| v.is_finite())
+        };
+        if let Ok(e) = obj.element(tag) {
+            return value(e);
+        }
+        let group = |item: &dicom_object::InMemDicomObject| {
+            item.get(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE)?
+                .items()?
+                .first()?
+                .get(tag)
+                .and_then(value)
+        };
+        let per_frame = obj
+            .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .and_then(|s| s.items()?.iter().find_map(group));
+        per_frame.or_else(|| {
+            let shared = obj
+                .get(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE)?
+                .items()?
+                .first()?;
+            group(shared).or_else(|| shared.get(tag).and_then(value))
+        })
+    };
+    (
+        find(tags::RESCALE_SLOPE).unwrap_or(1.0),
+        find(tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+    )
+}
+
+/// Samples to the image gradatim returns: colour interleaved (native YBR_FULL to RGB), PALETTE
+/// COLOR through its tables, grey through the stored bits, MONOCHROME1 inversion and rescale.
+fn to_image(
+    name: &str,
+    obj: &dicom_object::DefaultDicomObject,
+    px: Samples<'_>,
+    photometric: &str,
+    native: bool,
+    opts: &DecodeOptions,
+) -> Result<Decoded> {
+    let (w, h, spp, data) = (px.width, px.height, px.spp, px.data);
+    let (slope, intercept) = px.rescale;
 
     if spp == 3 {
-        if px.bits_allocated() != 8 {
+        if px.bits_allocated != 8 {
             return Err(Error::unsupported(
                 name,
                 "DICOM colour with more than 8 bits per sample",
             ));
         }
-        let mut data = planar_to_interleaved(data, w * h, px.planar_configuration() as u8 == 1);
+        let mut data = planar_to_interleaved(data, w * h, px.planar);
         // compressed YBR data comes out of its decoder as RGB already; native YBR_FULL does not
         if native && photometric == "YBR_FULL" {
             ybr_to_rgb_in_place(&mut data);
@@ -93,12 +192,10 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
         return sized(name, data, w, h, 3).map(Decoded::U8);
     }
     if photometric == "PALETTE COLOR" {
-        return palette_to_rgb(name, &obj, data, px.bits_allocated(), w * h).and_then(
-            |d| match d {
-                Palette::U8(v) => sized(name, v, w, h, 3).map(Decoded::U8),
-                Palette::U16(v) => sized(name, v, w, h, 3).map(Decoded::U16),
-            },
-        );
+        return palette_to_rgb(name, obj, data, px.bits_allocated, w * h).and_then(|d| match d {
+            Palette::U8(v) => sized(name, v, w, h, 3).map(Decoded::U8),
+            Palette::U16(v) => sized(name, v, w, h, 3).map(Decoded::U16),
+        });
     }
     if spp != 1 {
         return Err(Error::unsupported(
@@ -106,10 +203,10 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<De
             format!("DICOM with {spp} samples per pixel"),
         ));
     }
-    let bits_stored = px.bits_stored().clamp(1, 16) as u32;
-    let signed = px.pixel_representation() == PixelRepresentation::Signed;
-    let invert = *px.photometric_interpretation() == PhotometricInterpretation::Monochrome1;
-    let raw: Vec<i32> = match px.bits_allocated() {
+    let bits_stored = px.bits_stored.clamp(1, 16) as u32;
+    let signed = px.signed;
+    let invert = px.monochrome1;
+    let raw: Vec<i32> = match px.bits_allocated {
         8 => data
             .iter()
             .map(|&b| stored_value(b as u32, bits_stored, signed))

@@ -10,6 +10,7 @@ pub mod dicom;
 pub mod draw;
 pub mod encode;
 pub mod flip;
+pub mod j2k;
 pub mod jpeg;
 pub mod normalize;
 pub mod png;
