@@ -227,6 +227,10 @@ class _StageState(TypedDict):
     history: list[float]
     hard_budget: float
 
+# --- storage (rust/python/src/storage.rs) ----------------------------------------------------
+def is_remote(location: str) -> bool: ...
+def read_bytes(location: str, max_bytes: int = ...) -> bytes: ...
+
 # --- manifest (rust/python/src/manifest.rs) -----------------------------------------------------
 def validate_record(
     record: Mapping[str, Any],

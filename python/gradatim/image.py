@@ -93,7 +93,8 @@ def decode(
     max_bytes: int = DEFAULT_MAX_BYTES,
     full_range: bool = False,
 ) -> np.ndarray:
-    """Decode a JPEG, PNG or DICOM file (path) or in-memory bytes.
+    """Decode a JPEG, PNG or DICOM file (a path, or an object store URL such as
+    ``s3://bucket/key``: see docs/storage.md) or in-memory bytes.
 
     Returns ``uint8`` (JPEG, 8-bit PNG, DICOM with <= 8 bits stored) or ``uint16`` (16-bit PNG,
     DICOM with more bits stored), HxW for grey and HxWx3 (RGB) for colour. ``mode="gray"``

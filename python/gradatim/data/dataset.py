@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +19,7 @@ from gradatim import _core
 from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
 from gradatim.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, per_channel
-from gradatim.manifest.common import jsonl_text, parquet_rows
+from gradatim.manifest.common import jsonl_text, manifest_root, parquet_rows
 
 __all__ = ["ManifestDataset", "batch_to_torch"]
 
@@ -35,20 +34,30 @@ def _manifest_arg(
     text (lines), a ``.parquet`` file's rows read by pyarrow (rows, 1-based), or in-memory
     records (records, 1-based)."""
     if isinstance(manifest, (str, os.PathLike)):
-        path = Path(manifest)
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return parquet_rows(path), os.fspath(manifest), "row"
-        return jsonl_text(path), os.fspath(manifest), "line"
+        name = os.fspath(manifest)
+        if name.lower().endswith((".parquet", ".pq")):
+            return parquet_rows(name), name, "row"
+        return jsonl_text(name), name, "line"
     return list(manifest), None, "record"
+
+
+def _absolute(location: str) -> str:
+    """A manifest's location that another process resolves the same way: an absolute path, or
+    the URL as given."""
+    if _core.is_remote(location) or location.startswith("file://"):
+        return location
+    return os.path.abspath(location)
 
 
 class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """Image-text samples of a manifest, decoded and augmented in Rust.
 
     Args:
-        manifest: a ``.jsonl`` or ``.parquet`` path, or an iterable of record dicts.
-        root: folder that relative image paths are resolved against (default: the manifest's
-            folder, or the current directory for in-memory records).
+        manifest: a ``.jsonl`` or ``.parquet`` path or URL (``s3://``, ``gs://``, ``az://``,
+            ``http(s)://``, ``file://``; see docs/storage.md), or an iterable of record dicts.
+        root: folder (or object store URL) that relative image paths are resolved against
+            (default: the manifest's folder, or the current directory for in-memory records).
+            A record's ``image`` may itself be a URL.
         image_size: output ``(width, height)``.
         augment: an :class:`Augment` (or its dict), ``None`` for no augmentation.
         box_format: ``"cure"`` | ``"maira2"`` | ``"loc"`` | ``"xyxy"``, for boxes in target text.
@@ -102,9 +111,9 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if isinstance(manifest, (str, os.PathLike)):
-            default_root = Path(manifest).resolve().parent
+            default_root = manifest_root(manifest)
         else:
-            default_root = Path.cwd()
+            default_root = os.getcwd()
         if augment is None:
             augment = Augment.none()
         elif isinstance(augment, Mapping):
@@ -149,7 +158,7 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         # what a copy in another process rebuilds itself from (spawn / forkserver workers): the
         # manifest's path (or its records) and the configuration, never pixels or a Rust object
         self._source: tuple[str | None, str | None, list[Any] | None] = (
-            (os.path.abspath(manifest), name, None)
+            (_absolute(os.fspath(manifest)), name, None)
             if isinstance(manifest, (str, os.PathLike))
             else (None, None, list(rows))
         )

@@ -246,8 +246,30 @@ def _parquet_schema() -> Any:
     )
 
 
-def _is_parquet(path: Path, parquet: bool | None) -> bool:
-    return parquet if parquet is not None else path.suffix.lower() in (".parquet", ".pq")
+def _is_parquet(path: str | os.PathLike[str], parquet: bool | None) -> bool:
+    if parquet is not None:
+        return parquet
+    return os.fspath(path).lower().endswith((".parquet", ".pq"))
+
+
+def manifest_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A manifest file's bytes: a local path, or a URL of an object store (``s3://``,
+    ``gs://``, ``az://``, ``http(s)://``, ``file://``) read by the core's storage client."""
+    location = os.fspath(path)
+    if _core.is_remote(location) or location.startswith("file://"):
+        return _core.read_bytes(location)
+    return Path(location).read_bytes()
+
+
+def manifest_root(path: str | os.PathLike[str]) -> str:
+    """The folder a manifest's relative image paths are resolved against: the manifest's own
+    folder (its URL up to the last ``/`` for a manifest in an object store)."""
+    location = os.fspath(path)
+    if _core.is_remote(location):
+        return location.rsplit("/", 1)[0]
+    if location.startswith("file://"):
+        location = location[len("file://") :]
+    return os.fspath(Path(location).resolve().parent)
 
 
 def write_manifest(
@@ -296,11 +318,11 @@ def read_manifest(
     row (Parquet, 1-based), the field and the reason. Records come back normalised, as
     :func:`validate_record` returns them (Parquet's null ``answer``/``rationale`` mean absent).
     """
-    p = Path(path)
-    if _is_parquet(p, parquet):
-        out: list[dict[str, Any]] = _core.read_manifest_rows(parquet_rows(p), str(p), "row")
+    name = os.fspath(path)
+    if _is_parquet(name, parquet):
+        out: list[dict[str, Any]] = _core.read_manifest_rows(parquet_rows(name), name, "row")
     else:
-        out = _core.read_manifest_jsonl(jsonl_text(p), str(p))
+        out = _core.read_manifest_jsonl(jsonl_text(name), name)
     return out
 
 
@@ -308,7 +330,7 @@ def jsonl_text(path: str | os.PathLike[str]) -> str:
     """A JSONL manifest's text: UTF-8, a leading byte-order mark dropped (as spreadsheet tools
     write one). Bytes that are not UTF-8 raise :class:`ManifestError` naming the file, the line
     and the column."""
-    data = Path(path).read_bytes()
+    data = manifest_bytes(path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -330,7 +352,9 @@ def parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    location = os.fspath(path)
+    remote = _core.is_remote(location) or location.startswith("file://")
+    table = pq.read_table(pa.BufferReader(manifest_bytes(location)) if remote else location)
     labels_is_map = "labels" in table.column_names and pa.types.is_map(
         table.schema.field("labels").type
     )

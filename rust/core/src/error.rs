@@ -49,6 +49,14 @@ pub enum Error {
     /// separately, so that the Python exception carries each of them.
     #[error("{0}")]
     Manifest(ManifestIssue),
+    /// Reading an object from a store (`s3://`, `gs://`, `az://`, `http(s)://`) failed after the
+    /// client's retries; `not_found`: the store answered that there is no such object.
+    #[error("cannot read {url}: {reason}")]
+    Remote {
+        url: String,
+        reason: String,
+        not_found: bool,
+    },
     /// Reading the input failed.
     #[error("cannot read {name}: {source}")]
     Io {

@@ -1,7 +1,8 @@
 //! gradatim-core: the pure-Rust half of gradatim.
 //!
 //! Image operations (`image`), sampling (`sampling`), curricula (`curriculum`), the data pipeline
-//! (`data`) and the counter-based randomness they share (`rng`). Nothing here knows about Python:
+//! (`data`), reading from files and object stores (`storage`) and the counter-based randomness
+//! they share (`rng`). Nothing here knows about Python:
 //! the binding crate (`rust/python`) only converts arguments, releases the GIL and calls in.
 
 pub mod curriculum;
@@ -10,5 +11,6 @@ pub mod error;
 pub mod image;
 pub mod rng;
 pub mod sampling;
+pub mod storage;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@
 //! | TooLarge, TooManyBytes | `gradatim.ImageTooLargeError` (a `DecodeError`)     |
 //! | Manifest          | `gradatim.ManifestError` (a `ValueError`) with `reason`, `path`, `row`, `field`, `row_kind` |
 //! | Io                | `OSError` with errno and filename (`FileNotFoundError` ...) |
+//! | Remote            | `FileNotFoundError` (no such object) or `OSError` (EIO), the URL as filename |
 
 use gradatim_core::Error;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
@@ -49,6 +50,10 @@ pub fn to_py(err: Error) -> PyErr {
         Error::Io { name, source } => {
             let errno = source.raw_os_error().unwrap_or(0);
             PyOSError::new_err((errno, message, name.clone()))
+        }
+        Error::Remote { url, not_found, .. } => {
+            let errno = if *not_found { 2 } else { 5 }; // ENOENT: FileNotFoundError; EIO
+            PyOSError::new_err((errno, message, url.clone()))
         }
         Error::InSample { .. } => raise(py, "GradatimError", (message,)), // root() unwraps these
     })

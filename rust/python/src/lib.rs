@@ -11,6 +11,7 @@ mod image;
 mod json;
 mod manifest;
 mod sampling;
+mod storage;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     augment::register(m)?;
     sampling::register(m)?;
     curriculum::register(m)?;
+    storage::register(m)?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use super::manifest::Task;
 use super::sample::{load_sample, DatasetSpec, OnError, OutPixel, Stage, TAG_SKIP};
 use crate::error::{Error, Result};
 use crate::rng;
+use crate::storage::Pending;
 
 /// How many replacement draws a skipped sample gets before the batch fails.
 pub const MAX_SKIP_ATTEMPTS: u64 = 16;
@@ -55,13 +56,27 @@ pub struct Batch {
     pub work_ns: u64,
 }
 
-/// Build the batch of `indices` (with per-sample `stages`, or all `None` when empty).
+/// Build the batch of `indices` (with per-sample `stages`, or all `None` when empty). Images in
+/// object stores are all requested at once, before the first is decoded.
 pub fn build_batch(
     spec: &DatasetSpec,
     indices: &[usize],
     stages: &[i8],
     epoch: u64,
     seed: u64,
+) -> Result<Batch> {
+    build_batch_prefetched(spec, indices, stages, epoch, seed, spec.prefetch(indices))
+}
+
+/// [`build_batch`] with the reads of remote images already started ([`DatasetSpec::prefetch`]
+/// of the same `indices`, when the batch was submitted).
+pub fn build_batch_prefetched(
+    spec: &DatasetSpec,
+    indices: &[usize],
+    stages: &[i8],
+    epoch: u64,
+    seed: u64,
+    mut prefetched: Vec<Option<Pending>>,
 ) -> Result<Batch> {
     let start = Instant::now();
     if !stages.is_empty() && stages.len() != indices.len() {
@@ -83,10 +98,10 @@ pub fn build_batch(
     let per = spec.pixels_per_sample();
     let mut batch = match spec.output {
         super::sample::OutputKind::Float32 => {
-            fill(spec, indices, &stages, epoch, seed, vec![0f32; n * per])?
+            fill(spec, indices, &stages, epoch, seed, &mut prefetched, vec![0f32; n * per])?
         }
         super::sample::OutputKind::Uint8 => {
-            fill(spec, indices, &stages, epoch, seed, vec![0u8; n * per])?
+            fill(spec, indices, &stages, epoch, seed, &mut prefetched, vec![0u8; n * per])?
         }
     };
     batch.work_ns = start.elapsed().as_nanos() as u64;
@@ -113,6 +128,7 @@ fn fill<P: OutPixel>(
     stages: &[Stage],
     epoch: u64,
     seed: u64,
+    prefetched: &mut [Option<Pending>],
     mut buf: Vec<P>,
 ) -> Result<Batch>
 where
@@ -149,7 +165,8 @@ where
     for (slot, (&index, &stage)) in indices.iter().zip(stages).enumerate() {
         let pixels = &mut buf[slot * per..(slot + 1) * per];
         let mut loaded = index;
-        let mut result = load_sample(spec, index, epoch, seed, stage, pixels);
+        let pending = prefetched.get_mut(slot).and_then(Option::take);
+        let mut result = load_sample(spec, index, epoch, seed, stage, pixels, pending);
         if spec.on_error == OnError::Skip && result.is_err() {
             // each failing file is listed once, under its own index, with its own error
             let key = rng::derive_key(seed, &[TAG_SKIP, epoch, index as u64]);
@@ -171,7 +188,7 @@ where
                     });
                 }
                 loaded = rng::bounded(rng::at(key, attempt), total) as usize;
-                result = load_sample(spec, loaded, epoch, seed, stage, pixels);
+                result = load_sample(spec, loaded, epoch, seed, stage, pixels, None);
                 attempt += 1;
             }
         }

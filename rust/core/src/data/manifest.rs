@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, ManifestIssue, Result};
+use crate::storage;
 
 /// The manifest's tasks; each has its own prompt/target template (`data::tasks`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,7 +100,7 @@ impl Manifest {
     /// links resolved) stays under the real root unless the manifest allows otherwise, as
     /// absolute paths and `..` are checked when the manifest is read.
     pub fn image_path<'a>(&self, record: &'a Record) -> Result<&'a Path> {
-        if self.allow_outside_root {
+        if self.allow_outside_root || record.image.to_str().is_some_and(storage::is_remote) {
             return Ok(&record.image);
         }
         let name = record.image.display().to_string();
@@ -598,8 +599,22 @@ impl Record {
 
 /// Resolve an image path under the root. Absolute paths and `..` that climb out of the root are
 /// refused unless allowed: a manifest must not be able to read arbitrary files by default.
+/// An image's location: a URL of an object store as written; a relative path joined to the root
+/// (a folder, or a store URL for a manifest in a store) unless it climbs out of it; an absolute
+/// path only where the manifest allows images outside its root.
 fn resolve(image: &Path, opts: &ManifestOptions) -> std::result::Result<PathBuf, String> {
     let p = image;
+    if p.to_str().is_some_and(storage::is_remote) {
+        return Ok(p.to_path_buf());
+    }
+    let local;
+    let p = match p.to_str() {
+        Some(s) if s.starts_with("file://") => {
+            local = storage::local_path(s).map_err(|e| e.to_string())?;
+            local.as_path()
+        }
+        _ => p,
+    };
     if p.is_absolute() {
         return if opts.allow_outside_root {
             Ok(p.to_path_buf())

@@ -8,7 +8,10 @@ use super::box_mask::{box_mask, MaskSpec};
 use super::manifest::Manifest;
 use super::tasks::{answer_target, render, whole, Part, Templates};
 use crate::error::{Error, Result};
-use crate::image::decode::{decode_file_scaled, ColorMode, DecodeOptions, Decoded};
+use crate::image::decode::{
+    decode_scaled, max_file_bytes, read_image_file, ColorMode, DecodeOptions, Decoded,
+};
+use crate::storage::{self, Pending};
 use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, Sample};
 use crate::rng;
 
@@ -123,6 +126,8 @@ pub struct DatasetSpec {
     config: DatasetConfig,
     /// Box slots per sample in a batch: the largest box count of the manifest (at least 1).
     pub max_boxes: usize,
+    /// Whether any image lies in an object store.
+    remote: bool,
 }
 
 impl std::ops::Deref for DatasetSpec {
@@ -143,11 +148,34 @@ impl DatasetSpec {
             .max()
             .unwrap_or(0)
             .max(1);
+        let remote = manifest
+            .records
+            .iter()
+            .any(|r| r.image.to_str().is_some_and(storage::is_remote));
         Ok(DatasetSpec {
             manifest,
             config,
             max_boxes,
+            remote,
         })
+    }
+
+    /// Start reading the images of `indices` that lie in an object store (one entry per index,
+    /// `None` for a local file or an index out of range); empty when every image is local.
+    pub fn prefetch(&self, indices: &[usize]) -> Vec<Option<Pending>> {
+        if !self.remote {
+            return Vec::new();
+        }
+        let limit = max_file_bytes(self.max_bytes);
+        indices
+            .iter()
+            .map(|&i| {
+                let url = self.manifest.records.get(i)?.image.to_str()?;
+                storage::is_remote(url)
+                    .then(|| storage::prefetch(url, limit).ok())
+                    .flatten()
+            })
+            .collect()
     }
 }
 
@@ -206,7 +234,8 @@ pub fn id_key(id: &str) -> u64 {
     })
 }
 
-/// Load sample `index` into `pixels` (its slot, `pixels_per_sample` long, planar CHW).
+/// Load sample `index` into `pixels` (its slot, `pixels_per_sample` long, planar CHW); its bytes
+/// come from `prefetched` when the read was started ahead (see [`DatasetSpec::prefetch`]).
 pub fn load_sample<P: OutPixel>(
     spec: &DatasetSpec,
     index: usize,
@@ -214,6 +243,7 @@ pub fn load_sample<P: OutPixel>(
     seed: u64,
     stage: Stage,
     pixels: &mut [P],
+    prefetched: Option<Pending>,
 ) -> Result<SampleOut> {
     let rec = spec.manifest.records.get(index).ok_or_else(|| {
         Error::invalid(format!(
@@ -248,8 +278,16 @@ pub fn load_sample<P: OutPixel>(
         // one intensity scale for a 12-bit DICOM and an 8-bit JPEG
         full_range: true,
     };
-    let (decoded, denom) =
-        decode_file_scaled(spec.manifest.image_path(rec).map_err(wrap)?, &opts).map_err(wrap)?;
+    let path = spec.manifest.image_path(rec).map_err(wrap)?;
+    let name = path.display().to_string();
+    let limit = max_file_bytes(opts.max_bytes);
+    let bytes = match prefetched {
+        Some(pending) => pending.wait(),
+        None => storage::read_bytes(path, limit, |p| read_image_file(p, &name, limit)),
+    }
+    .map_err(wrap)?;
+    let (decoded, denom) = decode_scaled(&bytes, &name, &opts).map_err(wrap)?;
+    drop(bytes);
     let scale = 1.0 / denom as f64;
     let rects: Vec<BoxXyxy> = rec.boxes.iter().map(|b| b.rect).collect();
     let min_visible = spec.augment.min_visible;

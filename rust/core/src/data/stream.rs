@@ -13,9 +13,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::batch::{build_batch, Batch};
+use super::batch::{build_batch_prefetched, Batch};
 use super::sample::DatasetSpec;
 use crate::error::{Error, Result};
+use crate::storage::Pending;
 
 /// One batch to build.
 #[derive(Clone, Debug)]
@@ -36,7 +37,8 @@ pub enum Next {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<BatchJob>,
+    /// Jobs not yet taken, each with the reads of its remote images, started at submission.
+    queue: VecDeque<(BatchJob, Vec<Option<Pending>>)>,
     done: HashMap<u64, Result<Batch>>,
     running: usize,
     stop: bool,
@@ -70,9 +72,15 @@ pub struct BatchStream {
     workers: Vec<JoinHandle<()>>,
 }
 
-fn run_job(spec: &DatasetSpec, job: &BatchJob, epoch: u64, seed: u64) -> Result<Batch> {
+fn run_job(
+    spec: &DatasetSpec,
+    job: &BatchJob,
+    prefetched: Vec<Option<Pending>>,
+    epoch: u64,
+    seed: u64,
+) -> Result<Batch> {
     catch_unwind(AssertUnwindSafe(|| {
-        build_batch(spec, &job.indices, &job.stages, epoch, seed)
+        build_batch_prefetched(spec, &job.indices, &job.stages, epoch, seed, prefetched)
     }))
     .unwrap_or_else(|panic| {
         let what = panic
@@ -115,7 +123,8 @@ impl BatchStream {
                             st = shared.job_ready.wait(st).unwrap_or_else(|p| p.into_inner());
                         }
                     };
-                    let result = run_job(&spec, &job, epoch, seed);
+                    let (job, prefetched) = job;
+                    let result = run_job(&spec, &job, prefetched, epoch, seed);
                     let mut st = shared.lock();
                     st.running -= 1;
                     st.done.insert(job.id, result);
@@ -132,9 +141,12 @@ impl BatchStream {
         }
     }
 
+    /// Queue `job`; the reads of its images in object stores start now, so they overlap the
+    /// batches built before it.
     pub fn submit(&self, job: BatchJob) {
+        let prefetched = self.spec.prefetch(&job.indices);
         let mut st = self.shared.lock();
-        st.queue.push_back(job);
+        st.queue.push_back((job, prefetched));
         self.shared.job_ready.notify_one();
     }
 
@@ -171,7 +183,7 @@ impl BatchStream {
                 return Next::Ready(id, Box::new(r));
             }
             let waiting_for_known = match id {
-                Some(id) => st.queue.iter().any(|j| j.id == id) || st.running > 0,
+                Some(id) => st.queue.iter().any(|(j, _)| j.id == id) || st.running > 0,
                 None => !st.queue.is_empty() || st.running > 0,
             };
             if !waiting_for_known {
@@ -179,11 +191,11 @@ impl BatchStream {
             }
             if self.workers.is_empty() {
                 // inline mode: build queued jobs in order until the wanted one is done
-                let Some(job) = st.queue.pop_front() else {
+                let Some((job, prefetched)) = st.queue.pop_front() else {
                     return Next::Empty;
                 };
                 drop(st);
-                let result = run_job(&self.spec, &job, self.epoch, self.seed);
+                let result = run_job(&self.spec, &job, prefetched, self.epoch, self.seed);
                 st = self.shared.lock();
                 st.done.insert(job.id, result);
                 continue;

@@ -158,7 +158,7 @@ fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
-/// Read and decode a file; errors name the path.
+/// Read and decode a file (or an object store URL, see [`crate::storage`]); errors name the path.
 pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<Decoded> {
     decode_file_scaled(path, opts).map(|(d, _)| d)
 }
@@ -166,7 +166,8 @@ pub fn decode_file(path: &Path, opts: &DecodeOptions) -> Result<Decoded> {
 /// [`decode_file`] with the decoder's scale denominator, as [`decode_scaled`].
 pub fn decode_file_scaled(path: &Path, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
     let name = path.display().to_string();
-    let bytes = read_image_file(path, &name, max_file_bytes(opts.max_bytes))?;
+    let limit = max_file_bytes(opts.max_bytes);
+    let bytes = crate::storage::read_bytes(path, limit, |p| read_image_file(p, &name, limit))?;
     decode_scaled(&bytes, &name, opts)
 }
 
