@@ -40,6 +40,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -55,13 +56,17 @@ from gradatim import bench, image
 
 RESULTS = Path(__file__).parent / "results" / "loader.json"
 PIL_ALBU = "torch+pil+albumentations"
+CACHED = "gradatim+cache"
 KERNEL_BOUND = "kernel bound"
 LABELS = {
     bench.GRADATIM: "gradatim.DataLoader (Rust threads)",
     PIL_ALBU: "(a) torch DataLoader + PIL + albumentations @2048",
     bench.TORCH_OPENCV: "(b) torch DataLoader + OpenCV reduced decode, ops @512",
     KERNEL_BOUND: "(c) kernel bound: best OpenCV kernels x cores",
+    CACHED: "gradatim.DataLoader reading the pre-decoded cache",
 }
+# the cached pipeline against gradatim uncached and against (c), decoding the originals
+CACHE_TARGETS = {bench.GRADATIM: 5.0, KERNEL_BOUND: 5.0}
 TARGETS = {PIL_ALBU: 4.0, bench.TORCH_OPENCV: 1.4, KERNEL_BOUND: 0.9}
 AUGMENT = {
     "clahe": {"clip_limit": 2.0, "tile_grid": [8, 8], "p": 1.0},
@@ -324,6 +329,41 @@ def _concurrent_images_per_s(passes: int, use_gradatim: bool, procs: int) -> flo
     return procs * len(_FILES) * passes / (end - begin)
 
 
+def run_cached(config: Mapping[str, Any]) -> dict[str, Any]:
+    """gradatim.DataLoader over the same manifest, reading the pre-decoded cache (built by the
+    parent before the runs, :func:`build_cache_for`)."""
+    from gradatim.bench.child import measure_loader, memory_pass
+    from gradatim.bench.gradatim_loader import make_gradatim_loader
+
+    loader = make_gradatim_loader({**config, "cache": config["cache_dir"]})
+    result = measure_loader(
+        loader, epochs=int(config["epochs"]), warmup_batches=int(config["warmup_batches"])
+    )
+    memory_pass(loader)
+    return result
+
+
+def build_cache_for(config: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    """Build the cache of the benchmark's data set (its decode size: 512 x 512 covers, so each
+    2048 x 2048 JPEG is decoded at 1/4); build time and disk use per image."""
+    from gradatim.data.cache import build_cache
+
+    shutil.rmtree(out, ignore_errors=True)
+    ds = bench.make_dataset(config)
+    t0 = time.perf_counter()
+    report = build_cache(ds, out, threads=int(config["workers"]), progress=False)
+    seconds = time.perf_counter() - t0
+    disk = sum(p.stat().st_size for p in out.iterdir())
+    n = report["records"]
+    return {
+        "build_s": seconds,
+        "build_ms_per_image": seconds / n * 1e3,
+        "disk_bytes": disk,
+        "disk_kib_per_image": disk / n / 1024,
+        "failed": len(report["failed"]),
+    }
+
+
 def run_kernel_bound(config: Mapping[str, Any]) -> dict[str, Any]:
     """Baseline (c) in this process: OpenCV's per-image kernel time on every file, one thread,
     turned into images/s for ``workers`` cores; gradatim's kernels timed alike for the profile.
@@ -409,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         help="re-measure a run when other processes took more than this CPU share (1: never)",
     )
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["a", "b", "c"], help="baselines to skip"
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["a", "b", "c", "cache"],
+        help="baselines (or the cached pipeline) to skip",
     )
     parser.add_argument(
         "--min-ratio-b",
@@ -459,6 +503,16 @@ def main(argv: list[str] | None = None) -> int:
             args.skip.append("a")
         kinds += [] if "a" in args.skip else [PIL_ALBU]
         kinds += [] if "c" in args.skip else [KERNEL_BOUND]
+        cache_info: dict[str, Any] | None = None
+        if "cache" not in args.skip:
+            cache_info = build_cache_for(config, folder / "cache")
+            config["cache_dir"] = str(folder / "cache")
+            kinds.append(CACHED)
+            print(
+                f"pre-decoded cache: built in {cache_info['build_ms_per_image']:.1f} ms per image "
+                f"({args.workers} threads), {cache_info['disk_kib_per_image']:.0f} KiB per image "
+                "on disk"
+            )
         config["kernel_passes"] = 1 if args.quick else 2
         print(
             f"{files} files ({np.mean(sizes) / 1e6:.2f} MB mean), batch {args.batch_size}, "
@@ -492,6 +546,25 @@ def main(argv: list[str] | None = None) -> int:
             }
             verdict = "met" if ratio >= need else "MISSED"
             print(f"gradatim / {LABELS[kind]}: {ratio:.3f}x (target >= {need}x: {verdict})")
+    if CACHED in results:
+        cached = results[CACHED]
+        per = {
+            bench.GRADATIM: 1.0 / ratios[CACHED],
+            KERNEL_BOUND: (
+                cached["images_per_s"] / results[KERNEL_BOUND]["images_per_s"]
+                if KERNEL_BOUND in results
+                else None
+            ),
+        }
+        cache_targets: dict[str, Any] = {"cache": cache_info}
+        for kind, need in CACHE_TARGETS.items():
+            ratio = per.get(kind)
+            if ratio is None:
+                continue
+            cache_targets[kind] = {"ratio": ratio, "target": need, "met": ratio >= need}
+            verdict = "met" if ratio >= need else "MISSED"
+            print(f"cached / {LABELS[kind]}: {ratio:.2f}x (target >= {need}x: {verdict})")
+        targets["cached"] = cache_targets
     if PIL_ALBU in results:
         mem = {}
         for metric in ("rss_total_mb", "pss_peak_mb"):
@@ -575,7 +648,12 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         raise SystemExit(
             bench.child_main(
-                sys.argv[2:], {PIL_ALBU: run_pil_albumentations, KERNEL_BOUND: run_kernel_bound}
+                sys.argv[2:],
+                {
+                    PIL_ALBU: run_pil_albumentations,
+                    KERNEL_BOUND: run_kernel_bound,
+                    CACHED: run_cached,
+                },
             )
         )
     raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Type stubs of the compiled extension ``gradatim._core`` (rust/python). Use the typed Python
 fronts (``gradatim.image`` ...) rather than calling these directly."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, final
 
 import numpy as np
@@ -231,6 +231,14 @@ class _StageState(TypedDict):
 def is_remote(location: str) -> bool: ...
 def read_bytes(location: str, max_bytes: int = ...) -> bytes: ...
 
+# --- cache (rust/python/src/cache.rs) --------------------------------------------------------
+def cache_build(
+    dataset: Dataset,
+    dir: str,
+    threads: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]: ...
+
 # --- manifest (rust/python/src/manifest.rs) -----------------------------------------------------
 def validate_record(
     record: Mapping[str, Any],
@@ -286,6 +294,9 @@ class Dataset:
     def batch(
         self, indices: list[int], epoch: int, seed: int, stages: list[int] = ...
     ) -> dict[str, Any]: ...
+    def with_cache(self, dir: str, fallback: bool = True) -> Dataset: ...
+    @property
+    def cache_dir(self) -> str | None: ...
     @property
     def max_boxes(self) -> int: ...
     @property

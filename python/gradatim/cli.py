@@ -26,11 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     demo.add_parser(sub)
     plot.add_parser(sub)
+    from gradatim.data import cache
     from gradatim.datasets import phantom
     from gradatim.difficulty import cli as difficulty_cli
     from gradatim.evaluate import report as evaluate_cli
     from gradatim.manifest import cli as manifest_cli
 
+    cache.add_parser(sub)
     manifest_cli.add_parser(sub)
     phantom.add_parser(sub)
     difficulty_cli.add_parser(sub)

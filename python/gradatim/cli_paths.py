@@ -71,6 +71,8 @@ def check(args: argparse.Namespace) -> None:
         return
     for dest in paths["inputs"]:
         for value in _values(args, dest):
+            if "://" in value:  # an object store URL: checked by the read itself
+                continue
             if not Path(value).exists():
                 raise CliError(f"{value}: no such file or folder")
     for dest in paths["outputs"]:

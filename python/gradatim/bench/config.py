@@ -94,4 +94,5 @@ def make_dataset(config: Mapping[str, Any]) -> Any:
         channels=int(config["channels"]),
         allow_outside_root=bool(config.get("allow_outside_root", False)),
         seed=int(config["seed"]),
+        cache=config.get("cache"),
     )

@@ -82,6 +82,11 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         max_pixels, max_bytes: per image, the most pixels a header may declare and the most bytes
             its decoded samples may take (defaults 2^28 and 1 GiB); larger images are refused
             from their header (``ImageTooLargeError``, handled by ``on_error``) in bounded memory.
+        cache: a pre-decoded cache folder (``gradatim cache build``, docs/cache.md): pixels are
+            read from its memory map instead of decoded, giving the same batches. A cache built
+            from another manifest or with another decode size / channels is refused, saying what
+            differs; a source file changed since the build raises naming it.
+        cache_fallback: a record the cache does not hold is decoded (``True``) or raises.
     """
 
     def __init__(
@@ -109,6 +114,8 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         overlay_thickness: int = 3,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        cache: str | os.PathLike[str] | None = None,
+        cache_fallback: bool = True,
     ) -> None:
         if isinstance(manifest, (str, os.PathLike)):
             default_root = manifest_root(manifest)
@@ -155,6 +162,9 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         }
         rows, name, row_kind = _manifest_arg(manifest)
         self._core = _core.Dataset(rows, name, row_kind, config)
+        self._cache = (os.fspath(cache), bool(cache_fallback)) if cache is not None else None
+        if self._cache is not None:
+            self._core = self._core.with_cache(*self._cache)
         # what a copy in another process rebuilds itself from (spawn / forkserver workers): the
         # manifest's path (or its records) and the configuration, never pixels or a Rust object
         self._source: tuple[str | None, str | None, list[Any] | None] = (
@@ -177,6 +187,8 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         path, name, records = state["_source"]
         rows, _, row_kind = _manifest_arg(path if path is not None else records)
         self._core = _core.Dataset(rows, name, row_kind, state["_config"])
+        if state.get("_cache") is not None:
+            self._core = self._core.with_cache(*state["_cache"])
 
     def __len__(self) -> int:
         return len(self._core)

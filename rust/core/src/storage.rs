@@ -61,7 +61,11 @@ pub struct RemoteOptions {
 
 impl RemoteOptions {
     fn from_env() -> RemoteOptions {
-        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<f64>().ok());
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
         RemoteOptions {
             in_flight: var("GRADATIM_REMOTE_IN_FLIGHT").map_or(64, |v| v.max(1.0) as usize),
             timeout: Duration::from_secs_f64(
@@ -153,61 +157,57 @@ fn store_for(client: &Client, url: &str) -> Result<(Arc<dyn ObjectStore>, Object
     }
     let opts = client.options;
     let timeout = format!("{}ms", opts.timeout.as_millis().max(1));
-    let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme
-        .as_str()
-    {
-        "s3" => {
-            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
-            AmazonS3Builder::from_env()
+    let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> =
+        match scheme.as_str() {
+            "s3" => {
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as K};
+                AmazonS3Builder::from_env()
+                    .with_url(base.as_str())
+                    .with_config(K::Client(object_store::ClientConfigKey::Timeout), &timeout)
+                    .with_retry(opts.retry())
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            }
+            "gs" => {
+                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
+                GoogleCloudStorageBuilder::from_env()
+                    .with_url(base.as_str())
+                    .with_config(K::Client(object_store::ClientConfigKey::Timeout), &timeout)
+                    .with_retry(opts.retry())
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            }
+            "az" => {
+                use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
+                MicrosoftAzureBuilder::from_env()
+                    .with_url(base.as_str())
+                    .with_config(K::Client(object_store::ClientConfigKey::Timeout), &timeout)
+                    .with_retry(opts.retry())
+                    .build()
+                    .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+            }
+            "http" | "https" => object_store::http::HttpBuilder::new()
                 .with_url(base.as_str())
-                .with_config(K::Client(object_store::ClientConfigKey::Timeout), &timeout)
+                .with_config(object_store::ClientConfigKey::Timeout, &timeout)
+                .with_config(object_store::ClientConfigKey::AllowHttp, "true")
                 .with_retry(opts.retry())
                 .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-        }
-        "gs" => {
-            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
-            GoogleCloudStorageBuilder::from_env()
-                .with_url(base.as_str())
-                .with_config(K::Client(object_store::ClientConfigKey::Timeout), &timeout)
-                .with_retry(opts.retry())
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-        }
-        "az" => {
-            use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
-            MicrosoftAzureBuilder::from_env()
-                .with_url(base.as_str())
-                .with_config(K::Client(object_store::ClientConfigKey::Timeout), &timeout)
-                .with_retry(opts.retry())
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-        }
-        "http" | "https" => object_store::http::HttpBuilder::new()
-            .with_url(base.as_str())
-            .with_config(object_store::ClientConfigKey::Timeout, &timeout)
-            .with_config(object_store::ClientConfigKey::AllowHttp, "true")
-            .with_retry(opts.retry())
-            .build()
-            .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-        other => {
-            return Err(remote_error(
-                url,
-                format!("unsupported URL scheme {other:?} (s3, gs, az, http, https, file)"),
-                false,
-            ))
-        }
-    };
-    let store = built.map_err(|e| remote_error(url, format!("cannot open the store: {e}"), false))?;
+                .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
+            other => {
+                return Err(remote_error(
+                    url,
+                    format!("unsupported URL scheme {other:?} (s3, gs, az, http, https, file)"),
+                    false,
+                ))
+            }
+        };
+    let store =
+        built.map_err(|e| remote_error(url, format!("cannot open the store: {e}"), false))?;
     stores.insert(key, store.clone());
     Ok((store, path))
 }
 
-async fn get(
-    client: &'static Client,
-    url: String,
-    limit: u64,
-) -> Result<Vec<u8>> {
+async fn get(client: &'static Client, url: String, limit: u64) -> Result<Vec<u8>> {
     let (store, path) = store_for(client, &url)?;
     let _permit = client
         .in_flight
@@ -267,10 +267,13 @@ impl Pending {
     pub fn wait(mut self) -> Result<Vec<u8>> {
         let client = client()?;
         let task = self.task.take().expect("a pending read is waited on once");
-        client
-            .runtime
-            .block_on(task)
-            .unwrap_or_else(|e| Err(remote_error(&self.url, format!("the read failed: {e}"), false)))
+        client.runtime.block_on(task).unwrap_or_else(|e| {
+            Err(remote_error(
+                &self.url,
+                format!("the read failed: {e}"),
+                false,
+            ))
+        })
     }
 }
 
@@ -312,10 +315,22 @@ mod tests {
 
     #[test]
     fn urls_and_paths_are_told_apart() {
-        for url in ["s3://b/k.jpg", "GS://b/k", "az://c/k", "http://h:9/x", "https://h/x"] {
+        for url in [
+            "s3://b/k.jpg",
+            "GS://b/k",
+            "az://c/k",
+            "http://h:9/x",
+            "https://h/x",
+        ] {
             assert!(is_remote(url), "{url}");
         }
-        for path in ["a/b.jpg", "/data/x.png", "file:///data/x.png", "c:\\x.png", "s3:/b"] {
+        for path in [
+            "a/b.jpg",
+            "/data/x.png",
+            "file:///data/x.png",
+            "c:\\x.png",
+            "s3:/b",
+        ] {
             assert!(!is_remote(path), "{path}");
         }
         assert_eq!(
@@ -331,7 +346,10 @@ mod tests {
         let (_, path) = store_for(client, "http://127.0.0.1:9/a/b%20c.jpg").unwrap();
         assert_eq!(path.as_ref(), "a/b c.jpg");
         let e = store_for(client, "ftp://h/x").err().unwrap().to_string();
-        assert!(e.contains("ftp://h/x") && e.contains("unsupported URL scheme"), "{e}");
+        assert!(
+            e.contains("ftp://h/x") && e.contains("unsupported URL scheme"),
+            "{e}"
+        );
     }
 
     #[test]

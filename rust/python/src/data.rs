@@ -10,6 +10,7 @@ use gradatim_core::data::box_format::{
     parse_boxes as core_parse, render_boxes as core_render, BoxFormat,
 };
 use gradatim_core::data::box_mask::MaskSpec;
+use gradatim_core::data::cache::Cache;
 use gradatim_core::data::manifest::{Manifest, ManifestOptions, Source};
 use gradatim_core::data::sample::{DatasetConfig, DatasetSpec};
 use gradatim_core::data::stream::{BatchJob, BatchStream, Next};
@@ -121,7 +122,7 @@ enum ManifestArg<'py> {
 /// A manifest plus everything needed to turn an index into a sample (immutable, shareable).
 #[pyclass(module = "gradatim._core", frozen)]
 pub struct Dataset {
-    spec: Arc<DatasetSpec>,
+    pub(crate) spec: Arc<DatasetSpec>,
 }
 
 #[pymethods]
@@ -205,6 +206,31 @@ impl Dataset {
             .detach(|| build_batch(&spec, &indices, &stages, epoch, seed))
             .map_err(to_py)?;
         batch_to_dict(py, b, &self.spec)
+    }
+
+    /// This data set reading pixels from the pre-decoded cache in `dir` (refused, saying what
+    /// differs, when built from another manifest or with other decode settings); `fallback`:
+    /// decode a record the cache does not hold, rather than fail.
+    #[pyo3(signature = (dir, fallback=true))]
+    fn with_cache(&self, py: Python<'_>, dir: PathBuf, fallback: bool) -> PyResult<Dataset> {
+        let spec = py
+            .detach(|| {
+                let cache = Arc::new(Cache::open(&dir)?);
+                (*self.spec).clone().with_cache(cache, fallback)
+            })
+            .map_err(to_py)?;
+        Ok(Dataset {
+            spec: Arc::new(spec),
+        })
+    }
+
+    /// The folder of the cache this data set reads, if any.
+    #[getter]
+    fn cache_dir(&self) -> Option<String> {
+        self.spec
+            .cache
+            .as_ref()
+            .map(|c| c.dir.display().to_string())
     }
 
     #[getter]

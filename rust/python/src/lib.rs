@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod augment;
+mod cache;
 mod curriculum;
 mod data;
 mod error;
@@ -23,5 +24,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sampling::register(m)?;
     curriculum::register(m)?;
     storage::register(m)?;
+    cache::register(m)?;
     Ok(())
 }

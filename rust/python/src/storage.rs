@@ -18,7 +18,11 @@ fn is_remote(location: &str) -> bool {
 /// The bytes at `location`: an object store URL, a `file://` URL or a path.
 #[pyfunction]
 #[pyo3(signature = (location, max_bytes=DEFAULT_MAX_BYTES))]
-fn read_bytes<'py>(py: Python<'py>, location: &str, max_bytes: u64) -> PyResult<Bound<'py, PyBytes>> {
+fn read_bytes<'py>(
+    py: Python<'py>,
+    location: &str,
+    max_bytes: u64,
+) -> PyResult<Bound<'py, PyBytes>> {
     let limit = max_file_bytes(max_bytes);
     let data = py
         .detach(|| {

@@ -97,12 +97,24 @@ pub fn build_batch_prefetched(
     let n = indices.len();
     let per = spec.pixels_per_sample();
     let mut batch = match spec.output {
-        super::sample::OutputKind::Float32 => {
-            fill(spec, indices, &stages, epoch, seed, &mut prefetched, vec![0f32; n * per])?
-        }
-        super::sample::OutputKind::Uint8 => {
-            fill(spec, indices, &stages, epoch, seed, &mut prefetched, vec![0u8; n * per])?
-        }
+        super::sample::OutputKind::Float32 => fill(
+            spec,
+            indices,
+            &stages,
+            epoch,
+            seed,
+            &mut prefetched,
+            vec![0f32; n * per],
+        )?,
+        super::sample::OutputKind::Uint8 => fill(
+            spec,
+            indices,
+            &stages,
+            epoch,
+            seed,
+            &mut prefetched,
+            vec![0u8; n * per],
+        )?,
     };
     batch.work_ns = start.elapsed().as_nanos() as u64;
     Ok(batch)

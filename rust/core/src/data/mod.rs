@@ -1,10 +1,11 @@
 //! The data side of the loader: manifests, box-aware text, augmentation plans and the threaded
-//! batch pipeline.
+//! batch pipeline, and the pre-decoded cache it can read instead of decoding.
 
 pub mod augment;
 pub mod batch;
 pub mod box_format;
 pub mod box_mask;
+pub mod cache;
 pub mod manifest;
 pub mod sample;
 pub mod stream;

@@ -5,15 +5,16 @@
 use super::augment::AugmentConfig;
 use super::box_format::BoxFormat;
 use super::box_mask::{box_mask, MaskSpec};
+use super::cache::{Cached, SharedCache};
 use super::manifest::Manifest;
 use super::tasks::{answer_target, render, whole, Part, Templates};
 use crate::error::{Error, Result};
 use crate::image::decode::{
     decode_scaled, max_file_bytes, read_image_file, ColorMode, DecodeOptions, Decoded,
 };
-use crate::storage::{self, Pending};
-use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, Sample};
+use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, ImageRef, Sample};
 use crate::rng;
+use crate::storage::{self, Pending};
 
 /// Stream tags of `derive_key(seed, [tag, epoch, index])`: augmentation, text choices, skips.
 /// Text choices are keyed by the record's id instead of its index (`id_key`), so a record gets the
@@ -128,6 +129,10 @@ pub struct DatasetSpec {
     pub max_boxes: usize,
     /// Whether any image lies in an object store.
     remote: bool,
+    /// Pre-decoded pixels to read instead of decoding ([`DatasetSpec::with_cache`]).
+    pub cache: Option<SharedCache>,
+    /// A record the cache does not hold: decode it (`true`) or fail.
+    pub cache_fallback: bool,
 }
 
 impl std::ops::Deref for DatasetSpec {
@@ -157,7 +162,40 @@ impl DatasetSpec {
             config,
             max_boxes,
             remote,
+            cache: None,
+            cache_fallback: true,
         })
+    }
+
+    /// This spec reading pixels from `cache` (refused, saying why, when it was built from another
+    /// manifest or with other decode settings); `fallback`: decode records it does not hold.
+    pub fn with_cache(mut self, cache: SharedCache, fallback: bool) -> Result<DatasetSpec> {
+        cache.check(&self)?;
+        self.cache = Some(cache);
+        self.cache_fallback = fallback;
+        Ok(self)
+    }
+
+    /// How every image is decoded: no smaller than the smallest crop still has to deliver at the
+    /// output size (the reduced JPEG / JPEG 2000 scale follows), grey or RGB as the output, the
+    /// stored range stretched over the type so 12-bit DICOMs and 8-bit JPEGs share a scale. The
+    /// pre-decoded cache decodes with the same options.
+    pub fn decode_options(&self) -> DecodeOptions {
+        let grow = 1.0 / self.augment.min_crop_scale().sqrt();
+        DecodeOptions {
+            reduce_to: Some((
+                (self.width as f64 * grow).ceil() as usize,
+                (self.height as f64 * grow).ceil() as usize,
+            )),
+            mode: if self.channels == 1 {
+                ColorMode::Gray
+            } else {
+                ColorMode::Rgb
+            },
+            max_pixels: self.max_pixels,
+            max_bytes: self.max_bytes,
+            full_range: true,
+        }
     }
 
     /// Start reading the images of `indices` that lie in an object store (one entry per index,
@@ -261,39 +299,82 @@ pub fn load_sample<P: OutPixel>(
     let (w, h) = (spec.width, spec.height);
     let key = rng::derive_key(seed, &[TAG_AUGMENT, epoch, index as u64]);
     let plan = spec.augment.plan(key, w, h, rec.laterality_sensitive);
-    // decode no smaller than what the smallest crop still has to deliver at the output size
-    let grow = 1.0 / spec.augment.min_crop_scale().sqrt();
-    let opts = DecodeOptions {
-        reduce_to: Some((
-            (w as f64 * grow).ceil() as usize,
-            (h as f64 * grow).ceil() as usize,
-        )),
-        mode: if spec.channels == 1 {
-            ColorMode::Gray
-        } else {
-            ColorMode::Rgb
-        },
-        max_pixels: spec.max_pixels,
-        max_bytes: spec.max_bytes,
-        // one intensity scale for a 12-bit DICOM and an 8-bit JPEG
-        full_range: true,
-    };
-    let path = spec.manifest.image_path(rec).map_err(wrap)?;
-    let name = path.display().to_string();
-    let limit = max_file_bytes(opts.max_bytes);
-    let bytes = match prefetched {
-        Some(pending) => pending.wait(),
-        None => storage::read_bytes(path, limit, |p| read_image_file(p, &name, limit)),
-    }
-    .map_err(wrap)?;
-    let (decoded, denom) = decode_scaled(&bytes, &name, &opts).map_err(wrap)?;
-    drop(bytes);
-    let scale = 1.0 / denom as f64;
     let rects: Vec<BoxXyxy> = rec.boxes.iter().map(|b| b.rect).collect();
     let min_visible = spec.augment.min_visible;
-    let boxes = match decoded {
-        Decoded::U8(img) => finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels),
-        Decoded::U16(img) => finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels),
+    let cached = match &spec.cache {
+        Some(cache) => {
+            let hit = cache.get(index, rec).map_err(wrap)?;
+            if hit.is_none() && !spec.cache_fallback {
+                return Err(wrap(Error::invalid(format!(
+                    "the cache in {} does not hold this image (its build could not decode it)",
+                    cache.dir.display()
+                ))));
+            }
+            hit
+        }
+        None => None,
+    };
+    let boxes = match cached {
+        Some(c) => {
+            let scale = 1.0 / c.denom as f64;
+            let (width, height, channels) = (c.width, c.height, c.channels);
+            match c.pixels {
+                Cached::U8(data) => {
+                    let img = ImageRef {
+                        width,
+                        height,
+                        channels,
+                        data,
+                    };
+                    finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels)
+                }
+                Cached::U16(data) => {
+                    let img = ImageRef {
+                        width,
+                        height,
+                        channels,
+                        data,
+                    };
+                    finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels)
+                }
+            }
+        }
+        None => {
+            let opts = spec.decode_options();
+            let path = spec.manifest.image_path(rec).map_err(wrap)?;
+            let name = path.display().to_string();
+            let limit = max_file_bytes(opts.max_bytes);
+            let bytes = match prefetched {
+                Some(pending) => pending.wait(),
+                None => storage::read_bytes(path, limit, |p| read_image_file(p, &name, limit)),
+            }
+            .map_err(wrap)?;
+            let (decoded, denom) = decode_scaled(&bytes, &name, &opts).map_err(wrap)?;
+            drop(bytes);
+            let scale = 1.0 / denom as f64;
+            match decoded {
+                Decoded::U8(img) => finish(
+                    spec,
+                    img.view(),
+                    scale,
+                    &rects,
+                    &plan,
+                    min_visible,
+                    stage,
+                    pixels,
+                ),
+                Decoded::U16(img) => finish(
+                    spec,
+                    img.view(),
+                    scale,
+                    &rects,
+                    &plan,
+                    min_visible,
+                    stage,
+                    pixels,
+                ),
+            }
+        }
     }
     .map_err(wrap)?;
     let norm: Vec<Option<[f64; 4]>> = boxes
@@ -357,7 +438,7 @@ pub fn load_sample<P: OutPixel>(
 #[allow(clippy::too_many_arguments)]
 fn finish<T: Sample, P: OutPixel>(
     spec: &DatasetSpec,
-    img: Image<T>,
+    img: ImageRef<'_, T>,
     scale: f64,
     rects: &[BoxXyxy],
     plan: &super::augment::Plan,
@@ -366,7 +447,7 @@ fn finish<T: Sample, P: OutPixel>(
     pixels: &mut [P],
 ) -> Result<Vec<Option<BoxXyxy>>> {
     let mut aug = super::augment::apply(
-        img.view(),
+        img,
         (scale, scale),
         rects,
         plan,
