@@ -46,6 +46,10 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "evaluate": ([MISSING, "--out", str(tmp / "m.json")], [str(real), "--out", bad_out]),
         "train": ([MISSING], None),
+        "cache build": (
+            [MISSING, "-o", str(tmp / "c"), "--size", "64"],
+            [str(real), "-o", bad_out, "--size", "64"],
+        ),
     }
     for conv in CONVERTERS:
         n = sum(o.positional for o in conv.opts)

@@ -109,7 +109,7 @@ REPORTED: tuple[type[BaseException], ...] = (CliError, OSError, GradatimError)
 def command_name(args: Any) -> str:
     """``manifest from-vindr``, ``plot schedule``, ``train`` ..."""
     parts = [args.command]
-    for dest in ("manifest_command", "plot_command"):
+    for dest in ("manifest_command", "plot_command", "cache_command"):
         if getattr(args, dest, None):
             parts.append(getattr(args, dest))
     return " ".join(str(p) for p in parts)

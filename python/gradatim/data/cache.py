@@ -92,7 +92,7 @@ def _size(text: str) -> tuple[int, int]:
 def add_parser(sub: Any) -> None:
     """Register ``gradatim cache build MANIFEST -o DIR --size S``."""
     p = sub.add_parser("cache", help="pre-decode a manifest's images into a memory-mapped cache")
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = p.add_subparsers(dest="cache_command", required=True, metavar="VERB")
     b = verbs.add_parser(
         "build",
         help="decode every image once, at the size the loader decodes it",
