@@ -62,6 +62,7 @@ bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/image_ops.py
 	$(PYTHON) benches/sampling.py
 	$(PYTHON) benches/loader_throughput.py
+	$(PYTHON) benches/loader_remote.py
 	$(PYTHON) benches/difficulty.py
 
 ## CI guard (after `make test`): a short loader benchmark on generated radiograph JPEGs; prints
