@@ -227,6 +227,17 @@ class _StageState(TypedDict):
     history: list[float]
     hard_budget: float
 
+# --- difficulty (rust/python/src/difficulty.rs) -----------------------------------------------
+
+def vns_gap_block_sums(
+    block: NDArray[np.float32],
+    scale: float,
+    acc: NDArray[np.int64],
+    row_start: int,
+    col_start: int,
+    col_from: int,
+) -> None: ...
+
 # --- manifest (rust/python/src/manifest.rs) -----------------------------------------------------
 def validate_record(
     record: Mapping[str, Any],

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from gradatim import _core
 from gradatim.difficulty import distributed as dist
 from gradatim.difficulty._checks import check_pair, normalize_into
 from gradatim.errors import InvalidArgumentError
@@ -54,6 +55,7 @@ __all__ = ["DEFAULT_BLOCK_CPU", "DEFAULT_BLOCK_CUDA", "vns_gap", "resolve_device
 DEFAULT_BLOCK_CPU = 1024
 DEFAULT_BLOCK_CUDA = 8192
 _KNN_GATHER_BYTES = 64 << 20  # neighbour rows gathered at once in the k-NN variant
+_PRODUCT_BYTES = 32 << 20  # one float32 product (block x columns) on CPU
 
 
 def resolve_device(device: Any = "auto") -> str:
@@ -95,28 +97,26 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="block")
 
 
-def _colsum64(r: np.ndarray) -> np.ndarray:
-    """Column sums of a float32 block: float32 over groups of 32 rows (error ~32 ulp at most),
-    then float64 over the groups; as fast as ``r.sum(0)`` and about 40x more accurate."""
-    m, n = r.shape
-    q = m // 32
-    out = np.zeros(n, dtype=np.float64)
-    if q:
-        out += r[: q * 32].reshape(q, 32, n).sum(axis=1).sum(axis=0, dtype=np.float64)
-    if m > q * 32:
-        out += r[q * 32 :].sum(axis=0, dtype=np.float64)
-    return out
+def _chunk_cols(n: int, bs: int) -> int:
+    """Columns per product on CPU: as wide as :data:`_PRODUCT_BYTES` allows (at least ``bs``)."""
+    return int(min(n, max(bs, _PRODUCT_BYTES // (4 * bs))))
 
 
 def _dense_numpy(
     w: np.ndarray, dv: int, rows: range, bs: int, scale: float, progress: bool
 ) -> NDArray[np.int64]:
-    """int64 fixed-point row totals contributed by block rows ``rows`` (upper-triangular)."""
+    """int64 fixed-point row totals contributed by block rows ``rows`` (upper-triangular).
+
+    Block row ``a`` (rows ``[s, e)``) multiplies ``W'_a`` by ``W[s:]^T`` in products of
+    :func:`_chunk_cols` columns; the Rust kernel ``_core.vns_gap_block_sums`` then takes ``|.|``,
+    the row sums (to rows ``[s, e)``) and the column sums (to the product's columns, except the
+    diagonal square ``[s, e)``, whose row sums already count each pair) in one pass."""
     n, d = w.shape
     blocks = _blocks(n, bs)
+    cw = _chunk_cols(n, bs)
     acc = np.zeros(n, dtype=np.int64)
     wi_buf = np.empty((bs, d), dtype=np.float32)
-    flat = np.empty(bs * bs, dtype=np.float32)
+    flat = np.empty(bs * cw, dtype=np.float32)
     bar = _progress(sum(len(blocks) - a for a in rows), progress, "VNS-Gap")
     for a in rows:
         s, e = blocks[a]
@@ -124,16 +124,15 @@ def _dense_numpy(
         wi = wi_buf[:m]
         np.copyto(wi, w[s:e])
         np.negative(wi[:, dv:], out=wi[:, dv:])
-        for c in range(a, len(blocks)):
-            s2, e2 = blocks[c]
-            r = flat[: m * (e2 - s2)].reshape(m, e2 - s2)
-            np.matmul(wi, w[s2:e2].T, out=r)  # S^v - S^t for the block pair, one GEMM
-            np.abs(r, out=r)
-            acc[s:e] += np.rint(r.sum(axis=1).astype(np.float64) * scale).astype(np.int64)
-            if c != a:  # symmetry: the transposed pair (c, a) is never computed
-                acc[s2:e2] += np.rint(_colsum64(r) * scale).astype(np.int64)
-            if bar is not None:
-                bar.update(1)
+        for c0 in range(s, n, cw):
+            c1 = min(n, c0 + cw)
+            r = flat[: m * (c1 - c0)].reshape(m, c1 - c0)
+            np.matmul(wi, w[c0:c1].T, out=r)  # S^v - S^t for rows [s, e) x columns [c0, c1)
+            # symmetry: column sums stand for the transposed pairs, never computed; the diagonal
+            # square (first product of the row) counts each pair once by its row sums
+            _core.vns_gap_block_sums(r, scale, acc, s, c0, m if c0 == s else 0)
+        if bar is not None:
+            bar.update(len(blocks) - a)
     if bar is not None:
         bar.close()
     return acc

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod augment;
 mod curriculum;
 mod data;
+mod difficulty;
 mod error;
 mod image;
 mod json;
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     augment::register(m)?;
     sampling::register(m)?;
     curriculum::register(m)?;
+    difficulty::register(m)?;
     Ok(())
 }
