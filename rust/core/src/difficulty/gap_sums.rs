@@ -100,7 +100,10 @@ pub fn accumulate_abs_sums(
     let mut row_tot = vec![0f64; rows];
     let mut col_tot = vec![0f64; cols];
     sums(block, cols, &mut row_tot, &mut col_tot);
-    for (a, &x) in acc[t.row_start..t.row_start + rows].iter_mut().zip(&row_tot) {
+    for (a, &x) in acc[t.row_start..t.row_start + rows]
+        .iter_mut()
+        .zip(&row_tot)
+    {
         *a += to_fixed(x, scale);
     }
     if t.col_from < cols {
