@@ -30,7 +30,8 @@ How it is computed, exactly and without an N x N matrix:
 - Product sums (the kernel's fixed order, the same on every CPU): each row in float32 over chunks
   of 256 columns (64 lanes of 4 values each, then a pairwise tree), the chunks in float64
   (relative error about ``10 u``, ``u = 2^-24``, tighter than NumPy's float32 pairwise sum);
-  each column in float32 over groups of 32 rows (at most ``31 u``), the groups in float64. Each
+  each column in float32 over groups of 32 rows (at most ``31 u``), the groups in float64 per
+  stripe of 256 rows, the stripes in order (threads take whole stripes: same bits). Each
   float64 sum is rounded to an int64 fixed-point number with 2^-32 resolution (at most 2^-33 per
   product a row takes part in, below 1e-8 per row at N = 100,000) and accumulated. Integer
   addition is associative, so the result is bit-for-bit the same whatever the order of the block
@@ -39,7 +40,7 @@ How it is computed, exactly and without an N x N matrix:
   float64 sums, the same fixed point.
 
 Default block size (:data:`DEFAULT_BLOCK_CPU`, :data:`DEFAULT_BLOCK_CUDA`): on CPU, 1024 rows:
-the diagonal squares waste ``block / (2 N)`` of the products, while fewer rows per product make
+the diagonal blocks waste ``block / (4 N)`` of the products, while fewer rows per product make
 BLAS slower (it packs the product's columns once per call); at N = 10,000 on a 2-core AVX-512
 machine 640-1280 rows measured within noise of each other, 512 was 6 % slower and 256 was 35 %
 slower. On CUDA, 8192 (a 256 MiB buffer) keeps the GPU busy with few kernel launches. Products
