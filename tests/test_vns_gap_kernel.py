@@ -94,18 +94,6 @@ def test_kernel_is_more_accurate_than_float32_numpy() -> None:
     assert kernel_row_err < 1e-7 and kernel_col_err < 1e-7
 
 
-@pytest.mark.parametrize(("rows", "cols"), [(1024, 1100), (700, 3), (257, 4096)])
-def test_kernel_bits_do_not_depend_on_threads(rows: int, cols: int) -> None:
-    block = np.random.default_rng(rows).uniform(-1.0, 1.0, (rows, cols)).astype(np.float32)
-    outs = []
-    for threads in (1, 2, 3, 0):
-        acc = np.zeros(rows + cols, dtype=np.int64)
-        _core.vns_gap_block_sums(block, 2.0**32, acc, 0, rows, 0, threads)
-        outs.append(acc)
-    for other in outs[1:]:
-        np.testing.assert_array_equal(other, outs[0])
-
-
 def test_kernel_adds_to_what_is_there_and_rounds_half_to_even() -> None:
     block = np.array([[0.5, -1.0], [-2.0, 0.25]], dtype=np.float32)
     acc = np.array([10, 20, 30, 40], dtype=np.int64)

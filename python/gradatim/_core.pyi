@@ -236,7 +236,6 @@ def vns_gap_block_sums(
     row_start: int,
     col_start: int,
     col_from: int,
-    threads: int = 0,
 ) -> None: ...
 
 # --- manifest (rust/python/src/manifest.rs) -----------------------------------------------------

@@ -8,11 +8,9 @@ use crate::error::{to_py, wrong_type};
 
 /// Adds `rint(scale * sum_j |block[i, j]|)` to `acc[row_start + i]` and, for columns
 /// `j >= col_from`, `rint(scale * sum_i |block[i, j]|)` to `acc[col_start + j]` (int64 fixed
-/// point; `block` is read once) on `threads` threads (0: automatic; the bits never depend on
-/// it). The GIL is released while it runs.
+/// point; `block` is read once). The GIL is released while it runs.
 #[pyfunction]
-#[pyo3(signature = (block, scale, acc, row_start, col_start, col_from, threads=0))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (block, scale, acc, row_start, col_start, col_from))]
 fn vns_gap_block_sums(
     py: Python<'_>,
     block: PyReadonlyArray2<'_, f32>,
@@ -21,7 +19,6 @@ fn vns_gap_block_sums(
     row_start: usize,
     col_start: usize,
     col_from: usize,
-    threads: usize,
 ) -> PyResult<()> {
     let (rows, cols) = (block.shape()[0], block.shape()[1]);
     let not_c = || wrong_type("block", "a C-contiguous 2-D float32 array");
@@ -37,7 +34,7 @@ fn vns_gap_block_sums(
         col_start,
         col_from,
     };
-    py.detach(|| accumulate_abs_sums(b, rows, cols, scale, a, target, threads))
+    py.detach(|| accumulate_abs_sums(b, rows, cols, scale, a, target))
         .map_err(to_py)
 }
 

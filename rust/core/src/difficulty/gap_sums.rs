@@ -32,13 +32,8 @@ use crate::error::{Error, Result};
 pub const LANES: usize = 64;
 /// Columns per float32 row partial; chunks are added to the row's float64 total.
 pub const ROW_CHUNK: usize = 256;
-/// Rows per float32 column partial; groups are added to the stripe's float64 column partial.
+/// Rows per float32 column partial; groups are added to the column's float64 total.
 pub const ROW_GROUP: usize = 32;
-/// Rows per float64 column partial (8 groups); the stripes are added in order. Threads take
-/// whole stripes, so the bits do not depend on their number.
-pub const STRIPE_ROWS: usize = 8 * ROW_GROUP;
-/// Blocks smaller than this (values) are summed on the calling thread alone.
-pub const PARALLEL_MIN_VALUES: usize = 1 << 20;
 
 /// `rint(x * scale)` as i64 (round half to even, as NumPy's `rint`).
 #[inline]
@@ -62,9 +57,6 @@ pub struct BlockTarget {
 /// `rint(scale * sum_i |block[i, j]|)` to `acc[t.col_start + j]` for every column
 /// `j >= t.col_from` of the row-major `rows x cols` float32 `block`, reading the block once.
 ///
-/// `threads`: 0 for automatic (the machine's parallelism for blocks of at least
-/// [`PARALLEL_MIN_VALUES`] values, else 1); any number gives the same bits.
-///
 /// Errors: `block.len() != rows * cols`, a target range outside `acc`, `col_from > cols`, or a
 /// `scale` that is not a finite positive number.
 pub fn accumulate_abs_sums(
@@ -74,7 +66,6 @@ pub fn accumulate_abs_sums(
     scale: f64,
     acc: &mut [i64],
     t: BlockTarget,
-    threads: usize,
 ) -> Result<()> {
     let what = "vns_gap block sums";
     if rows.checked_mul(cols) != Some(block.len()) {
@@ -110,7 +101,7 @@ pub fn accumulate_abs_sums(
     }
     let mut row_tot = vec![0f64; rows];
     let mut col_tot = vec![0f64; cols];
-    sums_striped(block, cols, threads, &mut row_tot, &mut col_tot);
+    sums(block, cols, &mut row_tot, &mut col_tot);
     for (a, &x) in acc[t.row_start..t.row_start + rows]
         .iter_mut()
         .zip(&row_tot)
@@ -126,83 +117,35 @@ pub fn accumulate_abs_sums(
     Ok(())
 }
 
-/// float64 `|block|` row sums and column sums: the stripes' column partials are computed on up
-/// to `threads` threads (whole stripes each) and added in stripe order.
-fn sums_striped(
-    block: &[f32],
-    cols: usize,
-    threads: usize,
-    row_tot: &mut [f64],
-    col_tot: &mut [f64],
-) {
-    let rows = row_tot.len();
-    let stripes = rows.div_ceil(STRIPE_ROWS);
-    let threads = match threads {
-        0 if block.len() >= PARALLEL_MIN_VALUES => available_threads(),
-        0 => 1,
-        n => n,
-    }
-    .clamp(1, stripes);
-    let mut stripe_cols = vec![0f64; stripes * cols];
-    if threads == 1 {
-        sums(block, cols, row_tot, &mut stripe_cols);
-    } else {
-        let per = stripes.div_ceil(threads);
-        std::thread::scope(|scope| {
-            let parts = block
-                .chunks(per * STRIPE_ROWS * cols)
-                .zip(row_tot.chunks_mut(per * STRIPE_ROWS))
-                .zip(stripe_cols.chunks_mut(per * cols));
-            for ((b, r), c) in parts {
-                scope.spawn(move || sums(b, cols, r, c));
-            }
-        });
-    }
-    for stripe in stripe_cols.chunks_exact(cols) {
-        for (c, &x) in col_tot.iter_mut().zip(stripe) {
-            *c += x;
-        }
-    }
-}
-
-fn available_threads() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// float64 `|block|` row sums and per-stripe column sums (see the module docs for the order),
-/// dispatched to the widest vector code the CPU runs; every variant returns the same bits.
-fn sums(block: &[f32], cols: usize, row_tot: &mut [f64], stripe_cols: &mut [f64]) {
+/// float64 `|block|` row and column sums (see the module docs for the order), dispatched to the
+/// widest vector code the CPU runs; every variant returns the same bits.
+fn sums(block: &[f32], cols: usize, row_tot: &mut [f64], col_tot: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { sums_avx2(block, cols, row_tot, stripe_cols) };
+            unsafe { sums_avx2(block, cols, row_tot, col_tot) };
             return;
         }
     }
-    sums_generic(block, cols, row_tot, stripe_cols)
+    sums_generic(block, cols, row_tot, col_tot)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn sums_avx2(block: &[f32], cols: usize, row_tot: &mut [f64], stripe_cols: &mut [f64]) {
-    sums_generic(block, cols, row_tot, stripe_cols)
+unsafe fn sums_avx2(block: &[f32], cols: usize, row_tot: &mut [f64], col_tot: &mut [f64]) {
+    sums_generic(block, cols, row_tot, col_tot)
 }
 
 #[inline(always)]
-fn sums_generic(block: &[f32], cols: usize, row_tot: &mut [f64], stripe_cols: &mut [f64]) {
+fn sums_generic(block: &[f32], cols: usize, row_tot: &mut [f64], col_tot: &mut [f64]) {
     let mut col32 = vec![0f32; cols];
     for (g, group) in block.chunks(ROW_GROUP * cols).enumerate() {
         col32.fill(0.0);
         for (r, row) in group.chunks_exact(cols).enumerate() {
             row_tot[g * ROW_GROUP + r] = row_pass(row, &mut col32);
         }
-        let stripe = g / (STRIPE_ROWS / ROW_GROUP);
-        for (c, &p) in stripe_cols[stripe * cols..(stripe + 1) * cols]
-            .iter_mut()
-            .zip(&col32)
-        {
+        for (c, &p) in col_tot.iter_mut().zip(&col32) {
             *c += f64::from(p);
         }
     }
@@ -299,7 +242,7 @@ mod tests {
             let b = values(rows * cols, (rows * 7919 + cols) as u64);
             let (want_r, want_c) = oracle(&b, rows, cols);
             let (mut r, mut c) = (vec![0f64; rows], vec![0f64; cols]);
-            sums_striped(&b, cols, 1, &mut r, &mut c);
+            sums_generic(&b, cols, &mut r, &mut c);
             for (g, w) in r.iter().zip(&want_r) {
                 assert!((g - w).abs() <= 1e-6 * w.max(1e-30), "row {g} vs {w}");
             }
@@ -311,39 +254,14 @@ mod tests {
 
     #[test]
     fn dispatched_and_generic_paths_give_the_same_bits() {
-        let (rows, cols) = (300, 1029);
+        let (rows, cols) = (77, 1029);
         let b = values(rows * cols, 3);
-        let stripes = rows.div_ceil(STRIPE_ROWS);
-        let (mut r1, mut c1) = (vec![0f64; rows], vec![0f64; stripes * cols]);
-        let (mut r2, mut c2) = (vec![0f64; rows], vec![0f64; stripes * cols]);
+        let (mut r1, mut c1) = (vec![0f64; rows], vec![0f64; cols]);
+        let (mut r2, mut c2) = (vec![0f64; rows], vec![0f64; cols]);
         sums(&b, cols, &mut r1, &mut c1);
         sums_generic(&b, cols, &mut r2, &mut c2);
         assert_eq!(r1, r2);
         assert_eq!(c1, c2);
-    }
-
-    #[test]
-    fn any_thread_count_gives_the_same_bits() {
-        let (rows, cols) = (1100, 333);
-        let b = values(rows * cols, 9);
-        let (mut r1, mut c1) = (vec![0f64; rows], vec![0f64; cols]);
-        sums_striped(&b, cols, 1, &mut r1, &mut c1);
-        for threads in [0, 2, 3, 5, 64] {
-            let (mut r, mut c) = (vec![0f64; rows], vec![0f64; cols]);
-            sums_striped(&b, cols, threads, &mut r, &mut c);
-            assert_eq!(r, r1, "{threads} threads");
-            assert_eq!(c, c1, "{threads} threads");
-        }
-        let t = BlockTarget {
-            row_start: 0,
-            col_start: rows,
-            col_from: 0,
-        };
-        let mut a1 = vec![0i64; rows + cols];
-        let mut a4 = vec![0i64; rows + cols];
-        accumulate_abs_sums(&b, rows, cols, 2f64.powi(32), &mut a1, t, 1).unwrap();
-        accumulate_abs_sums(&b, rows, cols, 2f64.powi(32), &mut a4, t, 4).unwrap();
-        assert_eq!(a1, a4);
     }
 
     #[test]
@@ -358,7 +276,7 @@ mod tests {
             col_start: 45,
             col_from: 5,
         };
-        accumulate_abs_sums(&b, rows, cols, scale, &mut acc, t, 0).unwrap();
+        accumulate_abs_sums(&b, rows, cols, scale, &mut acc, t).unwrap();
         for i in 0..rows {
             let got = (acc[i] - 5) as f64 / scale;
             assert!((got - want_r[i]).abs() < 1e-5, "row {i}");
@@ -396,8 +314,8 @@ mod tests {
             col_start: 0,
             col_from: 0,
         };
-        accumulate_abs_sums(&b, rows, cols, scale, &mut a1, t1, 0).unwrap();
-        accumulate_abs_sums(&bt, cols, rows, scale, &mut a2, t2, 0).unwrap();
+        accumulate_abs_sums(&b, rows, cols, scale, &mut a1, t1).unwrap();
+        accumulate_abs_sums(&bt, cols, rows, scale, &mut a2, t2).unwrap();
         for (x, y) in a1.iter().zip(&a2) {
             assert!((x - y).abs() as f64 <= 1e-6 * *x as f64, "{x} vs {y}");
         }
@@ -420,26 +338,26 @@ mod tests {
             col_start: 0,
             col_from: 3,
         };
-        assert!(accumulate_abs_sums(&b, 2, 4, 1.0, &mut acc, t, 0).is_err()); // 6 != 2 x 4
-        assert!(accumulate_abs_sums(&b, 2, 3, f64::NAN, &mut acc, t, 0).is_err());
-        assert!(accumulate_abs_sums(&b, 2, 3, 0.0, &mut acc, t, 0).is_err());
+        assert!(accumulate_abs_sums(&b, 2, 4, 1.0, &mut acc, t).is_err()); // 6 != 2 x 4
+        assert!(accumulate_abs_sums(&b, 2, 3, f64::NAN, &mut acc, t).is_err());
+        assert!(accumulate_abs_sums(&b, 2, 3, 0.0, &mut acc, t).is_err());
         let past = BlockTarget { col_from: 4, ..t };
-        assert!(accumulate_abs_sums(&b, 2, 3, 1.0, &mut acc, past, 0).is_err());
+        assert!(accumulate_abs_sums(&b, 2, 3, 1.0, &mut acc, past).is_err());
         let out = BlockTarget { row_start: 3, ..t };
-        assert!(accumulate_abs_sums(&b, 2, 3, 1.0, &mut acc, out, 0).is_err());
+        assert!(accumulate_abs_sums(&b, 2, 3, 1.0, &mut acc, out).is_err());
         let cols_out = BlockTarget {
             col_start: 2,
             col_from: 0,
             ..t
         };
-        assert!(accumulate_abs_sums(&b, 2, 3, 1.0, &mut acc, cols_out, 0).is_err());
+        assert!(accumulate_abs_sums(&b, 2, 3, 1.0, &mut acc, cols_out).is_err());
         // no columns selected: col_start is not checked
         let none = BlockTarget {
             col_start: 99,
             col_from: 3,
             row_start: 2,
         };
-        accumulate_abs_sums(&b, 2, 3, 1.0, &mut acc, none, 0).unwrap();
+        accumulate_abs_sums(&b, 2, 3, 1.0, &mut acc, none).unwrap();
         assert_eq!(acc, [0, 0, 3, 3]);
     }
 }
