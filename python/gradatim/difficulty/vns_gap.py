@@ -30,8 +30,7 @@ How it is computed, exactly and without an N x N matrix:
 - Product sums (the kernel's fixed order, the same on every CPU): each row in float32 over chunks
   of 256 columns (64 lanes of 4 values each, then a pairwise tree), the chunks in float64
   (relative error about ``10 u``, ``u = 2^-24``, tighter than NumPy's float32 pairwise sum);
-  each column in float32 over groups of 32 rows (at most ``31 u``), the groups in float64 per
-  stripe of 256 rows, the stripes in order (threads take whole stripes: same bits). Each
+  each column in float32 over groups of 32 rows (at most ``31 u``), the groups in float64. Each
   float64 sum is rounded to an int64 fixed-point number with 2^-32 resolution (at most 2^-33 per
   product a row takes part in, below 1e-8 per row at N = 100,000) and accumulated. Integer
   addition is associative, so the result is bit-for-bit the same whatever the order of the block

@@ -14,10 +14,9 @@
 //!   values per lane), the lanes are reduced by a pairwise tree (6 levels) and the chunk's sum is
 //!   added to a float64 row total. Error bound per chunk about `(4 + 6) u` relative (u = 2^-24),
 //!   then float64: tighter than NumPy's float32 pairwise row sum.
-//! - **Columns**: float32 sums over groups of [`ROW_GROUP`] consecutive rows (rows added in order,
-//!   at most `31 u` relative per group), float64 over the groups of a stripe of [`STRIPE_ROWS`]
-//!   rows in order, then float64 over the stripes in order. Threads take whole stripes, so any
-//!   number of threads gives the same bits.
+//! - **Columns**: float32 sums over groups of [`ROW_GROUP`] consecutive rows (rows added in order),
+//!   then float64 over the groups in order: at most `31 u` relative per group (the order of the
+//!   NumPy code this kernel replaced).
 //! - Each float64 total `x` becomes `rint(x * scale)` (round half to even, NumPy's `rint`) and is
 //!   added to the int64 accumulator; integer addition is associative, hence the bit-for-bit
 //!   independence of order and ranks.
