@@ -25,7 +25,8 @@ How it is computed, exactly and without an N x N matrix:
   block would give ``1/2 + block / (2 N)``, 0.550 and 0.525).
 - The ``|.|``, row sums, column sums and fixed-point conversion of a product are ONE pass in Rust
   (``_core.vns_gap_block_sums``, ``rust/core/src/difficulty/gap_sums.rs``; the GIL is released),
-  not several NumPy passes over the product: 0.5-0.9 % of the GEMM-only time at N = 10,000.
+  not several NumPy passes over the product: 0.5-0.9 % of the GEMM-only time at N = 10,000,
+  1.8 % at 20,000 (the NumPy passes took 2-3 % at 10,000).
 - Memory: ``W`` (``N (dv + dt)`` floats) plus one product buffer (at most 16 MiB, or
   ``block x block``) reused for every product and a ``block x (dv + dt)`` copy:
   ``O(N x block)``, never ``N x N``.
