@@ -11,13 +11,16 @@ the fastest of each counts).
 
 Each method runs in a fresh subprocess (inputs: seeded standard-normal float32, generated there);
 "peak RSS" is the process's high-water mark (``VmHWM``: interpreter + inputs + method), "added" is
-that minus the resident size just before the call. The targets on CPU: gradatim <= 0.65x the
-GEMM-only time (symmetry halves the products), peak RSS at N = 100,000 under 2 GB. With CUDA,
+that minus the resident size just before the call. The targets on CPU: gradatim <= 0.6x the
+GEMM-only time at every compared N (symmetry halves the products: 0.5x is the floor), peak RSS at
+N = 100,000 under 2 GB. The ratio is reported fastest vs fastest and as the median of the
+alternating pairs. With CUDA,
 ``vns_gap`` also runs at MIMIC-CXR's N = 377,110 with dv 2048, dt 768 (target under 60 s on one
 H100). Writes ``benches/results/difficulty.json`` and prints a table.
 
     python benches/difficulty.py            # N = 20,000 (all three) and N = 100,000 (gradatim)
     python benches/difficulty.py --quick    # CI-sized: N = 3,000 and 10,000
+    python benches/difficulty.py --n 10000 20000 --n-large 0 --no-cuda   # the CPU ratio only
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "difficulty.json"
+RATIO_TARGET = 0.6  # gradatim / GEMM-only on CPU; symmetry alone allows 0.5
 
 
 def _status_mb(field: str) -> float:
@@ -76,10 +80,10 @@ def gemm_only(v: np.ndarray, t: np.ndarray, block: int = 1024) -> None:
 def worker(method: str, n: int, dv: int, dt: int, out: str | None) -> dict[str, Any]:
     v, t = _inputs(n, dv, dt)
     result = None
+    if method.startswith("gradatim"):
+        from gradatim.difficulty import vns_gap  # imported outside the timed region
     if method == "gradatim_cuda":
         import torch
-
-        from gradatim.difficulty import vns_gap
 
         vns_gap(v[:4096], t[:4096], device="cuda")  # CUDA context and kernels warm
         torch.cuda.synchronize()
@@ -90,12 +94,8 @@ def worker(method: str, n: int, dv: int, dt: int, out: str | None) -> dict[str, 
     elif method == "gemm_only":
         gemm_only(v, t)
     elif method == "gradatim":
-        from gradatim.difficulty import vns_gap
-
         result = vns_gap(v, t, device="cpu")
     elif method == "gradatim_cuda":
-        from gradatim.difficulty import vns_gap
-
         result = vns_gap(v, t, device="cuda")
     else:
         raise SystemExit(f"unknown method {method}")
@@ -153,6 +153,23 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="CI-sized run (N = 3,000 and 10,000)")
     ap.add_argument("--no-cuda", action="store_true", help="skip the MIMIC-CXR-sized CUDA run")
     ap.add_argument("--repeats", type=int, default=3, help="alternating GEMM-only/gradatim runs")
+    ap.add_argument(
+        "--n",
+        type=int,
+        nargs="+",
+        help="N values timed against GEMM-only and NumPy (default 20,000; --quick: 3,000)",
+    )
+    ap.add_argument(
+        "--n-large",
+        type=int,
+        help="N of the gradatim-only memory run (default 100,000; --quick: 10,000; 0 skips it)",
+    )
+    ap.add_argument(
+        "--numpy-max-n",
+        type=int,
+        default=10**9,
+        help="run the NumPy N x N reference (3 float64 N x N matrices) only up to this N",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -162,38 +179,74 @@ def main() -> int:
         return 0
 
     n_small, n_large = (3_000, 10_000) if args.quick else (20_000, 100_000)
+    sizes = args.n or [n_small]
+    if args.n_large is not None:
+        n_large = args.n_large
     dv, dt = 512, 384
     rows: list[dict[str, Any]] = []
+    checks: dict[str, Any] = {}
     print(f"VNS-Gap, float32 inputs dv={dv} dt={dt}")
-    with tempfile.TemporaryDirectory() as tmp:
-        ref, got = f"{tmp}/numpy.npy", f"{tmp}/gradatim.npy"
-        rows.append(run("numpy_nxn", n_small, dv, dt, ref))
-        # The ratio is the point: alternate the two and keep each one's fastest run, so a busy
-        # machine (other jobs on the cores) biases neither side.
-        reps: dict[str, list[dict[str, Any]]] = {"gemm_only": [], "gradatim": []}
-        for _ in range(args.repeats):
-            reps["gemm_only"].append(run("gemm_only", n_small, dv, dt))
-            reps["gradatim"].append(run("gradatim", n_small, dv, dt, got))
-        for runs in reps.values():
-            best = dict(min(runs, key=lambda r: r["seconds"]))
-            best["all_seconds"] = [r["seconds"] for r in runs]
-            rows.append(best)
-        max_rel = float(np.max(np.abs(np.load(got) - np.load(ref)) / np.load(ref)))
-    rows.append(run("gradatim", n_large, dv, dt))
-    by = {(r["method"], r["N"]): r for r in rows}
-    ratio = by[("gradatim", n_small)]["seconds"] / by[("gemm_only", n_small)]["seconds"]
-    speedup = by[("numpy_nxn", n_small)]["seconds"] / by[("gradatim", n_small)]["seconds"]
-    peak_large = by[("gradatim", n_large)]["peak_rss_mb"]
-    checks: dict[str, Any] = {
-        "max_rel_diff_vs_numpy": max_rel,
-        "gradatim_over_gemm_only": round(ratio, 3),
-        "gradatim_over_gemm_only_target": 0.65,
-        "numpy_nxn_over_gradatim": round(speedup, 2),
-        f"peak_rss_mb_at_{n_large}": peak_large,
-        "peak_rss_target_mb": 2048,
-    }
+    ratios: dict[int, float] = {}
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            ref, got = f"{tmp}/numpy.npy", f"{tmp}/gradatim.npy"
+            with_numpy = n <= args.numpy_max_n
+            if with_numpy:
+                rows.append(run("numpy_nxn", n, dv, dt, ref))
+            # The ratio is the point: alternate the two and keep each one's fastest run, so a
+            # busy machine (other jobs on the cores) biases neither side.
+            reps: dict[str, list[dict[str, Any]]] = {"gemm_only": [], "gradatim": []}
+            for _ in range(args.repeats):
+                reps["gemm_only"].append(run("gemm_only", n, dv, dt))
+                reps["gradatim"].append(run("gradatim", n, dv, dt, got))
+            for runs in reps.values():
+                best = dict(min(runs, key=lambda r: r["seconds"]))
+                best["all_seconds"] = [r["seconds"] for r in runs]
+                rows.append(best)
+            max_rel = (
+                float(np.max(np.abs(np.load(got) - np.load(ref)) / np.load(ref)))
+                if with_numpy
+                else float("nan")
+            )
+        by = {(r["method"], r["N"]): r for r in rows}
+        ratio = by[("gradatim", n)]["seconds"] / by[("gemm_only", n)]["seconds"]
+        paired = [
+            g["seconds"] / b["seconds"]
+            for g, b in zip(reps["gradatim"], reps["gemm_only"], strict=True)
+        ]
+        speedup = (
+            by[("numpy_nxn", n)]["seconds"] / by[("gradatim", n)]["seconds"]
+            if with_numpy
+            else float("nan")
+        )
+        ratios[n] = ratio
+        checks[f"at_{n}"] = {
+            "max_rel_diff_vs_numpy": max_rel,
+            "gradatim_over_gemm_only": round(ratio, 3),
+            "gradatim_over_gemm_only_paired": [round(x, 3) for x in paired],
+            "gradatim_over_gemm_only_paired_median": round(float(np.median(paired)), 3),
+            "numpy_nxn_over_gradatim": round(speedup, 2),
+        }
+        print(
+            f"N={n:,}: gradatim / GEMM-only = {ratio:.3f} fastest vs fastest (target <= "
+            f"{RATIO_TARGET}), {np.median(paired):.3f} median of the {len(paired)} alternating "
+            f"pairs {[round(x, 3) for x in paired]}; NumPy N x N / gradatim = {speedup:.2f}x; "
+            f"max rel. diff vs NumPy {max_rel:.1e}",
+            flush=True,
+        )
+    checks["gradatim_over_gemm_only_target"] = RATIO_TARGET
+    peak_large = None
+    if n_large > 0:
+        rows.append(run("gradatim", n_large, dv, dt))
+        peak_large = rows[-1]["peak_rss_mb"]
+        checks[f"peak_rss_mb_at_{n_large}"] = peak_large
+        checks["peak_rss_target_mb"] = 2048
+        print(f"peak RSS at N={n_large:,}: {peak_large:.0f} MB (target < 2048)")
     if not args.quick:
-        checks["cpu_targets_met"] = bool(ratio <= 0.65 and peak_large < 2048)
+        checks["cpu_targets_met"] = bool(
+            all(r <= RATIO_TARGET for r in ratios.values())
+            and (peak_large is None or peak_large < 2048)
+        )
     cuda = False
     if not args.no_cuda:
         try:
@@ -208,11 +261,6 @@ def main() -> int:
         rows.append(row)
         checks["cuda_seconds_at_mimic_cxr"] = row["seconds"]
         checks["cuda_target_seconds"] = 60
-    print(
-        f"gradatim / GEMM-only = {ratio:.3f} (target <= 0.65); NumPy N x N / gradatim = "
-        f"{speedup:.2f}x; max rel. diff vs NumPy {max_rel:.1e}; peak RSS at N={n_large:,} "
-        f"{peak_large:.0f} MB (target < 2048)"
-    )
     report = {
         "benchmark": "difficulty (VNS-Gap)",
         "quick": args.quick,

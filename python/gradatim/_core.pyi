@@ -239,6 +239,16 @@ def cache_build(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]: ...
 
+# --- difficulty (rust/python/src/difficulty.rs) -----------------------------------------------
+def vns_gap_block_sums(
+    block: NDArray[np.float32],
+    scale: float,
+    acc: NDArray[np.int64],
+    row_start: int,
+    col_start: int,
+    col_from: int,
+) -> None: ...
+
 # --- manifest (rust/python/src/manifest.rs) -----------------------------------------------------
 def validate_record(
     record: Mapping[str, Any],

@@ -11,24 +11,42 @@ How it is computed, exactly and without an N x N matrix:
   ``W = [V | T]``. For a row block ``i`` the copy ``W'_i = [V_i | -T_i]`` turns both products
   into ONE matrix product: ``W'_i W_j^T = V_i V_j^T - T_i T_j^T = S^v_ij - S^t_ij``, with no
   subtraction pass.
-- ``G`` is symmetric, so only block pairs ``i <= j`` are computed: the row sums of ``|.|`` go to
-  the rows of block ``i``, the column sums to the rows of block ``j`` (the diagonal block once,
-  by its row sums). That is ``(nb + 1) / (2 nb)`` of the products, about half.
-- Memory: ``W`` (``N (dv + dt)`` floats) plus one ``block x block`` buffer reused for every pair
-  and a ``block x (dv + dt)`` copy: ``O(N x block)``, never ``N x N``.
-- Block sums are taken in float32 (pairwise along rows; in groups of 32 rows then float64 along
-  columns) and accumulated as int64 fixed-point numbers with 2^-32 resolution (quantisation
-  error below 1e-9 per row). Integer addition is associative, so the result is bit-for-bit the
-  same whatever the order of the blocks or the number of ranks (``torchrun``); see
-  :mod:`gradatim.difficulty.distributed`.
+- ``G`` is symmetric, so (nearly) only pairs ``i <= j`` are computed. On CPU, block row ``a``
+  (rows ``[s, e)``, halves ``[s, s + h)`` and ``[s + h, e)``) multiplies ``W'_a`` by
+  ``W[s + h:]^T`` in products of up to :data:`_PRODUCT_BYTES` (16 MiB: ``block x 4096`` columns
+  at the default block, cut into equal widths), wide enough for BLAS to run as fast as on the
+  plain ``N x N`` products and small enough to be still in L3 when the kernel below reads it
+  (at N = 10,000: 8 and 16 MiB 0.55x the GEMM-only time, 4 MiB 0.565x, 32 MiB 0.575x); then
+  the top half's own ``h x h`` square. Row sums of ``|.|`` go to
+  the product's rows, column sums to its columns (they stand for the transposed pairs), except on
+  the two diagonal squares, which count each pair once by their row sums. The diagonal block
+  costs 3/4 of a square, so the products cover about ``1/2 + block / (4 N)`` of the ``N x N``
+  products (0.525 at N = 10,000, 0.513 at 20,000 with the default block; the whole diagonal
+  block would give ``1/2 + block / (2 N)``, 0.550 and 0.525).
+- The ``|.|``, row sums, column sums and fixed-point conversion of a product are ONE pass in Rust
+  (``_core.vns_gap_block_sums``, ``rust/core/src/difficulty/gap_sums.rs``; the GIL is released),
+  not several NumPy passes over the product: 0.5-0.9 % of the GEMM-only time at N = 10,000,
+  1.8 % at 20,000 (the NumPy passes took 2-3 % at 10,000).
+- Memory: ``W`` (``N (dv + dt)`` floats) plus one product buffer (at most 16 MiB, or
+  ``block x block``) reused for every product and a ``block x (dv + dt)`` copy:
+  ``O(N x block)``, never ``N x N``.
+- Product sums (the kernel's fixed order, the same on every CPU): each row in float32 over chunks
+  of 256 columns (64 lanes of 4 values each, then a pairwise tree), the chunks in float64
+  (relative error about ``10 u``, ``u = 2^-24``, tighter than NumPy's float32 pairwise sum);
+  each column in float32 over groups of 32 rows (at most ``31 u``), the groups in float64. Each
+  float64 sum is rounded to an int64 fixed-point number with 2^-32 resolution (at most 2^-33 per
+  product a row takes part in, below 1e-8 per row at N = 100,000) and accumulated. Integer
+  addition is associative, so the result is bit-for-bit the same whatever the order of the block
+  rows or the number of ranks (``torchrun``); see :mod:`gradatim.difficulty.distributed`.
+- CUDA (:func:`_dense_torch`): block pairs ``i <= j`` of ``block x block``, torch's ``abs`` and
+  float64 sums, the same fixed point.
 
-Default block size (:data:`DEFAULT_BLOCK_CPU`, :data:`DEFAULT_BLOCK_CUDA`): on CPU, 1024 rows
-keeps the block buffer at 4 MiB (inside L2 + L3, so the ``abs`` and the two sums run from cache),
-keeps each product large enough (1024 x 1024 x (dv + dt)) for BLAS to run at full speed, and
-wastes only ``1/(2 nb)`` on the diagonal blocks; 512, 1024 and 2048 measured within 3 % of each
-other at N = 20,000 on a 2-core AVX-512 machine, 4096 was 13 % slower. On CUDA, 8192 (a 256 MiB
-buffer) keeps the GPU busy with few kernel launches. Products run in IEEE float32 (TF32 is turned
-off for the call), as exactness needs.
+Default block size (:data:`DEFAULT_BLOCK_CPU`, :data:`DEFAULT_BLOCK_CUDA`): on CPU, 1024 rows:
+the diagonal blocks waste ``block / (4 N)`` of the products, while fewer rows per product make
+BLAS slower (it packs the product's columns once per call); at N = 10,000 on a 2-core AVX-512
+machine 640-1280 rows measured within noise of each other, 512 was 6 % slower and 256 was 35 %
+slower. On CUDA, 8192 (a 256 MiB buffer) keeps the GPU busy with few kernel launches. Products
+run in IEEE float32 (TF32 is turned off for the call), as exactness needs.
 
 The neighbourhood variant ``k=K`` sums ``G_ij`` over the ``K`` nearest visual neighbours of ``i``
 (cosine similarity of the visual embeddings, ``i`` itself excluded; see
@@ -45,6 +63,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from gradatim import _core
 from gradatim.difficulty import distributed as dist
 from gradatim.difficulty._checks import check_pair, normalize_into
 from gradatim.errors import InvalidArgumentError
@@ -54,6 +73,7 @@ __all__ = ["DEFAULT_BLOCK_CPU", "DEFAULT_BLOCK_CUDA", "vns_gap", "resolve_device
 DEFAULT_BLOCK_CPU = 1024
 DEFAULT_BLOCK_CUDA = 8192
 _KNN_GATHER_BYTES = 64 << 20  # neighbour rows gathered at once in the k-NN variant
+_PRODUCT_BYTES = 16 << 20  # one float32 product (block x columns) on CPU: stays in L3
 
 
 def resolve_device(device: Any = "auto") -> str:
@@ -95,45 +115,57 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="block")
 
 
-def _colsum64(r: np.ndarray) -> np.ndarray:
-    """Column sums of a float32 block: float32 over groups of 32 rows (error ~32 ulp at most),
-    then float64 over the groups; as fast as ``r.sum(0)`` and about 40x more accurate."""
-    m, n = r.shape
-    q = m // 32
-    out = np.zeros(n, dtype=np.float64)
-    if q:
-        out += r[: q * 32].reshape(q, 32, n).sum(axis=1).sum(axis=0, dtype=np.float64)
-    if m > q * 32:
-        out += r[q * 32 :].sum(axis=0, dtype=np.float64)
-    return out
+def _chunk_cols(n: int, bs: int) -> int:
+    """Columns per product on CPU: as wide as :data:`_PRODUCT_BYTES` allows (at least ``bs``)."""
+    return int(min(n, max(bs, _PRODUCT_BYTES // (4 * bs))))
+
+
+def _column_chunks(s: int, n: int, cw: int) -> list[tuple[int, int]]:
+    """Columns ``[s, n)`` cut into the fewest products of at most ``cw`` columns, of equal widths
+    (to one column): no narrow last product, which BLAS would run slowly."""
+    k = -(-(n - s) // cw)
+    return [(s + (n - s) * q // k, s + (n - s) * (q + 1) // k) for q in range(k)]
 
 
 def _dense_numpy(
     w: np.ndarray, dv: int, rows: range, bs: int, scale: float, progress: bool
 ) -> NDArray[np.int64]:
-    """int64 fixed-point row totals contributed by block rows ``rows`` (upper-triangular)."""
+    """int64 fixed-point row totals contributed by block rows ``rows`` (upper-triangular).
+
+    Block row ``a`` (rows ``[s, e)``, halves ``[s, s + h)`` and ``[s + h, e)``) multiplies
+    ``W'_a`` by ``W[s + h:]^T`` in products of at most :func:`_chunk_cols` columns, plus the top
+    half's own ``h x h`` square. The Rust kernel ``_core.vns_gap_block_sums`` takes ``|.|``, the
+    row sums and the column sums of each product in one pass. Column sums stand for the transposed
+    pairs, never computed; the two diagonal squares count each pair once, by their row sums. So
+    the diagonal block costs ``3/4`` of a square, not all of it."""
     n, d = w.shape
     blocks = _blocks(n, bs)
+    cw = _chunk_cols(n, bs)
     acc = np.zeros(n, dtype=np.int64)
     wi_buf = np.empty((bs, d), dtype=np.float32)
-    flat = np.empty(bs * bs, dtype=np.float32)
+    flat = np.empty(bs * cw, dtype=np.float32)
     bar = _progress(sum(len(blocks) - a for a in rows), progress, "VNS-Gap")
     for a in rows:
         s, e = blocks[a]
         m = e - s
+        h = m // 2
         wi = wi_buf[:m]
         np.copyto(wi, w[s:e])
         np.negative(wi[:, dv:], out=wi[:, dv:])
-        for c in range(a, len(blocks)):
-            s2, e2 = blocks[c]
-            r = flat[: m * (e2 - s2)].reshape(m, e2 - s2)
-            np.matmul(wi, w[s2:e2].T, out=r)  # S^v - S^t for the block pair, one GEMM
-            np.abs(r, out=r)
-            acc[s:e] += np.rint(r.sum(axis=1).astype(np.float64) * scale).astype(np.int64)
-            if c != a:  # symmetry: the transposed pair (c, a) is never computed
-                acc[s2:e2] += np.rint(_colsum64(r) * scale).astype(np.int64)
-            if bar is not None:
-                bar.update(1)
+        for c0, c1 in _column_chunks(s + h, n, cw):
+            r = flat[: m * (c1 - c0)].reshape(m, c1 - c0)
+            np.matmul(wi, w[c0:c1].T, out=r)  # S^v - S^t for rows [s, e) x columns [c0, c1)
+            if c0 == s + h:  # columns [s + h, e): the bottom half's diagonal square
+                _core.vns_gap_block_sums(r[:h], scale, acc, s, c0, 0)
+                _core.vns_gap_block_sums(r[h:], scale, acc, s + h, c0, m - h)
+            else:
+                _core.vns_gap_block_sums(r, scale, acc, s, c0, 0)
+        if h:  # the top half's diagonal square
+            r = flat[: h * h].reshape(h, h)
+            np.matmul(wi[:h], w[s : s + h].T, out=r)
+            _core.vns_gap_block_sums(r, scale, acc, s, s, h)
+        if bar is not None:
+            bar.update(len(blocks) - a)
     if bar is not None:
         bar.close()
     return acc

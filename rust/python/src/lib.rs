@@ -7,6 +7,7 @@ mod augment;
 mod cache;
 mod curriculum;
 mod data;
+mod difficulty;
 mod error;
 mod image;
 mod json;
@@ -25,5 +26,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     curriculum::register(m)?;
     storage::register(m)?;
     cache::register(m)?;
+    difficulty::register(m)?;
     Ok(())
 }
