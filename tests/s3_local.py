@@ -98,6 +98,9 @@ class FaultProxy:
 
     def start(self) -> None:
         http.server.ThreadingHTTPServer.allow_reuse_address = True
+        # a deep accept queue: a client opening dozens of connections at once must not see
+        # dropped SYNs (a 1 s retransmit each) with the default backlog of 5
+        http.server.ThreadingHTTPServer.request_queue_size = 256
         server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         server.daemon_threads = True
         self._server = server
