@@ -53,7 +53,8 @@ def _remote_manifest(local: Path) -> str:
 def _batches(
     manifest: str | Path, faults: FaultProxy | None = None, fail: int = 0, **kw: object
 ) -> list[tuple[list[str], np.ndarray]]:
-    ds = ga.ManifestDataset(manifest, image_size=(48, 48), augment=ga.Augment.cure_train())
+    ds = ga.ManifestDataset(manifest, image_size=(48, 48), augment=ga.Augment.cure_train(),
+                            allow_outside_root=bool(kw.pop("allow_outside_root", False)))  # fmt: skip
     if faults is not None:  # the next `fail` requests, image reads, are answered 503
         faults.fail_next = fail
     loader = ga.DataLoader(ds, batch_size=5, shuffle=True,
@@ -97,7 +98,11 @@ def test_a_manifest_with_url_images_read_from_a_local_file(
         r["image"] = f"s3://cxr/phantom/{r['image']}"
     path = tmp_path / "urls.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    _same(_batches(path), _batches(local))
+    # a URL in a local manifest lies outside its root: refused unless allowed
+    with pytest.raises(ga.ManifestError, match="outside the manifest root") as e:
+        ga.ManifestDataset(path)
+    assert e.value.field == "image" and e.value.row == 1
+    _same(_batches(path, allow_outside_root=True), _batches(local))
 
 
 def test_injected_5xx_answers_are_retried(local: Path, proxy: S3Server) -> None:
@@ -133,14 +138,15 @@ def test_a_missing_object_names_its_url_and_on_error_skips_it(
     local: Path, proxy: S3Server, tmp_path: Path
 ) -> None:
     rows = [json.loads(line) for line in local.read_text().splitlines() if line.strip()]
-    rows[2]["image"] = "s3://cxr/phantom/no-such-image.png"
+    rows[2]["image"] = "s3://cxr/phantom/no-such-image.png"  # outside a local root: allowed below
     path = tmp_path / "missing.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    strict = ga.ManifestDataset(path, root=local.parent, image_size=(32, 32))
+    kw = {"root": local.parent, "allow_outside_root": True}
+    strict = ga.ManifestDataset(path, image_size=(32, 32), **kw)
     with pytest.raises(FileNotFoundError, match="s3://cxr/phantom/no-such-image.png") as e:
         strict[2]
     assert e.value.filename == "s3://cxr/phantom/no-such-image.png"
-    lenient = ga.ManifestDataset(path, root=local.parent, image_size=(32, 32), on_error="skip")
+    lenient = ga.ManifestDataset(path, image_size=(32, 32), on_error="skip", **kw)
     loader = ga.DataLoader(lenient, batch_size=4)
     with pytest.warns(RuntimeWarning, match="1 sample"):
         seen = [i for b in loader for i in b["id"]]

@@ -599,13 +599,24 @@ impl Record {
 
 /// Resolve an image path under the root. Absolute paths and `..` that climb out of the root are
 /// refused unless allowed: a manifest must not be able to read arbitrary files by default.
-/// An image's location: a URL of an object store as written; a relative path joined to the root
-/// (a folder, or a store URL for a manifest in a store) unless it climbs out of it; an absolute
-/// path only where the manifest allows images outside its root.
+/// An image's location: a relative path joined to the root (a folder, or a store URL for a
+/// manifest in a store) unless it climbs out of it; an absolute path, or a URL that does not
+/// extend a URL root, only where the manifest allows images outside its root.
 fn resolve(image: &Path, opts: &ManifestOptions) -> std::result::Result<PathBuf, String> {
     let p = image;
-    if p.to_str().is_some_and(storage::is_remote) {
-        return Ok(p.to_path_buf());
+    if let Some(url) = p.to_str().filter(|s| storage::is_remote(s)) {
+        // a URL is under the root only when the root is a URL it extends; any other (an
+        // http:// address in a local manifest, another bucket) needs allow_outside_root
+        let root = opts.root.to_str().unwrap_or_default().trim_end_matches('/');
+        let under = storage::is_remote(root) && url.starts_with(&format!("{root}/"));
+        return if under || opts.allow_outside_root {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!(
+                "URL {url:?} is outside the manifest root (pass allow_outside_root=True to allow \
+                 it)"
+            ))
+        };
     }
     let local;
     let p = match p.to_str() {
@@ -837,5 +848,27 @@ mod tests {
             ..opts()
         };
         assert!(Manifest::from_jsonl(&rec("/abs/x.jpg"), "m", &open).is_ok());
+    }
+
+    #[test]
+    fn urls_resolve_under_a_url_root_only() {
+        let local = opts();
+        let err = resolve(Path::new("s3://b/m/x.jpg"), &local).unwrap_err();
+        assert!(err.contains("outside the manifest root"), "{err}");
+        let remote = ManifestOptions {
+            root: PathBuf::from("s3://b/m"),
+            allow_outside_root: false,
+        };
+        let ok = |p: &str| resolve(Path::new(p), &remote).map(|p| p.display().to_string());
+        assert_eq!(ok("x/1.jpg").unwrap(), "s3://b/m/x/1.jpg");
+        assert_eq!(ok("s3://b/m/2.jpg").unwrap(), "s3://b/m/2.jpg");
+        assert!(ok("s3://b/mm/2.jpg").is_err()); // a sibling prefix is not under the root
+        assert!(ok("https://internal/admin").is_err());
+        assert!(ok("../x.jpg").is_err());
+        let allowed = ManifestOptions {
+            allow_outside_root: true,
+            ..local
+        };
+        assert!(resolve(Path::new("https://h/x.png"), &allowed).is_ok());
     }
 }
