@@ -53,8 +53,9 @@ def _remote_manifest(local: Path) -> str:
 def _batches(
     manifest: str | Path, faults: FaultProxy | None = None, fail: int = 0, **kw: object
 ) -> list[tuple[list[str], np.ndarray]]:
+    outside = bool(kw.pop("allow_outside_root", False))
     ds = ga.ManifestDataset(manifest, image_size=(48, 48), augment=ga.Augment.cure_train(),
-                            allow_outside_root=bool(kw.pop("allow_outside_root", False)))  # fmt: skip
+                            allow_outside_root=outside)  # fmt: skip
     if faults is not None:  # the next `fail` requests, image reads, are answered 503
         faults.fail_next = fail
     loader = ga.DataLoader(ds, batch_size=5, shuffle=True,
