@@ -120,11 +120,6 @@ fn client() -> Result<&'static Client> {
         .map_err(|e| Error::invalid(e.clone()))
 }
 
-/// The options remote reads use in this process.
-pub fn remote_options() -> Result<RemoteOptions> {
-    Ok(client()?.options)
-}
-
 fn remote_error(url: &str, reason: impl Into<String>, not_found: bool) -> Error {
     Error::Remote {
         url: url.to_string(),

@@ -366,7 +366,6 @@ impl Cache {
             .ok_or_else(|| Error::decode(&name, "the cache's shard is shorter than its index"))?;
         let (w, h, c) = (e.width as usize, e.height as usize, e.channels as usize);
         let pixels = if e.flags & WIDE != 0 {
-            // SAFETY-free reinterpretation: align_to only yields the aligned middle
             // SAFETY: u16 has no invalid bit patterns; offsets are 64-byte aligned in a
             // page-aligned map, so `head` is empty (checked).
             let (head, words, _) = unsafe { bytes.align_to::<u16>() };
@@ -387,10 +386,6 @@ impl Cache {
             channels: c,
             denom: e.denom as usize,
         }))
-    }
-
-    pub fn records(&self) -> usize {
-        self.header.records
     }
 }
 
