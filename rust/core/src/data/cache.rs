@@ -32,7 +32,10 @@ use serde::{Deserialize, Serialize};
 use super::manifest::Record;
 use super::sample::{id_key, DatasetSpec};
 use crate::error::{Error, Result};
-use crate::image::decode::{decode_scaled, max_file_bytes, read_image_file, ColorMode, Decoded};
+use crate::image::decode::{
+    decode_scaled, max_file_bytes, read_image_file, ColorMode, Decoded, DecodedRef,
+};
+use crate::image::ImageRef;
 use crate::storage;
 
 pub const FORMAT: &str = "gradatim-cache";
@@ -198,18 +201,9 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-/// A cached image, borrowed from the memory map.
-pub enum Cached<'a> {
-    U8(&'a [u8]),
-    U16(&'a [u16]),
-}
-
-/// A cached image with its shape and the decoder's scale denominator.
+/// A cached image, borrowed from the memory map, with the decoder's scale denominator.
 pub struct CachedImage<'a> {
-    pub pixels: Cached<'a>,
-    pub width: usize,
-    pub height: usize,
-    pub channels: usize,
+    pub image: DecodedRef<'a>,
     pub denom: usize,
 }
 
@@ -364,26 +358,34 @@ impl Cache {
             .get(e.shard as usize)
             .and_then(|s| s.get(e.offset as usize..(e.offset + e.len) as usize))
             .ok_or_else(|| Error::decode(&name, "the cache's shard is shorter than its index"))?;
-        let (w, h, c) = (e.width as usize, e.height as usize, e.channels as usize);
-        let pixels = if e.flags & WIDE != 0 {
+        let (width, height, channels) = (e.width as usize, e.height as usize, e.channels as usize);
+        let samples = width * height * channels;
+        let image = if e.flags & WIDE != 0 {
             // SAFETY: u16 has no invalid bit patterns; offsets are 64-byte aligned in a
             // page-aligned map, so `head` is empty (checked).
             let (head, words, _) = unsafe { bytes.align_to::<u16>() };
-            if !head.is_empty() || words.len() != w * h * c {
+            if !head.is_empty() || words.len() != samples {
                 return Err(Error::decode(&name, "a misaligned or short cache entry"));
             }
-            Cached::U16(words)
+            DecodedRef::U16(ImageRef {
+                width,
+                height,
+                channels,
+                data: words,
+            })
         } else {
-            if bytes.len() != w * h * c {
+            if bytes.len() != samples {
                 return Err(Error::decode(&name, "a short cache entry"));
             }
-            Cached::U8(bytes)
+            DecodedRef::U8(ImageRef {
+                width,
+                height,
+                channels,
+                data: bytes,
+            })
         };
         Ok(Some(CachedImage {
-            pixels,
-            width: w,
-            height: h,
-            channels: c,
+            image,
             denom: e.denom as usize,
         }))
     }

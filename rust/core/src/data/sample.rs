@@ -5,12 +5,12 @@
 use super::augment::AugmentConfig;
 use super::box_format::BoxFormat;
 use super::box_mask::{box_mask, MaskSpec};
-use super::cache::{Cached, SharedCache};
+use super::cache::SharedCache;
 use super::manifest::Manifest;
 use super::tasks::{answer_target, render, whole, Part, Templates};
 use crate::error::{Error, Result};
 use crate::image::decode::{
-    decode_scaled, max_file_bytes, read_image_file, ColorMode, DecodeOptions, Decoded,
+    decode_scaled, max_file_bytes, read_image_file, ColorMode, DecodeOptions, DecodedRef,
 };
 use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, ImageRef, Sample};
 use crate::rng;
@@ -314,31 +314,10 @@ pub fn load_sample<P: OutPixel>(
         }
         None => None,
     };
-    let boxes = match cached {
-        Some(c) => {
-            let scale = 1.0 / c.denom as f64;
-            let (width, height, channels) = (c.width, c.height, c.channels);
-            match c.pixels {
-                Cached::U8(data) => {
-                    let img = ImageRef {
-                        width,
-                        height,
-                        channels,
-                        data,
-                    };
-                    finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels)
-                }
-                Cached::U16(data) => {
-                    let img = ImageRef {
-                        width,
-                        height,
-                        channels,
-                        data,
-                    };
-                    finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels)
-                }
-            }
-        }
+    // pixels read in place from the cache, or decoded (kept alive here for the borrow)
+    let decoded;
+    let (image, denom) = match cached {
+        Some(c) => (c.image, c.denom),
         None => {
             let opts = spec.decode_options();
             let path = spec.manifest.image_path(rec).map_err(wrap)?;
@@ -349,32 +328,15 @@ pub fn load_sample<P: OutPixel>(
                 None => storage::read_bytes(path, limit, |p| read_image_file(p, &name, limit)),
             }
             .map_err(wrap)?;
-            let (decoded, denom) = decode_scaled(&bytes, &name, &opts).map_err(wrap)?;
-            drop(bytes);
-            let scale = 1.0 / denom as f64;
-            match decoded {
-                Decoded::U8(img) => finish(
-                    spec,
-                    img.view(),
-                    scale,
-                    &rects,
-                    &plan,
-                    min_visible,
-                    stage,
-                    pixels,
-                ),
-                Decoded::U16(img) => finish(
-                    spec,
-                    img.view(),
-                    scale,
-                    &rects,
-                    &plan,
-                    min_visible,
-                    stage,
-                    pixels,
-                ),
-            }
+            let denom;
+            (decoded, denom) = decode_scaled(&bytes, &name, &opts).map_err(wrap)?;
+            (decoded.view(), denom)
         }
+    };
+    let scale = 1.0 / denom as f64;
+    let boxes = match image {
+        DecodedRef::U8(img) => finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels),
+        DecodedRef::U16(img) => finish(spec, img, scale, &rects, &plan, min_visible, stage, pixels),
     }
     .map_err(wrap)?;
     let norm: Vec<Option<[f64; 4]>> = boxes

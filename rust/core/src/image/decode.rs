@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Image, Sample};
+use super::{Image, ImageRef, Sample};
 use crate::error::{Error, Result};
 
 /// Default pixel limit: a header declaring more than 2^28 pixels is refused before any allocation.
@@ -20,11 +20,25 @@ pub enum Decoded {
     U16(Image<u16>),
 }
 
+/// A borrowed [`Decoded`]: a decoded image, or pixels read in place (the pre-decoded cache).
+#[derive(Clone, Copy, Debug)]
+pub enum DecodedRef<'a> {
+    U8(ImageRef<'a, u8>),
+    U16(ImageRef<'a, u16>),
+}
+
 impl Decoded {
     pub fn dims(&self) -> (usize, usize, usize) {
         match self {
             Decoded::U8(i) => (i.width, i.height, i.channels),
             Decoded::U16(i) => (i.width, i.height, i.channels),
+        }
+    }
+
+    pub fn view(&self) -> DecodedRef<'_> {
+        match self {
+            Decoded::U8(i) => DecodedRef::U8(i.view()),
+            Decoded::U16(i) => DecodedRef::U16(i.view()),
         }
     }
 }
