@@ -7,6 +7,7 @@ pub mod box_format;
 pub mod box_mask;
 pub mod cache;
 pub mod manifest;
+pub mod manifest_arrow;
 pub mod sample;
 pub mod stream;
 pub mod tasks;
