@@ -249,8 +249,10 @@ impl Manifest {
         let remote = |p: &Path| p.to_str().is_some_and(storage::is_remote);
         match &self.records {
             Records::Rows(r) => r.iter().any(|r| remote(&r.image)),
-            Records::Columns(_) => {
-                remote(&self.root) || (0..self.len()).any(|i| remote(&self.image(i)))
+            // a relative path resolves under the root; anything else stays as written
+            Records::Columns(c) => {
+                remote(&self.root)
+                    || (0..self.len()).any(|i| storage::is_remote(c.str_at(Column::Image, i)))
             }
         }
     }
