@@ -88,9 +88,7 @@ def local_cache(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture(scope="module")
-def remote_cache(
-    manifest: Path, server: S3Server, tmp_path_factory: pytest.TempPathFactory
-) -> str:
+def remote_cache(manifest: Path, server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> str:
     url = "s3://caches/main"
     staging = tmp_path_factory.mktemp("staging") / "main"
     report = build_cache(_dataset(manifest), url, threads=2, progress=False, staging=staging)
@@ -168,6 +166,16 @@ def test_a_missing_or_truncated_shard_names_its_url_and_range(
         seen = [i for b in loader for i in b["id"]]
     assert len(seen) == len(plain) and plain.record(last)["id"] not in seen
     assert shard_url in json.dumps(loader.stats()["skipped_samples"])
+
+    # the same rule for a local cache: the shard file and the range are named
+    folder = tmp_path / "local"
+    build_cache(_dataset(manifest), folder, threads=1, progress=False)
+    local_shard = folder / "shard-000.bin"
+    local_shard.write_bytes(local_shard.read_bytes()[: len(shard) // 2])
+    with pytest.raises(ga.DecodeError, match=rf"{local_shard}: bytes \d+\.\.\d+: missing"):
+        _dataset(manifest, cache=folder, cache_fallback=False)[last]
+    local_lenient = _dataset(manifest, cache=folder)
+    np.testing.assert_array_equal(local_lenient[last]["pixel_values"], plain[last]["pixel_values"])
 
     s3.delete_object(Bucket="caches", Key="broken/shard-000.bin")
     with pytest.raises(FileNotFoundError, match=rf"{shard_url}: bytes 0\.\.\d+") as e:

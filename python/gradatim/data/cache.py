@@ -137,6 +137,4 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--report", type=Path, default=None, help="write the build report (JSON)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=_main)
-    cli_paths.declare(
-        b, inputs=["manifest"], output_dirs=["out", "staging"], outputs=["report"]
-    )
+    cli_paths.declare(b, inputs=["manifest"], output_dirs=["out", "staging"], outputs=["report"])

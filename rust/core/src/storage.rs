@@ -331,7 +331,9 @@ async fn get_range(client: &'static Client, url: String, range: Range<u64>) -> R
 /// background; an answer of another length is an error naming the URL and the range.
 pub fn prefetch_range(url: &str, range: Range<u64>) -> Result<Pending> {
     let client = client()?;
-    let task = client.runtime.spawn(get_range(client, url.to_string(), range));
+    let task = client
+        .runtime
+        .spawn(get_range(client, url.to_string(), range));
     Ok(Pending {
         url: url.to_string(),
         task: Some(task),

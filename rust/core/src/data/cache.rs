@@ -246,8 +246,11 @@ impl Entry {
     /// of two (little-endian `uint16`) for a wide entry. The one home of how an entry's bytes
     /// become pixels, for mapped and for fetched bytes.
     fn shape(&self, got: usize, name: &str) -> Result<(usize, usize, usize, bool)> {
-        let (width, height, channels) =
-            (self.width as usize, self.height as usize, self.channels as usize);
+        let (width, height, channels) = (
+            self.width as usize,
+            self.height as usize,
+            self.channels as usize,
+        );
         let wide = self.flags & WIDE != 0;
         let want = width
             .checked_mul(height)
@@ -414,7 +417,9 @@ impl Cache {
                     files: Files::Remote(files),
                 })
             }
-            Some(url) if url.starts_with("file://") => Cache::open_local(&storage::local_path(url)?),
+            Some(url) if url.starts_with("file://") => {
+                Cache::open_local(&storage::local_path(url)?)
+            }
             _ => Cache::open_local(location),
         }
     }
@@ -575,7 +580,12 @@ impl Cache {
 
     /// The pixels of the checked entry `e`: in place from the map, or fetched (`prefetched`,
     /// when the read was started ahead).
-    fn pixels(&self, e: &Entry, name: &str, prefetched: Option<Pending>) -> Result<CachedImage<'_>> {
+    fn pixels(
+        &self,
+        e: &Entry,
+        name: &str,
+        prefetched: Option<Pending>,
+    ) -> Result<CachedImage<'_>> {
         let pixels = match &self.files {
             Files::Mapped { shards, .. } => {
                 let bytes = e
@@ -585,7 +595,14 @@ impl Cache {
                         shard.get(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?)
                     })
                     .ok_or_else(|| {
-                        Error::decode(name, "the cache's shard is shorter than its index")
+                        let shard = self.dir.join(shard_name(e.shard));
+                        Error::decode(
+                            &shard.display().to_string(),
+                            format!(
+                                "{}: missing, or shorter than the cache's index says",
+                                storage::range_label(&(e.offset..e.offset.saturating_add(e.len)))
+                            ),
+                        )
                     })?;
                 CachedPixels::Mapped(e.view(bytes, name)?)
             }
@@ -641,7 +658,11 @@ impl Cache {
                 self.dir.display()
             )));
         };
-        let mine = if self.is_remote() { prefetched.take() } else { None };
+        let mine = if self.is_remote() {
+            prefetched.take()
+        } else {
+            None
+        };
         match self.pixels(&e, &name, mine) {
             Ok(image) => Ok(Some(image)),
             Err(_) if fallback => Ok(None),

@@ -256,13 +256,9 @@ pub fn build_at(
             "a staging folder is for a cache in an object store; {} is a local folder",
             location.display()
         ))),
-        Some(url) if url.starts_with("file://") => cache::build(
-            spec,
-            &storage::local_path(url)?,
-            threads,
-            progress,
-            stop,
-        ),
+        Some(url) if url.starts_with("file://") => {
+            cache::build(spec, &storage::local_path(url)?, threads, progress, stop)
+        }
         _ => cache::build(spec, location, threads, progress, stop),
     }
 }
