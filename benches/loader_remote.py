@@ -16,7 +16,10 @@ latency overlaps decoding.
 The same run also reads the pre-decoded cache (docs/cache.md) of these files, built once with
 ``build_cache`` into the store (``s3://bench/cache``, behind the same latency) and into a local
 folder: one ranged read per image instead of a decode. Its rows say how a cache in a store
-compares with decoding from local disk and with the same cache on local disk.
+compares with decoding from local disk and with the same cache on local disk. Reading the cache
+is several times faster than decoding, so its manifest lists every file ``--cache-repeat`` times
+(default 4, other ids): an epoch long enough that the latency of its first batch, which nothing
+overlaps, does not decide the rate.
 
     python benches/loader_remote.py              # 96 files, 3 epochs, 3 repeats
     python benches/loader_remote.py --quick      # 48 files, 2 epochs, 1 repeat
@@ -57,11 +60,13 @@ def _dataset(manifest: str, cache: str | None = None) -> ga.ManifestDataset:
 
 
 def images_per_s(
-    manifest: str, epochs: int, batch_size: int, workers: int, cache: str | None = None
-) -> float:
+    manifest: str, epochs: int, batch_size: int, workers: int, cache: str | None = None,
+    prefetch_factor: int | None = None,
+) -> float:  # fmt: skip
     ds = _dataset(manifest, cache)
     loader = ga.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+                           generator=torch.Generator().manual_seed(0),
+                           prefetch_factor=prefetch_factor)  # fmt: skip
     for _ in loader:  # warm-up epoch: page cache, the proxy's memory, connections
         pass
     start, n = time.perf_counter(), 0
@@ -102,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache-repeat", type=int, default=4, help="records per file, cached")
+    parser.add_argument(
+        "--prefetch-factor", type=int, default=None,
+        help="batches in flight per worker (default: the loader's, 2)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     files = args.files or (48 if args.quick else 96)
@@ -111,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "jpegs"
         manifest = make_dataset(folder, files)
+        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        cached_manifest = folder / "manifest_cached.jsonl"
+        cached_manifest.write_text("".join(
+            json.dumps({**r, "id": f"{r['id']}#{k}"}) + "\n"
+            for k in range(args.cache_repeat) for r in rows
+        ))  # fmt: skip
         server = subprocess.Popen(
             [sys.executable, str(HERE.parent / "tests" / "s3_local.py"), str(folder), "bench",
              str(args.latency)],
@@ -128,25 +144,25 @@ def main(argv: list[str] | None = None) -> int:
         ms = f"{args.latency * 1e3:.0f} ms"
         try:
             t0 = time.perf_counter()
-            build_cache(_dataset(str(manifest)), local_cache, progress=False)
+            build_cache(_dataset(str(cached_manifest)), local_cache, progress=False)
             built = time.perf_counter() - t0
             t0 = time.perf_counter()
-            up = build_cache(_dataset(str(manifest)), remote_cache, progress=False)
+            up = build_cache(_dataset(str(cached_manifest)), remote_cache, progress=False)
             uploaded = time.perf_counter() - t0
             print(f"cache: built locally in {built:.1f} s; built and uploaded to {remote_cache} "
                   f"in {uploaded:.1f} s ({up['upload']['bytes'] / 2**20:.0f} MiB)")  # fmt: skip
             for _ in range(repeats):
-                local = images_per_s(str(manifest), epochs, args.batch_size, args.workers)
+                common = (epochs, args.batch_size, args.workers)
+                pf = {"prefetch_factor": args.prefetch_factor}
+                local = images_per_s(str(manifest), *common, **pf)
                 cpu0 = _cpu_s(server.pid)
                 t0 = time.perf_counter()
-                far = images_per_s(remote, epochs, args.batch_size, args.workers)
+                far = images_per_s(remote, *common, **pf)
                 server_cpu.append((_cpu_s(server.pid) - cpu0) / (time.perf_counter() - t0))
-                cached = images_per_s(str(manifest), epochs, args.batch_size, args.workers,
-                                      local_cache)  # fmt: skip
+                cached = images_per_s(str(cached_manifest), *common, local_cache, **pf)
                 cpu0 = _cpu_s(server.pid)
                 t0 = time.perf_counter()
-                far_cached = images_per_s(str(manifest), epochs, args.batch_size, args.workers,
-                                          remote_cache)  # fmt: skip
+                far_cached = images_per_s(str(cached_manifest), *common, remote_cache, **pf)
                 cache_server_cpu.append((_cpu_s(server.pid) - cpu0) / (time.perf_counter() - t0))
                 for key, value in zip(runs, (local, far, cached, far_cached), strict=True):
                     runs[key].append(value)
@@ -168,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_s": args.latency,
         "batch_size": args.batch_size,
         "workers": args.workers,
+        "prefetch_factor": args.prefetch_factor or 2,
         "local_img_s": statistics.median(runs["local"]),
         "remote_img_s": statistics.median(runs["remote"]),
         "ratio": statistics.median(ratios["remote"]),
@@ -177,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "cached_remote_to_local_decode": statistics.median(ratios["s3cache"]),
         "cached_remote_to_local_cache": statistics.median(ratios["s3cache_cache"]),
         "cached_server_cpu_cores": statistics.median(cache_server_cpu),
+        "cache_repeat": args.cache_repeat,
         "cache_build_local_s": built,
         "cache_build_upload_s": uploaded,
         "cpus": os.cpu_count(),

@@ -620,21 +620,6 @@ impl Cache {
         })
     }
 
-    /// Record `index`'s cached image: `Ok(None)` when the build could not decode it; an error
-    /// when a check fails ([`Cache::locate`]) or its pixels cannot be read.
-    pub fn get(
-        &self,
-        index: usize,
-        record: &Record,
-        prefetched: Option<Pending>,
-    ) -> Result<Option<CachedImage<'_>>> {
-        let name = record.image.display().to_string();
-        match self.locate(index, record, &name)? {
-            Some(e) => self.pixels(&e, &name, prefetched).map(Some),
-            None => Ok(None),
-        }
-    }
-
     /// Record `index`'s cached image as a data set with `fallback` (`cache_fallback`) reads it:
     /// `Ok(None)` means decode the image instead. A record the build could not decode, or whose
     /// pixels cannot be read (a failed ranged read, a missing or short shard), is decoded with
