@@ -45,7 +45,7 @@ stress: sysdeps deps-test testdata build
 ## (-rss_limit_mb) and a per-input time cap (-timeout) turn bombs into findings as well as
 ## crashes. Findings land in fuzz/artifacts/TARGET/; each becomes a regression test.
 FUZZ_S ?= 600
-FUZZ_TARGETS := decode_jpeg decode_png decode_dicom manifest box_text
+FUZZ_TARGETS := decode_jpeg decode_png decode_dicom manifest manifest_packed box_text
 FUZZ_FLAGS = -max_total_time=$(FUZZ_S) -rss_limit_mb=3072 -malloc_limit_mb=8192 -timeout=10 -max_len=262144 -print_final_stats=1
 .PHONY: fuzz
 fuzz: sysdeps deps-test testdata build
@@ -63,6 +63,7 @@ bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/sampling.py
 	$(PYTHON) benches/loader_throughput.py
 	$(PYTHON) benches/loader_remote.py
+	$(PYTHON) benches/manifest_scale.py
 	$(PYTHON) benches/difficulty.py
 
 ## CI guard (after `make test`): a short loader benchmark on generated radiograph JPEGs; prints

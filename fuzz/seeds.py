@@ -1,7 +1,8 @@
 """Seed corpora for the fuzz targets, from real files installed on this machine (never committed):
 libjxl-testdata's JPEG variants (progressive, 4:2:0 / 4:2:2 / 4:4:4, grey), PNGs of every colour
 type and depth written by Pillow, pydicom-data's DICOMs (native, RLE, JPEG baseline / extended /
-lossless, JPEG 2000), manifest lines of the phantom generator, and box texts of every format.
+lossless, JPEG 2000), manifest lines of the phantom generator (and those lines packed), and box
+texts of every format.
 
     python fuzz/seeds.py fuzz/corpus     # then: cargo +nightly fuzz run TARGET fuzz/corpus/TARGET
 """
@@ -67,6 +68,17 @@ def manifests(folder: Path, tmp: Path) -> None:
     _put(folder, json.dumps({"id": "a", "image": "x.png"}).encode())
 
 
+def packed_manifests(folder: Path, tmp: Path) -> None:
+    from gradatim.manifest import pack_manifest
+
+    lines = (tmp / "manifest.jsonl").read_text().splitlines()  # written by manifests()
+    for k in range(0, len(lines), 4):
+        manifest = tmp / f"part{k}.jsonl"
+        manifest.write_text("\n".join(lines[k : k + 4]) + "\n")
+        pack_manifest(manifest, tmp / "part.arrow")
+        _put(folder, (tmp / "part.arrow").read_bytes())
+
+
 def box_texts(folder: Path) -> None:
     from gradatim.data import render_boxes
 
@@ -85,8 +97,10 @@ def main(out: str) -> int:
         (root / target).mkdir(parents=True, exist_ok=True)
         make(root / target)
     (root / "manifest").mkdir(parents=True, exist_ok=True)
+    (root / "manifest_packed").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         manifests(root / "manifest", Path(tmp))
+        packed_manifests(root / "manifest_packed", Path(tmp))
     for target in sorted(p.name for p in root.iterdir()):
         print(f"{target}: {sum(1 for _ in (root / target).iterdir())} seeds")
     return 0

@@ -39,6 +39,10 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "plot difficulty": ([MISSING, "-o", str(tmp / "d.png")], [str(real), "-o", bad_out]),
         "manifest validate": ([MISSING], None),
+        "manifest pack": (
+            [MISSING, "-o", str(tmp / "m.arrow")],
+            [str(real), "-o", bad_out + "/m.arrow"],
+        ),
         "phantom": (None, [bad_out, "--n", "1"]),
         "difficulty": (
             ["--manifest", MISSING, "--out", str(tmp / "d.parquet")],

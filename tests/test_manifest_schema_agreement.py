@@ -1,7 +1,9 @@
 """One manifest schema: the loader's JSONL reader (``ManifestDataset`` on a ``.jsonl`` file), the
-Parquet reader (``read_manifest`` on a file written with pyarrow directly) and the converters'
-validator (``validate_record``) accept the same records with the same normalised content, and
-refuse the same records with the same field and reason.
+Parquet reader (``read_manifest`` on a file written with pyarrow directly), the packed reader
+(``ManifestDataset`` on an ``.arrow`` file, both as ``pack_manifest`` writes it and written with
+pyarrow directly in the packed schema, so that the packed reader's own checks run) and the
+converters' validator (``validate_record``) accept the same records with the same normalised
+content, and refuse the same records with the same field and reason.
 
 Records are generated valid and then broken in many ways (missing, empty and ill-typed fields,
 unknown keys, numeric ids, bad boxes and labels, a rationale without an answer, a report without
@@ -25,7 +27,7 @@ from hypothesis import strategies as st
 import gradatim as ga
 from gradatim import _core
 from gradatim.errors import ManifestError
-from gradatim.manifest import CHEXPERT_LABELS, TASKS
+from gradatim.manifest import CHEXPERT_LABELS, TASKS, pack_manifest
 from gradatim.manifest.common import Where, read_manifest, validate_record
 
 REQUIRED = ("id", "image", "source", "task", "split", "text")
@@ -107,6 +109,103 @@ def via_parquet(record: dict[str, Any], folder: Path) -> Outcome | None:
     return _ok(out)
 
 
+def via_packed(record: dict[str, Any], folder: Path) -> Outcome:
+    """``pack_manifest`` of the record's JSONL, then the packed file opened by the loader."""
+    jsonl, arrow = folder / "p.jsonl", folder / "p.arrow"
+    jsonl.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    try:
+        pack_manifest(jsonl, arrow)
+    except ManifestError as e:
+        assert (e.path, e.row, e.row_kind) == (str(jsonl), 1, "line")
+        return _error(e)
+    return _packed_record(arrow, record)
+
+
+def _packed_record(arrow: Path, record: dict[str, Any]) -> Outcome:
+    try:
+        ds = ga.ManifestDataset(arrow, image_size=(8, 8))
+    except ManifestError as e:
+        assert (e.path, e.row, e.row_kind) == (str(arrow), 1, "row")
+        return _error(e)
+    out = ds.record(0)
+    assert out.pop("line") == 1
+    assert Path(out["image"]) == arrow.parent.resolve() / record["image"]
+    out["image"] = record["image"]
+    return _ok(out)
+
+
+_STRINGS = (*REQUIRED, "prompt", "answer", "rationale")
+_LABEL = pa.struct([pa.field("name", pa.large_string(), False), pa.field("value", pa.int8())])
+_BOX = pa.struct(
+    [*(pa.field(c, pa.float64(), False) for c in ("x1", "y1", "x2", "y2")),
+     pa.field("phrase", pa.large_string(), False), pa.field("anatomy", pa.large_string())]
+)  # fmt: skip
+PACKED = pa.schema(
+    [*(pa.field(n, pa.large_string(), n not in REQUIRED) for n in _STRINGS),
+     pa.field("labels", pa.list_(pa.field("item", _LABEL, False)), False),
+     pa.field("boxes", pa.list_(pa.field("item", _BOX, False)), False),
+     pa.field("laterality_sensitive", pa.bool_(), False)],
+    metadata={"format": "gradatim-manifest", "version": "1"},
+)  # fmt: skip
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def packed_row(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record as a row of the packed schema, with no normalisation but what the schema's
+    types impose, or None when the schema cannot hold it (a field of another type, a null
+    required field, an unknown field, a label value that is no integer)."""
+    if set(record) - set(_core.MANIFEST_FIELDS):
+        return None
+    row: dict[str, Any] = {}
+    for name in _STRINGS:
+        v = record.get(name)
+        if not (isinstance(v, str) or (v is None and name not in REQUIRED)):
+            return None
+        row[name] = v
+    labels = record.get("labels") or {}
+    if not isinstance(labels, dict) or not all(
+        v is None or (_num(v) and float(v).is_integer() and -128 <= v <= 127)
+        for v in labels.values()
+    ):
+        return None
+    row["labels"] = [{"name": k, "value": None if v is None else int(v)} for k, v in labels.items()]
+    boxes = record.get("boxes") or []
+    if not isinstance(boxes, list):
+        return None
+    row["boxes"] = []
+    for b in boxes:
+        if not isinstance(b, dict) or set(b) - {"box", "phrase", "anatomy"}:
+            return None
+        xy, phrase, anatomy = b.get("box"), b.get("phrase"), b.get("anatomy")
+        ok = isinstance(xy, list) and len(xy) == 4 and all(_num(x) for x in xy)
+        if not ok or not isinstance(phrase, (str, type(None))):
+            return None
+        if not isinstance(anatomy, (str, type(None))):
+            return None
+        row["boxes"].append({**dict(zip(("x1", "y1", "x2", "y2"), map(float, xy), strict=True)),
+                             "phrase": phrase or "", "anatomy": anatomy})  # fmt: skip
+    lat = record.get("laterality_sensitive")
+    if not isinstance(lat, (bool, type(None))):
+        return None
+    row["laterality_sensitive"] = True if lat is None else lat
+    return row
+
+
+def via_packed_columns(record: dict[str, Any], folder: Path) -> Outcome | None:
+    """The record written with pyarrow straight into the packed schema (no validation on the
+    way), opened by the loader: the packed reader's own checks."""
+    row = packed_row(record)
+    if row is None:
+        return None
+    arrow = folder / "raw.arrow"
+    with pa.ipc.new_file(arrow, PACKED) as w:
+        w.write_table(pa.Table.from_pylist([row], schema=PACKED))
+    return _packed_record(arrow, record)
+
+
 def via_validator(record: dict[str, Any]) -> Outcome:
     try:
         out = validate_record(record, Where("converted.csv", 9, "line"))
@@ -120,6 +219,10 @@ def check_agreement(record: dict[str, Any], folder: Path) -> tuple[Outcome, bool
     """All readers agree on ``record``; returns the outcome and whether Parquet took part."""
     expect = via_validator(record)
     assert via_jsonl(record, folder) == expect, record
+    assert via_packed(record, folder) == expect, record
+    columns = via_packed_columns(record, folder)
+    if columns is not None:
+        assert columns == expect, record
     parquet = via_parquet(record, folder)
     if parquet is not None:
         assert parquet == expect, record
@@ -238,9 +341,10 @@ def records(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records())
-def test_the_three_readers_agree(tmp_path_factory: pytest.TempPathFactory, record: dict) -> None:
+def test_the_readers_agree(tmp_path_factory: pytest.TempPathFactory, record: dict) -> None:
     outcome, parquet = check_agreement(record, tmp_path_factory.mktemp("agree"))
     event(f"{outcome[0]}, parquet {'read' if parquet else 'n/a'}")
+    event(f"packed columns {'read' if packed_row(record) is not None else 'n/a'}")
     if outcome[0] == "error":
         field, reason = outcome[1]
         event(f"refused: {field.split('[')[0].split('.')[0] if field else 'record'}")
@@ -328,3 +432,48 @@ def test_values_json_cannot_hold_are_refused_where_they_stand() -> None:
         with pytest.raises(ManifestError) as info:
             validate_record({**BASE, **bad})
         assert info.value.field == field
+
+
+# Breakages the packed schema's types can hold, so that only the packed reader's own checks can
+# refuse them: (changes to BASE, field refused, reason fragment).
+COLUMN_CASES: list[tuple[dict[str, Any], str, str]] = [
+    ({"id": " "}, "id", "must not be empty"),
+    ({"split": ""}, "split", "must not be empty"),
+    ({"task": "caption"}, "task", 'unknown task "caption"'),
+    ({"task": "report", "text": " "}, "text", "non-empty report text"),
+    ({"rationale": "why"}, "rationale", "a rationale needs an answer"),
+    ({"labels": {"Edema": 2}}, "labels.Edema", "must be 1, 0, -1 or null, got 2"),
+    ({"labels": {" ": 1}}, "labels", "label names must not be empty"),
+    ({"boxes": [{"box": [1, 2, 30, 40]}, {"box": [30, 2, 1, 40]}]}, "boxes[1].box", "x1 < x2"),
+    ({"boxes": [{"box": [1, 2, 30, 40], "anatomy": ""}]}, "boxes[0].anatomy", "non-empty"),
+]
+
+
+@pytest.mark.parametrize(("change", "field", "fragment"), COLUMN_CASES)
+def test_the_packed_reader_refuses_what_the_validator_refuses(
+    tmp_path: Path, change: dict[str, Any], field: str, fragment: str
+) -> None:
+    record = {**BASE, **change}
+    assert packed_row(record) is not None
+    outcome, _ = check_agreement(record, tmp_path)
+    assert outcome[0] == "error" and outcome[1][0] == field and fragment in outcome[1][1]
+
+
+def test_packed_columns_refuse_a_duplicate_id_and_a_nan_coordinate(tmp_path: Path) -> None:
+    """What JSON lines cannot hold or one record cannot show: named by row and field."""
+    rows = [packed_row({**BASE, "id": i}) for i in ("a", "b", "a")]
+    nan = packed_row({**BASE, "id": "c", "boxes": [{"box": [1, 2, 3, 4]}]})
+    assert nan is not None and None not in rows
+    nan["boxes"][0]["x2"] = float("nan")
+    for table, (row, field, fragment) in [
+        (rows, (3, "id", 'duplicate id "a" (first on row 1)')),
+        ([nan], (1, "boxes[0].box", "coordinates must be finite numbers")),
+    ]:
+        path = tmp_path / "m.arrow"
+        with pa.ipc.new_file(path, PACKED) as w:
+            w.write_table(pa.Table.from_pylist(table, schema=PACKED))
+        with pytest.raises(ManifestError) as info:
+            ga.ManifestDataset(path, image_size=(8, 8))
+        e = info.value
+        assert (e.path, e.row, e.row_kind, e.field) == (str(path), row, "row", field)
+        assert fragment in e.reason

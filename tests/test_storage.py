@@ -184,3 +184,18 @@ def test_kill_and_resume_from_s3_is_the_uninterrupted_stream(
         out, err = child.communicate(timeout=300)
         assert "done" in out, err
     assert [(r["ids"], r["pixels"]) for r in _rows(log)] == reference
+
+
+def test_a_packed_manifest_in_a_store_gives_the_batches_of_the_local_one(
+    local: Path, proxy: S3Server, tmp_path: Path
+) -> None:
+    """A packed manifest at a URL is read whole (it cannot be memory-mapped) and resolves its
+    images under its own folder in the store."""
+    from gradatim.manifest import pack_manifest
+
+    packed = tmp_path / "packed.arrow"
+    pack_manifest(local, packed)
+    proxy.client().upload_file(str(packed), "cxr", "phantom/packed.arrow")
+    remote = "s3://cxr/phantom/packed.arrow"
+    assert ga.ManifestDataset(remote).record(0)["image"].startswith("s3://cxr/phantom/")
+    _same(_batches(remote, num_workers=2), _batches(local, num_workers=2))

@@ -1,6 +1,7 @@
 """Type stubs of the compiled extension ``gradatim._core`` (rust/python). Use the typed Python
 fronts (``gradatim.image`` ...) rather than calling these directly."""
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, final
 
@@ -261,6 +262,13 @@ def read_manifest_jsonl(text: str, path: str | None = None) -> list[dict[str, An
 def read_manifest_rows(
     rows: Sequence[Mapping[str, Any]], path: str | None = None, row_kind: str = "row"
 ) -> list[dict[str, Any]]: ...
+def pack_manifest(
+    manifest: str | Sequence[Mapping[str, Any]],
+    path: str | None,
+    row_kind: str,
+    out: str | os.PathLike[str],
+) -> int: ...
+def read_manifest_packed(location: str) -> list[dict[str, Any]]: ...
 
 # --- data (rust/python/src/data.rs) -------------------------------------------------------------
 
@@ -299,6 +307,8 @@ class Dataset:
         row_kind: str,
         config: _DatasetConfig,
     ) -> Self: ...
+    @staticmethod
+    def open_packed(location: str, config: _DatasetConfig) -> Dataset: ...
     def __len__(self) -> int: ...
     def column(self, name: str) -> list[Any]: ...
     def record(self, index: int) -> dict[str, Any]: ...

@@ -19,7 +19,7 @@ from gradatim import _core
 from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
 from gradatim.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, per_channel
-from gradatim.manifest.common import jsonl_text, manifest_root, parquet_rows
+from gradatim.manifest.common import is_packed, jsonl_text, manifest_root, parquet_rows
 
 __all__ = ["ManifestDataset", "batch_to_torch"]
 
@@ -39,6 +39,23 @@ def _manifest_arg(
             return parquet_rows(name), name, "row"
         return jsonl_text(name), name, "line"
     return list(manifest), None, "record"
+
+
+def _open(
+    manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+    config: _core._DatasetConfig,
+    name: str | None = None,
+) -> tuple[_core.Dataset, str | None, list[Any] | None]:
+    """The core's data set of ``manifest`` (a packed manifest is memory-mapped by the core), the
+    name its errors use (``name``, else the path as given), and the in-memory records when that
+    is what it was made from."""
+    if isinstance(manifest, (str, os.PathLike)) and is_packed(manifest):
+        location = os.fspath(manifest)
+        return _core.Dataset.open_packed(location, config), location, None
+    rows, default_name, row_kind = _manifest_arg(manifest)
+    records = rows if isinstance(rows, list) and row_kind == "record" else None
+    name = name or default_name
+    return _core.Dataset(rows, name, row_kind, config), name, records
 
 
 def _absolute(location: str) -> str:
@@ -160,8 +177,7 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
             "mask_cells": str(mask_cells),
             "overlay_thickness": int(overlay_thickness),
         }
-        rows, name, row_kind = _manifest_arg(manifest)
-        self._core = _core.Dataset(rows, name, row_kind, config)
+        self._core, name, records = _open(manifest, config)
         self._cache = (os.fspath(cache), bool(cache_fallback)) if cache is not None else None
         if self._cache is not None:
             self._core = self._core.with_cache(*self._cache)
@@ -170,7 +186,7 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         self._source: tuple[str | None, str | None, list[Any] | None] = (
             (_absolute(os.fspath(manifest)), name, None)
             if isinstance(manifest, (str, os.PathLike))
-            else (None, None, list(rows))
+            else (None, None, records)
         )
         self._config = config
         if isinstance(stages, str) and stages not in _STAGE_CODES:
@@ -185,8 +201,7 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         path, name, records = state["_source"]
-        rows, _, row_kind = _manifest_arg(path if path is not None else records)
-        self._core = _core.Dataset(rows, name, row_kind, state["_config"])
+        self._core, _, _ = _open(path if path is not None else records, state["_config"], name)
         if state.get("_cache") is not None:
             self._core = self._core.with_cache(*state["_cache"])
 

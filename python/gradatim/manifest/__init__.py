@@ -3,6 +3,8 @@ from the public chest X-ray datasets (docs/manifest.md).
 
 - :mod:`~gradatim.manifest.common`: the record builder, the schema check
   (:func:`validate_record`), the JSONL / Parquet writer and reader;
+- :mod:`~gradatim.manifest.packed`: packed manifests (Arrow columns, memory-mapped), for
+  manifests of hundreds of thousands of records: :func:`pack_manifest`;
 - :mod:`~gradatim.manifest.classes`: the 14 CheXpert labels and RRGCL's
   :func:`sample_classes`;
 - :mod:`~gradatim.manifest.label_csv`: CheXpert-format label files -> ``labels`` dicts;
@@ -22,6 +24,7 @@ from gradatim.manifest.common import (
     TASKS,
     Conversion,
     Where,
+    is_packed,
     join_report,
     make_box,
     make_record,
@@ -29,6 +32,7 @@ from gradatim.manifest.common import (
     validate_record,
     write_manifest,
 )
+from gradatim.manifest.packed import pack_manifest
 
 __all__ = [
     "ANATOMY_REGIONS",
@@ -38,9 +42,11 @@ __all__ = [
     "Conversion",
     "Where",
     "is_anatomy_region",
+    "is_packed",
     "join_report",
     "make_box",
     "make_record",
+    "pack_manifest",
     "read_manifest",
     "sample_classes",
     "validate_record",

@@ -2,8 +2,9 @@
 
 Subcommands: ``from-iu-xray``, ``from-vindr``, ``from-nih``, ``from-mimic-cxr``, ``from-ms-cxr``,
 ``from-padchest-gr``, ``from-chest-imagenome`` (each writes JSONL, or Parquet with ``--parquet``
-or a ``.parquet`` name) and ``validate``. They print counts only: never report text, never an
-identifier. A bad input file exits with status 2 and a message naming the file, line and field.
+or a ``.parquet`` name), ``validate`` and ``pack`` (a packed ``.arrow`` manifest). They print
+counts only: never report text, never an identifier. A bad input file exits with status 2 and a
+message naming the file, line and field.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gradatim.manifest import (
 )
 from gradatim.manifest.classes import sample_classes
 from gradatim.manifest.common import Conversion, read_manifest, write_manifest
+from gradatim.manifest.packed import pack_manifest
 
 __all__ = ["CONVERTERS", "add_parser"]
 
@@ -226,6 +228,12 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack(args: argparse.Namespace) -> int:
+    count = pack_manifest(args.manifest, args.out)
+    print(f"packed {count} records into {args.out}")
+    return 0
+
+
 def add_parser(sub: Any) -> None:
     """Register ``gradatim manifest`` and its subcommands."""
     p = sub.add_parser("manifest", help="convert datasets to gradatim manifests; validate them")
@@ -241,6 +249,14 @@ def add_parser(sub: Any) -> None:
         cli_paths.declare(q, inputs=inputs, outputs=["out"])
 
     q = msub.add_parser("validate", help="check manifests against the schema; print counts")
-    q.add_argument("manifests", nargs="+", type=Path, help="JSONL or Parquet manifests")
+    q.add_argument("manifests", nargs="+", type=Path, help="JSONL, Parquet or packed manifests")
     q.set_defaults(func=_validate)
     cli_paths.declare(q, inputs=["manifests"])
+
+    q = msub.add_parser(
+        "pack", help="validate a manifest and write it packed (Arrow columns, memory-mapped)"
+    )
+    q.add_argument("manifest", type=Path, help="JSONL or Parquet manifest")
+    q.add_argument("-o", "--out", required=True, type=Path, help="packed manifest (.arrow)")
+    q.set_defaults(func=_pack)
+    cli_paths.declare(q, inputs=["manifest"], outputs=["out"])

@@ -246,6 +246,12 @@ def _parquet_schema() -> Any:
     )
 
 
+def is_packed(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a packed manifest (``.arrow``, written by :func:`pack_manifest`
+    or ``gradatim manifest pack``)."""
+    return os.fspath(path).lower().endswith(".arrow")
+
+
 def _is_parquet(path: str | os.PathLike[str], parquet: bool | None) -> bool:
     if parquet is not None:
         return parquet
@@ -312,15 +318,18 @@ def write_manifest(
 def read_manifest(
     path: str | os.PathLike[str], *, parquet: bool | None = None
 ) -> list[dict[str, Any]]:
-    """Read and validate a JSONL or Parquet manifest with the core's validator (the loader's).
+    """Read and validate a JSONL, Parquet or packed (``.arrow``) manifest with the core's
+    validator (the loader's).
 
     Blank JSONL lines are skipped; ids must be unique. Errors name the file, the line (JSONL) or
-    row (Parquet, 1-based), the field and the reason. Records come back normalised, as
+    row (Parquet, packed; 1-based), the field and the reason. Records come back normalised, as
     :func:`validate_record` returns them (Parquet's null ``answer``/``rationale`` mean absent).
     """
     name = os.fspath(path)
-    if _is_parquet(name, parquet):
-        out: list[dict[str, Any]] = _core.read_manifest_rows(parquet_rows(name), name, "row")
+    if parquet is None and is_packed(name):
+        out: list[dict[str, Any]] = _core.read_manifest_packed(name)
+    elif _is_parquet(name, parquet):
+        out = _core.read_manifest_rows(parquet_rows(name), name, "row")
     else:
         out = _core.read_manifest_jsonl(jsonl_text(name), name)
     return out

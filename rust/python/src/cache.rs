@@ -27,7 +27,7 @@ fn cache_build<'py>(
     staging: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let spec = dataset.spec.clone();
-    let total = spec.manifest.records.len();
+    let total = spec.manifest.len();
     let done = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let mut interrupted = None;

@@ -11,7 +11,8 @@ use gradatim_core::data::box_format::{
 };
 use gradatim_core::data::box_mask::MaskSpec;
 use gradatim_core::data::cache::Cache;
-use gradatim_core::data::manifest::{Manifest, ManifestOptions, Source};
+use gradatim_core::data::manifest::{Manifest, ManifestOptions};
+use gradatim_core::data::manifest_arrow;
 use gradatim_core::data::sample::{DatasetConfig, DatasetSpec};
 use gradatim_core::data::stream::{BatchJob, BatchStream, Next};
 use gradatim_core::data::tasks::Templates;
@@ -24,7 +25,7 @@ use serde_json::Value;
 
 use crate::error::to_py;
 use crate::json::{from_value, to_value};
-use crate::manifest::py_rows;
+use crate::manifest::ManifestArg;
 
 fn invalid(msg: impl std::fmt::Display) -> PyErr {
     to_py(Error::invalid(msg))
@@ -112,13 +113,6 @@ impl ConfigArg<'_> {
     }
 }
 
-/// A manifest as it crosses: JSON lines, or rows (dicts) from Parquet or memory.
-#[derive(FromPyObject)]
-enum ManifestArg<'py> {
-    Jsonl(String),
-    Rows(Vec<Bound<'py, PyAny>>),
-}
-
 /// A manifest plus everything needed to turn an index into a sample (immutable, shareable).
 #[pyclass(module = "gradatim._core", frozen)]
 pub struct Dataset {
@@ -139,38 +133,49 @@ impl Dataset {
         config: ConfigArg<'_>,
     ) -> PyResult<Self> {
         let (opts, config) = config.into_core()?;
-        let spec = match manifest {
-            ManifestArg::Jsonl(text) => py.detach(|| {
-                let m = Manifest::from_jsonl(&text, name.unwrap_or("<records>"), &opts)?;
+        let manifest = manifest.convert();
+        let spec = py
+            .detach(|| {
+                let m = manifest.read(name, row_kind, |rows, source| {
+                    Manifest::from_rows(rows, source, &opts)
+                })?;
                 DatasetSpec::new(m, config)
-            }),
-            ManifestArg::Rows(rows) => {
-                let rows = py_rows(&rows);
-                let source = Source { name, row_kind };
-                py.detach(|| DatasetSpec::new(Manifest::from_rows(rows, source, &opts)?, config))
-            }
-        }
-        .map_err(to_py)?;
+            })
+            .map_err(to_py)?;
+        Ok(Dataset {
+            spec: Arc::new(spec),
+        })
+    }
+
+    /// A packed manifest (`gradatim manifest pack`): a path, memory-mapped, or an object store
+    /// URL, read whole.
+    #[staticmethod]
+    fn open_packed(py: Python<'_>, location: &str, config: ConfigArg<'_>) -> PyResult<Self> {
+        let (opts, config) = config.into_core()?;
+        let spec = py
+            .detach(|| DatasetSpec::new(manifest_arrow::open(location, &opts)?, config))
+            .map_err(to_py)?;
         Ok(Dataset {
             spec: Arc::new(spec),
         })
     }
 
     fn __len__(&self) -> usize {
-        self.spec.manifest.records.len()
+        self.spec.manifest.len()
     }
 
     /// One manifest column as a list: "id", "image", "source", "task", "split", "text", "line".
     fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
-        let recs = &self.spec.manifest.records;
+        let m = &self.spec.manifest;
+        let all = 0..m.len();
         match name {
-            "id" => PyList::new(py, recs.iter().map(|r| r.id.as_str())),
-            "image" => PyList::new(py, recs.iter().map(|r| r.image.display().to_string())),
-            "source" => PyList::new(py, recs.iter().map(|r| r.source.as_str())),
-            "task" => PyList::new(py, recs.iter().map(|r| r.task.name())),
-            "split" => PyList::new(py, recs.iter().map(|r| r.split.as_str())),
-            "text" => PyList::new(py, recs.iter().map(|r| r.text.as_str())),
-            "line" => PyList::new(py, recs.iter().map(|r| r.line)),
+            "id" => PyList::new(py, all.map(|i| m.id(i))),
+            "image" => PyList::new(py, all.map(|i| m.image(i).display().to_string())),
+            "source" => PyList::new(py, all.map(|i| m.source_name(i))),
+            "task" => PyList::new(py, all.map(|i| m.task(i).name())),
+            "split" => PyList::new(py, all.map(|i| m.split(i))),
+            "text" => PyList::new(py, all.map(|i| m.text(i))),
+            "line" => PyList::new(py, all.map(|i| m.line(i))),
             other => Err(invalid(format!("unknown manifest column {other:?}"))),
         }
     }
@@ -178,12 +183,13 @@ impl Dataset {
     /// The record at `index`, normalised as the manifest validator returns it (the image path
     /// resolved), plus its `line`.
     fn record<'py>(&self, py: Python<'py>, index: usize) -> PyResult<Bound<'py, PyAny>> {
-        let r = self.spec.manifest.records.get(index).ok_or_else(|| {
-            pyo3::exceptions::PyIndexError::new_err(format!(
+        if index >= self.__len__() {
+            return Err(pyo3::exceptions::PyIndexError::new_err(format!(
                 "index {index} out of range ({} records)",
                 self.__len__()
-            ))
-        })?;
+            )));
+        }
+        let r = self.spec.manifest.record(index).map_err(to_py)?;
         let mut v = r.to_value();
         if let Value::Object(m) = &mut v {
             m.insert("line".into(), r.line.into());

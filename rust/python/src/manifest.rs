@@ -2,9 +2,13 @@
 //! `validate_record`, `read_manifest` and `write_manifest`. Records cross as dicts (converted to
 //! JSON values field by field) and come back normalised; errors are `gradatim.ManifestError`.
 
+use std::path::PathBuf;
+
 use gradatim_core::data::manifest::{
-    self, jsonl_rows, read_records, FieldError, Row, Source, CHEXPERT_LABELS, FIELDS,
+    self, jsonl_rows, read_records, FieldError, ManifestOptions, Records, Row, Source,
+    CHEXPERT_LABELS, FIELDS,
 };
+use gradatim_core::data::manifest_arrow;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use serde_json::Value;
@@ -18,6 +22,50 @@ pub fn py_row(obj: &Bound<'_, PyAny>) -> Result<Value, FieldError> {
         field: (!path.is_empty()).then_some(path),
         reason,
     })
+}
+
+/// A manifest as it crosses: JSON lines, or rows (dicts) from Parquet or memory.
+#[derive(FromPyObject)]
+pub enum ManifestArg<'py> {
+    Jsonl(String),
+    Rows(Vec<Bound<'py, PyAny>>),
+}
+
+/// A [`ManifestArg`] converted (with the GIL held) for reading without it.
+pub enum ManifestRows {
+    Jsonl(String),
+    Rows(Vec<Row>),
+}
+
+impl ManifestArg<'_> {
+    pub fn convert(self) -> ManifestRows {
+        match self {
+            ManifestArg::Jsonl(text) => ManifestRows::Jsonl(text),
+            ManifestArg::Rows(rows) => ManifestRows::Rows(py_rows(&rows)),
+        }
+    }
+}
+
+impl ManifestRows {
+    /// `f` of the manifest's rows (JSON lines parsed one at a time as `f` reads them) and their
+    /// source (`row_kind` says what rows are for `Rows`; JSON lines are lines).
+    pub fn read<T>(
+        self,
+        name: Option<&str>,
+        row_kind: &str,
+        f: impl FnOnce(&mut dyn Iterator<Item = Row>, Source<'_>) -> T,
+    ) -> T {
+        match self {
+            ManifestRows::Jsonl(text) => {
+                let source = Source {
+                    name,
+                    row_kind: "line",
+                };
+                f(&mut jsonl_rows(&text), source)
+            }
+            ManifestRows::Rows(rows) => f(&mut rows.into_iter(), Source { name, row_kind }),
+        }
+    }
 }
 
 /// Python records as manifest rows numbered from 1.
@@ -96,11 +144,49 @@ fn read_manifest_rows<'py>(
     records_to_list(py, &records)
 }
 
+/// Validate a manifest (JSONL text or rows) and write it packed, as Arrow columns, to `out`.
+#[pyfunction]
+#[pyo3(signature = (manifest, path, row_kind, out))]
+fn pack_manifest(
+    py: Python<'_>,
+    manifest: ManifestArg<'_>,
+    path: Option<&str>,
+    row_kind: &str,
+    out: PathBuf,
+) -> PyResult<usize> {
+    let manifest = manifest.convert();
+    py.detach(|| {
+        let records = manifest.read(path, row_kind, |rows, source| read_records(rows, source))?;
+        manifest_arrow::write(&records, &out)?;
+        Ok(records.len())
+    })
+    .map_err(to_py)
+}
+
+/// Read and check a packed manifest: the normalised records (image paths as written).
+#[pyfunction]
+fn read_manifest_packed<'py>(py: Python<'py>, location: &str) -> PyResult<Bound<'py, PyList>> {
+    let opts = ManifestOptions {
+        root: PathBuf::new(),
+        allow_outside_root: true,
+    };
+    let m = py
+        .detach(|| manifest_arrow::open(location, &opts))
+        .map_err(to_py)?;
+    let Records::Columns(columns) = &m.records else {
+        unreachable!("a packed manifest holds columns")
+    };
+    let records: Vec<_> = (0..columns.len()).map(|i| columns.record(i)).collect();
+    records_to_list(py, &records)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MANIFEST_FIELDS", FIELDS.to_vec())?;
     m.add("CHEXPERT_LABELS", CHEXPERT_LABELS.to_vec())?;
     m.add_function(wrap_pyfunction!(validate_record, m)?)?;
     m.add_function(wrap_pyfunction!(read_manifest_jsonl, m)?)?;
     m.add_function(wrap_pyfunction!(read_manifest_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(read_manifest_packed, m)?)?;
     Ok(())
 }

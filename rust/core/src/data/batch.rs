@@ -173,7 +173,7 @@ where
         skipped: Vec::new(),
         work_ns: 0,
     };
-    let total = spec.manifest.records.len() as u64;
+    let total = spec.manifest.len() as u64;
     for (slot, (&index, &stage)) in indices.iter().zip(stages).enumerate() {
         let pixels = &mut buf[slot * per..(slot + 1) * per];
         let mut loaded = index;
@@ -205,11 +205,11 @@ where
             }
         }
         let out = result?;
-        let rec = &spec.manifest.records[loaded];
+        let m = &spec.manifest;
         b.indices.push(loaded as i64);
-        b.ids.push(rec.id.clone());
-        b.sources.push(rec.source.clone());
-        b.tasks.push(Task::name(rec.task));
+        b.ids.push(m.id(loaded).to_string());
+        b.sources.push(m.source_name(loaded).to_string());
+        b.tasks.push(Task::name(m.task(loaded)));
         b.texts.push(out.text);
         b.prompts.push(out.prompt);
         b.targets.push(out.target);

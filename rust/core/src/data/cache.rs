@@ -38,7 +38,7 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use super::cache_remote::{self, RemoteFiles, UploadReport};
-use super::manifest::Record;
+use super::manifest::{Manifest, Record};
 use super::sample::{id_key, DatasetSpec};
 use crate::error::{Error, Result};
 use crate::image::decode::{
@@ -108,8 +108,8 @@ impl Header {
             format: FORMAT.into(),
             version: VERSION,
             manifest: spec.manifest.name.clone(),
-            records: spec.manifest.records.len(),
-            fingerprint: fingerprint(&spec.manifest.records),
+            records: spec.manifest.len(),
+            fingerprint: fingerprint(&spec.manifest),
             settings: CacheSettings::of(spec),
             failed: Vec::new(),
             bytes: 0,
@@ -334,10 +334,10 @@ pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
 }
 
 /// The manifest's fingerprint: its record ids, in order.
-fn fingerprint(records: &[Record]) -> String {
-    let h = records
-        .iter()
-        .fold(FNV_START, |h, r| fnv(&[0], fnv(r.id.as_bytes(), h)));
+fn fingerprint(manifest: &Manifest) -> String {
+    let h = (0..manifest.len()).fold(FNV_START, |h, i| {
+        fnv(&[0], fnv(manifest.id(i).as_bytes(), h))
+    });
     format!("{h:016x}")
 }
 
@@ -474,15 +474,13 @@ impl Cache {
     /// differs.
     pub fn check(&self, spec: &DatasetSpec) -> Result<()> {
         let mut differs = Vec::new();
-        let records = &spec.manifest.records;
-        if self.header.records != records.len() || self.header.fingerprint != fingerprint(records) {
+        let records = spec.manifest.len();
+        if self.header.records != records || self.header.fingerprint != fingerprint(&spec.manifest)
+        {
             differs.push(format!(
                 "it was built from manifest {} ({} records), not from {} ({} records, other ids \
                  or order)",
-                self.header.manifest,
-                self.header.records,
-                spec.manifest.name,
-                records.len()
+                self.header.manifest, self.header.records, spec.manifest.name, records
             ));
         }
         let want = CacheSettings::of(spec);
@@ -763,8 +761,8 @@ fn decode_record(
     spec: &DatasetSpec,
     index: usize,
 ) -> std::result::Result<(Entry, Vec<u8>), String> {
-    let rec = &spec.manifest.records[index];
-    let path = spec.manifest.image_path(rec).map_err(|e| e.to_string())?;
+    let rec = spec.manifest.record(index).map_err(|e| e.to_string())?;
+    let path = spec.manifest.image_path(&rec).map_err(|e| e.to_string())?;
     let name = path.display().to_string();
     let opts = spec.decode_options();
     let limit = max_file_bytes(opts.max_bytes);
@@ -814,7 +812,7 @@ pub fn build(
 ) -> Result<BuildReport> {
     let start = Instant::now();
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let records = spec.manifest.records.len();
+    let records = spec.manifest.len();
     let header = Header::plan(spec);
     if dir.join("cache.json").exists() {
         let cache = Cache::open(dir)?;
@@ -874,7 +872,7 @@ pub fn build(
                             Ok(done) => done,
                             Err(_) => (
                                 Entry {
-                                    key: id_key(&spec.manifest.records[index].id),
+                                    key: id_key(spec.manifest.id(index)),
                                     ..Entry::default()
                                 },
                                 Vec::new(),

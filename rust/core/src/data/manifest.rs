@@ -7,11 +7,13 @@
 //! e.g. `train.jsonl line 12, field 'boxes[0].box': needs x1 < x2 and y1 < y2, got [30.0, 0.0,
 //! 10.0, 5.0]`; it never quotes report text.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+pub use crate::data::manifest_arrow::{Column, Columns};
 use crate::error::{Error, ManifestIssue, Result};
 use crate::storage;
 
@@ -82,13 +84,23 @@ pub struct Record {
     pub line: usize,
 }
 
-/// A parsed manifest.
+/// A manifest's records: parsed rows (JSON lines, Parquet rows, records from memory), or the
+/// Arrow columns of a packed manifest, from which a record is built when it is asked for.
+#[derive(Clone, Debug)]
+pub enum Records {
+    Rows(Vec<Record>),
+    Columns(Columns),
+}
+
+/// A validated manifest.
 #[derive(Clone, Debug)]
 pub struct Manifest {
     /// Display name (path) used in error messages.
     pub name: String,
+    /// What a record's `line` counts: "line" (JSONL), "row" (Parquet, Arrow) or "record".
+    pub row_kind: String,
     pub root: PathBuf,
-    pub records: Vec<Record>,
+    pub records: Records,
     /// Whether images may lie outside `root` (absolute paths, `..`, symbolic links).
     pub allow_outside_root: bool,
     /// `root` with its symbolic links resolved, found on first use.
@@ -96,6 +108,153 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest of validated `records` whose images are already resolved under the root of
+    /// `opts`.
+    pub(crate) fn new(
+        source: Source<'_>,
+        opts: &ManifestOptions,
+        records: Records,
+    ) -> Result<Manifest> {
+        let m = Manifest {
+            name: source.name.unwrap_or("<records>").to_string(),
+            row_kind: source.row_kind.to_string(),
+            root: opts.root.clone(),
+            allow_outside_root: opts.allow_outside_root,
+            real_root: std::sync::OnceLock::new(),
+            records,
+        };
+        if m.is_empty() {
+            return Err(source.issue(None, None, "the manifest holds no records"));
+        }
+        Ok(m)
+    }
+
+    fn options(&self) -> ManifestOptions {
+        ManifestOptions {
+            root: self.root.clone(),
+            allow_outside_root: self.allow_outside_root,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.records {
+            Records::Rows(r) => r.len(),
+            Records::Columns(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Record `index` (its image resolved under the root): borrowed from parsed rows, built from
+    /// the columns of a packed manifest.
+    pub fn record(&self, index: usize) -> Result<Cow<'_, Record>> {
+        if index >= self.len() {
+            return Err(Error::invalid(format!(
+                "index {index} is out of range for a data set of {} samples",
+                self.len()
+            )));
+        }
+        Ok(match &self.records {
+            Records::Rows(r) => Cow::Borrowed(&r[index]),
+            Records::Columns(c) => {
+                let mut r = c.record(index);
+                r.image = resolve(&r.image, &self.options())
+                    .map_err(|reason| self.source().issue(Some(r.line), Some("image"), reason))?;
+                Cow::Owned(r)
+            }
+        })
+    }
+
+    fn source(&self) -> Source<'_> {
+        Source {
+            name: Some(&self.name),
+            row_kind: &self.row_kind,
+        }
+    }
+
+    /// Record `index`'s id (`index < len()`).
+    pub fn id(&self, index: usize) -> &str {
+        match &self.records {
+            Records::Rows(r) => &r[index].id,
+            Records::Columns(c) => c.str_at(Column::Id, index),
+        }
+    }
+
+    /// Record `index`'s source (`index < len()`).
+    pub fn source_name(&self, index: usize) -> &str {
+        match &self.records {
+            Records::Rows(r) => &r[index].source,
+            Records::Columns(c) => c.str_at(Column::Source, index),
+        }
+    }
+
+    /// Record `index`'s split (`index < len()`).
+    pub fn split(&self, index: usize) -> &str {
+        match &self.records {
+            Records::Rows(r) => &r[index].split,
+            Records::Columns(c) => c.str_at(Column::Split, index),
+        }
+    }
+
+    /// Record `index`'s text (`index < len()`).
+    pub fn text(&self, index: usize) -> &str {
+        match &self.records {
+            Records::Rows(r) => &r[index].text,
+            Records::Columns(c) => c.str_at(Column::Text, index),
+        }
+    }
+
+    /// Record `index`'s task (`index < len()`).
+    pub fn task(&self, index: usize) -> Task {
+        match &self.records {
+            Records::Rows(r) => r[index].task,
+            Records::Columns(c) => c.task(index),
+        }
+    }
+
+    /// Record `index`'s line (JSONL) or row, 1-based (`index < len()`).
+    pub fn line(&self, index: usize) -> usize {
+        match &self.records {
+            Records::Rows(r) => r[index].line,
+            Records::Columns(_) => index + 1,
+        }
+    }
+
+    /// Record `index`'s image, resolved under the root (`index < len()`).
+    pub fn image(&self, index: usize) -> Cow<'_, Path> {
+        match &self.records {
+            Records::Rows(r) => Cow::Borrowed(r[index].image.as_path()),
+            Records::Columns(c) => {
+                let written = Path::new(c.str_at(Column::Image, index));
+                // the columns were resolved when the manifest was opened: this cannot fail
+                Cow::Owned(
+                    resolve(written, &self.options()).unwrap_or_else(|_| self.root.join(written)),
+                )
+            }
+        }
+    }
+
+    /// The most boxes any record holds.
+    pub fn max_boxes(&self) -> usize {
+        match &self.records {
+            Records::Rows(r) => r.iter().map(|r| r.boxes.len()).max().unwrap_or(0),
+            Records::Columns(c) => c.max_boxes(),
+        }
+    }
+
+    /// Whether any image lies in an object store.
+    pub fn any_remote(&self) -> bool {
+        let remote = |p: &Path| p.to_str().is_some_and(storage::is_remote);
+        match &self.records {
+            Records::Rows(r) => r.iter().any(|r| remote(&r.image)),
+            Records::Columns(_) => {
+                remote(&self.root) || (0..self.len()).any(|i| remote(&self.image(i)))
+            }
+        }
+    }
+
     /// The file to read for `record`: its path, after checking that the *real* path (symbolic
     /// links resolved) stays under the real root unless the manifest allows otherwise, as
     /// absolute paths and `..` are checked when the manifest is read.
@@ -201,14 +360,7 @@ pub fn read_records(
         let mut record = validate_record(&value, source, Some(row))?;
         record.line = row;
         if let Some(first) = seen.insert(record.id.clone(), row) {
-            return Err(source.issue(
-                Some(row),
-                Some("id"),
-                format!(
-                    "duplicate id {:?} (first on {} {first})",
-                    record.id, source.row_kind
-                ),
-            ));
+            return Err(duplicate_id(source, row, &record.id, first));
         }
         records.push(record);
     }
@@ -242,16 +394,7 @@ impl Manifest {
             r.image = resolve(&r.image, opts)
                 .map_err(|reason| source.issue(Some(r.line), Some("image"), reason))?;
         }
-        if records.is_empty() {
-            return Err(source.issue(None, None, "the manifest holds no records"));
-        }
-        Ok(Manifest {
-            name: source.name.unwrap_or("<records>").to_string(),
-            root: opts.root.clone(),
-            allow_outside_root: opts.allow_outside_root,
-            real_root: std::sync::OnceLock::new(),
-            records,
-        })
+        Manifest::new(source, opts, Records::Rows(records))
     }
 }
 
@@ -344,25 +487,12 @@ pub fn parse_record(value: &Value) -> std::result::Result<Record, FieldError> {
     let mut next = || required.next().expect("one per required field");
     let (id, image, source, task_name, split, text) =
         (next()?, next()?, next()?, next()?, next()?, next()?);
-    let task = Task::parse(&task_name).ok_or_else(|| {
-        let names: Vec<_> = Task::ALL.iter().map(|t| t.name()).collect();
-        bad(
-            "task",
-            format!(
-                "unknown task {task_name:?} (expected one of {})",
-                names.join(", ")
-            ),
-        )
-    })?;
-    if task == Task::Report && text.trim().is_empty() {
-        return Err(bad("text", "a report record needs a non-empty report text"));
-    }
+    let task = parse_task(&task_name)?;
+    check_text(task, &text)?;
     let prompt = optional_str(obj, "prompt")?;
     let answer = optional_str(obj, "answer")?;
     let rationale = optional_str(obj, "rationale")?;
-    if rationale.is_some() && answer.is_none() {
-        return Err(bad("rationale", "a rationale needs an answer"));
-    }
+    check_rationale(answer.is_some(), rationale.is_some())?;
     Ok(Record {
         id,
         image: PathBuf::from(image),
@@ -393,12 +523,128 @@ pub fn parse_record(value: &Value) -> std::result::Result<Record, FieldError> {
 fn required_str(obj: &Map<String, Value>, field: &str) -> std::result::Result<String, FieldError> {
     match obj.get(field) {
         None => Err(bad(field, "missing (a required field)")),
-        Some(Value::String(s)) if field != "text" && s.trim().is_empty() => {
-            Err(bad(field, "must not be empty"))
-        }
-        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::String(s)) => check_required(field, s).map(|()| s.clone()),
         Some(other) => Err(bad(field, format!("must be a string, got {}", kind(other)))),
     }
+}
+
+// The rules on field values, shared by the JSON records above and the Arrow columns of a packed
+// manifest (`data::manifest_arrow`), so both forms accept and refuse the same records.
+
+/// A required string's value: not blank, but for `text` (checked by [`check_text`]).
+pub(crate) fn check_required(field: &str, s: &str) -> std::result::Result<(), FieldError> {
+    if field != "text" && s.trim().is_empty() {
+        return Err(bad(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// The task a `task` value names.
+pub(crate) fn parse_task(name: &str) -> std::result::Result<Task, FieldError> {
+    Task::parse(name).ok_or_else(|| {
+        let names: Vec<_> = Task::ALL.iter().map(|t| t.name()).collect();
+        bad(
+            "task",
+            format!(
+                "unknown task {name:?} (expected one of {})",
+                names.join(", ")
+            ),
+        )
+    })
+}
+
+/// A report record needs its report.
+pub(crate) fn check_text(task: Task, text: &str) -> std::result::Result<(), FieldError> {
+    if task == Task::Report && text.trim().is_empty() {
+        return Err(bad("text", "a report record needs a non-empty report text"));
+    }
+    Ok(())
+}
+
+/// A rationale comes with an answer.
+pub(crate) fn check_rationale(
+    answer: bool,
+    rationale: bool,
+) -> std::result::Result<(), FieldError> {
+    if rationale && !answer {
+        return Err(bad("rationale", "a rationale needs an answer"));
+    }
+    Ok(())
+}
+
+/// A label's name.
+pub(crate) fn check_label_name(name: &str) -> std::result::Result<(), FieldError> {
+    if name.trim().is_empty() {
+        return Err(bad("labels", "label names must not be empty"));
+    }
+    Ok(())
+}
+
+/// A label's value: 1, 0 or -1 (`shown`: the value as the manifest wrote it, for the message).
+pub(crate) fn label_value(
+    name: &str,
+    x: f64,
+    shown: impl std::fmt::Display,
+) -> std::result::Result<i8, FieldError> {
+    if x == 1.0 || x == 0.0 || x == -1.0 {
+        return Ok(x as i8);
+    }
+    Err(bad(
+        &format!("labels.{name}"),
+        format!("must be 1, 0, -1 or null, got {shown}"),
+    ))
+}
+
+/// Labels in the written order: CheXpert's first (in [`CHEXPERT_LABELS`] order), then the
+/// others as given (stable, diff-friendly).
+pub(crate) fn sort_labels(labels: &mut [(String, Option<i8>)]) {
+    let rank = |name: &str| {
+        CHEXPERT_LABELS
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or(CHEXPERT_LABELS.len())
+    };
+    labels.sort_by_key(|(k, _)| rank(k));
+}
+
+/// Box `i`'s coordinates: finite, `x1 < x2` and `y1 < y2`.
+pub(crate) fn check_rect(i: usize, rect: &[f64; 4]) -> std::result::Result<(), FieldError> {
+    if rect.iter().any(|x| !x.is_finite()) {
+        return Err(bad(
+            &format!("boxes[{i}].box"),
+            format!("coordinates must be finite numbers, got {rect:?}"),
+        ));
+    }
+    if rect[2] <= rect[0] || rect[3] <= rect[1] {
+        return Err(bad(
+            &format!("boxes[{i}].box"),
+            format!("needs x1 < x2 and y1 < y2, got {rect:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Box `i`'s anatomy: a name, or none (never blank).
+pub(crate) fn check_anatomy(
+    i: usize,
+    anatomy: Option<&str>,
+) -> std::result::Result<(), FieldError> {
+    if anatomy.is_some_and(|a| a.trim().is_empty()) {
+        return Err(bad(
+            &format!("boxes[{i}].anatomy"),
+            "must be a non-empty string or null, got a string",
+        ));
+    }
+    Ok(())
+}
+
+/// The error for an id seen before, on `first`.
+pub(crate) fn duplicate_id(source: Source<'_>, row: usize, id: &str, first: usize) -> Error {
+    source.issue(
+        Some(row),
+        Some("id"),
+        format!("duplicate id {id:?} (first on {} {first})", source.row_kind),
+    )
 }
 
 fn optional_str(
@@ -432,20 +678,10 @@ fn parse_labels(v: Option<&Value>) -> std::result::Result<Vec<(String, Option<i8
     let mut labels = obj
         .iter()
         .map(|(k, v)| {
-            if k.trim().is_empty() {
-                return Err(bad("labels", "label names must not be empty"));
-            }
+            check_label_name(k)?;
             let value = match v {
                 Value::Null => None,
-                Value::Number(n) => match n.as_f64() {
-                    Some(x) if x == 1.0 || x == 0.0 || x == -1.0 => Some(x as i8),
-                    _ => {
-                        return Err(bad(
-                            &format!("labels.{k}"),
-                            format!("must be 1, 0, -1 or null, got {n}"),
-                        ))
-                    }
-                },
+                Value::Number(n) => Some(label_value(k, n.as_f64().unwrap_or(f64::NAN), n)?),
                 other => {
                     return Err(bad(
                         &format!("labels.{k}"),
@@ -456,14 +692,7 @@ fn parse_labels(v: Option<&Value>) -> std::result::Result<Vec<(String, Option<i8
             Ok((k.clone(), value))
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    // CheXpert's order first, then the others as given: stable, diff-friendly output
-    let rank = |name: &str| {
-        CHEXPERT_LABELS
-            .iter()
-            .position(|c| *c == name)
-            .unwrap_or(CHEXPERT_LABELS.len())
-    };
-    labels.sort_by_key(|(k, _)| rank(k));
+    sort_labels(&mut labels);
     Ok(labels)
 }
 
@@ -516,12 +745,7 @@ fn parse_boxes(v: Option<&Value>) -> std::result::Result<Vec<BoxAnnotation>, Fie
                     )
                 })?;
             }
-            if rect[2] <= rect[0] || rect[3] <= rect[1] {
-                return Err(bad(
-                    &field("box"),
-                    format!("needs x1 < x2 and y1 < y2, got {rect:?}"),
-                ));
-            }
+            check_rect(i, &rect)?;
             let phrase = match obj.get("phrase") {
                 None | Some(Value::Null) => String::new(),
                 Some(Value::String(s)) => s.clone(),
@@ -534,7 +758,10 @@ fn parse_boxes(v: Option<&Value>) -> std::result::Result<Vec<BoxAnnotation>, Fie
             };
             let anatomy = match obj.get("anatomy") {
                 None | Some(Value::Null) => None,
-                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+                Some(Value::String(s)) => {
+                    check_anatomy(i, Some(s))?;
+                    Some(s.clone())
+                }
                 Some(other) => {
                     return Err(bad(
                         &field("anatomy"),
@@ -602,7 +829,10 @@ impl Record {
 /// An image's location: a relative path joined to the root (a folder, or a store URL for a
 /// manifest in a store) unless it climbs out of it; an absolute path, or a URL that does not
 /// extend a URL root, only where the manifest allows images outside its root.
-fn resolve(image: &Path, opts: &ManifestOptions) -> std::result::Result<PathBuf, String> {
+pub(crate) fn resolve(
+    image: &Path,
+    opts: &ManifestOptions,
+) -> std::result::Result<PathBuf, String> {
     let p = image;
     if let Some(url) = p.to_str().filter(|s| storage::is_remote(s)) {
         // a URL is under the root only when the root is a URL it extends; any other (an
@@ -683,7 +913,7 @@ mod tests {
             "boxes": [{"box": [1, 2, 30, 40], "phrase": "effusion", "anatomy": "left costophrenic angle"}],
             "laterality_sensitive": false}"#;
         let m = Manifest::from_jsonl(&line.replace('\n', " "), "m.jsonl", &opts()).unwrap();
-        let r = &m.records[0];
+        let r = m.record(0).unwrap();
         assert_eq!(r.image, PathBuf::from("/data/x/1.jpg"));
         assert_eq!(r.task, Task::PhraseGrounding);
         // CheXpert order first (Edema 5, Atelectasis 8, Pleural Effusion 10), then the others

@@ -8,6 +8,7 @@ pub mod box_mask;
 pub mod cache;
 pub mod cache_remote;
 pub mod manifest;
+pub mod manifest_arrow;
 pub mod sample;
 pub mod stream;
 pub mod tasks;

@@ -146,17 +146,8 @@ impl DatasetSpec {
     /// The spec of `manifest` read with `config`; an invalid configuration is an error.
     pub fn new(manifest: Manifest, config: DatasetConfig) -> Result<DatasetSpec> {
         config.validate()?;
-        let max_boxes = manifest
-            .records
-            .iter()
-            .map(|r| r.boxes.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let remote = manifest
-            .records
-            .iter()
-            .any(|r| r.image.to_str().is_some_and(storage::is_remote));
+        let max_boxes = manifest.max_boxes().max(1);
+        let remote = manifest.any_remote();
         Ok(DatasetSpec {
             manifest,
             config,
@@ -213,10 +204,9 @@ impl DatasetSpec {
                 if let Some(cache) = self.cache.as_ref().filter(|c| c.holds(i)) {
                     return cache.prefetch(i);
                 }
-                let url = self.manifest.records.get(i)?.image.to_str()?;
-                storage::is_remote(url)
-                    .then(|| storage::prefetch(url, limit).ok())
-                    .flatten()
+                let image = (i < self.manifest.len()).then(|| self.manifest.image(i))?;
+                let url = image.to_str().filter(|u| storage::is_remote(u))?;
+                storage::prefetch(url, limit).ok()
             })
             .collect()
     }
@@ -288,16 +278,11 @@ pub fn load_sample<P: OutPixel>(
     pixels: &mut [P],
     mut prefetched: Option<Pending>,
 ) -> Result<SampleOut> {
-    let rec = spec.manifest.records.get(index).ok_or_else(|| {
-        Error::invalid(format!(
-            "index {index} is out of range for a data set of {} samples",
-            spec.manifest.records.len()
-        ))
-    })?;
+    let rec = spec.manifest.record(index)?;
     let wrap = |e: Error| Error::InSample {
         context: format!(
-            "sample {index} (id {:?}, {} line {})",
-            rec.id, spec.manifest.name, rec.line
+            "sample {index} (id {:?}, {} {} {})",
+            rec.id, spec.manifest.name, spec.manifest.row_kind, rec.line
         ),
         source: Box::new(e),
     };
@@ -308,7 +293,7 @@ pub fn load_sample<P: OutPixel>(
     let min_visible = spec.augment.min_visible;
     let cached = match &spec.cache {
         Some(cache) => cache
-            .lookup(index, rec, spec.cache_fallback, &mut prefetched)
+            .lookup(index, &rec, spec.cache_fallback, &mut prefetched)
             .map_err(wrap)?,
         None => None,
     };
@@ -318,7 +303,7 @@ pub fn load_sample<P: OutPixel>(
         Some(c) => (c.image(), c.denom),
         None => {
             let opts = spec.decode_options();
-            let path = spec.manifest.image_path(rec).map_err(wrap)?;
+            let path = spec.manifest.image_path(&rec).map_err(wrap)?;
             let name = path.display().to_string();
             let limit = max_file_bytes(opts.max_bytes);
             let bytes = match prefetched {
@@ -351,7 +336,7 @@ pub fn load_sample<P: OutPixel>(
         })
         .collect();
     let text_key = rng::derive_key(seed, &[TAG_TEXT, epoch, id_key(&rec.id)]);
-    let mut r = render(rec, &norm, spec.box_format, &spec.templates, text_key);
+    let mut r = render(&rec, &norm, spec.box_format, &spec.templates, text_key);
     let mut text = rec.text.clone();
     let swap = |s: &str| {
         if plan.flip {

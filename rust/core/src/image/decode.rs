@@ -152,24 +152,28 @@ const UNKNOWN_FORMAT: &str =
 /// `Decode` error naming the file, so it is handled like any other bad file and never crosses
 /// into Python.
 fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    without_panics(f).unwrap_or_else(|why| {
+        Err(Error::decode(
+            name,
+            format!("the decoder failed on malformed data ({why})"),
+        ))
+    })
+}
+
+/// Run third-party parsing code on untrusted bytes: its result, or the message of a panic inside
+/// it (caught quietly, so it never reaches Python or the terminal).
+pub(crate) fn without_panics<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
     quiet_panics_in_guard();
     GUARDED.with(|g| g.set(g.get() + 1));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     GUARDED.with(|g| g.set(g.get() - 1));
-    match caught {
-        Ok(result) => result,
-        Err(payload) => {
-            let why = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown cause".into());
-            Err(Error::decode(
-                name,
-                format!("the decoder failed on malformed data ({why})"),
-            ))
-        }
-    }
+    caught.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into())
+    })
 }
 
 /// Read and decode a file (or an object store URL, see [`crate::storage`]); errors name the path.

@@ -1,0 +1,637 @@
+//! Packed manifests: the records as Arrow columns in an Arrow IPC file (docs/manifest.md,
+//! "Packed manifests").
+//!
+//! A JSON-lines manifest is parsed into owned records when it is opened: at MIMIC-CXR's 377k
+//! records that is seconds of parsing and most of a gigabyte per process, held again by every
+//! rank on the node. [`write`] packs validated records once into an uncompressed Arrow IPC file;
+//! [`open`] memory-maps it, checks every record with the manifest's own rules (the functions
+//! shared with `data::manifest`), and keeps only the columns, which point into the map: the
+//! pages are the page cache's, shared by every process that opens the file, and a [`Record`] is
+//! built only when a sample asks for it ([`Columns::record`]).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int8Array, LargeStringArray, ListArray,
+    RecordBatch, StructArray,
+};
+use arrow_buffer::{Buffer, OffsetBuffer};
+use arrow_ipc::convert::try_fb_to_schema;
+use arrow_ipc::reader::{read_footer_length, FileDecoder};
+use arrow_ipc::writer::FileWriter;
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+
+use crate::data::manifest::{
+    check_anatomy, check_label_name, check_rationale, check_rect, check_required, check_text,
+    duplicate_id, label_value, parse_task, resolve, sort_labels, BoxAnnotation, FieldError,
+    Manifest, ManifestOptions, Record, Records, Source, Task, REQUIRED,
+};
+use crate::error::{Error, Result};
+use crate::storage;
+
+/// The file's `format` metadata; `version` says which schema it holds.
+pub const FORMAT: &str = "gradatim-manifest";
+pub const VERSION: &str = "1";
+/// Records per Arrow record batch in a written file.
+const BATCH_ROWS: usize = 65_536;
+/// The largest packed manifest read from an object store (read whole: it cannot be mapped).
+const MAX_REMOTE_BYTES: u64 = 64 << 30;
+
+/// The string columns, in schema order: the six required ones, then the optional ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Column {
+    Id,
+    Image,
+    Source,
+    Task,
+    Split,
+    Text,
+    Prompt,
+    Answer,
+    Rationale,
+}
+
+const STRINGS: [(&str, Column); 9] = [
+    ("id", Column::Id),
+    ("image", Column::Image),
+    ("source", Column::Source),
+    ("task", Column::Task),
+    ("split", Column::Split),
+    ("text", Column::Text),
+    ("prompt", Column::Prompt),
+    ("answer", Column::Answer),
+    ("rationale", Column::Rationale),
+];
+
+fn label_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("name", DataType::LargeUtf8, false),
+        Field::new("value", DataType::Int8, true),
+    ])
+}
+
+fn box_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("x1", DataType::Float64, false),
+        Field::new("y1", DataType::Float64, false),
+        Field::new("x2", DataType::Float64, false),
+        Field::new("y2", DataType::Float64, false),
+        Field::new("phrase", DataType::LargeUtf8, false),
+        Field::new("anatomy", DataType::LargeUtf8, true),
+    ])
+}
+
+fn list_of(fields: Fields) -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(fields),
+        false,
+    )))
+}
+
+/// The packed manifest's schema: one column per record field (docs/manifest.md).
+pub fn schema() -> Schema {
+    let mut fields: Vec<Field> = STRINGS
+        .iter()
+        .map(|(name, _)| Field::new(*name, DataType::LargeUtf8, !REQUIRED.contains(name)))
+        .collect();
+    fields.push(Field::new("labels", list_of(label_fields()), false));
+    fields.push(Field::new("boxes", list_of(box_fields()), false));
+    fields.push(Field::new("laterality_sensitive", DataType::Boolean, false));
+    Schema::new(fields).with_metadata(
+        [("format", FORMAT), ("version", VERSION)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<std::collections::HashMap<_, _>>(),
+    )
+}
+
+/// One Arrow record batch's columns, typed.
+#[derive(Clone)]
+struct Batch {
+    strings: Vec<LargeStringArray>,
+    labels: ListArray,
+    label_names: LargeStringArray,
+    label_values: Int8Array,
+    boxes: ListArray,
+    coords: [Float64Array; 4],
+    phrases: LargeStringArray,
+    anatomy: LargeStringArray,
+    laterality: BooleanArray,
+}
+
+/// A packed manifest's records: Arrow columns (pointing into the file's memory map), plus each
+/// record's task.
+#[derive(Clone)]
+pub struct Columns {
+    batches: Vec<Batch>,
+    /// `starts[b]`: the index of batch `b`'s first record; one more entry: the record count.
+    starts: Vec<usize>,
+    tasks: Vec<Task>,
+    max_boxes: usize,
+}
+
+impl std::fmt::Debug for Columns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Columns {{ records: {}, batches: {} }}",
+            self.len(),
+            self.batches.len()
+        )
+    }
+}
+
+fn opt_str(a: &LargeStringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+fn range(list: &ListArray, i: usize) -> std::ops::Range<usize> {
+    let o = list.value_offsets();
+    o[i] as usize..o[i + 1] as usize
+}
+
+impl Columns {
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The batch holding record `index`, and the record's row in it.
+    fn at(&self, index: usize) -> (&Batch, usize) {
+        let b = self.starts.partition_point(|&s| s <= index) - 1;
+        (&self.batches[b], index - self.starts[b])
+    }
+
+    /// A required string field of record `index` (`index < len()`).
+    pub fn str_at(&self, column: Column, index: usize) -> &str {
+        let (b, i) = self.at(index);
+        b.strings[column as usize].value(i)
+    }
+
+    pub fn task(&self, index: usize) -> Task {
+        self.tasks[index]
+    }
+
+    pub fn max_boxes(&self) -> usize {
+        self.max_boxes
+    }
+
+    /// Record `index` (`index < len()`), its image as written and `line` its 1-based row.
+    pub fn record(&self, index: usize) -> Record {
+        let (b, i) = self.at(index);
+        let s = |c: Column| b.strings[c as usize].value(i).to_string();
+        let o = |c: Column| opt_str(&b.strings[c as usize], i).map(str::to_string);
+        let mut labels: Vec<(String, Option<i8>)> = range(&b.labels, i)
+            .map(|j| {
+                let v = &b.label_values;
+                (
+                    b.label_names.value(j).to_string(),
+                    v.is_valid(j).then(|| v.value(j)),
+                )
+            })
+            .collect();
+        sort_labels(&mut labels);
+        let boxes = range(&b.boxes, i)
+            .map(|j| BoxAnnotation {
+                rect: [0, 1, 2, 3].map(|k| b.coords[k].value(j)),
+                phrase: b.phrases.value(j).to_string(),
+                anatomy: opt_str(&b.anatomy, j).map(str::to_string),
+            })
+            .collect();
+        Record {
+            id: s(Column::Id),
+            image: s(Column::Image).into(),
+            source: s(Column::Source),
+            task: self.tasks[index],
+            split: s(Column::Split),
+            text: s(Column::Text),
+            prompt: o(Column::Prompt),
+            answer: o(Column::Answer),
+            rationale: o(Column::Rationale),
+            labels,
+            boxes,
+            laterality_sensitive: b.laterality.value(i),
+            line: index + 1,
+        }
+    }
+}
+
+/// Write validated `records` (images as written) as a packed manifest at `path` (through a
+/// temporary file renamed into place, so a reader never sees half a file).
+pub fn write(records: &[Record], path: &Path) -> Result<()> {
+    write_batches(records, path, BATCH_ROWS)
+}
+
+fn write_batches(records: &[Record], path: &Path, batch_rows: usize) -> Result<()> {
+    let io = |source| Error::Io {
+        name: path.display().to_string(),
+        source,
+    };
+    let arrow =
+        |e: arrow_schema::ArrowError| Error::invalid(format!("writing {}: {e}", path.display()));
+    let tmp = path.with_extension("arrow.tmp");
+    let schema = Arc::new(schema());
+    let file = File::create(&tmp).map_err(io)?;
+    let mut writer = FileWriter::try_new(BufWriter::new(file), &schema).map_err(arrow)?;
+    for chunk in records.chunks(batch_rows) {
+        writer
+            .write(&batch_of(chunk, &schema).map_err(arrow)?)
+            .map_err(arrow)?;
+    }
+    writer.finish().map_err(arrow)?;
+    let file = writer
+        .into_inner()
+        .map_err(arrow)?
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(LargeStringArray::from_iter(values))
+}
+
+fn list(fields: Fields, lengths: impl Iterator<Item = usize>, columns: Vec<ArrayRef>) -> ArrayRef {
+    let values = StructArray::new(fields.clone(), columns, None);
+    let item = Arc::new(Field::new("item", DataType::Struct(fields), false));
+    Arc::new(ListArray::new(
+        item,
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(values),
+        None,
+    ))
+}
+
+fn batch_of(
+    records: &[Record],
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    let field = |r: &'_ Record, c: Column| -> Option<String> {
+        match c {
+            Column::Id => Some(r.id.clone()),
+            Column::Image => Some(r.image.display().to_string()),
+            Column::Source => Some(r.source.clone()),
+            Column::Task => Some(r.task.name().to_string()),
+            Column::Split => Some(r.split.clone()),
+            Column::Text => Some(r.text.clone()),
+            Column::Prompt => r.prompt.clone(),
+            Column::Answer => r.answer.clone(),
+            Column::Rationale => r.rationale.clone(),
+        }
+    };
+    let mut columns: Vec<ArrayRef> = STRINGS
+        .iter()
+        .map(|&(_, c)| {
+            let values: Vec<Option<String>> = records.iter().map(|r| field(r, c)).collect();
+            strings(values.iter().map(Option::as_deref))
+        })
+        .collect();
+    let labels = records.iter().flat_map(|r| &r.labels);
+    columns.push(list(
+        label_fields(),
+        records.iter().map(|r| r.labels.len()),
+        vec![
+            strings(labels.clone().map(|(k, _)| Some(k.as_str()))),
+            Arc::new(Int8Array::from_iter(labels.map(|(_, v)| *v))),
+        ],
+    ));
+    let boxes = || records.iter().flat_map(|r| &r.boxes);
+    let mut box_columns: Vec<ArrayRef> = (0..4)
+        .map(|k| Arc::new(Float64Array::from_iter_values(boxes().map(|b| b.rect[k]))) as ArrayRef)
+        .collect();
+    box_columns.push(strings(boxes().map(|b| Some(b.phrase.as_str()))));
+    box_columns.push(strings(boxes().map(|b| b.anatomy.as_deref())));
+    columns.push(list(
+        box_fields(),
+        records.iter().map(|r| r.boxes.len()),
+        box_columns,
+    ));
+    columns.push(Arc::new(BooleanArray::from_iter(
+        records.iter().map(|r| Some(r.laterality_sensitive)),
+    )));
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// Open the packed manifest at `location` (a path, or an object store URL: read whole), check
+/// its schema and every record, and resolve its images under the root of `opts` as any
+/// manifest's; errors name the file, and the row and field.
+pub fn open(location: &str, opts: &ManifestOptions) -> Result<Manifest> {
+    let buffer = if storage::is_remote(location) {
+        Buffer::from_vec(storage::read_remote(location, MAX_REMOTE_BYTES)?)
+    } else {
+        let path = storage::local_path(location)?;
+        let io = |source| Error::Io {
+            name: location.to_string(),
+            source,
+        };
+        let file = File::open(&path).map_err(io)?;
+        if !file.metadata().map_err(io)?.is_file() {
+            return Err(Error::Manifest(crate::error::ManifestIssue {
+                manifest: Some(location.to_string()),
+                row: None,
+                row_kind: "row".into(),
+                field: None,
+                reason: "not a regular file".into(),
+            }));
+        }
+        // SAFETY: the map is read-only; a packed manifest is written once, to a temporary file
+        // renamed into place, and never modified afterwards (a file truncated under a live map
+        // is outside what gradatim can guard against, as for any memory-mapped reader)
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Buffer::from(bytes::Bytes::from_owner(map))
+    };
+    from_buffer(buffer, location, opts)
+}
+
+/// [`open`] of a packed manifest's bytes; `name` names it in errors.
+pub fn from_bytes(bytes: Vec<u8>, name: &str, opts: &ManifestOptions) -> Result<Manifest> {
+    from_buffer(Buffer::from_vec(bytes), name, opts)
+}
+
+fn from_buffer(buffer: Buffer, name: &str, opts: &ManifestOptions) -> Result<Manifest> {
+    let source = Source {
+        name: Some(name),
+        row_kind: "row",
+    };
+    let not_packed = |why: String| {
+        source.issue(
+            None,
+            None,
+            format!(
+                "not a packed gradatim manifest ({why}; write one with `gradatim manifest pack`)"
+            ),
+        )
+    };
+    let batches = crate::image::decode::without_panics(|| read_batches(&buffer))
+        .unwrap_or_else(|why| Err(format!("malformed Arrow data: {why}")))
+        .map_err(not_packed)?;
+    let mut columns = columns_of(&batches).map_err(not_packed)?;
+    (columns.tasks, columns.max_boxes) = check(&columns, source, opts)?;
+    Manifest::new(source, opts, Records::Columns(columns))
+}
+
+/// The record batches of an Arrow IPC file, with the packed schema.
+fn read_batches(buffer: &Buffer) -> std::result::Result<Vec<RecordBatch>, String> {
+    let n = buffer.len();
+    if n < 18 || &buffer[..6] != b"ARROW1" {
+        return Err("no Arrow IPC file header".into());
+    }
+    let trailer: [u8; 10] = buffer[n - 10..].try_into().expect("10 bytes");
+    let footer_len = read_footer_length(trailer).map_err(|e| e.to_string())?;
+    if footer_len > n - 10 - 8 {
+        return Err(format!("a footer of {footer_len} bytes in a file of {n}"));
+    }
+    let footer = arrow_ipc::root_as_footer(&buffer[n - 10 - footer_len..n - 10])
+        .map_err(|e| format!("unreadable footer: {e}"))?;
+    let schema = footer
+        .schema()
+        .ok_or("no schema")
+        .map_err(str::to_string)
+        .and_then(|s| try_fb_to_schema(s).map_err(|e| e.to_string()))?;
+    let expected = self::schema();
+    if schema.metadata().get("format").map(String::as_str) != Some(FORMAT) {
+        return Err("its schema has no gradatim-manifest format tag".into());
+    }
+    if schema.metadata().get("version").map(String::as_str) != Some(VERSION) {
+        return Err(format!(
+            "version {:?}, this gradatim reads version {VERSION}",
+            schema.metadata().get("version")
+        ));
+    }
+    if schema.fields() != expected.fields() {
+        return Err("its columns are not the packed manifest's".into());
+    }
+    if footer.dictionaries().is_some_and(|d| !d.is_empty()) {
+        return Err("dictionary-encoded columns".into());
+    }
+    let decoder = FileDecoder::new(Arc::new(schema), footer.version());
+    let mut batches = Vec::new();
+    for block in footer.recordBatches().iter().flatten() {
+        let start = usize::try_from(block.offset()).ok();
+        let len = usize::try_from(block.metaDataLength())
+            .ok()
+            .zip(usize::try_from(block.bodyLength()).ok())
+            .and_then(|(a, b)| a.checked_add(b));
+        let (start, len) = match (start, len) {
+            (Some(s), Some(l)) if s.checked_add(l).is_some_and(|end| end <= n) => (s, l),
+            _ => return Err("a record batch outside the file".into()),
+        };
+        let data = buffer.slice_with_length(start, len);
+        if let Some(batch) = decoder
+            .read_record_batch(block, &data)
+            .map_err(|e| e.to_string())?
+        {
+            batches.push(batch);
+        }
+    }
+    Ok(batches)
+}
+
+fn typed<T: 'static + Clone>(a: &ArrayRef, what: &str) -> std::result::Result<T, String> {
+    a.as_any()
+        .downcast_ref::<T>()
+        .cloned()
+        .ok_or_else(|| format!("column {what} has another type"))
+}
+
+/// The typed columns of the batches (their schema already checked), and each record's task.
+fn columns_of(batches: &[RecordBatch]) -> std::result::Result<Columns, String> {
+    let mut out = Columns {
+        batches: Vec::with_capacity(batches.len()),
+        starts: vec![0],
+        tasks: Vec::new(),
+        max_boxes: 0,
+    };
+    for rb in batches {
+        let col = |i: usize| rb.column(i);
+        let strings = (0..STRINGS.len())
+            .map(|i| typed::<LargeStringArray>(col(i), STRINGS[i].0))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let labels = typed::<ListArray>(col(9), "labels")?;
+        let boxes = typed::<ListArray>(col(10), "boxes")?;
+        let label_values = labels
+            .values()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .cloned();
+        let box_values = boxes
+            .values()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .cloned();
+        let (lv, bv) = label_values
+            .zip(box_values)
+            .ok_or("list items are not structs")?;
+        let batch = Batch {
+            strings,
+            label_names: typed(lv.column(0), "labels.name")?,
+            label_values: typed(lv.column(1), "labels.value")?,
+            coords: [
+                typed(bv.column(0), "boxes.x1")?,
+                typed(bv.column(1), "boxes.y1")?,
+                typed(bv.column(2), "boxes.x2")?,
+                typed(bv.column(3), "boxes.y2")?,
+            ],
+            phrases: typed(bv.column(4), "boxes.phrase")?,
+            anatomy: typed(bv.column(5), "boxes.anatomy")?,
+            laterality: typed(col(11), "laterality_sensitive")?,
+            labels,
+            boxes,
+        };
+        out.starts
+            .push(out.starts.last().expect("starts at 0") + rb.num_rows());
+        out.batches.push(batch);
+    }
+    Ok(out)
+}
+
+/// Check every record with the manifest's rules (those of `data::manifest`, in the same order
+/// as for a JSON record), ids unique, images resolvable; each record's task and the most boxes a
+/// record holds.
+fn check(
+    columns: &Columns,
+    source: Source<'_>,
+    opts: &ManifestOptions,
+) -> Result<(Vec<Task>, usize)> {
+    let mut tasks = Vec::with_capacity(*columns.starts.last().unwrap_or(&0));
+    let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+    let mut max_boxes = 0;
+    for (b, batch) in columns.batches.iter().enumerate() {
+        for i in 0..batch.laterality.len() {
+            let row = columns.starts[b] + i + 1;
+            let at = |e: FieldError| source.issue(Some(row), e.field.as_deref(), e.reason);
+            let task = check_row(batch, i).map_err(at)?;
+            let id = batch.strings[Column::Id as usize].value(i);
+            if let Some(first) = seen.insert(id, row) {
+                return Err(duplicate_id(source, row, id, first));
+            }
+            let image = Path::new(batch.strings[Column::Image as usize].value(i));
+            resolve(image, opts)
+                .map_err(|reason| source.issue(Some(row), Some("image"), reason))?;
+            max_boxes = max_boxes.max(range(&batch.boxes, i).len());
+            tasks.push(task);
+        }
+    }
+    Ok((tasks, max_boxes))
+}
+
+/// One row's fields by the shared rules; its task.
+fn check_row(b: &Batch, i: usize) -> std::result::Result<Task, FieldError> {
+    // (a null in a required column never gets here: Arrow refuses the batch, as its schema
+    // declares those columns non-nullable)
+    for (name, c) in STRINGS.iter().take(REQUIRED.len()) {
+        check_required(name, b.strings[*c as usize].value(i))?;
+    }
+    let task = parse_task(b.strings[Column::Task as usize].value(i))?;
+    check_text(task, b.strings[Column::Text as usize].value(i))?;
+    let has = |c: Column| b.strings[c as usize].is_valid(i);
+    check_rationale(has(Column::Answer), has(Column::Rationale))?;
+    for j in range(&b.labels, i) {
+        let name = b.label_names.value(j);
+        check_label_name(name)?;
+        if b.label_values.is_valid(j) {
+            let v = b.label_values.value(j);
+            label_value(name, v as f64, v)?;
+        }
+    }
+    for (k, j) in range(&b.boxes, i).enumerate() {
+        check_rect(k, &[0, 1, 2, 3].map(|c| b.coords[c].value(j)))?;
+        check_anatomy(k, opt_str(&b.anatomy, j))?;
+    }
+    Ok(task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::manifest::{jsonl_rows, read_records};
+
+    fn opts() -> ManifestOptions {
+        ManifestOptions {
+            root: "/data".into(),
+            allow_outside_root: false,
+        }
+    }
+
+    fn records() -> Vec<Record> {
+        let lines = [
+            r#"{"id": "a", "image": "x/1.jpg", "source": "s1", "task": "phrase_grounding",
+                "split": "train", "text": "Left effusion.",
+                "labels": {"custom": 0, "Pleural Effusion": 1, "Edema": null},
+                "boxes": [{"box": [1, 2, 30, 40], "phrase": "effusion", "anatomy": "left lung"},
+                          {"box": [5.5, 6, 7, 8.25], "phrase": "", "anatomy": null}],
+                "laterality_sensitive": false}"#,
+            r#"{"id": "b", "image": "2.png", "source": "s2", "task": "report", "split": "val",
+                "text": "No acute findings.", "prompt": "Describe."}"#,
+            r#"{"id": "c", "image": "3.png", "source": "s2", "task": "vqa", "split": "train",
+                "text": "yes", "answer": "yes", "rationale": "An opacity."}"#,
+        ];
+        let text: String = lines.iter().map(|l| l.replace('\n', " ") + "\n").collect();
+        let source = Source {
+            name: Some("m.jsonl"),
+            row_kind: "line",
+        };
+        read_records(jsonl_rows(&text), source).unwrap()
+    }
+
+    #[test]
+    fn packed_records_are_the_records_in_any_batch_size() {
+        let dir = std::env::temp_dir().join(format!("gradatim-packed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let recs = records();
+        for rows in [1, 2, 65_536] {
+            let path = dir.join(format!("m{rows}.arrow"));
+            write_batches(&recs, &path, rows).unwrap();
+            let m = open(path.to_str().unwrap(), &opts()).unwrap();
+            assert_eq!(m.len(), 3);
+            assert_eq!(m.max_boxes(), 2);
+            for (i, want) in recs.iter().enumerate() {
+                let got = m.record(i).unwrap().into_owned();
+                let mut want = want.clone();
+                want.image = Path::new("/data").join(&want.image);
+                want.line = i + 1;
+                assert_eq!(got, want, "record {i} with {rows} rows per batch");
+                assert_eq!(m.id(i), want.id);
+                assert_eq!(m.task(i), want.task);
+                assert_eq!(m.image(i), want.image);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_packed_manifest_are_refused_naming_the_file() {
+        let dir = std::env::temp_dir().join(format!("gradatim-packed-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.arrow");
+        write(&records(), &path).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let mut cases: Vec<Vec<u8>> = (0..good.len())
+            .step_by(7)
+            .map(|n| good[..n].to_vec())
+            .collect();
+        cases.push(b"{\"id\": \"a\"}\n".to_vec());
+        for (k, bytes) in cases.into_iter().enumerate() {
+            match from_bytes(bytes, "m.arrow", &opts()) {
+                Err(Error::Manifest(issue)) => {
+                    assert_eq!(issue.manifest.as_deref(), Some("m.arrow"));
+                    assert!(
+                        issue.reason.contains("not a packed gradatim manifest"),
+                        "{k}: {}",
+                        issue.reason
+                    );
+                }
+                other => panic!("case {k}: expected a manifest error, got {other:?}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
