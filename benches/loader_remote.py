@@ -13,6 +13,14 @@ Goal: at 20 ms latency, images/s from the store within 10 % of local disk (ratio
 loader starts every read of a batch when the batch is submitted (a few batches ahead), so the
 latency overlaps decoding.
 
+The same run also reads the pre-decoded cache (docs/cache.md) of these files, built once with
+``build_cache`` into the store (``s3://bench/cache``, behind the same latency) and into a local
+folder: one ranged read per image instead of a decode. Its rows say how a cache in a store
+compares with decoding from local disk and with the same cache on local disk. Reading the cache
+is several times faster than decoding, so its manifest lists every file ``--cache-repeat`` times
+(default 4, other ids): an epoch long enough that the latency of its first batch, which nothing
+overlaps, does not decide the rate.
+
     python benches/loader_remote.py              # 96 files, 3 epochs, 3 repeats
     python benches/loader_remote.py --quick      # 48 files, 2 epochs, 1 repeat
 """
@@ -33,6 +41,7 @@ from typing import Any
 import torch
 
 import gradatim as ga
+from gradatim.data.cache import build_cache
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -45,10 +54,19 @@ def _augment() -> ga.Augment:
     return ga.Augment.from_dict(dict(AUGMENT))
 
 
-def images_per_s(manifest: str, epochs: int, batch_size: int, workers: int) -> float:
-    ds = ga.ManifestDataset(manifest, image_size=(512, 512), augment=_augment())
+def _dataset(manifest: str, cache: str | None = None) -> ga.ManifestDataset:
+    return ga.ManifestDataset(manifest, image_size=(512, 512), augment=_augment(), cache=cache,
+                              cache_fallback=False)  # fmt: skip
+
+
+def images_per_s(
+    manifest: str, epochs: int, batch_size: int, workers: int, cache: str | None = None,
+    prefetch_factor: int | None = None,
+) -> float:  # fmt: skip
+    ds = _dataset(manifest, cache)
     loader = ga.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+                           generator=torch.Generator().manual_seed(0),
+                           prefetch_factor=prefetch_factor)  # fmt: skip
     for _ in loader:  # warm-up epoch: page cache, the proxy's memory, connections
         pass
     start, n = time.perf_counter(), 0
@@ -89,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.020, help="seconds per request")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache-repeat", type=int, default=4, help="records per file, cached")
+    parser.add_argument(
+        "--prefetch-factor", type=int, default=None,
+        help="batches in flight per worker (default: the loader's, 2)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     files = args.files or (48 if args.quick else 96)
@@ -98,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "jpegs"
         manifest = make_dataset(folder, files)
+        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        cached_manifest = folder / "manifest_cached.jsonl"
+        cached_manifest.write_text("".join(
+            json.dumps({**r, "id": f"{r['id']}#{k}"}) + "\n"
+            for k in range(args.cache_repeat) for r in rows
+        ))  # fmt: skip
         server = subprocess.Popen(
             [sys.executable, str(HERE.parent / "tests" / "s3_local.py"), str(folder), "bench",
              str(args.latency)],
@@ -108,19 +137,43 @@ def main(argv: list[str] | None = None) -> int:
                            "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                            "AWS_REGION": "us-east-1"})  # fmt: skip
         remote = "s3://bench/manifest.jsonl"
-        local_runs, remote_runs, ratios, server_cpu = [], [], [], []
+        local_cache, remote_cache = str(Path(tmp) / "cache"), "s3://bench/cache"
+        runs: dict[str, list[float]] = {k: [] for k in ("local", "remote", "cache", "s3cache")}
+        ratios: dict[str, list[float]] = {k: [] for k in ("remote", "s3cache", "s3cache_cache")}
+        server_cpu, cache_server_cpu = [], []
+        ms = f"{args.latency * 1e3:.0f} ms"
         try:
+            t0 = time.perf_counter()
+            build_cache(_dataset(str(cached_manifest)), local_cache, progress=False)
+            built = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            up = build_cache(_dataset(str(cached_manifest)), remote_cache, progress=False)
+            uploaded = time.perf_counter() - t0
+            print(f"cache: built locally in {built:.1f} s; built and uploaded to {remote_cache} "
+                  f"in {uploaded:.1f} s ({up['upload']['bytes'] / 2**20:.0f} MiB)")  # fmt: skip
             for _ in range(repeats):
-                local = images_per_s(str(manifest), epochs, args.batch_size, args.workers)
+                common = (epochs, args.batch_size, args.workers)
+                pf = {"prefetch_factor": args.prefetch_factor}
+                local = images_per_s(str(manifest), *common, **pf)
                 cpu0 = _cpu_s(server.pid)
                 t0 = time.perf_counter()
-                far = images_per_s(remote, epochs, args.batch_size, args.workers)
+                far = images_per_s(remote, *common, **pf)
                 server_cpu.append((_cpu_s(server.pid) - cpu0) / (time.perf_counter() - t0))
-                local_runs.append(local)
-                remote_runs.append(far)
-                ratios.append(far / local)
-                print(f"local disk {local:7.1f} img/s   s3 @ {args.latency * 1e3:.0f} ms "
-                      f"{far:7.1f} img/s   ratio {far / local:.3f}", flush=True)  # fmt: skip
+                cached = images_per_s(str(cached_manifest), *common, local_cache, **pf)
+                cpu0 = _cpu_s(server.pid)
+                t0 = time.perf_counter()
+                far_cached = images_per_s(str(cached_manifest), *common, remote_cache, **pf)
+                cache_server_cpu.append((_cpu_s(server.pid) - cpu0) / (time.perf_counter() - t0))
+                for key, value in zip(runs, (local, far, cached, far_cached), strict=True):
+                    runs[key].append(value)
+                ratios["remote"].append(far / local)
+                ratios["s3cache"].append(far_cached / local)
+                ratios["s3cache_cache"].append(far_cached / cached)
+                print(f"local disk {local:7.1f} img/s   s3 @ {ms} {far:7.1f} img/s   ratio "
+                      f"{far / local:.3f}   |   cache: local disk {cached:7.1f} img/s   "
+                      f"s3 @ {ms} {far_cached:7.1f} img/s   ratio to local decode "
+                      f"{far_cached / local:.2f}, to local cache {far_cached / cached:.3f}",
+                      flush=True)  # fmt: skip
         finally:
             server.stdin.close()  # type: ignore[union-attr]
             server.wait(timeout=30)
@@ -131,16 +184,30 @@ def main(argv: list[str] | None = None) -> int:
         "latency_s": args.latency,
         "batch_size": args.batch_size,
         "workers": args.workers,
-        "local_img_s": statistics.median(local_runs),
-        "remote_img_s": statistics.median(remote_runs),
-        "ratio": statistics.median(ratios),
+        "prefetch_factor": args.prefetch_factor or 2,
+        "local_img_s": statistics.median(runs["local"]),
+        "remote_img_s": statistics.median(runs["remote"]),
+        "ratio": statistics.median(ratios["remote"]),
         "server_cpu_cores": statistics.median(server_cpu),
+        "cached_local_img_s": statistics.median(runs["cache"]),
+        "cached_remote_img_s": statistics.median(runs["s3cache"]),
+        "cached_remote_to_local_decode": statistics.median(ratios["s3cache"]),
+        "cached_remote_to_local_cache": statistics.median(ratios["s3cache_cache"]),
+        "cached_server_cpu_cores": statistics.median(cache_server_cpu),
+        "cache_repeat": args.cache_repeat,
+        "cache_build_local_s": built,
+        "cache_build_upload_s": uploaded,
         "cpus": os.cpu_count(),
     }
     print(
         f"\nmedian: local {result['local_img_s']:.1f} img/s, s3 {result['remote_img_s']:.1f} "
         f"img/s, ratio {result['ratio']:.3f} (goal >= 0.9); the server took "
-        f"{result['server_cpu_cores']:.2f} cores of {os.cpu_count()}"
+        f"{result['server_cpu_cores']:.2f} cores of {os.cpu_count()}\n"
+        f"cache: local {result['cached_local_img_s']:.1f} img/s, s3 "
+        f"{result['cached_remote_img_s']:.1f} img/s: "
+        f"{result['cached_remote_to_local_decode']:.2f}x local decode, "
+        f"{result['cached_remote_to_local_cache']:.3f}x the local cache; the server took "
+        f"{result['cached_server_cpu_cores']:.2f} cores"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -37,7 +37,8 @@ class FaultProxy:
         self.port = port or _free_port()
         self.latency = 0.0
         self.fail_next = 0
-        # GET answers kept in memory after the first (benchmarks: the proxy, not moto, answers)
+        # GET answers (per path and range) kept in memory after the first (benchmarks: the
+        # proxy, not moto, answers)
         self.cache: dict[str, tuple[int, list[tuple[str, str]], bytes]] | None = None
         self.requests = 0
         self.failed = 0
@@ -72,7 +73,9 @@ class FaultProxy:
                     self.end_headers()
                     self.wfile.write(reply)
                     return
-                cached = proxy.cache.get(self.path) if proxy.cache is not None else None
+                # a ranged read is its own answer
+                key = f"{self.path} {self.headers.get('Range', '')}"
+                cached = proxy.cache.get(key) if proxy.cache is not None else None
                 if cached is None or self.command != "GET":
                     conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
@@ -80,14 +83,17 @@ class FaultProxy:
                     answer = conn.getresponse()
                     cached = (answer.status, answer.getheaders(), answer.read())
                     conn.close()
-                    if proxy.cache is not None and self.command == "GET" and cached[0] == 200:
-                        proxy.cache[self.path] = cached
+                    ok = cached[0] in (200, 206)
+                    if proxy.cache is not None and self.command == "GET" and ok:
+                        proxy.cache[key] = cached
                 status, answer_headers, data = cached
                 self.send_response(status)
+                head = self.command == "HEAD"  # no body: the object's own length is passed on
                 for k, v in answer_headers:
-                    if k.lower() not in _HOP and k.lower() != "content-length":
+                    if k.lower() not in _HOP and (head or k.lower() != "content-length"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -238,6 +238,7 @@ def cache_build(
     dir: str,
     threads: int,
     progress: Callable[[int, int], None] | None = None,
+    staging: str | None = None,
 ) -> dict[str, Any]: ...
 
 # --- difficulty (rust/python/src/difficulty.rs) -----------------------------------------------

@@ -77,12 +77,16 @@ def check(args: argparse.Namespace) -> None:
                 raise CliError(f"{value}: no such file or folder")
     for dest in paths["outputs"]:
         for value in _values(args, dest):
+            if "://" in value:  # an object store URL: checked by the write itself
+                continue
             p = Path(value)
             if p.is_dir():
                 raise CliError(f"output {p}: is a folder, expected a file path")
             _writable_folder(p.parent if str(p.parent) else Path("."), "output")
     for dest in paths["dirs"]:
         for value in _values(args, dest):
+            if "://" in value:  # an object store URL (a prefix): checked by the write itself
+                continue
             p = Path(value)
             if p.exists() and not p.is_dir():
                 raise CliError(f"output folder {p}: is a file")

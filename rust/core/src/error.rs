@@ -57,6 +57,10 @@ pub enum Error {
         reason: String,
         not_found: bool,
     },
+    /// Writing an object to a store (a cache built for a store) failed after the client's
+    /// retries.
+    #[error("cannot write {url}: {reason}")]
+    RemoteWrite { url: String, reason: String },
     /// Reading the input failed.
     #[error("cannot read {name}: {source}")]
     Io {

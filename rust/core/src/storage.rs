@@ -13,14 +13,20 @@
 //!
 //! [`prefetch`] starts a read without waiting for it: the loader starts the reads of a batch when
 //! the batch is submitted (a few batches ahead), so the latency of the store overlaps decoding.
+//! [`prefetch_range`] does the same for a byte range of an object (a cache's shard), and
+//! [`upload_file`] / [`write`] put objects (a cache built for a store): one `PUT` up to
+//! [`PART_BYTES`], a multipart upload of `PART_BYTES` parts above.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
@@ -290,6 +296,163 @@ pub fn prefetch(url: &str, limit: u64) -> Result<Pending> {
     })
 }
 
+/// `bytes 64..192` of an object, as errors name a range (end exclusive).
+pub fn range_label(range: &Range<u64>) -> String {
+    format!("bytes {}..{}", range.start, range.end)
+}
+
+async fn get_range(client: &'static Client, url: String, range: Range<u64>) -> Result<Vec<u8>> {
+    let (store, path) = store_for(client, &url)?;
+    let _permit = client
+        .in_flight
+        .acquire()
+        .await
+        .map_err(|e| remote_error(&url, e.to_string(), false))?;
+    let label = range_label(&range);
+    // the client retries the request, and a body cut off mid-transfer, itself
+    match store.get_range(&path, range.clone()).await {
+        Ok(bytes) if bytes.len() as u64 == range.end - range.start => Ok(Vec::from(bytes)),
+        Ok(bytes) => Err(remote_error(
+            &url,
+            format!(
+                "{label}: the store answered {} bytes (the object is shorter)",
+                bytes.len()
+            ),
+            false,
+        )),
+        Err(e) => {
+            let not_found = matches!(e, object_store::Error::NotFound { .. });
+            Err(remote_error(&url, format!("{label}: {e}"), not_found))
+        }
+    }
+}
+
+/// Start reading exactly bytes `range` of the object at `url` (one ranged `GET`) in the
+/// background; an answer of another length is an error naming the URL and the range.
+pub fn prefetch_range(url: &str, range: Range<u64>) -> Result<Pending> {
+    let client = client()?;
+    let task = client
+        .runtime
+        .spawn(get_range(client, url.to_string(), range));
+    Ok(Pending {
+        url: url.to_string(),
+        task: Some(task),
+    })
+}
+
+/// Objects larger than this are uploaded in parts of this size (stores take parts of 5 MiB and
+/// more); smaller ones with one `PUT`.
+pub const PART_BYTES: usize = 8 << 20;
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+fn write_error(url: &str, reason: impl Into<String>) -> Error {
+    Error::RemoteWrite {
+        url: url.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Run `work` (requests to the store holding `url`) on the I/O runtime, holding one of the
+/// in-flight slots, and wait for it.
+fn blocking<T>(
+    url: &str,
+    work: impl AsyncFnOnce(&Arc<dyn ObjectStore>, &ObjectPath) -> Result<T>,
+) -> Result<T> {
+    let client = client()?;
+    let (store, path) = store_for(client, url)?;
+    client.runtime.block_on(async {
+        let _permit = client
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|e| remote_error(url, e.to_string(), false))?;
+        work(&store, &path).await
+    })
+}
+
+/// The size of the object at `url`, `None` when there is no such object.
+pub fn size_of(url: &str) -> Result<Option<u64>> {
+    blocking(url, async |store, path| match store.head(path).await {
+        Ok(meta) => Ok(Some(meta.size)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(remote_error(url, e.to_string(), false)),
+    })
+}
+
+/// Write `bytes` as the object at `url` (one `PUT`, replacing any object there).
+pub fn write(url: &str, bytes: Vec<u8>) -> Result<()> {
+    blocking(url, async |store, path| {
+        store
+            .put(path, bytes.into())
+            .await
+            .map(drop)
+            .map_err(|e| write_error(url, e.to_string()))
+    })
+}
+
+/// Remove the object at `url` (no error when there is none).
+pub fn delete(url: &str) -> Result<()> {
+    blocking(url, async |store, path| match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(write_error(url, e.to_string())),
+    })
+}
+
+/// How many parts of [`PART_BYTES`] an upload of `size` bytes takes (0: one plain `PUT`).
+pub fn parts(size: u64) -> u64 {
+    if size <= PART_BYTES as u64 {
+        0
+    } else {
+        size.div_ceil(PART_BYTES as u64)
+    }
+}
+
+/// Upload the local file `file` as the object at `url` (replacing any object there): one `PUT`
+/// up to [`PART_BYTES`], else a multipart upload of `PART_BYTES` parts, a few in flight, read
+/// from the file as they go. Setting `stop` aborts a multipart upload between parts. Returns the
+/// bytes uploaded.
+pub fn upload_file(file: &Path, url: &str, stop: &AtomicBool) -> Result<u64> {
+    let io = |source| Error::Io {
+        name: file.display().to_string(),
+        source,
+    };
+    let mut f = std::fs::File::open(file).map_err(io)?;
+    let size = f.metadata().map_err(io)?.len();
+    if parts(size) == 0 {
+        let mut bytes = Vec::with_capacity(size as usize);
+        f.read_to_end(&mut bytes).map_err(io)?;
+        write(url, bytes)?;
+        return Ok(size);
+    }
+    let failed = |e: object_store::Error| write_error(url, e.to_string());
+    blocking(url, async |store, path| {
+        let upload = store.put_multipart(path).await.map_err(failed)?;
+        let mut parts = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut left = size;
+        while left > 0 {
+            if stop.load(Ordering::Relaxed) {
+                let _ = parts.abort().await;
+                return Err(write_error(url, "the upload was stopped"));
+            }
+            if let Err(e) = parts.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = parts.abort().await;
+                return Err(failed(e));
+            }
+            // read on this thread (the runtime's workers carry the parts already sent)
+            let mut chunk = vec![0; left.min(PART_BYTES as u64) as usize];
+            if let Err(e) = f.read_exact(&mut chunk) {
+                let _ = parts.abort().await;
+                return Err(io(e));
+            }
+            left -= chunk.len() as u64;
+            parts.put(chunk.into());
+        }
+        parts.finish().await.map(drop).map_err(failed)
+    })?;
+    Ok(size)
+}
+
 /// The bytes of an image or manifest: an object store URL is read remotely, anything else (a
 /// path or a `file://` URL) with `read_file`.
 pub fn read_bytes(
@@ -345,6 +508,15 @@ mod tests {
             e.contains("ftp://h/x") && e.contains("unsupported URL scheme"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn uploads_take_parts_above_the_part_size() {
+        assert_eq!(parts(0), 0);
+        assert_eq!(parts(PART_BYTES as u64), 0);
+        assert_eq!(parts(PART_BYTES as u64 + 1), 2);
+        assert_eq!(parts(3 * PART_BYTES as u64), 3);
+        assert_eq!(range_label(&(64..192)), "bytes 64..192");
     }
 
     #[test]

@@ -1,28 +1,30 @@
-//! The pre-decoded cache's build (`gradatim_core::data::cache`).
+//! The pre-decoded cache's build (`gradatim_core::data::cache`, `cache_remote`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gradatim_core::data::cache;
+use gradatim_core::data::cache_remote;
 use pyo3::prelude::*;
 
 use crate::data::Dataset;
 use crate::error::to_py;
 use crate::json::from_value;
 
-/// Decode every record of `dataset` once into a cache in `dir` on `threads` threads (the GIL
-/// released), resuming an interrupted build. `progress(done, total)` is called about every 0.2 s
-/// from this thread; an exception it raises (KeyboardInterrupt) stops the build, resumably.
-/// Returns the build report as a dict.
+/// Decode every record of `dataset` once into a cache in `dir` (a folder, or an object store URL:
+/// built in `staging` and uploaded) on `threads` threads (the GIL released), resuming an
+/// interrupted build or upload. `progress(done, total)` is called about every 0.2 s from this
+/// thread; an exception it raises (KeyboardInterrupt) stops the build, resumably. Returns the
+/// build report as a dict.
 #[pyfunction]
-#[pyo3(signature = (dataset, dir, threads, progress=None))]
+#[pyo3(signature = (dataset, dir, threads, progress=None, staging=None))]
 fn cache_build<'py>(
     py: Python<'py>,
     dataset: &Dataset,
     dir: PathBuf,
     threads: usize,
     progress: Option<Bound<'py, PyAny>>,
+    staging: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let spec = dataset.spec.clone();
     let total = spec.manifest.len();
@@ -30,7 +32,9 @@ fn cache_build<'py>(
     let stop = AtomicBool::new(false);
     let mut interrupted = None;
     let report = std::thread::scope(|s| {
-        let worker = s.spawn(|| cache::build(&spec, &dir, threads, &done, &stop));
+        let worker = s.spawn(|| {
+            cache_remote::build_at(&spec, &dir, staging.as_deref(), threads, &done, &stop)
+        });
         while !worker.is_finished() {
             py.detach(|| std::thread::sleep(Duration::from_millis(200)));
             let signalled = py.check_signals();

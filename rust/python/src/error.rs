@@ -10,6 +10,7 @@
 //! | Manifest          | `gradatim.ManifestError` (a `ValueError`) with `reason`, `path`, `row`, `field`, `row_kind` |
 //! | Io                | `OSError` with errno and filename (`FileNotFoundError` ...) |
 //! | Remote            | `FileNotFoundError` (no such object) or `OSError` (EIO), the URL as filename |
+//! | RemoteWrite       | `OSError` (EIO), the URL as filename                     |
 
 use gradatim_core::Error;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
@@ -55,6 +56,7 @@ pub fn to_py(err: Error) -> PyErr {
             let errno = if *not_found { 2 } else { 5 }; // ENOENT: FileNotFoundError; EIO
             PyOSError::new_err((errno, message, url.clone()))
         }
+        Error::RemoteWrite { url, .. } => PyOSError::new_err((5, message, url.clone())),
         Error::InSample { .. } => raise(py, "GradatimError", (message,)), // root() unwraps these
     })
 }

@@ -17,10 +17,18 @@
 //! Builds run on several threads, each appending to its own shard and to a journal of finished
 //! entries (`shard-NNN.entries`, written after the pixels are flushed); a build killed part way
 //! resumes from the journals, truncating each shard to its last journaled image.
+//!
+//! A cache may also lie in an object store (`s3://bucket/prefix`, any URL [`storage`] reads):
+//! the same files as objects, built and uploaded by [`super::cache_remote`]. Opening it reads
+//! `cache.json` and `index.bin`; each image's pixels are then one ranged read of its shard,
+//! started when the batch is submitted ([`Cache::prefetch`]). The checks, the index and the rule
+//! turning an entry's bytes into pixels are the same for both; only where the bytes come from
+//! differs ([`Files`]).
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,14 +37,15 @@ use std::time::Instant;
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
+use super::cache_remote::{self, RemoteFiles, UploadReport};
 use super::manifest::{Manifest, Record};
 use super::sample::{id_key, DatasetSpec};
 use crate::error::{Error, Result};
 use crate::image::decode::{
     decode_scaled, max_file_bytes, read_image_file, ColorMode, Decoded, DecodedRef,
 };
-use crate::image::ImageRef;
-use crate::storage;
+use crate::image::{Image, ImageRef};
+use crate::storage::{self, Pending};
 
 pub const FORMAT: &str = "gradatim-cache";
 pub const VERSION: u32 = 1;
@@ -76,19 +85,95 @@ impl CacheSettings {
     }
 }
 
+/// `cache.json`, and (unfinished) the plan of a build in `build.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Header {
+pub(crate) struct Header {
     format: String,
     version: u32,
     manifest: String,
-    records: usize,
+    pub(crate) records: usize,
     /// FNV-1a 64 of the record ids in order, hex.
     fingerprint: String,
     settings: CacheSettings,
     /// Records whose image could not be decoded (not cached), with the reason.
-    failed: Vec<(usize, String)>,
-    bytes: u64,
+    pub(crate) failed: Vec<(usize, String)>,
+    pub(crate) bytes: u64,
     build_seconds: f64,
+}
+
+impl Header {
+    /// The plan of a build of `spec` (what `cache.json` will hold, before the build's results).
+    pub(crate) fn plan(spec: &DatasetSpec) -> Header {
+        Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            manifest: spec.manifest.name.clone(),
+            records: spec.manifest.len(),
+            fingerprint: fingerprint(&spec.manifest),
+            settings: CacheSettings::of(spec),
+            failed: Vec::new(),
+            bytes: 0,
+            build_seconds: 0.0,
+        }
+    }
+
+    /// A `cache.json` read from `name`, of the cache at `location`: refused unless of this
+    /// format and version.
+    pub(crate) fn parse(text: &str, name: &str, location: &str) -> Result<Header> {
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| Error::decode(name, e.to_string()))?;
+        if header.format != FORMAT || header.version != VERSION {
+            return Err(Error::invalid(format!(
+                "{location} is not a gradatim cache of version {VERSION} (format {:?}, version {})",
+                header.format, header.version
+            )));
+        }
+        Ok(header)
+    }
+
+    /// Refuse to go on with the unfinished build `self` at `location` as `plan` when it is of
+    /// another manifest or other settings.
+    pub(crate) fn same_build(&self, plan: &Header, location: &str) -> Result<()> {
+        if self.fingerprint != plan.fingerprint || self.settings != plan.settings {
+            return Err(Error::invalid(format!(
+                "{location} holds an unfinished build for another manifest or other settings; \
+                 remove it or build elsewhere"
+            )));
+        }
+        Ok(())
+    }
+
+    /// What distinguishes the build of `self` from others (its manifest and settings), as text.
+    pub(crate) fn identity(&self) -> String {
+        format!("{} {:?}", self.fingerprint, self.settings)
+    }
+}
+
+/// The message for a folder or prefix holding a build's plan but no `cache.json`.
+pub(crate) fn unfinished(location: &str) -> Error {
+    Error::invalid(format!(
+        "{location} holds an unfinished cache build (run `gradatim cache build` again to finish \
+         it)"
+    ))
+}
+
+/// The index's size must be the record count's entries.
+pub(crate) fn check_index(len: usize, header: &Header, name: &str) -> Result<()> {
+    if len != header.records * ENTRY_BYTES {
+        return Err(Error::decode(
+            name,
+            format!(
+                "{len} bytes, not {} entries of {ENTRY_BYTES}",
+                header.records
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The file (local) or object (in a store) name of shard `k`.
+pub(crate) fn shard_name(k: u32) -> String {
+    format!("shard-{k:03}.bin")
 }
 
 /// One record's place in the cache.
@@ -151,6 +236,89 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// Where the entry's pixels lie in its shard; `None` when the index is corrupt (overflow).
+    fn range(&self) -> Option<Range<u64>> {
+        Some(self.offset..self.offset.checked_add(self.len)?)
+    }
+
+    /// The pixels' shape, and their bytes: `width * height * channels` samples of one byte, or
+    /// of two (little-endian `uint16`) for a wide entry. The one home of how an entry's bytes
+    /// become pixels, for mapped and for fetched bytes.
+    fn shape(&self, got: usize, name: &str) -> Result<(usize, usize, usize, bool)> {
+        let (width, height, channels) = (
+            self.width as usize,
+            self.height as usize,
+            self.channels as usize,
+        );
+        let wide = self.flags & WIDE != 0;
+        let want = width
+            .checked_mul(height)
+            .and_then(|n| n.checked_mul(channels))
+            .and_then(|n| n.checked_mul(if wide { 2 } else { 1 }));
+        if want != Some(got) {
+            return Err(Error::decode(
+                name,
+                format!(
+                    "a short cache entry ({got} bytes for {width}x{height}x{channels}{})",
+                    if wide { " uint16" } else { "" }
+                ),
+            ));
+        }
+        Ok((width, height, channels, wide))
+    }
+
+    /// The pixels in `bytes`, borrowed (a mapped shard: no copy).
+    fn view<'a>(&self, bytes: &'a [u8], name: &str) -> Result<DecodedRef<'a>> {
+        let (width, height, channels, wide) = self.shape(bytes.len(), name)?;
+        Ok(if wide {
+            // SAFETY: u16 has no invalid bit patterns; offsets are 64-byte aligned in a
+            // page-aligned map, so `head` is empty (checked).
+            let (head, words, _) = unsafe { bytes.align_to::<u16>() };
+            if !head.is_empty() || words.len() * 2 != bytes.len() {
+                return Err(Error::decode(name, "a misaligned cache entry"));
+            }
+            DecodedRef::U16(ImageRef {
+                width,
+                height,
+                channels,
+                data: words,
+            })
+        } else {
+            DecodedRef::U8(ImageRef {
+                width,
+                height,
+                channels,
+                data: bytes,
+            })
+        })
+    }
+
+    /// The pixels in `bytes`, owned (fetched from a store: a uint8 entry keeps the buffer).
+    fn owned(&self, bytes: Vec<u8>, name: &str) -> Result<Decoded> {
+        let (width, height, channels, wide) = self.shape(bytes.len(), name)?;
+        Ok(if wide {
+            let data = bytes
+                .chunks_exact(2)
+                .map(|w| u16::from_le_bytes([w[0], w[1]]))
+                .collect();
+            Decoded::U16(Image {
+                width,
+                height,
+                channels,
+                data,
+            })
+        } else {
+            Decoded::U8(Image {
+                width,
+                height,
+                channels,
+                data: bytes,
+            })
+        })
+    }
+}
+
 fn fnv(bytes: &[u8], mut h: u64) -> u64 {
     for &b in bytes {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
@@ -158,7 +326,12 @@ fn fnv(bytes: &[u8], mut h: u64) -> u64 {
     h
 }
 
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a 64 of `bytes`.
+pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
+    fnv(bytes, FNV_START)
+}
 
 /// The manifest's fingerprint: its record ids, in order.
 fn fingerprint(manifest: &Manifest) -> String {
@@ -187,12 +360,20 @@ fn source_stamp(path: &Path) -> Option<(u64, i64)> {
     Some((meta.len(), mtime))
 }
 
-/// A finished cache, memory-mapped.
+/// Where a cache's bytes come from.
+enum Files {
+    /// A local folder, memory-mapped: pixels are read in place.
+    Mapped { index: Mmap, shards: Vec<Mmap> },
+    /// An object store prefix: the index read at open, pixels fetched by ranged reads.
+    Remote(RemoteFiles),
+}
+
+/// A finished cache: a local folder (memory-mapped) or a prefix in an object store.
 pub struct Cache {
+    /// The folder, or the store URL, of the cache.
     pub dir: PathBuf,
-    header: Header,
-    index: Mmap,
-    shards: Vec<Mmap>,
+    pub(crate) header: Header,
+    files: Files,
 }
 
 impl std::fmt::Debug for Cache {
@@ -201,37 +382,62 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-/// A cached image, borrowed from the memory map, with the decoder's scale denominator.
+/// Pixels of a cached image: borrowed from a memory map, or fetched from a store.
+enum CachedPixels<'a> {
+    Mapped(DecodedRef<'a>),
+    Fetched(Decoded),
+}
+
+/// A cached image, with the decoder's scale denominator.
 pub struct CachedImage<'a> {
-    pub image: DecodedRef<'a>,
+    pixels: CachedPixels<'a>,
     pub denom: usize,
 }
 
+impl CachedImage<'_> {
+    /// The pixels (in place for a local cache).
+    pub fn image(&self) -> DecodedRef<'_> {
+        match &self.pixels {
+            CachedPixels::Mapped(image) => *image,
+            CachedPixels::Fetched(image) => image.view(),
+        }
+    }
+}
+
 impl Cache {
-    /// Open the cache in `dir`; an unfinished or foreign folder is an error saying so.
-    pub fn open(dir: &Path) -> Result<Cache> {
+    /// Open the cache at `location`: a folder, a `file://` URL or an object store URL
+    /// (`s3://bucket/prefix`, ...). An unfinished or foreign cache is an error saying so.
+    pub fn open(location: &Path) -> Result<Cache> {
+        match location.to_str() {
+            Some(url) if storage::is_remote(url) => {
+                let (header, files) = cache_remote::open(url)?;
+                Ok(Cache {
+                    dir: PathBuf::from(url.trim_end_matches('/')),
+                    header,
+                    files: Files::Remote(files),
+                })
+            }
+            Some(url) if url.starts_with("file://") => {
+                Cache::open_local(&storage::local_path(url)?)
+            }
+            _ => Cache::open_local(location),
+        }
+    }
+
+    fn open_local(dir: &Path) -> Result<Cache> {
         let head_path = dir.join("cache.json");
         let text = std::fs::read_to_string(&head_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound && dir.join("build.json").exists() {
-                Error::invalid(format!(
-                    "{} holds an unfinished cache build (run `gradatim cache build` again to \
-                     finish it)",
-                    dir.display()
-                ))
+                unfinished(&dir.display().to_string())
             } else {
                 io(&head_path)(e)
             }
         })?;
-        let header: Header = serde_json::from_str(&text)
-            .map_err(|e| Error::decode(&head_path.display().to_string(), e.to_string()))?;
-        if header.format != FORMAT || header.version != VERSION {
-            return Err(Error::invalid(format!(
-                "{} is not a gradatim cache of version {VERSION} (format {:?}, version {})",
-                dir.display(),
-                header.format,
-                header.version
-            )));
-        }
+        let header = Header::parse(
+            &text,
+            &head_path.display().to_string(),
+            &dir.display().to_string(),
+        )?;
         let map = |p: &Path| -> Result<Mmap> {
             let f = File::open(p).map_err(io(p))?;
             // SAFETY: the cache's files are written once, by a finished build, and only read
@@ -239,32 +445,29 @@ impl Cache {
             unsafe { Mmap::map(&f) }.map_err(io(p))
         };
         let index = map(&dir.join("index.bin"))?;
-        if index.len() != header.records * ENTRY_BYTES {
-            return Err(Error::decode(
-                &dir.join("index.bin").display().to_string(),
-                format!(
-                    "{} bytes, not {} entries of {ENTRY_BYTES}",
-                    index.len(),
-                    header.records
-                ),
-            ));
-        }
+        check_index(
+            index.len(),
+            &header,
+            &dir.join("index.bin").display().to_string(),
+        )?;
         let mut shards = Vec::new();
-        let mut k = 0;
         loop {
-            let p = dir.join(format!("shard-{k:03}.bin"));
+            let p = dir.join(shard_name(shards.len() as u32));
             if !p.exists() {
                 break;
             }
             shards.push(map(&p)?);
-            k += 1;
         }
         Ok(Cache {
             dir: dir.to_path_buf(),
             header,
-            index,
-            shards,
+            files: Files::Mapped { index, shards },
         })
+    }
+
+    /// Whether the cache lies in an object store.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.files, Files::Remote(_))
     }
 
     /// Refuse a cache built from another manifest or with other decode settings, saying what
@@ -319,15 +522,34 @@ impl Cache {
     }
 
     fn entry(&self, index: usize) -> Option<Entry> {
+        let index_bytes: &[u8] = match &self.files {
+            Files::Mapped { index, .. } => index,
+            Files::Remote(r) => &r.index,
+        };
         let at = index.checked_mul(ENTRY_BYTES)?;
-        self.index.get(at..at + ENTRY_BYTES).map(Entry::from_bytes)
+        index_bytes.get(at..at + ENTRY_BYTES).map(Entry::from_bytes)
     }
 
-    /// Record `index`'s cached image: `Ok(None)` when the build could not decode it; an error
-    /// when the entry belongs to another record or the local source file changed since the build
-    /// (size or modification time).
-    pub fn get(&self, index: usize, record: &Record) -> Result<Option<CachedImage<'_>>> {
-        let name = record.image.display().to_string();
+    /// Whether the cache holds record `index`'s pixels (its build decoded the image).
+    pub fn holds(&self, index: usize) -> bool {
+        self.entry(index).is_some_and(|e| e.flags & PRESENT != 0)
+    }
+
+    /// Start fetching record `index`'s pixels from a cache in a store (one ranged read of its
+    /// shard); `None` for a local cache (nothing to fetch) or a record it does not hold.
+    pub fn prefetch(&self, index: usize) -> Option<Pending> {
+        let Files::Remote(remote) = &self.files else {
+            return None;
+        };
+        let e = self.entry(index).filter(|e| e.flags & PRESENT != 0)?;
+        remote.prefetch(e.shard, e.range()?).ok()
+    }
+
+    /// Record `index`'s entry, checked: `Ok(None)` when the build could not decode its image; an
+    /// error when the entry belongs to another record or the local source file changed since the
+    /// build (size or modification time; an image in a store is identified by its checksum,
+    /// recorded at build time).
+    fn locate(&self, index: usize, record: &Record, name: &str) -> Result<Option<Entry>> {
         let e = self
             .entry(index)
             .ok_or_else(|| Error::invalid(format!("the cache has no entry {index}")))?;
@@ -336,14 +558,14 @@ impl Cache {
         }
         if e.key != id_key(&record.id) {
             return Err(Error::decode(
-                &name,
+                name,
                 format!("the cache's entry {index} belongs to another record id"),
             ));
         }
         let remote = record.image.to_str().is_some_and(storage::is_remote);
         if !remote && source_stamp(&record.image) != Some((e.source_size, e.source_mtime_ns)) {
             return Err(Error::decode(
-                &name,
+                name,
                 format!(
                     "the file changed since the cache in {} was built (size or modification \
                      time); rebuild the cache",
@@ -351,41 +573,84 @@ impl Cache {
                 ),
             ));
         }
-        let bytes = self
-            .shards
-            .get(e.shard as usize)
-            .and_then(|s| s.get(e.offset as usize..(e.offset + e.len) as usize))
-            .ok_or_else(|| Error::decode(&name, "the cache's shard is shorter than its index"))?;
-        let (width, height, channels) = (e.width as usize, e.height as usize, e.channels as usize);
-        let samples = width * height * channels;
-        let image = if e.flags & WIDE != 0 {
-            // SAFETY: u16 has no invalid bit patterns; offsets are 64-byte aligned in a
-            // page-aligned map, so `head` is empty (checked).
-            let (head, words, _) = unsafe { bytes.align_to::<u16>() };
-            if !head.is_empty() || words.len() != samples {
-                return Err(Error::decode(&name, "a misaligned or short cache entry"));
+        Ok(Some(e))
+    }
+
+    /// The pixels of the checked entry `e`: in place from the map, or fetched (`prefetched`,
+    /// when the read was started ahead).
+    fn pixels(
+        &self,
+        e: &Entry,
+        name: &str,
+        prefetched: Option<Pending>,
+    ) -> Result<CachedImage<'_>> {
+        let pixels = match &self.files {
+            Files::Mapped { shards, .. } => {
+                let bytes = e
+                    .range()
+                    .and_then(|r| {
+                        let shard = shards.get(e.shard as usize)?;
+                        shard.get(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?)
+                    })
+                    .ok_or_else(|| {
+                        let shard = self.dir.join(shard_name(e.shard));
+                        Error::decode(
+                            &shard.display().to_string(),
+                            format!(
+                                "{}: missing, or shorter than the cache's index says",
+                                storage::range_label(&(e.offset..e.offset.saturating_add(e.len)))
+                            ),
+                        )
+                    })?;
+                CachedPixels::Mapped(e.view(bytes, name)?)
             }
-            DecodedRef::U16(ImageRef {
-                width,
-                height,
-                channels,
-                data: words,
-            })
-        } else {
-            if bytes.len() != samples {
-                return Err(Error::decode(&name, "a short cache entry"));
+            Files::Remote(remote) => {
+                let range = e
+                    .range()
+                    .ok_or_else(|| Error::decode(name, "a corrupt cache index entry"))?;
+                let bytes = remote.read(e.shard, range, prefetched)?;
+                CachedPixels::Fetched(e.owned(bytes, name)?)
             }
-            DecodedRef::U8(ImageRef {
-                width,
-                height,
-                channels,
-                data: bytes,
-            })
         };
-        Ok(Some(CachedImage {
-            image,
+        Ok(CachedImage {
+            pixels,
             denom: e.denom as usize,
-        }))
+        })
+    }
+
+    /// Record `index`'s cached image as a data set with `fallback` (`cache_fallback`) reads it:
+    /// `Ok(None)` means decode the image instead. A record the build could not decode, or whose
+    /// pixels cannot be read (a failed ranged read, a missing or short shard), is decoded with
+    /// `fallback` and an error without it; a failed check (another record, a changed source
+    /// file) is an error either way. `prefetched` is taken when it is this record's cached read
+    /// ([`Cache::prefetch`]) and left for the image's read otherwise.
+    pub fn lookup(
+        &self,
+        index: usize,
+        record: &Record,
+        fallback: bool,
+        prefetched: &mut Option<Pending>,
+    ) -> Result<Option<CachedImage<'_>>> {
+        let name = record.image.display().to_string();
+        let Some(e) = self.locate(index, record, &name)? else {
+            if fallback {
+                return Ok(None);
+            }
+            return Err(Error::invalid(format!(
+                "the cache in {} does not hold this image (its build could not decode it)",
+                self.dir.display()
+            )));
+        };
+        let mine = if self.is_remote() {
+            prefetched.take()
+        } else {
+            None
+        };
+        match self.pixels(&e, &name, mine) {
+            Ok(image) => Ok(Some(image)),
+            Err(_) if fallback => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 }
 
@@ -398,6 +663,9 @@ pub struct BuildReport {
     pub failed: Vec<(usize, String)>,
     pub bytes: u64,
     pub seconds: f64,
+    /// For a cache in an object store: what the upload did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadReport>,
 }
 
 /// One build thread's shard and journal.
@@ -412,8 +680,8 @@ fn journal_path(dir: &Path, k: u32) -> PathBuf {
     dir.join(format!("shard-{k:03}.entries"))
 }
 
-fn shard_path(dir: &Path, k: u32) -> PathBuf {
-    dir.join(format!("shard-{k:03}.bin"))
+pub(crate) fn shard_path(dir: &Path, k: u32) -> PathBuf {
+    dir.join(shard_name(k))
 }
 
 /// The journal's whole records: `(record index, entry)`.
@@ -545,18 +813,7 @@ pub fn build(
     let start = Instant::now();
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let records = spec.manifest.len();
-    let settings = CacheSettings::of(spec);
-    let header = Header {
-        format: FORMAT.into(),
-        version: VERSION,
-        manifest: spec.manifest.name.clone(),
-        records,
-        fingerprint: fingerprint(&spec.manifest),
-        settings,
-        failed: Vec::new(),
-        bytes: 0,
-        build_seconds: 0.0,
-    };
+    let header = Header::plan(spec);
     if dir.join("cache.json").exists() {
         let cache = Cache::open(dir)?;
         cache.check(spec)?;
@@ -567,6 +824,7 @@ pub fn build(
             failed: cache.header.failed.clone(),
             bytes: cache.header.bytes,
             seconds: 0.0,
+            upload: None,
         });
     }
     // the unfinished build's settings: a resume must be of the same build
@@ -575,13 +833,7 @@ pub fn build(
     if let Ok(old) = std::fs::read_to_string(&marker) {
         let old: Header = serde_json::from_str(&old)
             .map_err(|e| Error::decode(&marker.display().to_string(), e.to_string()))?;
-        if old.fingerprint != header.fingerprint || old.settings != header.settings {
-            return Err(Error::invalid(format!(
-                "{} holds an unfinished build for another manifest or other settings; remove \
-                 the folder or build elsewhere",
-                dir.display()
-            )));
-        }
+        old.same_build(&header, &dir.display().to_string())?;
     } else {
         std::fs::write(&marker, &plan).map_err(io(&marker))?;
     }
@@ -701,8 +953,79 @@ pub fn build(
         failed,
         bytes,
         seconds,
+        upload: None,
     })
 }
 
 /// A cache to read from, shared by a data set's workers.
 pub type SharedCache = Arc<Cache>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(width: u32, height: u32, channels: u32, flags: u32) -> Entry {
+        Entry {
+            flags,
+            width,
+            height,
+            channels,
+            offset: 128,
+            len: (width * height * channels * if flags & WIDE != 0 { 2 } else { 1 }) as u64,
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn an_entry_round_trips_through_its_bytes() {
+        let e = Entry {
+            key: 7,
+            shard: 3,
+            source_mtime_ns: -5,
+            source_hash: u64::MAX,
+            ..entry(4, 2, 3, PRESENT)
+        };
+        assert_eq!(Entry::from_bytes(&e.to_bytes()), e);
+    }
+
+    #[test]
+    fn the_range_is_offset_and_length_and_overflow_is_none() {
+        let e = entry(4, 2, 1, PRESENT);
+        assert_eq!(e.range(), Some(128..136));
+        let bad = Entry {
+            offset: u64::MAX - 3,
+            ..e
+        };
+        assert_eq!(bad.range(), None);
+    }
+
+    #[test]
+    fn mapped_pixels_are_borrowed_and_fetched_ones_equal_them() {
+        let e = entry(3, 2, 1, PRESENT | WIDE);
+        // u16-aligned storage, viewed as bytes
+        let words: Vec<u16> = vec![1, 2, 0x0102, 4, 65535, 6];
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let aligned: Vec<u16> = words.clone();
+        // SAFETY: a u16 buffer seen as its bytes (little-endian host in CI)
+        let raw = unsafe { std::slice::from_raw_parts(aligned.as_ptr() as *const u8, 12) };
+        let DecodedRef::U16(view) = e.view(raw, "x").unwrap() else {
+            panic!("a wide entry is u16")
+        };
+        assert_eq!(view.data.as_ptr(), aligned.as_ptr()); // in place, no copy
+        let Decoded::U16(owned) = e.owned(bytes, "x").unwrap() else {
+            panic!("a wide entry is u16")
+        };
+        assert_eq!(owned.data, words);
+        assert_eq!(view.data, &owned.data[..]);
+        assert_eq!((owned.width, owned.height, owned.channels), (3, 2, 1));
+    }
+
+    #[test]
+    fn a_short_entry_is_an_error_naming_the_image() {
+        let e = entry(3, 2, 1, PRESENT);
+        let err = e.owned(vec![0; 5], "img.png").unwrap_err().to_string();
+        assert!(err.contains("img.png") && err.contains("short"), "{err}");
+        assert!(e.view(&[0; 7], "img.png").is_err());
+        assert!(e.view(&[0; 6], "img.png").is_ok());
+    }
+}

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod box_format;
 pub mod box_mask;
 pub mod cache;
+pub mod cache_remote;
 pub mod manifest;
 pub mod manifest_arrow;
 pub mod sample;

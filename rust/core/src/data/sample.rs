@@ -189,16 +189,21 @@ impl DatasetSpec {
         }
     }
 
-    /// Start reading the images of `indices` that lie in an object store (one entry per index,
-    /// `None` for a local file or an index out of range); empty when every image is local.
+    /// Start reading the images of `indices` that lie in an object store, or their pixels from
+    /// a cache in a store (one entry per index, `None` for a local file, an image a local cache
+    /// holds or an index out of range); empty when there is nothing remote to read.
     pub fn prefetch(&self, indices: &[usize]) -> Vec<Option<Pending>> {
-        if !self.remote {
+        let remote_cache = self.cache.as_ref().is_some_and(|c| c.is_remote());
+        if !self.remote && !remote_cache {
             return Vec::new();
         }
         let limit = max_file_bytes(self.max_bytes);
         indices
             .iter()
             .map(|&i| {
+                if let Some(cache) = self.cache.as_ref().filter(|c| c.holds(i)) {
+                    return cache.prefetch(i);
+                }
                 let image = (i < self.manifest.len()).then(|| self.manifest.image(i))?;
                 let url = image.to_str().filter(|u| storage::is_remote(u))?;
                 storage::prefetch(url, limit).ok()
@@ -271,7 +276,7 @@ pub fn load_sample<P: OutPixel>(
     seed: u64,
     stage: Stage,
     pixels: &mut [P],
-    prefetched: Option<Pending>,
+    mut prefetched: Option<Pending>,
 ) -> Result<SampleOut> {
     let rec = spec.manifest.record(index)?;
     let wrap = |e: Error| Error::InSample {
@@ -287,22 +292,15 @@ pub fn load_sample<P: OutPixel>(
     let rects: Vec<BoxXyxy> = rec.boxes.iter().map(|b| b.rect).collect();
     let min_visible = spec.augment.min_visible;
     let cached = match &spec.cache {
-        Some(cache) => {
-            let hit = cache.get(index, &rec).map_err(wrap)?;
-            if hit.is_none() && !spec.cache_fallback {
-                return Err(wrap(Error::invalid(format!(
-                    "the cache in {} does not hold this image (its build could not decode it)",
-                    cache.dir.display()
-                ))));
-            }
-            hit
-        }
+        Some(cache) => cache
+            .lookup(index, &rec, spec.cache_fallback, &mut prefetched)
+            .map_err(wrap)?,
         None => None,
     };
-    // pixels read in place from the cache, or decoded (kept alive here for the borrow)
+    // pixels from the cache (in place, or fetched), or decoded (kept alive here for the borrow)
     let decoded;
-    let (image, denom) = match cached {
-        Some(c) => (c.image, c.denom),
+    let (image, denom) = match &cached {
+        Some(c) => (c.image(), c.denom),
         None => {
             let opts = spec.decode_options();
             let path = spec.manifest.image_path(&rec).map_err(wrap)?;
