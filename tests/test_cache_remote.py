@@ -158,7 +158,10 @@ def test_a_missing_or_truncated_shard_names_its_url_and_range(
     np.testing.assert_array_equal(strict[0]["pixel_values"], plain[0]["pixel_values"])
     # cache_fallback: the image is decoded instead, the same pixels
     lenient = _dataset(manifest, cache=url)
+    assert lenient.cache_read_failures() == (0, None)
     np.testing.assert_array_equal(lenient[last]["pixel_values"], plain[last]["pixel_values"])
+    count, first = lenient.cache_read_failures()  # counted, not silent
+    assert count == 1 and first is not None and shard_url in first
     # on_error="skip" handles it as any sample error, naming the shard
     skipping = _dataset(manifest, cache=url, cache_fallback=False, on_error="skip")
     loader = ga.DataLoader(skipping, batch_size=6)
@@ -176,6 +179,7 @@ def test_a_missing_or_truncated_shard_names_its_url_and_range(
         _dataset(manifest, cache=folder, cache_fallback=False)[last]
     local_lenient = _dataset(manifest, cache=folder)
     np.testing.assert_array_equal(local_lenient[last]["pixel_values"], plain[last]["pixel_values"])
+    assert local_lenient.cache_read_failures()[0] == 1
 
     s3.delete_object(Bucket="caches", Key="broken/shard-000.bin")
     with pytest.raises(FileNotFoundError, match=rf"{shard_url}: bytes 0\.\.\d+") as e:

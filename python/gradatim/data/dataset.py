@@ -99,11 +99,14 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         max_pixels, max_bytes: per image, the most pixels a header may declare and the most bytes
             its decoded samples may take (defaults 2^28 and 1 GiB); larger images are refused
             from their header (``ImageTooLargeError``, handled by ``on_error``) in bounded memory.
-        cache: a pre-decoded cache folder (``gradatim cache build``, docs/cache.md): pixels are
-            read from its memory map instead of decoded, giving the same batches. A cache built
-            from another manifest or with another decode size / channels is refused, saying what
-            differs; a source file changed since the build raises naming it.
-        cache_fallback: a record the cache does not hold is decoded (``True``) or raises.
+        cache: a pre-decoded cache (``gradatim cache build``, docs/cache.md): a folder, read from
+            its memory map, or an object store URL, read by ranged requests; pixels come from it
+            instead of being decoded, giving the same batches. A cache built from another
+            manifest or with another decode size / channels is refused, saying what differs; a
+            source file changed since the build raises naming it.
+        cache_fallback: a record the cache does not hold, or whose cached pixels cannot be read
+            (a damaged shard, an unreachable store), is decoded (``True``; counted in
+            :meth:`cache_read_failures`) or raises.
     """
 
     def __init__(
@@ -216,6 +219,12 @@ class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         """A manifest column: ``id``, ``image``, ``source``, ``task``, ``split``, ``text`` or
         ``line``."""
         return self._core.column(name)
+
+    def cache_read_failures(self) -> tuple[int, str | None]:
+        """How many cached reads failed and were decoded instead (``cache_fallback=True``), and
+        the first failure's message; ``(0, None)`` without a cache. Counted over this data set's
+        life in this process (each worker process counts its own)."""
+        return self._core.cache_read_failures
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch used by ``dataset[i]`` (the loader passes its own epoch to its workers)."""

@@ -239,6 +239,16 @@ impl Dataset {
             .map(|c| c.dir.display().to_string())
     }
 
+    /// Cached reads that failed (a missing or short shard, an unreachable store) and were
+    /// decoded instead, and the first failure's message: `(0, None)` without a cache.
+    #[getter]
+    fn cache_read_failures(&self) -> (u64, Option<String>) {
+        self.spec.cache.as_ref().map_or((0, None), |c| {
+            let (n, first) = c.read_failures();
+            (n, first.map(str::to_string))
+        })
+    }
+
     #[getter]
     fn max_boxes(&self) -> usize {
         self.spec.max_boxes

@@ -374,6 +374,16 @@ pub struct Cache {
     pub dir: PathBuf,
     pub(crate) header: Header,
     files: Files,
+    /// Cached pixels that could not be read and were decoded instead (`fallback`).
+    fallbacks: Fallbacks,
+}
+
+/// How often a cached read failed and the image was decoded instead, and the first such error:
+/// a damaged or unreachable cache costs speed, not samples, and says so.
+#[derive(Default)]
+struct Fallbacks {
+    count: std::sync::atomic::AtomicU64,
+    first: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -415,6 +425,7 @@ impl Cache {
                     dir: PathBuf::from(url.trim_end_matches('/')),
                     header,
                     files: Files::Remote(files),
+                    fallbacks: Fallbacks::default(),
                 })
             }
             Some(url) if url.starts_with("file://") => {
@@ -462,6 +473,7 @@ impl Cache {
             dir: dir.to_path_buf(),
             header,
             files: Files::Mapped { index, shards },
+            fallbacks: Fallbacks::default(),
         })
     }
 
@@ -648,9 +660,22 @@ impl Cache {
         };
         match self.pixels(&e, &name, mine) {
             Ok(image) => Ok(Some(image)),
-            Err(_) if fallback => Ok(None),
+            Err(err) if fallback => {
+                self.fallbacks.count.fetch_add(1, Ordering::Relaxed);
+                let _ = self.fallbacks.first.set(err.to_string());
+                Ok(None)
+            }
             Err(err) => Err(err),
         }
+    }
+
+    /// How many cached reads failed and were decoded instead, and the first failure's error.
+    pub fn read_failures(&self) -> (u64, Option<&str>) {
+        let f = &self.fallbacks;
+        (
+            f.count.load(Ordering::Relaxed),
+            f.first.get().map(String::as_str),
+        )
     }
 }
 
