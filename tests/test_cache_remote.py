@@ -22,28 +22,14 @@ import torch
 
 import gradatim as ga
 from gradatim.data.cache import build_cache
-from gradatim.datasets import phantom
 from gradatim.errors import InvalidArgumentError
 from gradatim.image import encode_png
 
 sys.path.insert(0, str(Path(__file__).parent))
+import test_cache  # noqa: E402
 from s3_local import S3Server, s3_server  # noqa: E402
 
 Batches = list[tuple[list[str], np.ndarray]]
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Phantom JPEGs plus 16-bit PNGs (uint16 cache entries), one record each."""
-    m = phantom.generate(tmp_path_factory.mktemp("images"), n=20, size=(160, 128))
-    rows = [json.loads(line) for line in m.read_text().splitlines() if line.strip()]
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        img = (rng.integers(0, 4096, (90, 120)) * 16).astype(np.uint16)
-        (m.parent / f"wide{i}.png").write_bytes(encode_png(img))
-        rows.append({**rows[i], "id": f"wide-{i}", "image": f"wide{i}.png"})
-    m.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return m
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +45,9 @@ def proxy(server: S3Server) -> Iterator[S3Server]:
     server.proxy.latency, server.proxy.fail_next = 0.0, 0
 
 
-def _dataset(manifest: Path, **kw: object) -> ga.ManifestDataset:
-    kw.setdefault("image_size", (64, 48))
-    return ga.ManifestDataset(manifest, augment=ga.Augment.cure_train(), **kw)  # type: ignore[arg-type]
+# the cache tests' manifest (phantom JPEGs + 16-bit PNGs, one record each) and data set
+manifest = test_cache.manifest
+_dataset = test_cache._dataset
 
 
 def _batches(ds: ga.ManifestDataset, workers: int, epochs: int = 2) -> Batches:
