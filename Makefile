@@ -1,9 +1,17 @@
 # gradatim: `make demo` and `make test` each do all set-up on a fresh machine (Debian + Rust +
 # CPython with pip): system packages, Python packages, a release build of the extension, then run.
 
-PYTHON ?= python3
-PIP := $(PYTHON) -m pip
-PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check --root-user-action=ignore
+# Everything runs in a virtual environment the Makefile owns (VENV), installed from the checked-in
+# locks (requirements/*.lock: exact versions with hashes, produced by `make lock` from the loose
+# requirements/*.in), never from the machine's own site-packages.
+HOST_PYTHON ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# CPython 3.11 on x86-64 Linux: the machines CI and the demo run on (README, "Locked versions")
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+UV_COMPILE := $(UV) pip compile --quiet --generate-hashes $(LOCK_TARGET)
+UV_SYNC := $(UV) pip sync --quiet --require-hashes --python $(PYTHON)
 WHEELS := target/wheels
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
@@ -12,7 +20,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-re
 # source, so a log line there fails the build ("unknown start of token"): empty it before cargo.
 EMPTY_DEVNULL := test -c /dev/null || : > /dev/null
 
-.PHONY: all demo test test-rust test-python stress bench lint fmt sysdeps deps-demo deps-test testdata build clean
+.PHONY: all demo test test-rust test-python stress bench lint fmt sysdeps venv deps-demo deps-test lock testdata build clean
 
 all: test
 
@@ -74,7 +82,7 @@ bench-ci:
 
 ## Lint, run by CI after the tests: formatting, clippy on every target (tests included), ruff, and
 ## the hand-written stubs checked against the built extension.
-lint:
+lint: deps-test
 	@$(EMPTY_DEVNULL)
 	cargo fmt --all -- --check
 	cargo clippy -p gradatim-core -p gradatim-python --all-targets -- -D warnings
@@ -92,12 +100,33 @@ sysdeps:
 	@command -v cmake >/dev/null && command -v nasm >/dev/null && command -v g++ >/dev/null || \
 	  { apt-get update -qq && $(APT_INSTALL) cmake nasm g++; }
 
-deps-demo:
-	$(PIP_INSTALL) -r requirements/demo.txt
+# A virtual environment with the locked installer in it (pip checks uv's hash).
+venv: $(UV)
+$(UV): requirements/bootstrap.lock
+	test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  -r requirements/bootstrap.lock
+	touch $(UV)
 
-deps-test:
-	$(PIP_INSTALL) -r requirements/test.txt
-	$(PIP_INSTALL) --no-deps torchxrayvision
+# `uv pip sync` makes the environment exactly the lock (what is not in it is removed; the
+# extension is reinstalled by `build`).
+deps-demo: venv
+	$(UV_SYNC) requirements/demo.lock requirements/bootstrap.lock
+
+deps-test: venv
+	$(UV_SYNC) requirements/test.lock requirements/nodeps.lock requirements/bootstrap.lock
+	$(UV) pip install --quiet --require-hashes --no-deps --python $(PYTHON) \
+	  --target target/oracles/opencv-next -r requirements/opencv-next.lock
+
+## Re-resolve every lock from requirements/*.in (the newest versions the .in ranges allow); the
+## demo lock is resolved inside the test lock, so the two never disagree. Review the diff, run
+## `make test`, commit the .in and .lock files together.
+lock: venv
+	$(UV_COMPILE) requirements/bootstrap.in -o requirements/bootstrap.lock
+	$(UV_COMPILE) requirements/test.in -o requirements/test.lock
+	$(UV_COMPILE) requirements/demo.in -c requirements/test.lock -o requirements/demo.lock
+	$(UV_COMPILE) --no-deps requirements/nodeps.in -o requirements/nodeps.lock
+	$(UV_COMPILE) --no-deps requirements/opencv-next.in -o requirements/opencv-next.lock
 
 # Real images that no one here made (Debian): JPEG variants and large photos. Best effort: the
 # tests that need them skip with a reason when they are missing.
@@ -107,13 +136,13 @@ testdata:
 	  { if [ "$$CI" = true ]; then echo "testdata: install failed (fatal in CI)"; exit 1; fi; \
 	    echo "testdata: Debian test images unavailable; their tests will skip"; }
 
-# Release build of the extension, installed into $(PYTHON) (maturin develop needs a virtualenv).
+# Release build of the extension, installed into the virtual environment.
 build:
 	@$(EMPTY_DEVNULL)
 	rm -rf $(WHEELS)
 	$(PYTHON) -m maturin build --release --quiet -i $(PYTHON) --out $(WHEELS)
-	$(PIP_INSTALL) --no-deps --force-reinstall $(WHEELS)/gradatim-*.whl
+	$(UV) pip install --quiet --no-deps --reinstall --python $(PYTHON) $(WHEELS)/gradatim-*.whl
 
 clean:
 	cargo clean
-	rm -rf $(WHEELS)
+	rm -rf $(WHEELS) $(VENV)

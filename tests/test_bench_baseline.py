@@ -47,6 +47,10 @@ def _random_plan(rng: np.random.Generator, w: int, h: int) -> dict:
     return plan
 
 
+# gradatim's warp is OpenCV 5.0's, the locked oracle; with 5.1 installed, the documented difference
+OPENCV_51 = tuple(int(v) for v in cv2.__version__.split(".")[:2]) >= (5, 1)
+
+
 def test_apply_plan_equals_the_core_given_the_same_decisions() -> None:
     rng = np.random.default_rng(20240610)
     kinds = set()
@@ -88,7 +92,12 @@ def test_apply_plan_equals_the_core_given_the_same_decisions() -> None:
             min_visible=min_visible,
         )
         where = f"case {case}: {iw}x{ih} -> {w}x{h}, {plan}"
-        np.testing.assert_array_equal(theirs, ours, err_msg=where)
+        if OPENCV_51 and plan["affine"] is not None:
+            # OpenCV >= 5.1's warp: docs/image.md, "Which OpenCV" (1 level, rare)
+            diff = np.abs(theirs.astype(int) - ours.astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.01, where
+        else:
+            np.testing.assert_array_equal(theirs, ours, err_msg=where)
         assert theirs_boxes.shape == (int(keep.sum()), 4), where
         np.testing.assert_allclose(theirs_boxes, ours_boxes, atol=1e-3, err_msg=where)
         x0, y0, cw, ch = bench.crop_pixels(plan["crop"], iw, ih)

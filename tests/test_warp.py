@@ -1,10 +1,12 @@
 """`gradatim.image.warp_affine` against `cv2.warpAffine` (INTER_LINEAR, BORDER_CONSTANT 0) on real
 images, and the box rule of docs/image.md ("Oracle conventions") as properties.
 
-The contract is "within 1 grey level on >= 99.9 % of pixels"; gradatim reproduces OpenCV >= 4.11's
+The contract is "within 1 grey level on >= 99.9 % of pixels"; gradatim reproduces OpenCV 5.0's
 float32 kernels bit for bit (1, 3, 4 channels; the AVX2 + FMA build x86-64 wheels run) and the
 older fixed-point remap for other channel counts, so where those conditions hold the tests demand
-identical pixels.
+identical pixels. The locked oracle is 5.0 (requirements/test.in); with OpenCV >= 5.1 installed
+instead, the same tests check the documented difference (docs/image.md, "Which OpenCV"), which
+tests/test_warp_opencv_next.py also checks against a side-installed 5.1 on every run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opencv_warp_rules import assert_documented_difference
 
 from gradatim import image
 from gradatim.errors import InvalidArgumentError
@@ -28,8 +31,10 @@ _CV_VERSION = tuple(int(v) for v in cv2.__version__.split(".")[:2])
 # build is reproduced exactly. Elsewhere the contract (<= 1 grey level on 99.9 %) still applies
 # to 8-bit images.
 _CV_CPU_AVX2, _CV_CPU_FMA3 = 11, 12  # OpenCV's CpuFeatures enum (not exported by cv2 5.0)
+# OpenCV 5.1 computes source coordinates in float64: a documented difference, not a tolerance
+NEXT = _CV_VERSION >= (5, 1)
 EXACT = (
-    _CV_VERSION >= (4, 11)
+    (4, 11) <= _CV_VERSION < (5, 1)
     and cv2.checkHardwareSupport(_CV_CPU_AVX2)
     and cv2.checkHardwareSupport(_CV_CPU_FMA3)
 )
@@ -65,8 +70,10 @@ def assert_matches_opencv(img: np.ndarray, m: np.ndarray, size: tuple[int, int])
     diff = np.abs(ours.astype(np.int64) - ref.astype(np.int64))
     within_one = float((diff <= 1).mean())
     channels = 1 if img.ndim == 2 else img.shape[2]
-    exact_here = EXACT or channels not in (1, 3, 4)
-    if exact_here:
+    exact_here = EXACT or (channels not in (1, 3, 4) and not NEXT)
+    if NEXT and channels in (1, 3, 4):
+        assert_documented_difference(img, m, size, ours, ref)
+    elif exact_here:
         assert diff.max() == 0, f"max diff {diff.max()}, {(diff > 0).mean():.4%} of samples differ"
     else:
         # OpenCV before 4.11, or without AVX2 + FMA, rounds its float kernels differently: the
@@ -170,7 +177,10 @@ def test_non_contiguous_and_list_inputs(radiograph_u8: np.ndarray) -> None:
     view = radiograph_u8[::2, ::3]
     m = np.array([[0.95, 0.1, 3.0], [-0.1, 0.95, 8.0]])
     ours, _, _ = image.warp_affine(view, m.tolist(), (300, 400))
-    np.testing.assert_array_equal(ours, cv_warp(np.ascontiguousarray(view), m, (300, 400)))
+    assert_matches_opencv(np.ascontiguousarray(view), m, (300, 400))
+    np.testing.assert_array_equal(
+        ours, image.warp_affine(np.ascontiguousarray(view), m, (300, 400))[0]
+    )
 
 
 def test_invalid_arguments() -> None:
@@ -310,7 +320,7 @@ def test_mapped_box_contains_the_warped_mask(box: np.ndarray, m: np.ndarray) -> 
     mask[y1:y2, x1:x2] = 255
     size = (140, 120)
     warped, kept, keep = image.warp_affine(mask, m, size, boxes=box, min_visible=0.0)
-    np.testing.assert_array_equal(warped, cv_warp(mask, m, size))
+    assert_matches_opencv(mask, m, size)
     bx1, by1, bx2, by2 = mapped_box(box[0].tolist(), m)
     ys, xs = np.nonzero(warped)
     tol = 2.0
