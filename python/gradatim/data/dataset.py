@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from gradatim import _core
@@ -20,6 +19,17 @@ from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
 from gradatim.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, per_channel
 from gradatim.manifest.common import is_packed, jsonl_text, manifest_root, parquet_rows
+
+if TYPE_CHECKING:
+    import torch
+
+try:  # torch is optional: without it a dataset still builds caches (gradatim cache build)
+    from torch.utils.data import Dataset as _DatasetBase
+except ImportError:  # pragma: no cover - exercised only where torch is absent
+
+    class _DatasetBase:  # type: ignore[no-redef]
+        """Stand-in for ``torch.utils.data.Dataset`` when torch is not installed."""
+
 
 __all__ = ["ManifestDataset", "batch_to_torch"]
 
@@ -66,7 +76,7 @@ def _absolute(location: str) -> str:
     return os.path.abspath(location)
 
 
-class ManifestDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
     """Image-text samples of a manifest, decoded and augmented in Rust.
 
     Args:
@@ -299,6 +309,8 @@ def batch_to_torch(
     batch: dict[str, Any], pin: Callable[[torch.Tensor], torch.Tensor] | None = None
 ) -> dict[str, Any]:
     """Turn the core's dict of NumPy arrays into tensors without copying (``torch.from_numpy``)."""
+    import torch
+
     out = dict(batch)
     for key in _TENSORS:
         arr = out.get(key)
