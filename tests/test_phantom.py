@@ -39,13 +39,13 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert a.name == "manifest.jsonl"
     da, db, dc = _digest(a.parent), _digest(b.parent), _digest(c.parent)
     assert da == db
-    assert len(da) == 13  # 12 images + the manifest
+    assert len(da) == 14  # 12 images, the manifest and the truth table
     assert da["manifest.jsonl"] != dc["manifest.jsonl"]
     assert sum(da[k] == dc[k] for k in da) == 0
     # a study does not depend on how many others are generated: n=5 is a prefix of n=12
     d = phantom.generate(tmp_path / "d", n=5, seed=7, size=(192, 192))
     dd = _digest(d.parent)
-    assert all(dd[k] == da[k] for k in dd if k != "manifest.jsonl")
+    assert all(dd[k] == da[k] for k in dd if k not in ("manifest.jsonl", phantom.TRUTH))
     lines = a.read_text().splitlines()
     prefix = [line for line in lines if int(json.loads(line)["id"].split("/")[1]) < 5]
     assert d.read_text().splitlines() == prefix
@@ -226,3 +226,64 @@ def test_report_records_carry_the_whole_report_and_its_sentence_boxes() -> None:
         assert [(b["phrase"], b["anatomy"]) for b in rec["boxes"]] == [
             (f.sentence, f.anatomy) for f in study.findings
         ]
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area
+
+
+def test_anatomy_varies_with_the_patient() -> None:
+    """The region boxes move, grow and turn with the synthetic patient: the mean box of a region
+    (what a prompt alone could give) overlaps a study's own box far less than perfectly."""
+    studies = [
+        phantom.make_study(i, seed=3, size=(256, 256), source="phantom-c") for i in range(80)
+    ]
+    angles = np.array([s.angle for s in studies])
+    assert np.abs(angles).max() <= phantom.ROTATION
+    assert (angles < -3).sum() > 5 and (angles > 3).sum() > 5
+    overlaps = {}
+    for name in phantom.ANATOMY_REGIONS:
+        boxes = np.array([s.regions[name] for s in studies]) / 256.0
+        mean = boxes.mean(axis=0).tolist()
+        overlaps[name] = float(np.mean([_iou(b.tolist(), mean) for b in boxes]))
+    assert max(overlaps.values()) < 0.9, overlaps
+    assert np.mean(list(overlaps.values())) < 0.7, overlaps
+
+
+def test_truth_table_gives_each_records_difficulty(tmp_path: Path) -> None:
+    manifest = phantom.generate(tmp_path, n=90, seed=4, size=(128, 128))
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    truth = [json.loads(line) for line in (tmp_path / phantom.TRUTH).read_text().splitlines()]
+    assert [t["id"] for t in truth] == [r["id"] for r in records]
+    for t in truth[::7]:
+        source, index = t["id"].split("/")[:2]
+        study = phantom.make_study(int(index), seed=4, size=(128, 128), source=source)
+        assert t["difficulty"] == pytest.approx(phantom.record_difficulty(study, t["id"]), abs=1e-6)
+    # hand computation for one finding: 1 / (1 + CNR x size)
+    study = next(
+        s for i in range(30) if (s := phantom.make_study(i, seed=4, source="phantom-b")).findings
+    )
+    f, style = study.findings[0], phantom.SOURCES["phantom-b"]
+    cnr = float(np.abs(f.effect).max()) * 255 * style.contrast / style.noise
+    x1, y1, x2, y2 = f.box
+    size = ((x2 - x1) * (y2 - y1) / (study.width * study.height)) ** 0.5
+    assert f.difficulty == pytest.approx(1 / (1 + cnr * size))
+
+
+def test_one_source_is_harder() -> None:
+    """phantom-c's findings are fainter and smaller: harder on average than the other sources'."""
+    mean = {}
+    for source in phantom.SOURCES:
+        values = [
+            f.difficulty
+            for i in range(120)
+            for f in phantom.make_study(i, seed=2, size=(256, 256), source=source).findings
+            if f.kind not in ("device", "cardiomegaly")
+        ]
+        mean[source] = float(np.mean(values))
+    assert mean["phantom-c"] > mean["phantom-a"] + 0.1, mean
+    assert mean["phantom-c"] > mean["phantom-b"] + 0.1, mean

@@ -15,10 +15,17 @@ Layout: the patient's right is on the image's left, as on a PA radiograph. Boxes
 ``[x1, y1, x2, y2]`` in pixel-edge coordinates of the written image: a pixel ``(x, y)`` covers
 ``[x, x + 1) x [y, y + 1)``, and every pixel a lesion changed lies inside its box.
 
+The synthetic patient varies: body and lung position and size, heart size and position, and a
+turn of up to +-7 degrees about the image centre (``ROTATION``), so an anatomical region's box
+cannot be guessed from its name; findings vary in position, size and intensity (0.6x-1.2x per
+study), so grounding one needs the pixels.
+
 Sources imitate a multi-dataset setting: ``phantom-a`` (base size, report + VQA records),
 ``phantom-b`` (1.25x size, higher contrast, phrase grounding + grounded report), ``phantom-c``
-(0.875x size, lower contrast and more noise, anatomy-grounded report over all 29 regions +
-report). Every study depends only on ``(seed, index)`` (and its source and size), so ``n=10``
+(0.875x size, lower contrast and more noise, findings at 0.6x intensity and 0.8x size: the hard
+source; anatomy-grounded report over all 29 regions + report). ``generate`` also writes
+``truth.jsonl``, each record's true difficulty (``record_difficulty``: from the contrast-to-noise
+ratio and size of the findings it is about), to check difficulty estimates against. Every study depends only on ``(seed, index)`` (and its source and size), so ``n=10``
 is a prefix of ``n=1000`` and a study is the same whatever else is generated.
 """
 
@@ -54,6 +61,9 @@ __all__ = [
     "render",
     "lesion_masks",
     "study_records",
+    "record_difficulty",
+    "ROTATION",
+    "TRUTH",
     "generate",
     "add_parser",
 ]
@@ -61,21 +71,33 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Style:
-    """How a phantom source looks and which tasks it provides."""
+    """How a phantom source looks and which tasks it provides. ``lesion_gain`` scales every
+    lesion's intensity change and ``lesion_size`` the parenchymal lesions' extent: the harder
+    source has fainter, smaller findings (``truth.jsonl`` gives each record's difficulty)."""
 
     scale: float
     contrast: float
     gamma: float
     noise: float
     tasks: tuple[str, ...]
+    lesion_gain: float = 1.0
+    lesion_size: float = 1.0
 
 
 SOURCES: dict[str, Style] = {
     "phantom-a": Style(1.0, 1.0, 1.0, 5.0, ("report", "vqa")),
     "phantom-b": Style(1.25, 1.25, 0.9, 3.5, ("phrase_grounding", "grounded_report")),
-    "phantom-c": Style(0.875, 0.8, 1.15, 8.0, ("anatomy_grounded_report", "report")),
+    "phantom-c": Style(0.875, 0.8, 1.15, 8.0, ("anatomy_grounded_report", "report"), 0.6, 0.8),
 }
-"""The phantom sources: size scale, contrast, gamma, noise (grey levels) and tasks."""
+"""The phantom sources: size scale, contrast, gamma, noise (grey levels), tasks, and lesion gain
+and size (phantom-c: the hard one, fainter and smaller findings under more noise)."""
+
+#: The patient's rotation about the image centre, degrees (uniform in +-ROTATION).
+ROTATION = 7.0
+
+#: The side table ``generate`` writes beside the manifest: ``{"id", "source", "task",
+#: "difficulty"}`` per record, the generator's true difficulty (:func:`record_difficulty`).
+TRUTH = "truth.jsonl"
 
 FINDING_KINDS: dict[str, str] = {
     "device": SUPPORT_DEVICES,
@@ -110,6 +132,7 @@ class Finding:
     window: tuple[int, int, int, int]
     effect: np.ndarray = field(repr=False)
     box: list[float]
+    difficulty: float = 0.0
 
 
 @dataclass
@@ -129,6 +152,7 @@ class Study:
     labels: dict[str, int | None]
     regions: dict[str, list[float]]
     vqa: tuple[str, str, list[int]]
+    angle: float = 0.0
 
     @property
     def report(self) -> str:
@@ -143,19 +167,26 @@ def _size(size: Sequence[int], style: Style) -> tuple[int, int]:
 
 
 def _geometry(rng: np.random.Generator) -> dict[str, float]:
-    j = rng.uniform(-1.0, 1.0, size=10)
+    """The synthetic patient: body position, lung and heart size and position, and how the
+    whole patient sits (``dy``: the chest's vertical offset). Wide enough that the anatomy's
+    boxes cannot be guessed from the region's name alone (grounding needs the image)."""
+    j = rng.uniform(-1.0, 1.0, size=12)
+    lung_cy = 0.47 + 0.035 * j[1]
+    body_cx = 0.5 + 0.035 * j[0]
     return {
-        "body_cx": 0.5 + 0.01 * j[0],
-        "lung_cy": 0.47 + 0.015 * j[1],
-        "lung_ax": 0.145 + 0.01 * j[2],
-        "lung_ay": 0.285 + 0.015 * j[3],
-        "lung_dx": 0.19 + 0.008 * j[4],
-        "heart_cx": 0.535 + 0.01 * j[5],
-        "heart_cy": 0.64 + 0.01 * j[6],
-        "heart_ax": 0.125 + 0.008 * j[7],
-        "heart_ay": 0.105 + 0.006 * j[8],
+        "body_cx": body_cx,
+        "dy": lung_cy - 0.47,
+        "lung_cy": lung_cy,
+        "lung_ax": 0.145 + 0.018 * j[2],
+        "lung_ay": 0.285 + 0.03 * j[3],
+        "lung_dx": 0.19 + 0.015 * j[4],
+        "heart_cx": body_cx + 0.035 + 0.015 * j[5],
+        "heart_cy": lung_cy + 0.17 + 0.015 * j[6],
+        "heart_ax": 0.125 + 0.012 * j[7],
+        "heart_ay": 0.105 + 0.01 * j[8],
         "rib_phase": float(rng.uniform(0, 1)),
         "brightness": 0.02 * j[9],
+        "lesion_gain": 0.6 + 0.6 * (j[10] + 1) / 2,  # this study's lesions: 0.6x-1.2x
     }
 
 
@@ -190,19 +221,19 @@ def _regions(
             r[f"{side} hilar structures"] = (x1, y1 + 0.36 * lh, x1 + 0.4 * lw, y1 + 0.6 * lh)
             r[f"{side} costophrenic angle"] = (x2 - 0.35 * lw, y2 - 0.16 * lh, x2, y2)
         r[f"{side} hemidiaphragm"] = (x1, y2 - 0.07 * lh, x2, y2 + 0.05 * lh)
-    c = g["body_cx"]
+    c, dy = g["body_cx"], g.get("dy", 0.0)
     hx1, hy1, hx2, hy2 = heart
-    r["trachea"] = (c - 0.025, 0.05, c + 0.025, 0.31)
-    r["carina"] = (c - 0.035, 0.29, c + 0.035, 0.35)
+    r["trachea"] = (c - 0.025, 0.05 + dy, c + 0.025, 0.31 + dy)
+    r["carina"] = (c - 0.035, 0.29 + dy, c + 0.035, 0.35 + dy)
     r["spine"] = (c - 0.04, 0.0, c + 0.04, 1.0)
-    r["right clavicle"] = (c - 0.36, 0.11, c - 0.03, 0.2)
-    r["left clavicle"] = (c + 0.03, 0.11, c + 0.36, 0.2)
-    r["aortic arch"] = (c + 0.02, 0.25, c + 0.11, 0.34)
-    r["upper mediastinum"] = (c - 0.08, 0.12, c + 0.08, 0.36)
-    r["mediastinum"] = (c - 0.09, 0.12, max(c + 0.09, hx2), min(0.86, hy2))
-    r["svc"] = (c - 0.075, 0.2, c - 0.025, 0.46)
+    r["right clavicle"] = (c - 0.36, 0.11 + dy, c - 0.03, 0.2 + dy)
+    r["left clavicle"] = (c + 0.03, 0.11 + dy, c + 0.36, 0.2 + dy)
+    r["aortic arch"] = (c + 0.02, 0.25 + dy, c + 0.11, 0.34 + dy)
+    r["upper mediastinum"] = (c - 0.08, 0.12 + dy, c + 0.08, 0.36 + dy)
+    r["mediastinum"] = (c - 0.09, 0.12 + dy, max(c + 0.09, hx2), min(0.86 + dy, hy2))
+    r["svc"] = (c - 0.075, 0.2 + dy, c - 0.025, 0.46 + dy)
     r["cardiac silhouette"] = heart
-    r["cavoatrial junction"] = (c - 0.075, 0.44, c - 0.025, 0.52)
+    r["cavoatrial junction"] = (c - 0.075, 0.44 + dy, c - 0.025, 0.52 + dy)
     r["right atrium"] = (hx1, 0.5 * (hy1 + hy2) - 0.07, hx1 + 0.35 * (hx2 - hx1), hy2 - 0.01)
     r["abdomen"] = (0.1, max(r["right hemidiaphragm"][3], r["left hemidiaphragm"][3]), 0.9, 1.0)
     out = {}
@@ -290,14 +321,16 @@ def _lesion(
     w: int,
     h: int,
     rng: np.random.Generator,
+    grow: float = 1.0,
 ) -> tuple[str, tuple[int, int, int, int], np.ndarray, str]:
-    """Draw one lesion; returns (anatomy, window, effect, size word)."""
+    """Draw one lesion (parenchymal lesions ``grow`` times their usual extent); returns
+    (anatomy, window, effect, size word)."""
     if kind == "cardiomegaly":
         win, eff = _heart_effect(g, w, h, enlarged=True)
         return "cardiac silhouette", win, eff, ""
     if kind == "device":
         c = g["body_cx"] + float(rng.uniform(-0.004, 0.004))
-        tip = 0.26 + float(rng.uniform(-0.02, 0.02))
+        tip = 0.26 + g.get("dy", 0.0) + float(rng.uniform(-0.02, 0.02))
         win = _window((c - 0.01, 0.0, c + 0.01, tip), w, h)
         ys, xs = _grid(win, w, h)
         half = 1.6 / w
@@ -341,15 +374,15 @@ def _lesion(
             break
     anatomy = f"{side} {zone} lung zone"
     if kind == "nodule":
-        rad = float(rng.uniform(0.012, 0.026))
+        rad = float(rng.uniform(0.012, 0.026)) * grow
         win = _window(
             (px - rad * 1.3, py - rad * 1.3 * w / h, px + rad * 1.3, py + rad * 1.3 * w / h), w, h
         )
         ys, xs = _grid(win, w, h)
         eff = 0.28 * _soft_ellipse(ys, xs, px, py, rad, rad * w / h, 0.3)
-        return anatomy, win, eff, "small" if rad < 0.019 else "1.5 cm"
+        return anatomy, win, eff, "small" if rad < 0.019 * grow else "1.5 cm"
     if kind == "atelectasis":
-        bw, bh = 0.38 * lw, 0.02
+        bw, bh = 0.38 * lw * grow, 0.02
         tilt = float(rng.uniform(-0.15, 0.15))
         win = _window((px - bw, py - bh - abs(tilt) * bw, px + bw, py + bh + abs(tilt) * bw), w, h)
         ys, xs = _grid(win, w, h)
@@ -362,7 +395,10 @@ def _lesion(
         (px + float(rng.uniform(-0.04, 0.04)), py + float(rng.uniform(-0.035, 0.035)))
         for _ in range(n)
     ]
-    radii = [(float(rng.uniform(0.03, 0.055)), float(rng.uniform(0.025, 0.045))) for _ in range(n)]
+    radii = [
+        (float(rng.uniform(0.03, 0.055)) * grow, float(rng.uniform(0.025, 0.045)) * grow)
+        for _ in range(n)
+    ]
     bx1 = min(cx - ax for (cx, _), (ax, _) in zip(centres, radii, strict=True))
     bx2 = max(cx + ax for (cx, _), (ax, _) in zip(centres, radii, strict=True))
     by1 = min(cy - ay for (_, cy), (_, ay) in zip(centres, radii, strict=True))
@@ -437,6 +473,8 @@ def make_study(
     w, h = _size(size, style)
     rng = np.random.default_rng([seed, index])
     g = _geometry(rng)
+    angle = float(rng.uniform(-ROTATION, ROTATION))
+    turn = _rotation(angle, w, h)
     u = rng.random()
     split = "train" if u < 0.8 else ("validate" if u < 0.9 else "test")
     k = int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1]))
@@ -452,12 +490,16 @@ def make_study(
         if kind == "atelectasis":
             zone = "lower"
         uncertain = kind != "device" and rng.random() < 0.12
-        anatomy, win, effect, size_word = _lesion(kind, side, zone, g, w, h, rng)
-        win, effect, box = _trim(win, effect)
+        grow = style.lesion_size if kind in _PARENCHYMA else 1.0
+        anatomy, win, effect, size_word = _lesion(kind, side, zone, g, w, h, rng, grow)
+        if kind not in ("device", "cardiomegaly"):  # devices and the heart are not faint
+            effect = effect * np.float32(style.lesion_gain * g["lesion_gain"])
+        win, effect, _ = _trim(win, effect)
+        box = _rotated_extent(win, effect, turn, w, h)
         sentence, phrase = _sentence(kind, side, zone, size_word, uncertain)
-        findings.append(
-            Finding(kind, side, zone, uncertain, anatomy, sentence, phrase, win, effect, box)
-        )
+        finding = Finding(kind, side, zone, uncertain, anatomy, sentence, phrase, win, effect, box)
+        finding.difficulty = _finding_difficulty(finding, style, w, h)
+        findings.append(finding)
     present = {f.kind for f in findings}
     negatives = []
     if "cardiomegaly" not in present:
@@ -485,7 +527,7 @@ def make_study(
         labels[label] = -1 if f.uncertain and labels[label] != 1 else 1
     labels[NO_FINDING] = 0 if pathologic else 1
     heart = _heart_box(g, "cardiomegaly" in present)
-    regions = _regions(g, w, h, heart)
+    regions = _rotated_regions(_regions(g, w, h, heart), turn, w, h)
     vqa = _vqa(findings, rng)
     return Study(
         index,
@@ -501,7 +543,65 @@ def make_study(
         labels,
         regions,
         vqa,
+        angle,
     )
+
+
+def _rotation(angle: float, w: int, h: int) -> np.ndarray:
+    """The forward matrix that turns the drawn patient by ``angle`` degrees about the centre."""
+    return gimage.centred_affine(angle, 1.0, 0.0, 0.0, 0.0, w / 2, h / 2)
+
+
+def _turn(img: np.ndarray, turn: np.ndarray) -> np.ndarray:
+    """``img`` (uint16, full size) turned with the study's matrix (bilinear, 0 outside)."""
+    h, w = img.shape
+    return gimage.warp_affine(img, turn, (w, h))[0]
+
+
+def _full_mask(window: tuple[int, int, int, int], effect: np.ndarray, w: int, h: int) -> np.ndarray:
+    y0, y1, x0, x1 = window
+    canvas = np.zeros((h, w), np.uint16)
+    canvas[y0:y1, x0:x1] = np.where(effect != 0, 65535, 0)
+    return canvas
+
+
+def _rotated_extent(
+    window: tuple[int, int, int, int], effect: np.ndarray, turn: np.ndarray, w: int, h: int
+) -> list[float]:
+    """The exact box of the pixels a lesion changes once the patient is turned: the extent of
+    its support mask warped with the image's own matrix and interpolation."""
+    mask = _turn(_full_mask(window, effect, w, h), turn) > 0
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise RuntimeError("phantom lesion turned out of the image")  # parameters prevent it
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+
+
+def _rotated_regions(
+    regions: dict[str, list[float]], turn: np.ndarray, w: int, h: int
+) -> dict[str, list[float]]:
+    """Anatomical regions after the turn: each box's turned corners enclosed, clipped to the
+    image and rounded outwards to whole pixels."""
+    out = {}
+    for name, (x1, y1, x2, y2) in regions.items():
+        corners = np.array([[x1, y1, 1.0], [x2, y1, 1.0], [x1, y2, 1.0], [x2, y2, 1.0]])
+        xs, ys = (corners @ turn.T).T
+        bx1 = min(max(math.floor(xs.min()), 0), w - 1)
+        by1 = min(max(math.floor(ys.min()), 0), h - 1)
+        bx2 = max(min(math.ceil(xs.max()), w), bx1 + 1)
+        by2 = max(min(math.ceil(ys.max()), h), by1 + 1)
+        out[name] = [float(bx1), float(by1), float(bx2), float(by2)]
+    return out
+
+
+def _finding_difficulty(f: Finding, style: Style, w: int, h: int) -> float:
+    """How hard a finding is to see: ``1 / (1 + CNR x size)``, with CNR the lesion's peak
+    intensity change in grey levels (after the source's contrast) over the source's noise, and
+    size the square root of its box's area over the image's. In (0, 1]; larger is harder."""
+    cnr = float(np.abs(f.effect).max()) * 255.0 * style.contrast / style.noise
+    x1, y1, x2, y2 = f.box
+    size = math.sqrt((x2 - x1) * (y2 - y1) / (w * h))
+    return 1.0 / (1.0 + cnr * size)
 
 
 _QUESTIONS = {
@@ -537,9 +637,10 @@ def _base(study: Study) -> np.ndarray:
     lw, lh = max(16, w // 4), max(16, h // 4)
     ys = ((np.arange(lh, dtype=np.float32) + 0.5) / lh)[:, None]
     xs = ((np.arange(lw, dtype=np.float32) + 0.5) / lw)[None, :]
-    c = g["body_cx"]
+    c, dy = g["body_cx"], g.get("dy", 0.0)
     img = np.full((lh, lw), 0.04, np.float32)
-    img += 0.5 * _soft_ellipse(ys, xs, c, 0.56, 0.43, 0.5, 0.06)
+    body = _soft_ellipse(ys, xs, c, 0.56 + dy, 0.43, 0.5, 0.06)
+    img += 0.5 * body
     lungs = _in_lung(g, "right", ys, xs) + _in_lung(g, "left", ys, xs)
     img -= 0.3 * lungs
     # Ribs: faint arcs, bright bands that bow downwards from the spine.
@@ -547,12 +648,15 @@ def _base(study: Study) -> np.ndarray:
     ribs = np.clip(np.cos(2 * np.pi * (arc / 0.062 + g["rib_phase"])) - 0.55, 0.0, None)
     img += 0.16 * ribs * lungs
     # Mediastinum and spine, trachea (air: darker), clavicles, diaphragm/abdomen.
-    img += 0.12 * np.clip(1.0 - np.abs(xs - c) / 0.085, 0.0, 1.0) * (ys > 0.1) * (ys < 0.85)
+    band = (ys > 0.1 + dy) * (ys < 0.85 + dy)
+    img += 0.12 * np.clip(1.0 - np.abs(xs - c) / 0.085, 0.0, 1.0) * band
     vert = 0.5 + 0.5 * np.cos(2 * np.pi * ys / 0.045)
     img += (0.1 + 0.04 * vert) * np.clip(1.0 - np.abs(xs - c) / 0.04, 0.0, 1.0)
-    img -= 0.1 * np.clip(1.0 - np.abs(xs - c) / 0.018, 0.0, 1.0) * (ys > 0.05) * (ys < 0.31)
+    img -= (
+        0.1 * np.clip(1.0 - np.abs(xs - c) / 0.018, 0.0, 1.0) * (ys > 0.05 + dy) * (ys < 0.31 + dy)
+    )
     for sgn in (-1.0, 1.0):
-        clav = ys - (0.15 + 0.12 * np.abs(xs - c) * 0.9 - 0.03)
+        clav = ys - (0.15 + dy + 0.12 * np.abs(xs - c) * 0.9 - 0.03)
         img += (
             0.12
             * np.clip(1.0 - np.abs(clav) / 0.012, 0.0, 1.0)
@@ -561,11 +665,7 @@ def _base(study: Study) -> np.ndarray:
             * ((xs - c) * sgn > 0)
         )
     dome = g["lung_cy"] + g["lung_ay"] - 0.05 + 3.0 * (np.abs(xs - c) - g["lung_dx"]) ** 2
-    img += (
-        0.12
-        * np.clip((ys - dome) / 0.02, 0.0, 1.0)
-        * _soft_ellipse(ys, xs, c, 0.56, 0.43, 0.5, 0.06)
-    )
+    img += 0.12 * np.clip((ys - dome) / 0.02, 0.0, 1.0) * body
     img += g["brightness"]
     low = (np.clip(img, 0.0, 1.0) * 65535.0).astype(np.uint16)
     up = gimage.resize(low, (w, h), "bilinear")
@@ -618,6 +718,11 @@ def render(study: Study, *, lesions: bool = True) -> np.ndarray:
         for f in study.findings:
             y0, y1, x0, x1 = f.window
             img[y0:y1, x0:x1] += f.effect
+    np.clip(img, 0.0, 1.0, out=img)
+    if study.angle != 0.0:  # the patient turned: the drawing, not the noise
+        u16 = (img * 65535.0 + 0.5).astype(np.uint16)
+        turned = _turn(u16, _rotation(study.angle, w, h))
+        img = turned.astype(np.float32) * np.float32(1.0 / 65535.0)
     tile = _noise(study.seed, study.source, w, h)
     oy = (study.index * 7919) % _NOISE_PAD
     ox = (study.index * 104729) % _NOISE_PAD
@@ -629,14 +734,28 @@ def render(study: Study, *, lesions: bool = True) -> np.ndarray:
 
 
 def lesion_masks(study: Study) -> list[np.ndarray]:
-    """For each finding, a full-size boolean mask of the pixels its lesion changes."""
-    out = []
-    for f in study.findings:
-        m = np.zeros((study.height, study.width), bool)
-        y0, y1, x0, x1 = f.window
-        m[y0:y1, x0:x1] = f.effect != 0
-        out.append(m)
-    return out
+    """For each finding, a full-size boolean mask of the pixels its lesion changes (after the
+    patient's turn)."""
+    turn = _rotation(study.angle, study.width, study.height)
+    return [
+        _turn(_full_mask(f.window, f.effect, study.width, study.height), turn) > 0
+        for f in study.findings
+    ]
+
+
+def record_difficulty(study: Study, record_id: str) -> float:
+    """The true difficulty of one of the study's records: its grounded finding's (phrase
+    grounding), the mean of the findings its answer grounds (VQA) or of all its findings
+    (reports); 0 for a study without findings (nothing to see)."""
+    parts = record_id.split("/")
+    task = parts[2]
+    if task == "phrase_grounding":
+        chosen = [study.findings[int(parts[3])]]
+    elif task == "vqa":
+        chosen = [study.findings[i] for i in study.vqa[2]]
+    else:
+        chosen = study.findings
+    return float(np.mean([f.difficulty for f in chosen])) if chosen else 0.0
 
 
 def study_records(study: Study, image: str) -> list[dict[str, Any]]:
@@ -737,8 +856,8 @@ def generate(
     for s in set(sources):  # build the shared noise tiles before the threads start
         _noise(seed, s, *_size(size, SOURCES[s]))
 
-    def one(i: int) -> list[str]:
-        """Draw, encode and write study ``i``; return its manifest lines."""
+    def one(i: int) -> tuple[list[str], list[str]]:
+        """Draw, encode and write study ``i``; return its manifest and truth lines."""
         study = make_study(i, seed=seed, size=size, source=sources[i % len(sources)])
         rel = f"images/{study.source}/{i:06d}{ext}"
         img = render(study)
@@ -746,15 +865,27 @@ def generate(
             (root / rel).write_bytes(gimage.encode_jpeg(img, quality))
         else:
             (root / rel).write_bytes(gimage.encode_png(img))
-        return [json.dumps(r, ensure_ascii=False) for r in study_records(study, rel)]
+        records = study_records(study, rel)
+        lines = [json.dumps(r, ensure_ascii=False) for r in records]
+        truth = [
+            json.dumps({"id": r["id"], "source": r["source"], "task": r["task"],
+                        "difficulty": round(record_difficulty(study, r["id"]), 6)})
+            for r in records
+        ]  # fmt: skip
+        return lines, truth
 
     # Studies are independent and each depends only on (seed, index): threads change the speed
     # (NumPy and the Rust encoders release the GIL), never the bytes; map() keeps the order.
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        lines = [line for chunk in pool.map(one, range(n)) for line in chunk]
+        chunks = list(pool.map(one, range(n)))
+    lines = [line for chunk, _ in chunks for line in chunk]
+    truth = [line for _, chunk in chunks for line in chunk]
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    # the generator's own difficulty per record, a side table keyed by id (the manifest admits
+    # no extra fields): what `gradatim difficulty` estimates is compared with it
+    (root / TRUTH).write_text("".join(line + "\n" for line in truth), encoding="utf-8")
     return manifest
 
 
