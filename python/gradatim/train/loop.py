@@ -202,7 +202,7 @@ def train(
             if curriculum is not None:
                 curriculum.load_state_dict(state["curriculum"])
             step = int(state["step"])
-    log = _Log(out, resume is not None, enabled=rank == 0)
+    log = _Log(out, step if resume is not None else None, rank == 0, loader, sampler)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(cfg) else nullcontext()
     batches = _batches(first if first is not None and step < phase1 else loader)
     scheduler = getattr(loader.dataset, "stages", None)
@@ -259,6 +259,7 @@ def train(
             names, task_losses = group_losses(per, batch["task"])
             counts = [float(sum(t == n for t in batch["task"])) for n in names]
             optimizer.backward(task_losses, counts, names)
+            log.micro_batch(names, task_losses, counts, base.param_groups[0]["lr"])
             total += float(per.detach().mean()) / cfg.train.grad_accum
             images += len(batch["task"])
             for t in batch["task"]:
@@ -271,13 +272,13 @@ def train(
         elapsed = time.perf_counter() - t0
         weights = getattr(sampler, "weights", None)
         extra = {"attention_kl": kl_sum / kl_n} if kl_n else {}
-        log.step(step, total, cfg.optim.lr, images / elapsed, waited / elapsed, weights, tasks,
-                 **extra)  # fmt: skip
+        log.step(step, total, images / elapsed, waited / elapsed, weights, tasks,
+                 epoch=epoch if step > phase1 else None, **extra)  # fmt: skip
         if curriculum is not None and validator is not None and step > phase1:
             if curriculum.due(step - phase1):  # steps of the multi-task phase
                 metrics, per_category = validator.evaluate(model, rank, world, validation_hook)
                 new = _update(curriculum, metrics, per_category, step - phase1)
-                log.validation(step, metrics, new)
+                log.validation(step, metrics, new, per_category)
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             active = first if first is not None and step < phase1 else loader
             state = {"loader": active.state_dict(), "config": cfg.as_dict()}
@@ -376,51 +377,177 @@ def _summary(
 
 
 class _Log:
-    """JSON lines (``out/log.jsonl``), TensorBoard (``out/tensorboard``) and a progress bar."""
+    """JSON lines (``out/log.jsonl``), TensorBoard (``out/tensorboard``) and a progress bar.
 
-    def __init__(self, out: Path, append: bool, enabled: bool = True) -> None:
+    ``resume_step``: ``None`` for a fresh run (the log starts empty, TensorBoard hides older
+    events); else the step the run resumes from: rows past it, written by a run stopped after
+    its checkpoint, are dropped (the file is rewritten atomically) and TensorBoard purges its
+    events past it, so every step and every validation is logged once. ``loader`` and
+    ``sampler`` (the multi-task phase's) give MedCLM's stage scheduler and RRGCL's schedule."""
+
+    STAGES = ("easy", "medium", "hard")
+
+    def __init__(
+        self,
+        out: Path,
+        resume_step: int | None,
+        enabled: bool = True,
+        loader: Any = None,
+        sampler: Any = None,
+    ) -> None:
         self.enabled = enabled
         if not enabled:
             return
-        self.file = (out / "log.jsonl").open("a" if append else "w")
+        self.start = time.monotonic()
+        path = out / "log.jsonl"
+        if resume_step is not None:
+            self._keep_until(path, resume_step)
+        self.file = path.open("a" if resume_step is not None else "w")
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(str(out / "tensorboard"))
+        purge = 0 if resume_step is None else resume_step + 1  # events at steps >= purge hidden
+        self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
         from tqdm import tqdm
 
-        self.bar = tqdm(desc="train", unit="step", leave=False, disable=None)
+        self.bar = tqdm(
+            desc="train", unit="step", leave=False, disable=None, initial=resume_step or 0
+        )
+        stages = getattr(getattr(loader, "dataset", None), "stages", None)
+        self.stages: Any = stages if hasattr(stages, "medium_probability") else None
+        schedule = getattr(sampler, "_schedule", None)  # RRGCL's epoch subsets, either sampler
+        self.schedule: Any = schedule if hasattr(schedule, "epoch_indices") else None
+        self.subset_sizes: dict[int, int] = {}
+        self.task_sums: dict[str, list[float]] = {}
+        self.lr: float | None = None
+
+    @staticmethod
+    def _keep_until(path: Path, step: int) -> None:
+        """Drop the rows of ``path`` past ``step`` (and a torn last line): temp file + rename."""
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+                kept.append(line + "\n")
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _now(self) -> dict[str, Any]:
+        """``time``: ISO 8601 UTC with milliseconds; ``elapsed_s``: since the log was opened."""
+        ms = int(time.time() * 1000)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+        return {"time": f"{stamp}.{ms % 1000:03d}Z", "elapsed_s": time.monotonic() - self.start}
+
+    def micro_batch(
+        self, names: list[str], losses: list[torch.Tensor], counts: list[float], lr: float
+    ) -> None:
+        """One micro-batch's per-task mean losses and sample counts; ``lr``: the optimizer's
+        learning rate for this step (read before it steps, so a scheduler cannot shift it)."""
+        if not self.enabled:
+            return
+        if self.lr is None:
+            self.lr = float(lr)
+        for name, loss, n in zip(names, losses, counts, strict=True):
+            acc = self.task_sums.setdefault(name, [0.0, 0.0])
+            acc[0] += float(loss.detach()) * n
+            acc[1] += n
+
+    def _medclm(self, epoch: int) -> dict[str, dict[str, Any]]:
+        """Per source: the most advanced stage a sample can be drawn in at ``epoch`` and the
+        probabilities of Medium and Hard (``StageScheduler.assign``'s rules)."""
+        s = self.stages
+        p_hard = s.hard_budget if epoch >= s.params["hard_transition_epoch"] else 0.0
+        out = {}
+        for source in s.domains:
+            p_medium = (1.0 - p_hard) * s.medium_probability(source, epoch)
+            stage = "hard" if p_hard > 0 else "medium" if p_medium > 0 else "easy"
+            out[str(source)] = {"stage": stage, "p_medium": p_medium, "p_hard": p_hard}
+        return out
+
+    def _rrgcl(self, epoch: int) -> dict[str, int]:
+        """RRGCL's epoch ``t`` (the paper's count) and the size of its subset."""
+        t = epoch + int(getattr(self.schedule, "first_t", 0))
+        if t not in self.subset_sizes:
+            self.subset_sizes[t] = len(self.schedule.epoch_indices(t))
+        return {"epoch": t, "subset_size": self.subset_sizes[t]}
 
     def step(
         self,
         step: int,
         loss: float,
-        lr: float,
         images_per_s: float,
         stall: float,
         weights: list[float] | None,
         tasks: dict[str, int],
+        *,
+        epoch: int | None = None,
         **extra: float,
     ) -> None:
+        """One row per step; ``epoch``: the loader epoch of the step's batches (``None`` in
+        CURE's phase 1, whose loader has no stages or RRGCL subsets)."""
         if not self.enabled:
             return
-        row = {"step": step, "loss": loss, "lr": lr, "images_per_s": images_per_s,
-               "loader_stall": stall, "weights": weights, "tasks": tasks, **extra}  # fmt: skip
+        lr, sums = self.lr, self.task_sums
+        self.lr, self.task_sums = None, {}
+        task_loss = {name: total / n for name, (total, n) in sums.items()}
+        row = {"step": step, **self._now(), "loss": loss, "lr": lr,
+               "images_per_s": images_per_s, "loader_stall": stall, "weights": weights,
+               "tasks": tasks, "task_loss": task_loss, **extra}  # fmt: skip
+        if epoch is not None and self.stages is not None:
+            row["medclm"] = self._medclm(epoch)
+        if epoch is not None and self.schedule is not None:
+            row["rrgcl"] = self._rrgcl(epoch)
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
-        self.tb.add_scalar("loss", loss, step)
-        self.tb.add_scalar("images_per_s", images_per_s, step)
-        self.tb.add_scalar("loader_stall", stall, step)
+        scalars = {"loss": loss, "lr": lr, "images_per_s": images_per_s, "loader_stall": stall,
+                   **extra, **{f"task_loss/{k}": v for k, v in task_loss.items()}}  # fmt: skip
+        for source, m in row.get("medclm", {}).items():
+            scalars[f"medclm/stage/{source}"] = self.STAGES.index(m["stage"])
+            scalars[f"medclm/p_medium/{source}"] = m["p_medium"]
+            scalars["medclm/p_hard"] = m["p_hard"]
+        if "rrgcl" in row:
+            scalars["rrgcl/epoch"] = row["rrgcl"]["epoch"]
+            scalars["rrgcl/subset_size"] = row["rrgcl"]["subset_size"]
+        for tag, value in scalars.items():
+            if value is not None:
+                self.tb.add_scalar(tag, value, step)
         self.bar.update(1)
         self.bar.set_postfix(
             loss=f"{loss:.3f}", lr=lr, img_s=f"{images_per_s:.1f}", stall=f"{stall:.0%}"
         )
 
-    def validation(self, step: int, metrics: dict[str, Any], weights: dict[str, float]) -> None:
+    def validation(
+        self,
+        step: int,
+        metrics: dict[str, dict[str, float]],
+        weights: dict[str, float],
+        categories: dict[str, dict[str, dict[str, float]]] | None = None,
+    ) -> None:
+        """One row per validation: ``{source: {metric: value}}`` (and per category with CURE's
+        categories) and the curriculum's new weights."""
         if not self.enabled:
             return
-        row = {"step": step, "validation": metrics, "curriculum_weights": weights}
+        row: dict[str, Any] = {"step": step, **self._now(), "validation": metrics}
+        if categories is not None:
+            row["validation_categories"] = categories
+        row["curriculum_weights"] = weights
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        for source, values in metrics.items():
+            for metric, v in values.items():
+                self.tb.add_scalar(f"validation/{source}/{metric}", v, step)
+        for source, cats in (categories or {}).items():
+            for cat, values in cats.items():
+                for metric, v in values.items():
+                    self.tb.add_scalar(f"validation/{source}/{cat}/{metric}", v, step)
         for name, w in weights.items():
             self.tb.add_scalar(f"curriculum/{name}", w, step)
 
