@@ -217,12 +217,21 @@ def test_linear_step_equals_backward_of_the_weighted_loss() -> None:
 
 
 def test_came_grad_interface_steps_the_base_optimizer() -> None:
+    """``step(losses, task_weights=...)`` moves the parameters by the combined direction and
+    consumes the gradients it produced (``.grad`` is cleared)."""
     shared, head, losses = two_task_model()
-    before = [p.detach().clone() for p in shared.parameters()]
-    opt = CAME_Grad(torch.optim.SGD(shared.parameters(), lr=0.1), rho=0.5, kappa=1.5, nu=0.2)
+    params = list(shared.parameters())
+    per_task = [
+        torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)])
+        for loss in losses
+    ]
+    direction = combine(torch.stack(per_task), [0.5, 0.5], "came_grad", rho=0.5, kappa=1.5, nu=0.2)
+    before = torch.cat([p.detach().reshape(-1) for p in params])
+    opt = CAME_Grad(torch.optim.SGD(params, lr=0.1), rho=0.5, kappa=1.5, nu=0.2)
     opt.step(losses, task_weights=[0.5, 0.5])
-    for p, b in zip(shared.parameters(), before, strict=True):
-        torch.testing.assert_close(p.detach(), b - 0.1 * p.grad)
+    after = torch.cat([p.detach().reshape(-1) for p in params])
+    torch.testing.assert_close(after, before - 0.1 * direction)
+    assert all(p.grad is None for p in params)
 
 
 def test_accumulated_micro_batches_combine_once_per_step() -> None:

@@ -30,6 +30,9 @@ flattened into the rows of a ``[K, P]`` tensor, and the task weights ``w`` (norm
      task-weighted (inductive-bias) direction.
 
 Gradients are combined in float64 so the small solves are stable, and returned in the input dtype.
+Everything here is a pure function of the tensors it is given: no parameter's ``.grad`` is read or
+written (:class:`gradatim.train.multitask.MultiTaskOptimizer` does that, and for ``linear`` it
+needs no per-task rows: one backward pass of the weighted loss gives ``g0``).
 """
 
 from __future__ import annotations
@@ -125,7 +128,8 @@ def combine(
     """One update direction from the ``[K, P]`` per-task gradients (see the module docstring).
 
     ``c`` is CAGrad's radius; ``rho``, ``kappa`` and ``nu`` are CAME-Grad's; ``generator`` orders
-    PCGrad's projections."""
+    PCGrad's projections. Returns a new tensor; ``grads`` is not modified and no ``.grad`` is
+    touched."""
     if grads.ndim != 2 or grads.shape[0] == 0:
         raise ValueError(f"grads: expected a [tasks, parameters] tensor, got {tuple(grads.shape)}")
     g = grads.to(torch.float64)

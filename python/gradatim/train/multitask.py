@@ -2,11 +2,15 @@
 combined by :func:`gradatim.train.gradients.combine`; parameters outside the combination (heads in
 peft's ``modules_to_save``) take the plain weighted sum, as linear scalarisation would.
 
-Per-task gradients are accumulated over micro-batches (``backward``, weighted by each task's
-sample count) and combined once per step (``apply``), so gradient accumulation and data-parallel
-ranks combine the gradients of the whole step, not of each piece. Under ``torch.distributed`` the
-per-task sums and counts are all-reduced before combining (over a fixed task list, so every rank
-sends the same shapes), and every rank computes the same update.
+Gradients are accumulated over micro-batches (``backward``, each task weighted by its sample
+count) and combined once per step (``apply``), so gradient accumulation and data-parallel ranks
+combine the gradients of the whole step, not of each piece. ``linear`` needs no per-task
+gradients: its combination is the gradient of the weighted mean loss, so ``backward`` runs one
+backward pass of the weighted sum of the task losses into ``.grad`` and ``apply`` divides by the
+step's total weight. The other methods run one backward pass per task and keep each task's
+gradient of the shared parameters in a buffer. Under ``torch.distributed`` the summed gradients
+(linear) or the per-task sums (the others, over a fixed task list, so every rank sends the same
+shapes) and the counts are all-reduced before combining, and every rank computes the same update.
 
 :class:`CAME_Grad` is the interface the CAME-Grad authors published
 (``CAME_Grad(base_optimizer, rho=0.5, kappa=1.5, nu=0.2)``, ``step([losses], task_weights=...)``)
@@ -15,6 +19,7 @@ over gradatim's labelled reconstruction of its core (see :mod:`gradatim.train.gr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,8 +31,19 @@ from gradatim.train.gradients import Method, combine
 __all__ = ["MultiTaskOptimizer", "CAME_Grad"]
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class MultiTaskOptimizer:
     """Combine per-task gradients, then step the base optimizer.
+
+    Gradients over a step: ``backward`` accumulates (into ``.grad`` for ``linear`` and for the
+    plain parameters, into per-task buffers for the shared parameters otherwise); ``apply``
+    consumes what was accumulated and adds the step's combined gradient to ``.grad``; the base
+    optimizer's ``step`` reads ``.grad``; ``zero_grad`` clears ``.grad`` and the buffers. Any
+    ``.grad`` already present when a step's first ``backward`` runs is set aside and added back by
+    ``apply`` (it is neither divided by the step's weight nor all-reduced).
 
     Args:
         base_optimizer: any ``torch.optim.Optimizer`` over the trainable parameters.
@@ -35,8 +51,8 @@ class MultiTaskOptimizer:
             the base optimizer); the base optimizer's other parameters get the weighted sum.
         method: ``linear`` | ``pcgrad`` | ``cagrad`` | ``came_grad``; ``options`` are passed to
             :func:`~gradatim.train.gradients.combine` (``c``, ``rho``, ``kappa``, ``nu``).
-        tasks: every task name that can occur (needed under ``torch.distributed``: ranks
-            exchange per-task sums in this order).
+        tasks: every task name that can occur (needed under ``torch.distributed`` by the per-task
+            methods: ranks exchange per-task sums in this order).
     """
 
     def __init__(
@@ -57,17 +73,27 @@ class MultiTaskOptimizer:
         self.options = options
         self.tasks = list(tasks) if tasks is not None else None
         self.generator = torch.Generator().manual_seed(0)  # PCGrad's projection order
-        self._rows: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, float] = {}
+        self._rows: dict[str, torch.Tensor] = {}  # per-task methods: weighted gradient sums
+        self._counts: dict[str, float] = {}  # per-task weight sums
+        self._total = 0.0  # the step's weight sum (every method)
+        self._pending = False  # a backward since the last apply / zero_grad
+        self._held: list[tuple[torch.nn.Parameter, torch.Tensor]] = []  # .grad from before
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
         return self.base.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the base optimizer's ``.grad`` and every gradient accumulated for this step."""
         self.base.zero_grad(set_to_none=set_to_none)
+        self._clear()
+
+    def _clear(self) -> None:
         self._rows.clear()
         self._counts.clear()
+        self._total = 0.0
+        self._pending = False
+        self._held = []
 
     def state_dict(self) -> dict[str, Any]:
         return self.base.state_dict()
@@ -91,30 +117,50 @@ class MultiTaskOptimizer:
     ) -> None:
         """Accumulate the gradients of one micro-batch's task losses. ``task_weights`` (default
         1 each) are the tasks' weights in the step, e.g. their sample counts; ``tasks`` names the
-        losses (default: their positions)."""
+        losses (default: their positions).
+
+        ``linear``: one backward pass of ``sum_i w_i L_i``, accumulated into the parameters'
+        ``.grad`` (still to be divided by the step's total weight in ``apply``). Other methods:
+        one backward pass per task; the shared parameters' gradients go to per-task buffers
+        (``.grad`` untouched), the plain parameters' weighted gradients are accumulated into
+        ``.grad``. Either way the losses' graph is freed, as by ``loss.backward()``."""
         if not losses:
             raise ValueError("no task losses")
         weights = [1.0] * len(losses) if task_weights is None else [float(w) for w in task_weights]
         names = [str(i) for i in range(len(losses))] if tasks is None else list(tasks)
         if len(weights) != len(losses) or len(names) != len(losses):
             raise ValueError("losses, task_weights and tasks must have the same length")
-        for name, loss, w in zip(names, losses, weights, strict=True):
-            grads = torch.autograd.grad(loss, self.shared, retain_graph=True, allow_unused=True)
-            row = self._flat(grads) * w
+        if not all(math.isfinite(w) and w >= 0 for w in weights):
+            raise ValueError(f"task_weights must be finite and non-negative: {weights}")
+        params = [*self.shared, *self.plain]
+        if not self._pending:  # the step's first backward: set earlier gradients aside
+            self._held = [(p, p.grad) for p in params if p.grad is not None]
+            for p, _ in self._held:
+                p.grad = None
+            self._pending = True
+        self._total += sum(weights)
+        if self.method == "linear":
+            weighted = losses[0] * weights[0]
+            for loss, w in zip(losses[1:], weights[1:], strict=True):
+                weighted = weighted + loss * w
+            torch.autograd.backward(weighted, inputs=params)
+            return
+        n = len(self.shared)
+        for i, (name, loss, w) in enumerate(zip(names, losses, weights, strict=True)):
+            grads = torch.autograd.grad(
+                loss, params, retain_graph=i < len(losses) - 1, allow_unused=True
+            )
+            row = self._flat(grads[:n]) * w
             self._rows[name] = row if name not in self._rows else self._rows[name] + row
             self._counts[name] = self._counts.get(name, 0.0) + w
-            if self.plain:
-                plain = torch.autograd.grad(
-                    loss * w, self.plain, retain_graph=True, allow_unused=True
-                )
-                for p, g in zip(self.plain, plain, strict=True):
-                    if g is not None:
-                        p.grad = g if p.grad is None else p.grad + g
+            for p, g in zip(self.plain, grads[n:], strict=True):
+                if g is not None:
+                    p.grad = g * w if p.grad is None else p.grad.add_(g, alpha=w)
 
     def _reduced(self) -> tuple[list[str], torch.Tensor, torch.Tensor, float]:
         """Task names, summed rows, summed weights (all ranks) and the total weight."""
         size = sum(p.numel() for p in self.shared)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if _distributed():
             if self.tasks is None:
                 raise ValueError("under torch.distributed, MultiTaskOptimizer needs tasks=[...]")
             unknown = set(self._rows) - set(self.tasks)
@@ -141,14 +187,57 @@ class MultiTaskOptimizer:
         counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
         return names, rows, counts, float(counts.sum())
 
+    def _apply_linear(self) -> None:
+        """``.grad`` holds ``sum_i w_i grad L_i`` over the step (and, under distributed, the
+        ranks); divide it by the total weight."""
+        params = [*self.shared, *self.plain]
+        total = self._total
+        if _distributed():
+            device = next(iter(params)).device
+            dtype = torch.float32
+            for p in params:
+                dtype = torch.promote_types(dtype, p.dtype)
+            flat = torch.cat(
+                [
+                    (torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1).to(dtype)
+                    for p in params
+                ]
+            )
+            weight = torch.tensor([total], dtype=torch.float64, device=device)
+            dist.all_reduce(flat)
+            dist.all_reduce(weight)
+            total = float(weight)
+            offset = 0
+            for p in params:
+                p.grad = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
+                offset += p.numel()
+        if not total > 0:
+            raise ValueError(f"task_weights must not be all zero (the step's total is {total})")
+        for p in self.shared:  # a shared parameter no loss reached gets a zero gradient
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        for p in params:
+            if p.grad is not None:
+                p.grad.div_(total)
+
     def apply(self, step: int | None = None) -> None:
-        """Combine the accumulated per-task gradients into ``.grad`` (then clears them). With
-        ``step``, PCGrad's random projection order is drawn from the step alone, so a resumed run
-        repeats it without any saved generator state."""
+        """Consume the step's accumulated gradients: combine them and leave the result in
+        ``.grad`` (added to any ``.grad`` from before the step's first ``backward``); the
+        per-task buffers are cleared. With ``step``, PCGrad's random projection order is drawn
+        from the step alone, so a resumed run repeats it without any saved generator state."""
         if step is not None:
             self.generator.manual_seed((int(step) * 0x9E3779B97F4A7C15 + 0x50434752) % (1 << 63))
-        if not self._rows and not (dist.is_available() and dist.is_initialized()):
+        if not self._pending and not (dist.is_available() and dist.is_initialized()):
             raise ValueError("apply(): no task losses since the last step")
+        if self.method == "linear":
+            self._apply_linear()
+        else:
+            self._apply_combined()
+        for p, g in self._held:
+            p.grad = g if p.grad is None else p.grad.add_(g)
+        self._clear()
+
+    def _apply_combined(self) -> None:
         names, rows, counts, total = self._reduced()
         means = rows / counts.to(rows.dtype)[:, None]  # each task's mean gradient
         direction = combine(means, counts, self.method, generator=self.generator, **self.options)
@@ -161,20 +250,25 @@ class MultiTaskOptimizer:
         for p in self.plain:
             if p.grad is not None:
                 p.grad /= total
-        self._rows.clear()
-        self._counts.clear()
 
     def step(
         self,
         losses: Sequence[torch.Tensor] | None = None,
         task_weights: Sequence[float] | None = None,
     ) -> None:
-        """``backward(losses, task_weights)`` when losses are given, then ``apply`` and the base
-        optimizer's step."""
-        if losses is not None:
-            self.backward(losses, task_weights)
+        """With ``losses`` (the all-in-one form): ``backward(losses, task_weights)``, ``apply``,
+        the base optimizer's step, then clear what the step consumed (every ``.grad`` of the base
+        optimizer's parameters is set to ``None`` and the buffers emptied), so repeated calls
+        without ``zero_grad`` give the same update as with it. Without ``losses``: ``apply`` and
+        the base optimizer's step, leaving ``.grad`` in place (``backward`` was called before)."""
+        if losses is None:
+            self.apply()
+            self.base.step()
+            return
+        self.backward(losses, task_weights)
         self.apply()
         self.base.step()
+        self.zero_grad(set_to_none=True)
 
 
 class CAME_Grad(MultiTaskOptimizer):  # noqa: N801 - the authors' published name
