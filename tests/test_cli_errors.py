@@ -50,6 +50,11 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "evaluate": ([MISSING, "--out", str(tmp / "m.json")], [str(real), "--out", bad_out]),
         "train": ([MISSING], None),
+        "predict": (
+            [MISSING, "--manifest", str(real), "--split", "validate", "-o", str(tmp / "p.jsonl")],
+            [str(tmp), "--manifest", str(real), "--split", "validate", "-o", bad_out + "/p.jsonl"],
+        ),
+        "pretrain": ([MISSING, "-o", str(tmp / "base")], [str(real), "-o", bad_out + "/base"]),
         "cache build": (
             [MISSING, "-o", str(tmp / "c"), "--size", "64"],
             [str(real), "-o", bad_out, "--size", "64"],

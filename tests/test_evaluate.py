@@ -115,6 +115,7 @@ def test_rows_tables_and_curriculum_input() -> None:
     assert [by_id[k]["hallucinated"] for k in "def"] == [True, False, None]
     summary = summarize(per)
     assert summary["sources"]["vindr"]["n_iou"] == 2
+    assert summary["grounding_iou"] == pytest.approx(1.0)  # a and b; d-f have no reference boxes
     assert summary["sources"]["mimic"]["iou"] is None
     assert summary["hallucination"] == {
         "left lung": {"normal_references": 2, "hallucinated": 1, "rate": 0.5}

@@ -80,6 +80,20 @@ COMMANDS: tuple[Command, ...] = (
         extra="evaluate",
     ),
     Command(
+        "predict",
+        "gradatim.train.predict",
+        "generate with a trained checkpoint on a manifest split (evaluate's input)",
+        extra="train",
+        requires=("torch", "transformers", "peft"),
+    ),
+    Command(
+        "pretrain",
+        "gradatim.train.pretrain",
+        "pre-train a tiny base model on a manifest's training split (a local checkpoint)",
+        extra="train",
+        requires=("torch", "transformers"),
+    ),
+    Command(
         "train",
         "gradatim.train.cli",
         "LoRA training of a vision-language model on gradatim's loader",

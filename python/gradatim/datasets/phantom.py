@@ -25,8 +25,9 @@ Sources imitate a multi-dataset setting: ``phantom-a`` (base size, report + VQA 
 (0.875x size, lower contrast and more noise, findings at 0.6x intensity and 0.8x size: the hard
 source; anatomy-grounded report over all 29 regions + report). ``generate`` also writes
 ``truth.jsonl``, each record's true difficulty (``record_difficulty``: from the contrast-to-noise
-ratio and size of the findings it is about), to check difficulty estimates against. Every study depends only on ``(seed, index)`` (and its source and size), so ``n=10``
-is a prefix of ``n=1000`` and a study is the same whatever else is generated.
+ratio and size of the findings it is about), to check difficulty estimates against. Every study
+depends only on ``(seed, index)`` (and its source and size), so ``n=10`` is a prefix of
+``n=1000`` and a study is the same whatever else is generated.
 """
 
 from __future__ import annotations

@@ -13,6 +13,13 @@ predicted boxes are parsed from ``prediction`` with the sample's ``box_format`` 
 tokens tolerated). Conventions (CURE's evaluation code): IoU of the unions, samples without
 reference boxes left out of IoU; the text score is computed on every row, phrase grounding
 included. ``curriculum_metrics`` gives ``ErrorAwareCurriculum.update``'s input from the table.
+``grounding_iou`` is the mean IoU over phrase-grounding and anatomy-grounded rows together.
+
+Baselines (``gradatim.evaluate.baselines``): with ``--train-manifest M`` the prompt-only baseline
+(no image, no model: training boxes and targets of the same prompt) is scored on the same rows;
+``--baseline-predictions NAME=FILE`` scores other prediction files of the same rows (the model on
+blank images, the untrained model). Each goes under ``"baselines"`` with the model's structure,
+and a table compares IoU and ROUGE-L per source.
 """
 
 from __future__ import annotations
@@ -29,12 +36,20 @@ from typing import Any
 
 from gradatim import cli_paths
 from gradatim.errors import InvalidArgumentError
+from gradatim.evaluate.baselines import grounding_iou
 from gradatim.evaluate.clinical import SCORERS, score_clinical
 from gradatim.evaluate.hallucination import is_normal
 from gradatim.evaluate.iou import union_iou
 from gradatim.evaluate.text import TEXT_METRICS
 
-__all__ = ["evaluate_rows", "summarize", "curriculum_metrics", "read_predictions", "add_parser"]
+__all__ = [
+    "evaluate_rows",
+    "summarize",
+    "curriculum_metrics",
+    "read_predictions",
+    "comparison_table",
+    "add_parser",
+]
 
 REQUIRED = ("id", "source", "task", "prediction", "reference")
 
@@ -136,6 +151,7 @@ def summarize(per_sample: list[dict[str, Any]], text_metric: str = "rougeL") -> 
     return {
         "text_metric": text_metric,
         "overall": _group(per_sample),
+        "grounding_iou": grounding_iou(per_sample),
         "sources": {s: _group(rs) for s, rs in sorted(by_source.items())},
         "categories": {f"{s}/{c}": _group(rs) for (s, c), rs in sorted(by_category.items())},
         "hallucination": {
@@ -188,8 +204,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="a learned clinical scorer from a local model folder (safetensors): "
         "chexbert=DIR, radgraph=DIR, cxrfe=DIR; repeatable (docs/training.md)",
     )
+    p.add_argument(
+        "--train-manifest",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="M",
+        help="a training manifest (repeatable): also score the prompt-only baseline (the mean "
+        "training box and most frequent training target of each row's prompt; no image, no "
+        "model) on the same rows",
+    )
+    p.add_argument(
+        "--train-split", default="train", help="the training manifests' split (default: train)"
+    )
+    p.add_argument(
+        "--baseline-predictions",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="another prediction file of the same rows to report as baseline NAME (e.g. "
+        "blank=FILE from gradatim predict --blank-images); repeatable",
+    )
+    p.add_argument(
+        "--prompt-only-out", type=Path, help="also write the prompt-only predictions (JSON lines)"
+    )
     p.set_defaults(func=_run)
-    cli_paths.declare(p, inputs=["predictions"], outputs=["out", "csv", "per_sample"])
+    cli_paths.declare(
+        p,
+        inputs=["predictions", "train_manifest"],
+        outputs=["out", "csv", "per_sample", "prompt_only_out"],
+    )
 
 
 def _clinical_arg(value: str) -> tuple[str, str]:
@@ -201,23 +245,106 @@ def _clinical_arg(value: str) -> tuple[str, str]:
     return name, folder
 
 
+def _baseline_arg(value: str) -> tuple[str, Path]:
+    name, sep, file = value.partition("=")
+    if not sep or not name or not file:
+        raise cli_paths.CliError(f"--baseline-predictions {value!r}: expected NAME=FILE")
+    if not Path(file).is_file():
+        raise cli_paths.CliError(f"{file}: no such file")
+    return name, Path(file)
+
+
+def _baselines(
+    args: argparse.Namespace, rows: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """``{name: summary}`` of every requested baseline on the model's rows, and the prompt-only
+    rows (None without ``--train-manifest``)."""
+    from gradatim.evaluate import baselines
+
+    named = [_baseline_arg(a) for a in args.baseline_predictions]
+    names = [n for n, _ in named]
+    taken = {"model", *(["prompt_only"] if args.train_manifest else [])}
+    for name in taken.intersection(names):
+        raise cli_paths.CliError(f"--baseline-predictions: the name {name} is taken")
+    if len(set(names)) != len(names):
+        raise cli_paths.CliError("--baseline-predictions: a name appears twice")
+    out: dict[str, Any] = {}
+    prompt_only = None
+    if args.train_manifest:
+        formats = sorted({str(r.get("box_format", "cure")) for r in rows})
+        stats = {
+            f: baselines.training_stats(args.train_manifest, args.train_split, f) for f in formats
+        }
+        prompt_only = baselines.prompt_only_rows(rows, stats)
+        summary = summarize(evaluate_rows(prompt_only, args.text_metric), args.text_metric)
+        summary["train_manifests"] = [str(m) for m in args.train_manifest]
+        summary["train_split"] = args.train_split
+        summary["train_records"] = next(iter(stats.values())).records if stats else 0
+        summary["predictions_from"] = baselines.provenance(prompt_only)
+        out["prompt_only"] = summary
+    ids = {r["id"] for r in rows}
+    for name, path in named:
+        theirs = [r for r in read_predictions(path) if r["id"] in ids]
+        summary = summarize(evaluate_rows(theirs, args.text_metric), args.text_metric)
+        summary["predictions"] = str(path)
+        summary["missing"] = len(ids - {r["id"] for r in theirs})
+        out[name] = summary
+    return out, prompt_only
+
+
+def comparison_table(summary: Mapping[str, Any]) -> str:
+    """The model beside its baselines: IoU and ROUGE-L per source, overall, and the grounding
+    IoU (phrase + anatomy grounding)."""
+    columns = {"model": summary, **summary.get("baselines", {})}
+    fmt = lambda v: "-" if v is None or math.isnan(v) else f"{v:.3f}"  # noqa: E731
+    names = ["all", *summary["sources"]]
+    width = max(len(n) for n in [*names, "grounding IoU"]) + 2
+    cell = max(16, *(len(c) + 2 for c in columns))
+    lines = [
+        " " * width + "".join(c.ljust(cell) for c in columns),
+        " " * width + "".join("IoU    ROUGE-L".ljust(cell) for _ in columns),
+    ]
+    for name in names:
+        line = name.ljust(width)
+        for s in columns.values():
+            g = s["overall"] if name == "all" else s["sources"].get(name)
+            text = "-" if g is None else f"{fmt(g['iou']).ljust(7)}{fmt(g['rougeL'])}"
+            line += text.ljust(cell)
+        lines.append(line.rstrip())
+    line = "grounding IoU".ljust(width)
+    for s in columns.values():
+        line += fmt(s.get("grounding_iou")).ljust(cell)
+    lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
 def _run(args: argparse.Namespace) -> int:
-    per_sample = evaluate_rows(read_predictions(args.predictions), args.text_metric)
+    if args.prompt_only_out and not args.train_manifest:
+        raise cli_paths.CliError("--prompt-only-out needs --train-manifest")
+    rows = read_predictions(args.predictions)
+    per_sample = evaluate_rows(rows, args.text_metric)
     summary = summarize(per_sample, args.text_metric)
     folders = dict(_clinical_arg(a) for a in args.clinical)
-    summary["clinical_scorers"] = score_clinical(read_predictions(args.predictions), folders)
+    baselines, prompt_only = _baselines(args, rows)
+    summary["clinical_scorers"] = score_clinical(rows, folders)
+    if baselines:
+        summary["baselines"] = baselines
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2, allow_nan=False))
     if args.csv:
         _write_csv(summary, args.csv)
     if args.per_sample:
         args.per_sample.write_text("".join(json.dumps(r) + "\n" for r in per_sample))
+    if args.prompt_only_out and prompt_only is not None:
+        args.prompt_only_out.write_text("".join(json.dumps(r) + "\n" for r in prompt_only))
     o = summary["overall"]
     fmt = lambda v: "-" if v is None or math.isnan(v) else f"{v:.3f}"  # noqa: E731
     print(
         f"{o['n']} samples: IoU {fmt(o['iou'])} ({o['n_iou']} with boxes), BLEU-4 "
         f"{fmt(o['bleu4'])}, ROUGE-L {fmt(o['rougeL'])} -> {args.out}"
     )
+    if baselines:
+        print(comparison_table(summary))
     for name, result in summary["clinical_scorers"].items():
         if "not_computed" in result and name in folders:
             print(f"clinical scorer {name} not computed: {result['not_computed']}")

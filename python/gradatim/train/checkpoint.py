@@ -7,7 +7,11 @@
 - ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and its structure;
 - ``rng-<rank>.safetensors`` + ``rng-<rank>.json``: each rank's torch CPU (and CUDA) RNG,
   NumPy's and Python's;
-- ``state.json``: the step, the loader's state (with its sampler's), the curricula, the config.
+- ``state.json``: the step, the loader's state (with its sampler's), the curricula, the config;
+- ``tokenizer/`` (when the run hands it over): the run's tokenizer (``save_pretrained``, JSON
+  only, the chat template inside ``tokenizer_config.json``), so a tiny model's byte-level BPE,
+  trained from the run's manifests, is restored as it was (``load_tokenizer``) instead of
+  being retrained (``gradatim predict``).
 
 ``latest(out)`` finds the newest complete checkpoint (``--resume auto``); a checkpoint is written
 to a temporary folder and renamed, so a run killed while saving leaves the previous one intact.
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save", "load", "latest"]
+__all__ = ["save", "load", "latest", "save_tokenizer", "load_tokenizer"]
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -99,10 +103,12 @@ def save(
     *,
     rank: int = 0,
     world_size: int = 1,
+    tokenizer: Any | None = None,
 ) -> Path:
     """Write ``out/checkpoint-<step>`` (atomically) and return its path. ``state`` is JSON data
     (loader, curricula, config). Data-parallel ranks hold equal adapters and optimizers: rank 0
-    writes them; every rank writes its own RNG states (``rng-<rank>.*``)."""
+    writes them (and ``tokenizer``, when given, to ``tokenizer/``); every rank writes its own RNG
+    states (``rng-<rank>.*``)."""
     final = out / f"checkpoint-{step}"
     tmp = out / f".checkpoint-{step}.tmp"
     if rank == 0:
@@ -118,6 +124,8 @@ def save(
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "optimizer.json").write_text(json.dumps(meta))
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}))
+        if tokenizer is not None:
+            save_tokenizer(tmp / "tokenizer", tokenizer)
     _barrier(world_size)
     if rank == 0:
         shutil.rmtree(final, ignore_errors=True)
@@ -140,6 +148,23 @@ def load(
     rng_meta = json.loads((path / f"rng-{rank}.json").read_text())
     _set_rng_state(load_file(path / f"rng-{rank}.safetensors"), rng_meta)
     return json.loads((path / "state.json").read_text())
+
+
+def save_tokenizer(path: Path, tokenizer: Any) -> None:
+    """``tokenizer.save_pretrained(path)`` with JSON files only: the chat template goes into
+    ``tokenizer_config.json`` (not a ``.jinja`` file), as every transformers version reads it."""
+    tokenizer.save_pretrained(str(path), save_jinja_files=False)
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer saved in checkpoint ``path`` (``path/tokenizer``), or None when the run did
+    not save one. Read from the folder only (never downloaded)."""
+    folder = Path(path) / "tokenizer"
+    if not (folder / "tokenizer_config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
 def latest(out: Path) -> Path | None:

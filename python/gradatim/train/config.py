@@ -108,6 +108,10 @@ class DataSection:
     sources: list[Source] = field(default_factory=list)
     box_format: str = "cure"
     augment: str = "cure_train"  # cure_train | none
+    # how the sources' positions are drawn: "random" (each independently with the weights) |
+    # "interleave" (CURE's deterministic slot pattern: its SequentialSampler over its
+    # WeightedCompositeDataset) | "quota" (exact shares, shuffled)
+    draw: str = "random"
 
 
 @dataclass
@@ -318,6 +322,11 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             raise _fail(f"{name}: [curriculum].{key}", f"expected an int >= 1, got {value!r}")
     if not 0 <= c.alpha <= 1:
         raise _fail(f"{name}: [curriculum].alpha", f"expected a number in [0, 1], got {c.alpha}")
+    if cfg.data.draw not in ("random", "interleave", "quota"):
+        raise _fail(
+            f"{name}: [data].draw",
+            f'expected "random", "interleave" or "quota", got {cfg.data.draw!r}',
+        )
     if cfg.data.augment not in ("cure_train", "none"):
         raise _fail(
             f"{name}: [data].augment", f'expected "cure_train" or "none", got {cfg.data.augment!r}'

@@ -17,6 +17,7 @@ from gradatim.train.config import TrainConfig
 from gradatim.train.models import ModelBundle
 
 __all__ = [
+    "model_dataset",
     "source_records",
     "make_dataset",
     "build_loader",
@@ -59,6 +60,18 @@ def make_dataset(
 ) -> ManifestDataset:
     """A dataset over ``records`` (absolute image paths, kept under their common folder) at the
     model's image size, mean and std, 3 channels."""
+    return model_dataset(bundle, records, augment, cfg.data.box_format, cfg.train.seed, stages)
+
+
+def model_dataset(
+    bundle: ModelBundle,
+    records: list[dict[str, Any]],
+    augment: Augment | None,
+    box_format: str,
+    seed: int,
+    stages: Any = None,
+) -> ManifestDataset:
+    """:func:`make_dataset` without a configuration."""
     root = os.path.commonpath([str(Path(r["image"]).parent) for r in records])
     rel = [{**r, "image": os.path.relpath(r["image"], root)} for r in records]
     return ManifestDataset(
@@ -69,8 +82,8 @@ def make_dataset(
         mean=bundle.mean,
         std=bundle.std,
         augment=augment,
-        box_format=cfg.data.box_format,  # type: ignore[arg-type]
-        seed=cfg.train.seed,
+        box_format=box_format,  # type: ignore[arg-type]
+        seed=seed,
         stages=stages,
         mask_grid=bundle.patch_grid,
     )
@@ -131,7 +144,7 @@ def build_loader(
         weights = {s.name: s.weight for s in cfg.data.sources}
         cats = None if c.categories is None else record_categories(records, c.categories)
         sampler = MultiSourceSampler.from_dataset(
-            ds, weights, categories=cats, schedule=schedule, **shard
+            ds, weights, categories=cats, schedule=schedule, mode=cfg.data.draw, **shard
         )
     loader = DataLoader(
         ds,

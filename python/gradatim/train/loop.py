@@ -42,6 +42,7 @@ from gradatim.train.models import (
     tiny_model,
 )
 from gradatim.train.multitask import MultiTaskOptimizer
+from gradatim.train.pretrain import PROMPT_WORDS
 from gradatim.train.text import encode_batch
 from gradatim.train.tokenizer import train_bpe
 from gradatim.train.validation import Hook, Validator
@@ -67,16 +68,21 @@ class Run:
     model: torch.nn.Module
 
 
-def build_model(cfg: TrainConfig, records: list[dict[str, Any]]) -> ModelBundle:
+def build_model(
+    cfg: TrainConfig, records: list[dict[str, Any]], tokenizer: Any = None
+) -> ModelBundle:
     """The configured model: a local checkpoint, or a tiny architecture whose byte-level BPE is
-    trained on the run's records (deterministic, so a resumed run rebuilds the same one)."""
+    trained on the run's records (deterministic, so a resumed run rebuilds the same one) unless
+    ``tokenizer`` (the one a checkpoint saved) is given."""
     if cfg.model.path is not None:
         dtype = torch.bfloat16 if _bf16(cfg) else None
         bundle = load_model(cfg.model.path, dtype=dtype)
     else:
         family = TINY[str(cfg.model.name)]
-        extra = ["Ground the phrase: Locate the Describe the Location of the Description:"]
-        tok = train_bpe([*texts_of(records), *extra], vocab_size=cfg.model.vocab_size)
+        tok = tokenizer
+        if tok is None:
+            words = [PROMPT_WORDS]
+            tok = train_bpe([*texts_of(records), *words], vocab_size=cfg.model.vocab_size)
         bundle = tiny_model(
             family, tok, image_size=cfg.model.image_size, hidden=cfg.model.hidden,
             seed=cfg.train.seed,
@@ -286,7 +292,10 @@ def train(
                 state["curriculum"] = curriculum.state_dict()
             if stage_losses is not None:
                 state["stage_losses"] = stage_losses.state_dict()
-            checkpoint.save(out, step, model, base, state, rank=rank, world_size=world)
+            tok = bundle.tokenizer if cfg.model.path is None else None  # a local model has its own
+            checkpoint.save(
+                out, step, model, base, state, rank=rank, world_size=world, tokenizer=tok
+            )
     log.close()
     _summary(out, rank, step, model, getattr(sampler, "weights", None))
     return Run(out=out, step=step, losses=losses, model=model)

@@ -27,6 +27,7 @@ __all__ = [
     "ModelBundle",
     "LoraSettings",
     "tiny_model",
+    "tiny_patch",
     "load_model",
     "apply_lora",
 ]
@@ -68,6 +69,13 @@ class LoraSettings:
     modules_to_save: list[str] = field(default_factory=list)
 
 
+def tiny_patch(image_size: int) -> int:
+    """The tiny vision towers' patch side: 8 pixels up to 64 px images, then ``image_size / 8``
+    (an 8 x 8 grid of image tokens: a larger image shows small findings without a longer
+    sequence)."""
+    return max(8, image_size // 8)
+
+
 def tiny_model(
     family: str, tokenizer: Any, *, image_size: int = 32, hidden: int = 64, seed: int = 0
 ) -> ModelBundle:
@@ -93,7 +101,7 @@ def tiny_model(
         t: tokenizer.convert_tokens_to_ids(t)
         for t in ("<image>", "<start_of_image>", "<end_of_image>")
     }
-    patch = 8
+    patch = tiny_patch(image_size)
     grid = (image_size // patch) ** 2
     small = {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 2,
              "num_attention_heads": 2}  # fmt: skip

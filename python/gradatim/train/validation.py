@@ -11,7 +11,7 @@ the record.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from gradatim.data import ManifestDataset
 from gradatim.evaluate import evaluate_rows
 from gradatim.train.models import ModelBundle
 
-__all__ = ["Validator", "encode_prompts"]
+__all__ = ["Validator", "blank_value", "encode_prompts", "generate_rows"]
 
 Hook = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
@@ -83,49 +83,30 @@ class Validator:
         self.box_format, self.seed = box_format, seed
 
     @torch.no_grad()
-    def generate_rows(self, model: torch.nn.Module, rank: int = 0, world: int = 1) -> list[dict]:
-        """This rank's share of the validation samples, generated greedily."""
-        device = next(model.parameters()).device
-        mine = self.indices[rank::world]
-        rows: list[dict[str, Any]] = []
-        was_training = model.training
-        model.eval()
-        for start in range(0, len(mine), self.batch_size):
-            idx = mine[start : start + self.batch_size]
-            batch = self.dataset.load_batch(idx, epoch=0, seed=self.seed)
-            enc = {k: v.to(device) for k, v in encode_prompts(self.bundle, batch["prompt"]).items()}
-            out = model.generate(  # type: ignore[operator]
-                pixel_values=batch["pixel_values"].to(device),
-                **enc,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.bundle.tokenizer.pad_token_id,
-            )
-            texts = self.bundle.tokenizer.batch_decode(
-                out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            for k, text in enumerate(texts):
-                n_boxes = int(batch["target_box_count"][k])
-                category = batch["category"][k] or None  # the chosen phrase / region
-                if self.categories is not None:  # the curriculum's record-level category
-                    category = self.categories[int(batch["index"][k])]
-                rows.append(
-                    {
-                        "id": batch["id"][k],
-                        "source": batch["source"][k],
-                        "task": batch["task"][k],
-                        "prediction": text,
-                        "reference": batch["target"][k],
-                        "reference_boxes": batch["target_boxes"][k, :n_boxes].tolist(),
-                        "box_format": self.box_format,
-                        "category": category,
-                        "anatomy": batch["category"][k] or None
-                        if batch["task"][k] == "anatomy_grounded_report"
-                        else None,
-                    }
-                )
-        model.train(was_training)
-        return rows
+    def generate_rows(
+        self,
+        model: torch.nn.Module,
+        rank: int = 0,
+        world: int = 1,
+        *,
+        num_beams: int = 1,
+        blank_images: bool = False,
+    ) -> list[dict]:
+        """This rank's share of the validation samples, generated greedily (beam search with
+        ``num_beams > 1``; ``blank_images``: every image replaced by the blank image)."""
+        return generate_rows(
+            model,
+            self.bundle,
+            self.dataset,
+            self.indices[rank::world],
+            batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens,
+            box_format=self.box_format,
+            seed=self.seed,
+            categories=self.categories,
+            num_beams=num_beams,
+            blank_images=blank_images,
+        )
 
     def metrics(
         self, model: torch.nn.Module, rank: int = 0, world: int = 1, hook: Hook | None = None
@@ -156,6 +137,93 @@ class Validator:
             if c is not None:
                 cats.setdefault(s, {})[c] = m
         return sources, cats
+
+
+def blank_value(dataset: ManifestDataset) -> torch.Tensor:
+    """Per channel, the value every pixel of the *blank image* takes: a constant mid-grey
+    (0.5 on the [0, 1] scale) after the dataset's normalisation, ``(0.5 - mean) / std``."""
+    config = dataset._config
+    mean = torch.tensor(config["mean"], dtype=torch.float32)
+    std = torch.tensor(config["std"], dtype=torch.float32)
+    return (0.5 - mean) / std
+
+
+@torch.no_grad()
+def generate_rows(
+    model: torch.nn.Module,
+    bundle: ModelBundle,
+    dataset: ManifestDataset,
+    indices: Sequence[int],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+    box_format: str = "cure",
+    seed: int = 0,
+    categories: list[str] | None = None,
+    num_beams: int = 1,
+    blank_images: bool = False,
+) -> list[dict[str, Any]]:
+    """``gradatim evaluate``'s rows for ``dataset[indices]``, generated greedily (or by beam
+    search with ``num_beams > 1``), batches built without augmentation at epoch 0 and ``seed`` (so
+    every record gets the same prompt wherever it is evaluated). ``blank_images``: every pixel
+    is the dataset's blank value (:func:`blank_value`), so the model answers from the prompt
+    alone. ``categories``: a record-level category per dataset index (CURE's curriculum) instead
+    of the chosen phrase / region. Each row: ``id``, ``source``, ``task``, ``prediction``,
+    ``reference``, ``reference_boxes``, ``box_format``, ``category``, ``anatomy`` (the region of an
+    anatomy-grounded prompt), ``phrase`` (the phrase of a phrase-grounding prompt), ``prompt`` and
+    ``prompt_kind`` (``locate`` / ``describe`` / ``locate_describe`` for anatomy prompts)."""
+    device = next(model.parameters()).device
+    rows: list[dict[str, Any]] = []
+    was_training = model.training
+    model.eval()
+    blank = blank_value(dataset) if blank_images else None
+    try:
+        for start in range(0, len(indices), batch_size):
+            idx = list(indices[start : start + batch_size])
+            batch = dataset.load_batch(idx, epoch=0, seed=seed)
+            pixels = batch["pixel_values"]
+            if blank is not None:
+                pixels = blank.view(1, -1, 1, 1).expand_as(pixels).to(pixels.dtype).clone()
+            enc = {k: v.to(device) for k, v in encode_prompts(bundle, batch["prompt"]).items()}
+            beams = {"num_beams": num_beams} if num_beams > 1 else {}
+            out = model.generate(  # type: ignore[operator]
+                pixel_values=pixels.to(device),
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=bundle.tokenizer.pad_token_id,
+                **beams,
+            )
+            texts = bundle.tokenizer.batch_decode(
+                out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            kinds = batch.get("prompt_kind") or [""] * len(texts)
+            for k, text in enumerate(texts):
+                n_boxes = int(batch["target_box_count"][k])
+                task = batch["task"][k]
+                chosen = batch["category"][k] or None  # the chosen phrase / region
+                category = chosen
+                if categories is not None:  # the curriculum's record-level category
+                    category = categories[int(batch["index"][k])]
+                rows.append(
+                    {
+                        "id": batch["id"][k],
+                        "source": batch["source"][k],
+                        "task": task,
+                        "prediction": text,
+                        "reference": batch["target"][k],
+                        "reference_boxes": batch["target_boxes"][k, :n_boxes].tolist(),
+                        "box_format": box_format,
+                        "category": category,
+                        "anatomy": chosen if task == "anatomy_grounded_report" else None,
+                        "phrase": chosen if task == "phrase_grounding" else None,
+                        "prompt": batch["prompt"][k],
+                        "prompt_kind": kinds[k] or None,
+                    }
+                )
+    finally:
+        model.train(was_training)
+    return rows
 
 
 def _reduced(
