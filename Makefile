@@ -74,6 +74,12 @@ bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/manifest_scale.py
 	$(PYTHON) benches/difficulty.py
 
+## The curricula's effect (README, "Does a curriculum help?"): every arm x 3 seeds on the phantom
+## data, same budget; table and plot in out/experiment/. About an hour on 2 cores.
+.PHONY: experiment
+experiment: sysdeps deps-demo build
+	$(PYTHON) -m gradatim experiment docs/experiment/curricula.toml
+
 ## CI guard (after `make test`): a short loader benchmark on generated radiograph JPEGs; prints
 ## every ratio and fails only on a gross regression (gradatim < 0.5x torch DataLoader + OpenCV).
 .PHONY: bench-ci

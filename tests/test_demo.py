@@ -1,26 +1,46 @@
-"""The demo's training part end to end (smaller than `make demo`): phantom data, difficulty, CURE
-and RRGCL runs of a tiny model, evaluation, metrics and plots, all written where promised."""
+"""The demo's training part end to end (smaller than `make demo`): phantom data, difficulty and
+its agreement with the true difficulty, a pre-trained tiny base, CURE and RRGCL LoRA runs,
+predictions against the baselines, metrics and plots, all written where promised."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from gradatim.demo_training import run_training
 
+LEARNING = ("grounding_iou", "prompt_only_iou", "blank_image_iou", "untrained_iou", "rouge_l",
+            "prompt_only_rouge_l")  # fmt: skip
+
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 def test_training_demo_writes_metrics_checkpoint_and_plots(tmp_path: Path) -> None:
-    metrics = run_training(tmp_path / "demo", n=60, steps=10)
+    metrics = run_training(
+        tmp_path / "demo", n=60, steps=10, grounding_steps=12, pretrain_steps=6, hidden=64
+    )
     out = tmp_path / "demo"
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["evaluation"]["overall"]["n"] == metrics["evaluation"]["overall"]["n"] > 0
+    assert saved["learning"] == metrics["learning"]
+    for key in LEARNING:
+        assert 0.0 <= saved["learning"][key] <= 1.0, key
+    assert saved["learning"]["n"] == sum(
+        1 for _ in (out / "predictions.jsonl").read_text().splitlines()
+    )
+    agreement = saved["difficulty_vs_truth"]
+    assert agreement["n"] > 0 and all(
+        -1 <= agreement[k] <= 1 or math.isnan(agreement[k]) for k in ("vns_gap", "itas", "combined")
+    )
     assert set(saved["evaluation"]["sources"]) <= {"phantom-a", "phantom-b", "phantom-c"}
     assert [h["step"] for h in saved["curriculum_history"]] == [4, 7, 10]  # phase 1 = 1 step
     assert len(saved["cure_losses"]) == 10 and len(saved["rrgcl_losses"]) == 5
+    assert len(saved["pretrain_losses"]) == 18
     assert (Path(saved["checkpoint"]) / "adapter" / "adapter_model.safetensors").is_file()
-    for name in ("loss.png", "curriculum_weights.png", "iou_per_source.png"):
+    assert (out / "base" / "model.safetensors").is_file()
+    for name in ("loss.png", "curriculum_weights.png", "validation_iou.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "difficulty.parquet").is_file() and (out / "predictions.jsonl").is_file()
+    for name in ("predictions.jsonl", "predictions_blank.jsonl", "predictions_untrained.jsonl"):
+        assert (out / name).is_file()
+    assert (out / "difficulty.parquet").is_file()

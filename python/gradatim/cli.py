@@ -94,6 +94,13 @@ COMMANDS: tuple[Command, ...] = (
         requires=("torch", "transformers"),
     ),
     Command(
+        "experiment",
+        "gradatim.train.experiment",
+        "the curricula's effect: arms x seeds, table and plots",
+        extra="train",
+        requires=("torch", "transformers", "peft"),
+    ),
+    Command(
         "train",
         "gradatim.train.cli",
         "LoRA training of a vision-language model on gradatim's loader",

@@ -5,10 +5,16 @@ vision-language model, saved as a local Hugging Face checkpoint that ``gradatim 
 Why: LoRA adapts a model that already has useful weights. On a randomly initialised tiny model the
 adapters (rank 16 on random matrices) and the frozen random head learn little in minutes on a CPU:
 token cross-entropy floors near 4 nats and greedy generation collapses to the most frequent report.
-A few hundred full-parameter steps on the training split give the tiny base what a real one brings
-(the vocabulary, the templates, where things are in the image); the curricula then run as they do
-on a real model, as LoRA phases on a frozen base. The base is pre-trained on the training split
-only; validation and test records never reach it.
+Full-parameter steps on the training split give the tiny base what a real one brings (where things
+are in the image, the vocabulary, the templates); the curricula then run as they do on a real
+model, as LoRA phases on a frozen base. Grounding comes first (``grounding_steps`` on the phrase
+and anatomy grounding records only, as CURE's own phase 1 trains on anatomy-grounded reports
+before the other tasks): a tiny model learns the prompt's prior within a hundred steps and only
+later starts to read the image (measured on the phantom data: 1,500 grounding steps at 64 px
+reach union IoU 0.51 on held-out rows against 0.41 for the prompt alone and 0.05 with blank
+images, while 600 steps on all tasks at once stay at the prompt's 0.40); then ``steps`` on every
+task. The base is pre-trained on the training split only; validation and test records never reach
+it.
 
 The checkpoint folder holds the model (``model.safetensors``, ``config.json``), its tokenizer (the
 byte-level BPE trained on the manifest's text) and a processor whose image processor gives the
@@ -35,6 +41,9 @@ __all__ = ["PretrainSettings", "pretrain_tiny", "add_parser", "PROMPT_WORDS"]
 #: Prompt words the dataset's task templates use, added to the tokenizer's training text.
 PROMPT_WORDS = "Ground the phrase: Locate the Describe the Location of the Description:"
 
+#: The tasks of the grounding part of pre-training.
+GROUNDING_TASKS = ("phrase_grounding", "anatomy_grounded_report")
+
 
 @dataclass
 class PretrainSettings:
@@ -44,9 +53,10 @@ class PretrainSettings:
     image_size: int = 64
     hidden: int = 128
     vocab_size: int = 1024
-    steps: int = 600
+    grounding_steps: int = 1500  # first: phrase and anatomy grounding records only
+    steps: int = 300  # then: every task
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 1e-3
     warmup: int = 50
     seed: int = 0
     box_format: str = "cure"
@@ -103,9 +113,11 @@ def pretrain_tiny(
     manifests: Sequence[str | Path], out: str | Path, settings: PretrainSettings | None = None
 ) -> Path:
     """Pre-train a tiny ``settings.family`` model on the ``settings.split`` records of
-    ``manifests`` (every parameter, AdamW, linear warm-up then linear decay, gradient norm
-    clipped at 1) and save it under ``out``; returns ``out``. Writes ``out/pretrain.json``
-    (settings, losses, seconds). Deterministic for a given seed on one machine."""
+    ``manifests`` (every parameter, AdamW, linear warm-up then linear decay over both parts,
+    gradient norm clipped at 1; grounding records first, then every record) and save it under
+    ``out``; returns ``out`` (0 steps: the randomly initialised model, the untrained baseline).
+    Writes ``out/pretrain.json`` (settings, losses, seconds). Deterministic for a given seed on
+    one machine."""
     import torch
 
     from gradatim.data import DataLoader
@@ -124,35 +136,41 @@ def pretrain_tiny(
     records = _records(manifests, s.split)
     tok = train_bpe([*texts_of(records), PROMPT_WORDS], vocab_size=s.vocab_size)
     bundle = tiny_model(s.family, tok, image_size=s.image_size, hidden=s.hidden, seed=s.seed)
-    data = model_dataset(bundle, records, None, s.box_format, s.seed)
-    shuffle = torch.Generator().manual_seed(s.seed)
-    loader = DataLoader(
-        data, batch_size=s.batch_size, shuffle=True, drop_last=True, generator=shuffle
-    )
     model = bundle.model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
+    total = s.grounding_steps + s.steps
 
     def rate(step: int) -> float:
-        return min(1.0, (step + 1) / max(1, s.warmup)) * max(0.0, 1.0 - step / s.steps)
+        return min(1.0, (step + 1) / max(1, s.warmup)) * max(0.0, 1.0 - step / max(1, total))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
     losses: list[float] = []
+    grounding = [r for r in records if r["task"] in GROUNDING_TASKS]
     model.train()
-    while len(losses) < s.steps:
-        for batch in loader:
-            enc = encode_batch(bundle, batch["prompt"], batch["target"])
-            labels = enc.pop("labels")
-            logits = model(pixel_values=batch["pixel_values"], **enc).logits
-            loss = per_sample_loss(logits, labels).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            if len(losses) >= s.steps:
-                break
+    for part, n in ((grounding, s.grounding_steps), (records, s.steps)):
+        if n == 0 or not part:
+            continue
+        data = model_dataset(bundle, part, None, s.box_format, s.seed)
+        shuffle = torch.Generator().manual_seed(s.seed + len(losses))
+        loader = DataLoader(
+            data, batch_size=s.batch_size, shuffle=True, drop_last=True, generator=shuffle
+        )
+        stop = len(losses) + n
+        while len(losses) < stop:
+            for batch in loader:
+                enc = encode_batch(bundle, batch["prompt"], batch["target"])
+                labels = enc.pop("labels")
+                logits = model(pixel_values=batch["pixel_values"], **enc).logits
+                loss = per_sample_loss(logits, labels).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                if len(losses) >= stop:
+                    break
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # generation-config notices of a from-config model
@@ -165,7 +183,7 @@ def pretrain_tiny(
         "seconds": time.perf_counter() - t0,
     }
     (out / "pretrain.json").write_text(json.dumps(summary, indent=1))
-    if not math.isfinite(losses[-1]):
+    if losses and not math.isfinite(losses[-1]):
         raise RuntimeError(f"pretrain_tiny: the loss diverged ({losses[-1]})")
     return out
 
@@ -175,6 +193,7 @@ def _main(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         hidden=args.hidden,
         vocab_size=args.vocab_size,
+        grounding_steps=args.grounding_steps,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -182,7 +201,7 @@ def _main(args: argparse.Namespace) -> int:
         box_format=args.box_format,
     )
     out = pretrain_tiny(args.manifest, args.out, settings)
-    losses = json.loads((out / "pretrain.json").read_text())["losses"]
+    losses = json.loads((out / "pretrain.json").read_text())["losses"] or [math.nan]
     print(f"pre-trained tiny-llava: loss {losses[0]:.3f} -> {losses[-1]:.3f}, saved to {out}")
     return 0
 
@@ -196,7 +215,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("manifest", nargs="+", type=Path, help="manifest(s) whose train split to use")
     p.add_argument("-o", "--out", type=Path, required=True, help="checkpoint folder to write")
     defaults = PretrainSettings()
-    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument(
+        "--grounding-steps",
+        type=int,
+        default=defaults.grounding_steps,
+        help="first steps on phrase and anatomy grounding records only",
+    )
+    p.add_argument("--steps", type=int, default=defaults.steps, help="then steps on every task")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--image-size", type=int, default=defaults.image_size)
