@@ -124,6 +124,36 @@ deps-test: venv
 	$(UV) pip install --quiet --require-hashes --no-deps --python $(PYTHON) \
 	  --target target/oracles/opencv-next -r requirements/opencv-next.lock
 
+## The declared floors, tested: a second virtual environment (.venv-floor) from
+## requirements/floor.lock (torch 2.6, numpy 2.0, transformers 4.56, peft 0.13, accelerate 1.0,
+## lightning 2.4, torchdata 0.11, pyarrow 16, ...: the minimums pyproject.toml declares), the
+## same extension wheel (abi3), and the tests that exercise those libraries. CI runs it after
+## `make test`; the environment is rebuilt only when its lock changes.
+FLOOR_VENV := .venv-floor
+FLOOR_PYTHON := $(FLOOR_VENV)/bin/python
+FLOOR_TESTS := tests/test_loader.py tests/test_loader_dropin.py tests/test_loader_clients.py \
+  tests/test_sampling.py tests/test_sampling_sources.py tests/test_train_loop.py \
+  tests/test_train_attention.py tests/test_train_curricula.py tests/test_train_gradients.py \
+  tests/test_train_logging.py tests/test_train_multitask_step.py tests/test_train_learns.py \
+  tests/test_predict.py tests/test_evaluate.py tests/test_evaluate_baselines.py \
+  tests/test_evaluate_clinical.py tests/test_manifest_packed.py \
+  tests/test_manifest_schema_agreement.py tests/test_difficulty_cli.py tests/test_difficulty_io.py \
+  tests/test_difficulty_itas.py tests/test_difficulty_vns_gap.py tests/test_curriculum_rrgcl.py \
+  tests/test_curriculum_plot.py
+.PHONY: test-floors
+test-floors: sysdeps testdata build $(FLOOR_VENV)/.synced
+	$(FLOOR_VENV)/bin/uv pip install --quiet --no-deps --reinstall --python $(FLOOR_PYTHON) \
+	  $(WHEELS)/gradatim-*.whl
+	$(FLOOR_PYTHON) -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning $(FLOOR_TESTS)
+
+$(FLOOR_VENV)/.synced: requirements/floor.lock requirements/nodeps.lock requirements/bootstrap.lock
+	test -x $(FLOOR_PYTHON) || $(HOST_PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  -r requirements/bootstrap.lock
+	$(FLOOR_VENV)/bin/uv pip sync --quiet --require-hashes --python $(FLOOR_PYTHON) \
+	  requirements/floor.lock requirements/nodeps.lock requirements/bootstrap.lock
+	touch $@
+
 ## Re-resolve every lock from requirements/*.in (the newest versions the .in ranges allow); the
 ## demo lock is resolved inside the test lock, so the two never disagree. Review the diff, run
 ## `make test`, commit the .in and .lock files together.
@@ -133,6 +163,8 @@ lock: venv
 	$(UV_COMPILE) requirements/demo.in -c requirements/test.lock -o requirements/demo.lock
 	$(UV_COMPILE) --no-deps requirements/nodeps.in -o requirements/nodeps.lock
 	$(UV_COMPILE) --no-deps requirements/opencv-next.in -o requirements/opencv-next.lock
+	rm -f requirements/floor.lock  # re-resolved from scratch: the free packages at their newest
+	$(UV_COMPILE) requirements/floor.in -o requirements/floor.lock
 
 # Real images that no one here made (Debian): JPEG variants and large photos. Best effort: the
 # tests that need them skip with a reason when they are missing.
@@ -151,4 +183,4 @@ build:
 
 clean:
 	cargo clean
-	rm -rf $(WHEELS) $(VENV)
+	rm -rf $(WHEELS) $(VENV) $(FLOOR_VENV)

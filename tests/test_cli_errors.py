@@ -55,6 +55,7 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
             [str(tmp), "--manifest", str(real), "--split", "validate", "-o", bad_out + "/p.jsonl"],
         ),
         "pretrain": ([MISSING, "-o", str(tmp / "base")], [str(real), "-o", bad_out + "/base"]),
+        "experiment": ([MISSING], None),
         "cache build": (
             [MISSING, "-o", str(tmp / "c"), "--size", "64"],
             [str(real), "-o", bad_out, "--size", "64"],

@@ -176,7 +176,9 @@ def training_sets(draw):
 def test_property_every_class_every_epoch_and_nothing_lost(data, T):
     lists, dif = data
     s = RRGCLScheduler(lists, dif, T)
-    members = {k: set(s.class_indices(k).tolist()) for k in range(s.num_classes)}
+    # by name: with integer class names, an integer is a name first (ids of [[], [1]] are
+    # 0 -> class 1 and 1 -> unlabeled, so `class_indices(1)` is class 1, not id 1)
+    members = {k: set(s.class_indices(name).tolist()) for k, name in enumerate(s.class_names)}
     # every sample is in some class (no sample lost)
     assert set().union(*members.values()) == set(range(len(dif)))
     prev: set[int] = set()

@@ -19,7 +19,7 @@ LEARNING = ("grounding_iou", "prompt_only_iou", "blank_image_iou", "untrained_io
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 def test_training_demo_writes_metrics_checkpoint_and_plots(tmp_path: Path) -> None:
     metrics = run_training(
-        tmp_path / "demo", n=60, steps=10, grounding_steps=12, pretrain_steps=6, hidden=64
+        tmp_path / "demo", n=150, steps=10, grounding_steps=12, pretrain_steps=6, hidden=64
     )
     out = tmp_path / "demo"
     saved = json.loads((out / "metrics.json").read_text())

@@ -435,7 +435,11 @@ def test_prefetch_factor_zero_raises_as_torch(manifest: Path) -> None:
                 iter(dl)
             messages.append(str(info.value))
             del info
-        assert messages[0] == messages[1] and "prefetch_factor" in messages[0]
+        torch_says, we_say = messages
+        if torch_says:
+            assert we_say == torch_says and "prefetch_factor" in torch_says
+        else:  # older torch (2.6 to at least 2.8) asserts without a message
+            assert we_say == "" or we_say.startswith("prefetch_factor must be greater than 0")
     gc.collect()  # the half-built iterators go while the warning filter is in force
 
 

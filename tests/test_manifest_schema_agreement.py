@@ -362,7 +362,7 @@ CASES: list[tuple[dict[str, Any], str | None, str]] = [
         None,
         "",
     ),
-    ({"boxes": [{"box": [1, 2, 30, 40], "phrase": None, "anatomy": "heart"}]}, None, ""),
+    ({"boxes": [{"anatomy": "heart", "box": [1, 2, 30, 40], "phrase": None}]}, None, ""),
     ({"task": "vqa", "text": "", "answer": "yes", "rationale": "blunted angle"}, None, ""),
     ({"source": None}, "source", "must be a string, got null"),
     ({"split": "  "}, "split", "must not be empty"),
@@ -377,7 +377,7 @@ CASES: list[tuple[dict[str, Any], str | None, str]] = [
     ({"boxes": [{"box": [30, 2, 1, 40]}]}, "boxes[0].box", "needs x1 < x2 and y1 < y2"),
     ({"boxes": [{"box": [1, 2, 3]}]}, "boxes[0].box", "[x1, y1, x2, y2]"),
     ({"boxes": [{"box": [1, 2, 30, 40], "score": 1}]}, "boxes[0].score", "unknown field"),
-    ({"boxes": [{"box": [1, 2, 30, 40], "anatomy": " "}]}, "boxes[0].anatomy", "non-empty"),
+    ({"boxes": [{"anatomy": " ", "box": [1, 2, 30, 40]}]}, "boxes[0].anatomy", "non-empty"),
     ({"rationale": "why"}, "rationale", "a rationale needs an answer"),
     ({"laterality_sensitive": 1}, "laterality_sensitive", "true or false"),
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from gradatim.train import CAME_Grad, MultiTaskOptimizer
 from gradatim.train.loss import group_losses
@@ -223,7 +224,7 @@ def _rank(rank: int, store: str, out: str, method: str) -> None:
         net = Net()
         shards = [micro_batch(10 + 2 * rank + k, n=6 + 3 * rank) for k in range(2)]
         grads = optimizer_grads(net, shards, method)
-        torch.save(grads, f"{out}/rank{rank}.pt")
+        save_file({str(i): g.contiguous() for i, g in enumerate(grads)}, f"{out}/rank{rank}.st")
     finally:
         dist.destroy_process_group()
 
@@ -238,8 +239,10 @@ def test_linear_under_two_ranks_equals_one_process_on_all_the_data(
     import torch.multiprocessing as mp
 
     args = (str(tmp_path / "store"), str(tmp_path), method)
-    mp.start_processes(_rank, args=args, nprocs=2, join=True, start_method="fork")
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    # spawn, not fork: a fork of a process whose OpenMP pool is running can hang in the child
+    mp.start_processes(_rank, args=args, nprocs=2, join=True, start_method="spawn")
+    loaded = [load_file(tmp_path / f"rank{r}.st") for r in range(2)]
+    ranks = [[d[str(i)] for i in range(len(d))] for d in loaded]
     every = [micro_batch(10 + 2 * r + k, n=6 + 3 * r) for r in range(2) for k in range(2)]
     expected = reference_grads(Net(), every)
     for a, b, e in zip(ranks[0], ranks[1], expected, strict=True):

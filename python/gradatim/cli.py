@@ -119,7 +119,7 @@ EXTRAS: dict[str, frozenset[str]] = {
     ),
     "train": frozenset(
         ("torch", "transformers", "tokenizers", "peft", "safetensors", "tensorboard", "tqdm")
-        + ("sacrebleu", "rouge_score")
+        + ("sacrebleu", "rouge_score", "pyarrow", "scipy")
     ),
     "evaluate": frozenset(("sacrebleu", "rouge_score")),
 }
@@ -139,6 +139,7 @@ OPTIONAL_MODULES: dict[str, str] = {
     "matplotlib": "matplotlib",
     "sacrebleu": "sacrebleu",
     "rouge_score": "rouge-score",
+    "scipy": "scipy",
     "accelerate": "accelerate",
     "cv2": "opencv-python-headless",
     "pydicom": "pydicom",

@@ -368,7 +368,8 @@ class RRGCLScheduler:
         return self._core.epoch_indices(float(t))
 
     def class_indices(self, cls: Hashable) -> NDArray[np.int64]:
-        """The samples of a class (by name or id), easiest first."""
+        """The samples of a class (by name or id), easiest first. A name is looked up first: with
+        integer class names, an integer means the class of that name, not that id."""
         if cls in self._names:
             k = self._names.index(cls)
         elif isinstance(cls, (int, np.integer)) and 0 <= int(cls) < self.num_classes:

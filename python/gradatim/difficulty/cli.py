@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if distributed:
         import torch.distributed
 
+        torch.distributed.barrier()  # torch < 2.8: gloo's destructor can deadlock on late work
         torch.distributed.destroy_process_group()
     return 0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,9 @@ def save(
     save_file(rng_tensors, tmp / f"rng-{rank}.safetensors")
     (tmp / f"rng-{rank}.json").write_text(json.dumps(rng_meta))
     if rank == 0:
-        model.save_pretrained(tmp / "adapter", safe_serialization=True)  # type: ignore[operator]
+        with warnings.catch_warnings():  # peft < 0.21 warns for a model built from a config
+            warnings.filterwarnings("ignore", message="Could not find a config file in  - ")
+            model.save_pretrained(tmp / "adapter", safe_serialization=True)  # type: ignore[operator]
         tensors, meta = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, tmp / "optimizer.safetensors")
         (tmp / "optimizer.json").write_text(json.dumps(meta))
