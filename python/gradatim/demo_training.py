@@ -31,30 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-SOURCES = ("phantom-a", "phantom-b", "phantom-c")
+from gradatim.train.experiment import SOURCES
 
 #: What the demo trains: phantom studies, image side of the phantom, the tiny model's input
 #: side and width, pre-training steps, LoRA steps (and how many of them are CURE's phase 1).
 DEMO = {"n": 900, "size": 256, "image_size": 64, "hidden": 128, "grounding_steps": 1500,
         "pretrain_steps": 300, "steps": 120}  # fmt: skip
-
-
-def _config(out: Path, manifest: Path, base: Path, kind: str, steps: int, extra: str = "") -> Path:
-    lines = [
-        f'[model]\npath = "{base}"\n',
-        '[lora]\nmodules_to_save = ["lm_head", "embed_tokens"]\n',
-        '[optim]\nlr = 1e-3\nmethod = "linear"\n',
-        f'[train]\nsteps = {steps}\nbatch_size = 8\ncheckpoint_every = {steps}\nout = "{out}"\n',
-    ]
-    for name in SOURCES:
-        lines.append(
-            f'[[data.sources]]\nname = "{name}"\nmanifest = "{manifest}"\nsplit = "train"\n'
-            f'select = "{name}"\n'
-        )
-    lines.append(f'[curriculum]\nkind = "{kind}"\n{extra}')
-    path = out.parent / f"{out.name}.toml"
-    path.write_text("\n".join(lines))
-    return path
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -199,6 +181,7 @@ def run_training(
     """Steps 1-7 of the module docstring under ``out``; returns the metrics."""
     from gradatim.datasets import phantom
     from gradatim.train.config import load_config
+    from gradatim.train.experiment import run_config
     from gradatim.train.loop import train
     from gradatim.train.pretrain import PretrainSettings, pretrain_tiny
 
@@ -230,10 +213,10 @@ def run_training(
     )
     phase1 = max(1, steps // 8)  # CURE's phase 1, then three curriculum updates
     period = max(1, (steps - phase1) // 3)
-    cure_cfg = _config(
-        out / "cure", manifest, base, "cure+rrgcl", steps,
-        f'period = {period}\nper_source = 12\nmax_new_tokens = 64\nval_split = "validate"\n'
-        f'difficulty = "{dif}"\nepochs = 3\nphase1_steps = {phase1}\n',
+    cure_cfg = run_config(
+        out / "cure", manifest, base, steps,
+        f'kind = "cure+rrgcl"\nperiod = {period}\nper_source = 12\nmax_new_tokens = 64\n'
+        f'val_split = "validate"\ndifficulty = "{dif}"\nepochs = 3\nphase1_steps = {phase1}\n',
     )  # fmt: skip
     run = train(load_config(cure_cfg))
     print(
@@ -241,9 +224,10 @@ def run_training(
         f"inside each source, CURE's weights across): {run.step} steps, loss "
         f"{run.losses[0]:.3f} -> {run.losses[-1]:.3f}"
     )
-    rrgcl_cfg = _config(
-        out / "rrgcl", manifest, base, "rrgcl", steps // 2, f'difficulty = "{dif}"\nepochs = 3\n'
-    )
+    rrgcl_cfg = run_config(
+        out / "rrgcl", manifest, base, steps // 2,
+        f'kind = "rrgcl"\ndifficulty = "{dif}"\nepochs = 3\n',
+    )  # fmt: skip
     rr = train(load_config(rrgcl_cfg))
     print(f"[5] RRGCL LoRA run: {rr.step} steps, loss {rr.losses[0]:.3f} -> {rr.losses[-1]:.3f}")
     checkpoint = run.out / f"checkpoint-{run.step}"

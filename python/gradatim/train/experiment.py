@@ -45,7 +45,7 @@ import tomllib
 
 from gradatim import cli_paths
 
-__all__ = ["ARMS", "run_experiment", "summarize_runs", "add_parser"]
+__all__ = ["ARMS", "run_config", "run_experiment", "summarize_runs", "add_parser"]
 
 ARMS = ("uniform", "cure", "cure-interleave", "rrgcl", "medclm", "cure+rrgcl")
 SOURCES = ("phantom-a", "phantom-b", "phantom-c")
@@ -75,10 +75,18 @@ def _arm_curriculum(arm: str, steps: int, difficulty: Path) -> tuple[str, str]:
     raise ValueError(f"unknown arm {arm!r} (known: {', '.join(ARMS)})")
 
 
-def _write_config(
-    out: Path, manifest: Path, base: Path, arm: str, seed: int, steps: int, difficulty: Path
+def run_config(
+    out: Path,
+    manifest: Path,
+    base: Path,
+    steps: int,
+    curriculum: str,
+    data: str = "",
+    seed: int = 0,
 ) -> Path:
-    curriculum, data = _arm_curriculum(arm, steps, difficulty)
+    """Write ``out.toml``: a LoRA run (CURE's ``modules_to_save``) of ``steps`` on the local
+    ``base`` over the phantom sources of ``manifest``, with the given ``[curriculum]`` and extra
+    ``[data]`` lines; the demo's and every arm's runs differ only in those."""
     lines = [
         f'[model]\npath = "{base}"\n',
         '[lora]\nmodules_to_save = ["lm_head", "embed_tokens"]\n',
@@ -93,7 +101,8 @@ def _write_config(
             f'select = "{name}"\n'
         )
     lines.append(f"[curriculum]\n{curriculum}")
-    path = out.with_suffix(".toml")
+    path = out.parent / f"{out.name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
 
@@ -240,8 +249,9 @@ def run_experiment(config: str | Path) -> dict[str, Any]:
             run_out = out / "runs" / f"{arm}-seed{seed}"
             preds = run_out / "predictions.jsonl"
             if not preds.is_file():
+                curriculum, extra = _arm_curriculum(arm, steps, difficulty)
                 cfg = load_config(
-                    _write_config(run_out, manifest, base, arm, seed, steps, difficulty)
+                    run_config(run_out, manifest, base, steps, curriculum, extra, seed)
                 )
                 run = train(cfg)
                 predict(run.out / f"checkpoint-{run.step}", manifest, "validate", preds,
