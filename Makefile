@@ -83,12 +83,12 @@ experiment: sysdeps deps-demo build
 ## CI guard (after `make test`): a short loader benchmark on generated radiograph JPEGs; prints
 ## every ratio and fails only on a gross regression (gradatim < 0.5x torch DataLoader + OpenCV).
 .PHONY: bench-ci
-bench-ci:
+bench-ci: deps-test build
 	$(PYTHON) benches/loader_throughput.py --quick --min-ratio-b 0.5 --out target/bench-ci/loader.json
 
 ## Lint, run by CI after the tests: formatting, clippy on every target (tests included), ruff, and
 ## the hand-written stubs checked against the built extension.
-lint: deps-test
+lint: deps-test build
 	@$(EMPTY_DEVNULL)
 	cargo fmt --all -- --check
 	cargo clippy -p gradatim-core -p gradatim-python --all-targets -- -D warnings
@@ -114,8 +114,8 @@ $(UV): requirements/bootstrap.lock
 	  -r requirements/bootstrap.lock
 	touch $(UV)
 
-# `uv pip sync` makes the environment exactly the lock (what is not in it is removed; the
-# extension is reinstalled by `build`).
+# `uv pip sync` makes the environment exactly the lock (what is not in it is removed, the
+# extension too: every target that uses it depends on `build`, which reinstalls it).
 deps-demo: venv
 	$(UV_SYNC) requirements/demo.lock requirements/bootstrap.lock
 
