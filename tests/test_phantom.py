@@ -254,6 +254,27 @@ def test_anatomy_varies_with_the_patient() -> None:
     assert np.mean(list(overlaps.values())) < 0.7, overlaps
 
 
+def test_the_patient_is_placed_by_a_similarity_about_the_centre() -> None:
+    """Each study's pose: turned and zoomed about the image centre (OpenCV's
+    getRotationMatrix2D, OpenCV 5.0, is the oracle), then shifted by fractions of the sides;
+    angle, zoom and shift spread over their whole ranges."""
+    import cv2
+
+    studies = [phantom.make_study(i, seed=3, size=(256, 256)) for i in range(200)]
+    for s in studies[:20]:
+        w, h = s.width, s.height
+        oracle = cv2.getRotationMatrix2D((w / 2, h / 2), s.angle, s.zoom)
+        oracle[:, 2] += (s.shift[0] * w, s.shift[1] * h)
+        np.testing.assert_allclose(phantom._pose_of(s), oracle, atol=1e-9)
+    zooms = np.array([s.zoom for s in studies])
+    shifts = np.array([s.shift for s in studies])
+    assert np.abs(zooms - 1).max() <= phantom.ZOOM and np.abs(shifts).max() <= phantom.SHIFT
+    assert zooms.min() < 1 - phantom.ZOOM / 2 and zooms.max() > 1 + phantom.ZOOM / 2
+    for axis in (0, 1):
+        low, high = shifts[:, axis].min(), shifts[:, axis].max()
+        assert low < -phantom.SHIFT / 2 and high > phantom.SHIFT / 2
+
+
 def test_truth_table_gives_each_records_difficulty(tmp_path: Path) -> None:
     manifest = phantom.generate(tmp_path, n=90, seed=4, size=(128, 128))
     records = [json.loads(line) for line in manifest.read_text().splitlines()]

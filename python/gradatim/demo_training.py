@@ -35,8 +35,8 @@ from gradatim.train.experiment import SOURCES
 
 #: What the demo trains: phantom studies, image side of the phantom, the tiny model's input
 #: side and width, pre-training steps, LoRA steps (and how many of them are CURE's phase 1).
-DEMO = {"n": 900, "size": 256, "image_size": 64, "hidden": 128, "grounding_steps": 1500,
-        "pretrain_steps": 300, "steps": 120}  # fmt: skip
+DEMO = {"n": 3000, "size": 256, "image_size": 64, "hidden": 128, "grounding_steps": 2500,
+        "pretrain_steps": 1000, "steps": 120}  # fmt: skip
 
 
 def spearman(a: list[float], b: list[float]) -> float:

@@ -15,10 +15,11 @@ Layout: the patient's right is on the image's left, as on a PA radiograph. Boxes
 ``[x1, y1, x2, y2]`` in pixel-edge coordinates of the written image: a pixel ``(x, y)`` covers
 ``[x, x + 1) x [y, y + 1)``, and every pixel a lesion changed lies inside its box.
 
-The synthetic patient varies: body and lung position and size, heart size and position, and a
-turn of up to +-7 degrees about the image centre (``ROTATION``), so an anatomical region's box
-cannot be guessed from its name; findings vary in position, size and intensity (0.6x-1.2x per
-study), so grounding one needs the pixels.
+The synthetic patient varies: body and lung position and size, heart size and position, and
+how the patient is placed in the field: a turn of up to +-7 degrees (``ROTATION``) and a
+magnification of 1 +- 0.10 (``ZOOM``) about the image centre, then a shift of up to +-6 % of
+each side (``SHIFT``), so an anatomical region's box cannot be guessed from its name; findings
+vary in position, size and intensity (0.6x-1.2x per study), so grounding one needs the pixels.
 
 Sources imitate a multi-dataset setting: ``phantom-a`` (base size, report + VQA records),
 ``phantom-b`` (1.25x size, higher contrast, phrase grounding + grounded report), ``phantom-c``
@@ -64,6 +65,8 @@ __all__ = [
     "study_records",
     "record_difficulty",
     "ROTATION",
+    "SHIFT",
+    "ZOOM",
     "TRUTH",
     "generate",
     "add_parser",
@@ -95,6 +98,12 @@ and size (phantom-c: the hard one, fainter and smaller findings under more noise
 
 #: The patient's rotation about the image centre, degrees (uniform in +-ROTATION).
 ROTATION = 7.0
+
+#: How far the patient sits from the centre of the field (each axis uniform in +-SHIFT, a
+#: fraction of the image side) and how large they appear (uniform in 1 +- ZOOM): positioning
+#: and magnification as they vary between real radiographs.
+SHIFT = 0.06
+ZOOM = 0.10
 
 #: The side table ``generate`` writes beside the manifest: ``{"id", "source", "task",
 #: "difficulty"}`` per record, the generator's true difficulty (:func:`record_difficulty`).
@@ -154,6 +163,8 @@ class Study:
     regions: dict[str, list[float]]
     vqa: tuple[str, str, list[int]]
     angle: float = 0.0
+    zoom: float = 1.0
+    shift: tuple[float, float] = (0.0, 0.0)
 
     @property
     def report(self) -> str:
@@ -475,7 +486,9 @@ def make_study(
     rng = np.random.default_rng([seed, index])
     g = _geometry(rng)
     angle = float(rng.uniform(-ROTATION, ROTATION))
-    turn = _rotation(angle, w, h)
+    zoom = float(rng.uniform(1.0 - ZOOM, 1.0 + ZOOM))
+    shift = (float(rng.uniform(-SHIFT, SHIFT)), float(rng.uniform(-SHIFT, SHIFT)))
+    turn = _pose(angle, zoom, shift, w, h)
     u = rng.random()
     split = "train" if u < 0.8 else ("validate" if u < 0.9 else "test")
     k = int(rng.choice(4, p=[0.3, 0.35, 0.25, 0.1]))
@@ -545,12 +558,19 @@ def make_study(
         regions,
         vqa,
         angle,
+        zoom,
+        shift,
     )
 
 
-def _rotation(angle: float, w: int, h: int) -> np.ndarray:
-    """The forward matrix that turns the drawn patient by ``angle`` degrees about the centre."""
-    return gimage.centred_affine(angle, 1.0, 0.0, 0.0, 0.0, w / 2, h / 2)
+def _pose(angle: float, zoom: float, shift: tuple[float, float], w: int, h: int) -> np.ndarray:
+    """The forward matrix that places the drawn patient: turned by ``angle`` degrees and scaled
+    by ``zoom`` about the image centre, then moved by ``shift`` (fractions of the sides)."""
+    return gimage.centred_affine(angle, zoom, 0.0, shift[0] * w, shift[1] * h, w / 2, h / 2)
+
+
+def _pose_of(study: Study) -> np.ndarray:
+    return _pose(study.angle, study.zoom, study.shift, study.width, study.height)
 
 
 def _turn(img: np.ndarray, turn: np.ndarray) -> np.ndarray:
@@ -720,9 +740,10 @@ def render(study: Study, *, lesions: bool = True) -> np.ndarray:
             y0, y1, x0, x1 = f.window
             img[y0:y1, x0:x1] += f.effect
     np.clip(img, 0.0, 1.0, out=img)
-    if study.angle != 0.0:  # the patient turned: the drawing, not the noise
+    if (study.angle, study.zoom, study.shift) != (0.0, 1.0, (0.0, 0.0)):
+        # the patient placed: the drawing moves, not the noise
         u16 = (img * 65535.0 + 0.5).astype(np.uint16)
-        turned = _turn(u16, _rotation(study.angle, w, h))
+        turned = _turn(u16, _pose_of(study))
         img = turned.astype(np.float32) * np.float32(1.0 / 65535.0)
     tile = _noise(study.seed, study.source, w, h)
     oy = (study.index * 7919) % _NOISE_PAD
@@ -737,7 +758,7 @@ def render(study: Study, *, lesions: bool = True) -> np.ndarray:
 def lesion_masks(study: Study) -> list[np.ndarray]:
     """For each finding, a full-size boolean mask of the pixels its lesion changes (after the
     patient's turn)."""
-    turn = _rotation(study.angle, study.width, study.height)
+    turn = _pose_of(study)
     return [
         _turn(_full_mask(f.window, f.effect, study.width, study.height), turn) > 0
         for f in study.findings

@@ -13,12 +13,12 @@ CONFIG (TOML)::
     arms = ["uniform", "cure", "cure-interleave", "rrgcl", "medclm", "cure+rrgcl"]
 
     [data]                         # phantom data made here (or: manifest = "...", truth = "...")
-    phantom = 900
+    phantom = 3000
     size = 256
 
     [model]                        # the tiny base, pre-trained once (or: path = "a local model")
-    grounding_steps = 1500
-    pretrain_steps = 300
+    grounding_steps = 2500
+    pretrain_steps = 1000
     image_size = 64
     hidden = 128
 
@@ -84,13 +84,14 @@ def run_config(
     data: str = "",
     seed: int = 0,
 ) -> Path:
-    """Write ``out.toml``: a LoRA run (CURE's ``modules_to_save``) of ``steps`` on the local
+    """Write ``out.toml``: a LoRA run (CURE's ``modules_to_save`` and learning rate, 2e-4) of
+    ``steps`` on the local
     ``base`` over the phantom sources of ``manifest``, with the given ``[curriculum]`` and extra
     ``[data]`` lines; the demo's and every arm's runs differ only in those."""
     lines = [
         f'[model]\npath = "{base}"\n',
         '[lora]\nmodules_to_save = ["lm_head", "embed_tokens"]\n',
-        '[optim]\nlr = 1e-3\nmethod = "linear"\n',
+        '[optim]\nlr = 2e-4\nmethod = "linear"\n',
         f"[train]\nsteps = {steps}\nbatch_size = 8\nseed = {seed}\ncheckpoint_every = {steps}\n"
         f'out = "{out}"\n',
         f"[data]\n{data}",
@@ -219,7 +220,7 @@ def run_experiment(config: str | Path) -> dict[str, Any]:
     else:
         size = int(data.get("size", 256))
         manifest = phantom.generate(
-            out / "data", n=int(data.get("phantom", 900)), size=(size, size)
+            out / "data", n=int(data.get("phantom", 3000)), size=(size, size)
         )
         truth = manifest.parent / phantom.TRUTH
     difficulty = out / "difficulty.parquet"
@@ -238,8 +239,8 @@ def run_experiment(config: str | Path) -> dict[str, Any]:
             settings = PretrainSettings(
                 image_size=int(model.get("image_size", 64)),
                 hidden=int(model.get("hidden", 128)),
-                grounding_steps=int(model.get("grounding_steps", 1500)),
-                steps=int(model.get("pretrain_steps", 300)),
+                grounding_steps=int(model.get("grounding_steps", 2500)),
+                steps=int(model.get("pretrain_steps", 1000)),
             )
             pretrain_tiny([manifest], base, settings)
     runs: list[dict[str, Any]] = []

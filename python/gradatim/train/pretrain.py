@@ -10,11 +10,13 @@ are in the image, the vocabulary, the templates); the curricula then run as they
 model, as LoRA phases on a frozen base. Grounding comes first (``grounding_steps`` on the phrase
 and anatomy grounding records only, as CURE's own phase 1 trains on anatomy-grounded reports
 before the other tasks): a tiny model learns the prompt's prior within a hundred steps and only
-later starts to read the image (measured on the phantom data: 1,500 grounding steps at 64 px
-reach union IoU 0.51 on held-out rows against 0.41 for the prompt alone and 0.05 with blank
-images, while 600 steps on all tasks at once stay at the prompt's 0.40); then ``steps`` on every
-task. The base is pre-trained on the training split only; validation and test records never reach
-it.
+later starts to read the image; then ``steps`` on every task, the grounding records kept at
+``grounding_share`` of the samples (CURE's interleave of two groups, grounding and the rest) so
+that the long reports do not wash out what the grounding steps taught. Measured on the phantom
+data (3,000 studies, 64 px; held-out validation, union IoU over 175 phrase and anatomy grounding
+rows): 3,000 grounding-only steps reach 0.448 against 0.334 for the prompt alone and 0.007 with
+blank images; 2,500 grounding + 1,000 mixed steps (the defaults) 0.441. The base is pre-trained
+on the training split only; validation and test records never reach it.
 
 The checkpoint folder holds the model (``model.safetensors``, ``config.json``), its tokenizer (the
 byte-level BPE trained on the manifest's text) and a processor whose image processor gives the
@@ -53,8 +55,9 @@ class PretrainSettings:
     image_size: int = 64
     hidden: int = 128
     vocab_size: int = 1024
-    grounding_steps: int = 1500  # first: phrase and anatomy grounding records only
-    steps: int = 300  # then: every task
+    grounding_steps: int = 2500  # first: phrase and anatomy grounding records only
+    steps: int = 1000  # then: every task
+    grounding_share: float = 0.5  # of the samples of those later steps (the rest: other tasks)
     batch_size: int = 16
     lr: float = 1e-3
     warmup: int = 50
@@ -80,6 +83,24 @@ def _records(manifests: Sequence[str | Path], split: str) -> list[dict[str, Any]
     if not out:
         raise ValueError(f"no records of split {split!r} in {', '.join(map(str, manifests))}")
     return out
+
+
+def _sampler(part: list[dict[str, Any]], samples: int, s: PretrainSettings, mixed: bool) -> Any:
+    """The order of one part: ``samples`` draws, grounding records at ``s.grounding_share`` of
+    them in the mixed part (CURE's interleave of two sources: grounding and every other task),
+    a plain shuffle of the grounding records in the first."""
+    import numpy as np
+
+    from gradatim.sampling import MultiSourceSampler
+
+    is_grounding = np.array([r["task"] in GROUNDING_TASKS for r in part])
+    groups = [np.flatnonzero(is_grounding), np.flatnonzero(~is_grounding)]
+    weights = [s.grounding_share, 1.0 - s.grounding_share] if mixed else [1.0, 0.0]
+    keep = [k for k, g in enumerate(groups) if len(g) and weights[k] > 0]
+    return MultiSourceSampler(
+        [len(groups[k]) for k in keep], [weights[k] for k in keep], samples, seed=s.seed,
+        mode="interleave", replacement=False, members=[groups[k] for k in keep],
+    )  # fmt: skip
 
 
 def _save(bundle: Any, model: Any, out: Path, settings: PretrainSettings) -> None:
@@ -128,6 +149,8 @@ def pretrain_tiny(
     from gradatim.train.tokenizer import train_bpe
 
     s = settings or PretrainSettings()
+    if not 0.0 <= s.grounding_share <= 1.0:
+        raise ValueError(f"pretrain_tiny: grounding_share must be in [0, 1]: {s.grounding_share}")
     if s.family != "llava":
         raise ValueError(f"pretrain_tiny: only the llava family is supported, not {s.family!r}")
     out = Path(out)
@@ -148,29 +171,23 @@ def pretrain_tiny(
     losses: list[float] = []
     grounding = [r for r in records if r["task"] in GROUNDING_TASKS]
     model.train()
-    for part, n in ((grounding, s.grounding_steps), (records, s.steps)):
+    for part, n, mixed in ((grounding, s.grounding_steps, False), (records, s.steps, True)):
         if n == 0 or not part:
             continue
         data = model_dataset(bundle, part, None, s.box_format, s.seed)
-        shuffle = torch.Generator().manual_seed(s.seed + len(losses))
-        loader = DataLoader(
-            data, batch_size=s.batch_size, shuffle=True, drop_last=True, generator=shuffle
-        )
-        stop = len(losses) + n
-        while len(losses) < stop:
-            for batch in loader:
-                enc = encode_batch(bundle, batch["prompt"], batch["target"])
-                labels = enc.pop("labels")
-                logits = model(pixel_values=batch["pixel_values"], **enc).logits
-                loss = per_sample_loss(logits, labels).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                if len(losses) >= stop:
-                    break
+        loader = DataLoader(data, batch_size=s.batch_size, drop_last=True,
+                            sampler=_sampler(part, n * s.batch_size, s, mixed))  # fmt: skip
+        for batch in loader:
+            enc = encode_batch(bundle, batch["prompt"], batch["target"])
+            labels = enc.pop("labels")
+            logits = model(pixel_values=batch["pixel_values"], **enc).logits
+            loss = per_sample_loss(logits, labels).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # generation-config notices of a from-config model
@@ -195,6 +212,7 @@ def _main(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         grounding_steps=args.grounding_steps,
         steps=args.steps,
+        grounding_share=args.grounding_share,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
@@ -222,6 +240,12 @@ def add_parser(sub: Any) -> None:
         help="first steps on phrase and anatomy grounding records only",
     )
     p.add_argument("--steps", type=int, default=defaults.steps, help="then steps on every task")
+    p.add_argument(
+        "--grounding-share",
+        type=float,
+        default=defaults.grounding_share,
+        help="share of grounding records in those later steps",
+    )
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--image-size", type=int, default=defaults.image_size)
