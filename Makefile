@@ -44,7 +44,8 @@ test-python:
 ## the long stress runs: 1,000 abandoned iterators, >= 20 SIGKILLs with exact resume, hung reads.
 stress: sysdeps deps-test testdata build
 	HYPOTHESIS_PROFILE=stress $(PYTHON) -m pytest -q -m "not slow" tests/test_sampling.py \
-	  tests/test_loader.py tests/test_loader_dropin.py tests/test_warp.py tests/test_flip_draw_normalize.py
+	  tests/test_loader.py tests/test_loader_dropin.py tests/test_warp.py tests/test_flip_draw_normalize.py \
+	  tests/test_warp_cubic.py tests/test_resize_cubic.py tests/test_augment_cure.py
 	GRADATIM_STRESS=long $(PYTHON) -m pytest -q tests/test_stress.py tests/test_hostile_files.py
 
 ## Fuzzing (libFuzzer through cargo-fuzz, nightly toolchain): every decoder entry (JPEG, PNG,

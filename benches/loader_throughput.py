@@ -20,6 +20,10 @@ fast loaders get more, so that their timed window is seconds, not a fraction of 
 - (c) ``kernel bound``: per image, one thread, the best OpenCV kernels back to back (reduced
   decode from memory, CLAHE at 512, warpAffine at 512, normalise), times the worker count: what
   two cores could do with no loader at all (no file reads, no batching, no Python per sample).
+- the presets: gradatim.DataLoader with ``Augment.fast_train()`` (CURE's recipe at the output
+  size) and with ``Augment.cure_train()`` (CURE's albumentations pipeline exactly: full-resolution
+  decode, CLAHE at 2048, cubic crop/warp/resize), and the ratio of the two from runs made next to
+  each other.
 
 Each is measured in its own fresh subprocess (peak RSS / PSS are its own, see
 :mod:`gradatim.bench`); with ``--repeats`` all four run interleaved, the table shows each one's
@@ -58,12 +62,17 @@ RESULTS = Path(__file__).parent / "results" / "loader.json"
 PIL_ALBU = "torch+pil+albumentations"
 CACHED = "gradatim+cache"
 KERNEL_BOUND = "kernel bound"
+PRESET_FAST = "gradatim+fast_train"
+PRESET_CURE = "gradatim+cure_train"
+PRESETS = {PRESET_FAST: "fast_train", PRESET_CURE: "cure_train"}
 LABELS = {
     bench.GRADATIM: "gradatim.DataLoader (Rust threads)",
     PIL_ALBU: "(a) torch DataLoader + PIL + albumentations @2048",
     bench.TORCH_OPENCV: "(b) torch DataLoader + OpenCV reduced decode, ops @512",
     KERNEL_BOUND: "(c) kernel bound: best OpenCV kernels x cores",
     CACHED: "gradatim.DataLoader reading the pre-decoded cache",
+    PRESET_FAST: "gradatim.DataLoader, Augment.fast_train() (ops @512)",
+    PRESET_CURE: "gradatim.DataLoader, Augment.cure_train() (exact: CLAHE @2048, cubic)",
 }
 # the cached pipeline against gradatim uncached and against (c), decoding the originals
 CACHE_TARGETS = {bench.GRADATIM: 5.0, KERNEL_BOUND: 5.0}
@@ -343,6 +352,21 @@ def run_cached(config: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_preset(config: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """gradatim.DataLoader over the same manifest with one of the presets' augmentation."""
+    from gradatim.bench.child import measure_loader, memory_pass
+    from gradatim.bench.gradatim_loader import make_gradatim_loader
+    from gradatim.data.augment import Augment
+
+    augment = getattr(Augment, PRESETS[kind])().to_dict()
+    loader = make_gradatim_loader({**config, "augment": augment})
+    result = measure_loader(
+        loader, epochs=int(config["epochs"]), warmup_batches=int(config["warmup_batches"])
+    )
+    memory_pass(loader)
+    return result
+
+
 def build_cache_for(config: Mapping[str, Any], out: Path) -> dict[str, Any]:
     """Build the cache of the benchmark's data set (its decode size: 512 x 512 covers, so each
     2048 x 2048 JPEG is decoded at 1/4); build time and disk use per image."""
@@ -452,8 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         nargs="*",
         default=[],
-        choices=["a", "b", "c", "cache"],
-        help="baselines (or the cached pipeline) to skip",
+        choices=["a", "b", "c", "cache", "presets"],
+        help="baselines (or the cached pipeline, or the two augmentation presets) to skip",
     )
     parser.add_argument(
         "--min-ratio-b",
@@ -503,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             args.skip.append("a")
         kinds += [] if "a" in args.skip else [PIL_ALBU]
         kinds += [] if "c" in args.skip else [KERNEL_BOUND]
+        kinds += [] if "presets" in args.skip else list(PRESETS)
         cache_info: dict[str, Any] | None = None
         if "cache" not in args.skip:
             cache_info = build_cache_for(config, folder / "cache")
@@ -565,6 +590,19 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "met" if ratio >= need else "MISSED"
             print(f"cached / {LABELS[kind]}: {ratio:.2f}x (target >= {need}x: {verdict})")
         targets["cached"] = cache_targets
+    if PRESET_FAST in results and PRESET_CURE in results:
+        fast, cure = results[PRESET_FAST], results[PRESET_CURE]
+        ratio = bench.paired_ratios(results, reference=PRESET_FAST)[PRESET_CURE]
+        print(
+            f"Augment.fast_train(): {fast['images_per_s']:.1f} images/s, Augment.cure_train(): "
+            f"{cure['images_per_s']:.1f} images/s: fast_train is {ratio:.2f}x cure_train "
+            "(paired runs)"
+        )
+        targets["presets"] = {
+            "fast_train_images_per_s": fast["images_per_s"],
+            "cure_train_images_per_s": cure["images_per_s"],
+            "fast_over_cure": ratio,
+        }
     if PIL_ALBU in results:
         mem = {}
         for metric in ("rss_total_mb", "pss_peak_mb"):
@@ -653,6 +691,8 @@ if __name__ == "__main__":
                     PIL_ALBU: run_pil_albumentations,
                     KERNEL_BOUND: run_kernel_bound,
                     CACHED: run_cached,
+                    PRESET_FAST: lambda c: run_preset(c, PRESET_FAST),
+                    PRESET_CURE: lambda c: run_preset(c, PRESET_CURE),
                 },
             )
         )

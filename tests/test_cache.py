@@ -39,7 +39,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _dataset(manifest: Path, **kw: object) -> ga.ManifestDataset:
     kw.setdefault("image_size", (64, 48))
-    return ga.ManifestDataset(manifest, augment=ga.Augment.cure_train(), **kw)  # type: ignore[arg-type]
+    return ga.ManifestDataset(manifest, augment=ga.Augment.fast_train(), **kw)  # type: ignore[arg-type]
 
 
 def _batches(ds: ga.ManifestDataset, workers: int) -> list[tuple[list[str], np.ndarray]]:
@@ -137,7 +137,7 @@ def test_a_killed_build_resumes_to_the_same_cache(manifest: Path, tmp_path: Path
     m.write_text("".join(json.dumps(r) + "\n" for r in many))
     out = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "gradatim", "cache", "build", str(m), "-o", str(out),
-           "--size", "64x48", "--augment", "cure_train", "--threads", "1", "--quiet"]  # fmt: skip
+           "--size", "64x48", "--augment", "fast_train", "--threads", "1", "--quiet"]  # fmt: skip
     child = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     journal = out / "shard-000.entries"
     deadline = time.monotonic() + 120

@@ -217,7 +217,7 @@ def test_a_killed_upload_finishes_when_run_again(
     temp.mkdir()
     env = {**os.environ, **proxy.env(), "TMPDIR": str(temp)}
     cmd = [sys.executable, "-m", "gradatim", "cache", "build", str(large), "-o", url,
-           "--size", "64x48", "--augment", "cure_train", "--threads", "2", "--quiet"]  # fmt: skip
+           "--size", "64x48", "--augment", "fast_train", "--threads", "2", "--quiet"]  # fmt: skip
     s3 = proxy.client()
 
     def there(key: str) -> int | None:

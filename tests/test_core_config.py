@@ -27,12 +27,13 @@ def test_augment_defaults_are_the_cores_field_by_field() -> None:
     # the documented default (docs/loader.md), written out by hand
     assert _core.AUGMENT_DEFAULTS == {
         "clahe": {"clip_limit": 2.0, "tile_grid": [8, 8], "p": 1.0},
-        "affine": {"rotate": 10.0, "scale": [0.95, 1.05], "translate": 0.05, "shear": 0.0,
-                   "p": 1.0},
+        "affine": {"rotate": 10.0, "scale": [0.95, 1.05], "keep_ratio": True, "translate": 0.05,
+                   "shear": 0.0, "p": 1.0},
         "crop": None,
         "flip": None,
         "eval": None,
         "min_visible": 0.25,
+        "pipeline": "fast",
     }  # fmt: skip
     names = [f.name for f in dataclasses.fields(ga.Augment)]
     assert names == list(_core.AUGMENT_DEFAULTS)
@@ -54,10 +55,12 @@ def test_augment_makes_exactly_the_cores_default_config(tmp_path: Path) -> None:
     assert [off[k] for k in ("clahe", "affine", "crop", "flip", "eval")] == [None] * 5
     # a part given partially: the core fills the rest with that part's own defaults
     partial = core_config(ga.Augment(affine={"rotate": 5}, clahe=None))
-    assert partial["affine"] == {"rotate": 5.0, "scale": [1.0, 1.0], "translate": 0.0,
-                                 "shear": 0.0, "p": 1.0}  # fmt: skip
+    assert partial["affine"] == {"rotate": 5.0, "scale": [1.0, 1.0], "keep_ratio": True,
+                                 "translate": 0.0, "shear": 0.0, "p": 1.0}  # fmt: skip
     cure = core_config(ga.Augment.cure_train())
     assert cure["clahe"]["clip_limit"] == [1.0, 4.0] and cure["eval"]["p"] == 0.3
+    assert cure["pipeline"] == "cure" and cure["affine"]["keep_ratio"] is False
+    assert core_config(ga.Augment.fast_train())["pipeline"] == "fast"
 
 
 def test_dataset_config_is_parsed_and_checked_by_the_core(tmp_path: Path) -> None:
@@ -70,7 +73,8 @@ def test_dataset_config_is_parsed_and_checked_by_the_core(tmp_path: Path) -> Non
         ({"on_error": "ignore"}, "on_error must be 'raise' or 'skip'"),
         ({"box_format": "yolo"}, "box_format must be one of"),
         ({"mask_padding": "wrap"}, "mask_padding must be 'reflect' or 'zero'"),
-        ({"mask_cells": "half"}, "mask_cells must be 'whole' or 'fraction'"),
+        ({"mask_cells": "half"}, "mask_cells must be 'truncate', 'whole' or 'fraction'"),
+        ({"mask_empty": "none"}, "mask_empty must be 'image' or 'zeros'"),
         ({"image_size": (0, 8)}, "image_size must be positive"),
         ({"augment": {"clahe": {"p": 2.0}}}, r"augment.clahe.p must be in \[0, 1\]"),
         ({"augment": {"affine": {"rotate": float("nan")}}}, "augment.affine.rotate"),
@@ -85,7 +89,8 @@ def test_dataset_config_is_parsed_and_checked_by_the_core(tmp_path: Path) -> Non
         "box_format": "xyxy", "templates": {"preset": "gradatim"}, "on_error": "skip",
         "max_pixels": 1 << 20, "max_bytes": 1 << 30, "mask_grid": (4, 4), "mask_sigma": 0.0,
         "mask_kernel": None,
-        "mask_padding": "zero", "mask_cells": "fraction", "overlay_thickness": 1,
+        "mask_padding": "zero", "mask_cells": "fraction", "mask_empty": "zeros",
+        "overlay_thickness": 1,
     }  # fmt: skip
     direct = _core.Dataset(RECORDS, None, "record", config)  # type: ignore[arg-type]
     assert len(direct) == len(good) == 2 and direct.record(1)["id"] == "b"

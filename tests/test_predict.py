@@ -19,7 +19,7 @@ from gradatim.cli import main
 from gradatim.evaluate import read_predictions
 from gradatim.train import checkpoint
 from gradatim.train.config import load_config
-from gradatim.train.data import make_dataset, source_records
+from gradatim.train.data import eval_augment, make_dataset, source_records
 from gradatim.train.loop import build_model, train
 from gradatim.train.predict import load_checkpoint, manifest_records, predict
 from gradatim.train.text import _prefix_ids
@@ -83,7 +83,7 @@ def test_predict_equals_the_runs_validation_generation(
     assert [r["id"] for r in rows] == [r["id"] for r in validate]  # one per record, in order
     # the run's own model (in memory) through the validator, on the same records
     cfg, bundle = run["cfg"], run["bundle"]
-    val = make_dataset(cfg, bundle, validate, augment=None)
+    val = make_dataset(cfg, bundle, validate, augment=eval_augment(cfg))  # the run's validation
     validator = Validator(val, bundle, per_source=1000, batch_size=1, max_new_tokens=TOKENS,
                           box_format=cfg.data.box_format, seed=cfg.train.seed)  # fmt: skip
     expected = {r["id"]: r for r in validator.generate_rows(run["model"])}
@@ -125,7 +125,8 @@ def test_blank_images_and_beams_reach_generate(
         assert s["beams"] == 2
         assert torch.equal(s["pixels"], grey.view(1, -1, 1, 1).expand_as(s["pixels"]))
     cfg = run["cfg"]
-    val = make_dataset(cfg, bundle, manifest_records(run["manifest"], "validate"), augment=None)
+    records = manifest_records(run["manifest"], "validate")
+    val = make_dataset(cfg, bundle, records, augment=eval_augment(cfg))
     assert torch.equal(blank_value(val), grey)
 
 
@@ -165,7 +166,8 @@ def test_base_model_is_the_untrained_model(run: dict[str, Any], tmp_path: Path) 
     # a freshly initialised adapter (LoRA's B matrices are zero) on the rebuilt base model
     cfg, bundle, _ = load_checkpoint(run["ckpt"], device="cpu", base_model=True)
     fresh = apply_lora(bundle.model, cfg.lora)
-    ds = make_dataset(cfg, bundle, manifest_records(run["manifest"], "validate")[:3], None)
+    records = manifest_records(run["manifest"], "validate")[:3]
+    ds = make_dataset(cfg, bundle, records, eval_augment(cfg))
     rows = generate_rows(fresh, bundle, ds, [0, 1, 2], batch_size=1, max_new_tokens=4,
                          box_format=cfg.data.box_format, seed=cfg.train.seed)  # fmt: skip
     assert read_predictions(out) == rows

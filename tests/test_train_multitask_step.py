@@ -1,8 +1,10 @@
 """MultiTaskOptimizer's bookkeeping on a real module: ``linear`` is one backward pass of the
-weighted mean loss (gradient equal to autograd's on the hand-written weighted mean, with gradient
-accumulation, a ``modules_to_save``-style plain head and two data-parallel ranks), the per-task
-methods one pass per task, and the all-in-one ``step(losses, ...)`` consumes its gradients, so
-repeated calls without ``zero_grad`` repeat the same update."""
+weighted loss (gradient equal to autograd's on the hand-written objective, with gradient
+accumulation, a ``modules_to_save``-style plain head and two data-parallel ranks: the weighted
+mean with ``normalize_weights=True``, as the training loop calls it, and the mean over
+micro-batches of ``sum_i w_i L_i`` at the weights' own scale by default), the per-task methods one
+pass per task, and the all-in-one ``step(losses, ...)`` consumes its gradients, so repeated calls
+without ``zero_grad`` repeat the same update."""
 
 from __future__ import annotations
 
@@ -63,15 +65,19 @@ SCALE = {"report": 1.0, "phrase_grounding": 2.5, "vqa": 0.5}
 
 
 def optimizer_grads(
-    net: Net, batches: list[tuple[torch.Tensor, torch.Tensor, list[str]]], method: str
+    net: Net,
+    batches: list[tuple[torch.Tensor, torch.Tensor, list[str]]],
+    method: str,
+    normalize: bool = True,
 ) -> list[torch.Tensor]:
-    """The loop's calls: per micro-batch ``backward(task_losses, counts, names)``, then
-    ``apply(step)``."""
+    """The loop's calls (``normalize_weights=True``): per micro-batch ``backward(task_losses,
+    counts, names)``, then ``apply(step)``."""
     opt = MultiTaskOptimizer(
         torch.optim.SGD(net.params(), lr=0.1),
         shared=net.shared(),
         method=method,  # type: ignore[arg-type]
         tasks=TASKS,
+        normalize_weights=normalize,
     )
     for x, y, tasks in batches:
         names, losses = group_losses(per_sample(net, x, y), tasks)
@@ -82,10 +88,11 @@ def optimizer_grads(
 
 
 def reference_grads(
-    net: Net, batches: list[tuple[torch.Tensor, torch.Tensor, list[str]]]
+    net: Net, batches: list[tuple[torch.Tensor, torch.Tensor, list[str]]], normalize: bool = True
 ) -> list[torch.Tensor]:
-    """autograd on the hand-written weighted mean: sum over micro-batches and tasks of
-    ``w_i L_i``, over the sum of the ``w_i``, with ``L_i`` the task's mean loss."""
+    """autograd on the hand-written objective: the sum over micro-batches and tasks of
+    ``w_i L_i`` (``L_i`` the task's mean loss) over the sum of the ``w_i`` (normalised), or over
+    the number of micro-batches (the weights' own scale)."""
     num, den = torch.zeros(()), 0.0
     for x, y, tasks in batches:
         per = per_sample(net, x, y)
@@ -94,17 +101,18 @@ def reference_grads(
             w = float(mask.sum()) * SCALE[name]
             num = num + w * per[mask].mean()
             den += w
-    return list(torch.autograd.grad(num / den, net.params()))
+    return list(torch.autograd.grad(num / (den if normalize else len(batches)), net.params()))
 
 
+@pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("micro_batches", [1, 2])
-def test_linear_gradient_is_the_weighted_mean_loss_gradient(micro_batches: int) -> None:
+def test_linear_gradient_is_the_weighted_loss_gradient(micro_batches: int, normalize: bool) -> None:
     """One micro-batch; two (gradient accumulation), the second of another size and fewer
     tasks."""
     batches = [micro_batch(0), micro_batch(1, n=7, k=2)][:micro_batches]
     net = Net()
-    expected = reference_grads(net, batches)
-    got = optimizer_grads(net, batches, "linear")
+    expected = reference_grads(net, batches, normalize)
+    got = optimizer_grads(net, batches, "linear", normalize)
     for p, g, e in zip(net.params(), got, expected, strict=True):
         assert g.shape == p.shape
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
@@ -216,35 +224,43 @@ def test_backward_and_apply_keep_grad_for_the_caller() -> None:
 # --- two data-parallel ranks (gloo) ------------------------------------------------------------
 
 
-def _rank(rank: int, store: str, out: str, method: str) -> None:
+def _rank(rank: int, store: str, out: str, runs: list[tuple[str, bool]]) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        net = Net()
-        shards = [micro_batch(10 + 2 * rank + k, n=6 + 3 * rank) for k in range(2)]
-        grads = optimizer_grads(net, shards, method)
-        save_file({str(i): g.contiguous() for i, g in enumerate(grads)}, f"{out}/rank{rank}.st")
+        for method, normalize in runs:
+            net = Net()
+            shards = [micro_batch(10 + 2 * rank + k, n=6 + 3 * rank) for k in range(2)]
+            grads = optimizer_grads(net, shards, method, normalize)
+            save_file(
+                {str(i): g.contiguous() for i, g in enumerate(grads)},
+                f"{out}/{method}-{normalize}-rank{rank}.st",
+            )
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("method", ["linear"])
-def test_linear_under_two_ranks_equals_one_process_on_all_the_data(
-    tmp_path: Path, method: str
-) -> None:
-    """Under torch.distributed, ``linear`` all-reduces the summed gradient and the total weight:
-    every rank gets the gradient of the weighted mean over both ranks' micro-batches (ranks of
-    different sizes)."""
+def test_two_ranks_equal_one_process_on_all_the_data(tmp_path: Path) -> None:
+    """Under torch.distributed, ``linear`` all-reduces the summed gradient, the total weight and
+    the number of micro-batches: every rank gets the gradient of the objective over both ranks'
+    micro-batches (ranks of different sizes), normalised or at the weights' scale; ``pcgrad``
+    all-reduces the per-task sums and micro-batch counts and gets what one process gets on all
+    four micro-batches."""
     import torch.multiprocessing as mp
 
-    args = (str(tmp_path / "store"), str(tmp_path), method)
+    runs = [("linear", True), ("linear", False), ("pcgrad", False)]
+    args = (str(tmp_path / "store"), str(tmp_path), runs)
     # spawn, not fork: a fork of a process whose OpenMP pool is running can hang in the child
     mp.start_processes(_rank, args=args, nprocs=2, join=True, start_method="spawn")
-    loaded = [load_file(tmp_path / f"rank{r}.st") for r in range(2)]
-    ranks = [[d[str(i)] for i in range(len(d))] for d in loaded]
     every = [micro_batch(10 + 2 * r + k, n=6 + 3 * r) for r in range(2) for k in range(2)]
-    expected = reference_grads(Net(), every)
-    for a, b, e in zip(ranks[0], ranks[1], expected, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+    for method, normalize in runs:
+        loaded = [load_file(tmp_path / f"{method}-{normalize}-rank{r}.st") for r in range(2)]
+        ranks = [[d[str(i)] for i in range(len(d))] for d in loaded]
+        if method == "linear":
+            expected = reference_grads(Net(), every, normalize)
+        else:
+            expected = optimizer_grads(Net(), every, method, normalize)
+        for a, b, e in zip(ranks[0], ranks[1], expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)

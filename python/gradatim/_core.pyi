@@ -49,6 +49,7 @@ def warp_affine(
     height: int,
     boxes: NDArray[np.float64] | None = None,
     min_visible: float = 0.25,
+    interpolation: str = "bilinear",
 ) -> tuple[np.ndarray, NDArray[np.float64], NDArray[np.bool_]]: ...
 def hflip(img: np.ndarray) -> np.ndarray: ...
 def hflip_boxes(boxes: NDArray[np.float64], width: int) -> NDArray[np.float64]: ...
@@ -77,6 +78,26 @@ def apply_augment_plan(
     flip: bool = False,
     min_visible: float = 0.25,
 ) -> tuple[np.ndarray, NDArray[np.float64], NDArray[np.bool_]]: ...
+def augment_plan(
+    augment: dict[str, Any],
+    seed: int,
+    epoch: int,
+    index: int,
+    width: int,
+    height: int,
+    laterality_sensitive: bool = False,
+) -> dict[str, Any]: ...
+def apply_cure_plan(
+    img: np.ndarray,
+    width: int,
+    height: int,
+    plan: dict[str, Any],
+    boxes: NDArray[np.float64] | None = None,
+    *,
+    decoded_scale: tuple[float, float] = ...,
+    min_visible: float = 0.0,
+) -> tuple[NDArray[np.uint8], NDArray[np.float64], NDArray[np.bool_]]: ...
+def lab_grey_tables() -> tuple[bytes, bytes]: ...
 
 # --- sampling (rust/python/src/sampling.rs) ---------------------------------------------------
 @final
@@ -294,6 +315,7 @@ class _DatasetConfig(TypedDict):
     mask_kernel: int | None
     mask_padding: str
     mask_cells: str
+    mask_empty: str
     overlay_thickness: int
 
 @final
@@ -341,3 +363,12 @@ class Stream:
 
 def render_boxes(format: str, boxes: list[list[float]]) -> str: ...
 def parse_boxes(format: str, text: str) -> list[list[float]]: ...
+def box_mask(
+    boxes: list[list[float]],
+    grid: tuple[int, int],
+    sigma: float,
+    kernel: int | None,
+    padding: str,
+    cells: str,
+    empty: str,
+) -> NDArray[np.float32]: ...

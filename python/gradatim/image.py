@@ -4,8 +4,10 @@ Arrays are NumPy, HxW (grey) or HxWxC (colour, RGB order), ``uint8`` or ``uint16
 matches an OpenCV oracle (the tests compare against it):
 
 - :func:`clahe` == ``cv2.createCLAHE(clip_limit, tile_grid).apply(img)``
-- :func:`warp_affine` == ``cv2.warpAffine(img, M, size, INTER_LINEAR, BORDER_CONSTANT, 0)``
-- :func:`resize` == ``cv2.resize(img, size, interpolation=INTER_AREA | INTER_LINEAR)``
+- :func:`warp_affine` == ``cv2.warpAffine(img, M, size, INTER_LINEAR | INTER_CUBIC,
+  BORDER_CONSTANT, 0)``
+- :func:`resize` == ``cv2.resize(img, size, interpolation=INTER_AREA | INTER_LINEAR |
+  INTER_CUBIC)`` (cubic: OpenCV's own kernel, i.e. ``cv2.ipp.setUseIPP(False)``; docs/image.md)
 
 Sizes are ``(width, height)`` as in OpenCV; array shapes are ``(height, width[, channels])``.
 """
@@ -184,11 +186,13 @@ def warp_affine(
     size: Size,
     boxes: ArrayLike | None = None,
     min_visible: float = 0.25,
+    interpolation: Literal["bilinear", "cubic"] = "bilinear",
 ) -> tuple[np.ndarray, NDArray[np.float64], NDArray[np.bool_]]:
     """Warp ``img`` with the forward 2x3 affine ``matrix`` into an image of ``size=(w, h)``.
 
-    Bilinear interpolation, constant 0 border: the same as ``cv2.warpAffine(img, matrix, size,
-    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)``.
+    Bilinear (or bicubic) interpolation, constant 0 border: the same as ``cv2.warpAffine(img,
+    matrix, size, flags=cv2.INTER_LINEAR (cv2.INTER_CUBIC), borderMode=cv2.BORDER_CONSTANT,
+    borderValue=0)``. Bicubic takes at most 4 channels, as OpenCV.
 
     ``boxes`` (N x 4, ``[x1, y1, x2, y2]`` in input pixels) go through the same matrix: their four
     corners are mapped, the enclosing box is clipped to the output, and a box whose clipped area is
@@ -203,14 +207,16 @@ def warp_affine(
     b = _boxes(boxes, "warp_affine")
     if not 0.0 <= min_visible <= 1.0:
         raise InvalidArgumentError(f"warp_affine: min_visible must be in [0, 1], got {min_visible}")
-    return _core.warp_affine(arr, m.tolist(), w, h, b, float(min_visible))
+    return _core.warp_affine(arr, m.tolist(), w, h, b, float(min_visible), interpolation)
 
 
 def resize(
-    img: ArrayLike, size: Size, interpolation: Literal["area", "bilinear"] = "area"
+    img: ArrayLike, size: Size, interpolation: Literal["area", "bilinear", "cubic"] = "area"
 ) -> np.ndarray:
     """Resize to ``size=(w, h)``: ``"area"`` == ``cv2.INTER_AREA`` (use it to shrink),
-    ``"bilinear"`` == ``cv2.INTER_LINEAR``."""
+    ``"bilinear"`` == ``cv2.INTER_LINEAR``, ``"cubic"`` == ``cv2.INTER_CUBIC`` as OpenCV's own
+    code computes it (``cv2.resize`` hands cubic to Intel IPP where built with it, within 1
+    level: docs/image.md)."""
     arr = _image(img, "resize")
     w, h = _size(size, "resize")
     return _core.resize(arr, w, h, interpolation)

@@ -1,23 +1,27 @@
 """Samplers: which global indices a rank reads, in which order. Indices are generated in Rust
 (``rust/core/src/sampling``) in chunks, deterministically from ``(seed, epoch, position)``.
 
-- :class:`MultiSourceSampler`: weighted draws over the concatenation of several sources (CURE's
-  inter-dataset curriculum, natural or uniform mixing), weights changeable at any step;
+- :class:`MultiSourceSampler`: weighted draws over the concatenation of several sources (natural,
+  uniform or curriculum weights), weights changeable at any step;
 - :class:`CurriculumSampler`: shuffles and shards the subset a curriculum picks for each epoch
   (RRGCL, pacing baselines);
+- :class:`NestedInterleaveSampler`: CURE's training order itself: its ``SequentialSampler`` over
+  nested ``WeightedCompositeDataset`` s (sources, categories, sub-categories);
 - :func:`interleave_pattern`: CURE's deterministic slot pattern.
 
-Both samplers are ``torch.utils.data.Sampler`` subclasses (when torch is installed) and work with a
+The samplers are ``torch.utils.data.Sampler`` subclasses (when torch is installed) and work with a
 plain ``torch.utils.data.DataLoader``. Distributed sharding follows
 ``torch.utils.data.DistributedSampler``: every rank computes the same global sequence, pads it by
 repeating its start up to a multiple of ``world_size`` (or truncates it with ``drop_last``) and
-takes positions ``rank, rank + world_size, ...``. ``state_dict()`` is plain JSON-able data;
+takes positions ``rank, rank + world_size, ...`` (``NestedInterleaveSampler``'s order has no end:
+rank ``r`` reads its positions ``t x world_size + r``). ``state_dict()`` is plain JSON-able data;
 ``load_state_dict()`` continues the exact sequence. See ``docs/curriculum.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -37,6 +41,7 @@ except ImportError:  # pragma: no cover - exercised only where torch is absent
 
 __all__ = [
     "MultiSourceSampler",
+    "NestedInterleaveSampler",
     "CurriculumSampler",
     "interleave_pattern",
     "interleave_slots",
@@ -181,9 +186,11 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         replacement: with replacement, the element inside the chosen source is uniform. Without,
             each source is read along a fresh random permutation and, when exhausted, starts a new
             one, so weights keep their meaning even when they ask for more than a source holds.
-        mode: ``"random"`` draws the source of every position independently with the weights
-            (CURE's sampling); ``"interleave"`` follows CURE's deterministic slot pattern
-            (:func:`interleave_pattern`); ``"quota"`` gives each source exactly its
+        mode: ``"random"`` draws the source of every position independently with the weights;
+            ``"interleave"`` follows CURE's deterministic slot pattern
+            (:func:`interleave_pattern`), restarted at each epoch and weight change (CURE's own
+            order, which does not restart, is :class:`NestedInterleaveSampler`); ``"quota"``
+            gives each source exactly its
             largest-remainder share of ``weights x num_samples`` positions, shuffled per epoch:
             with weights
             proportional to the sizes and ``replacement=False`` an epoch is every sample exactly
@@ -603,6 +610,490 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
             f"MultiSourceSampler(sizes={self._sizes}, weights={self.weights}, "
             f"num_samples={self.num_samples}, mode={self._mode!r}, "
             f"replacement={self._replacement}, rank={self._rank}, world_size={self._world_size})"
+        )
+
+
+NodePath = tuple[str, ...]
+
+
+def _path(key: Any) -> NodePath:
+    """A node of the tree: ``("source",)``, ``("source", "category")``, ... (a string is split
+    on ``/``)."""
+    if isinstance(key, str):
+        return tuple(key.split("/"))
+    return tuple(str(k) for k in key)
+
+
+class _Plan:
+    """One weight configuration of the tree, ready to map positions to leaves: per internal node
+    its slot pattern over its children with positive weight, each child's slots per period, each
+    slot's rank among its child's slots, and every node's length (CURE's
+    ``WeightedCompositeDataset``: ``ceil(len(child) / slots)`` periods for its slowest child;
+    a leaf's length is its size)."""
+
+    def __init__(self, sampler: NestedInterleaveSampler, weights: Mapping[NodePath, float]) -> None:
+        self.pattern: dict[NodePath, NDArray[np.int64]] = {}
+        self.rank: dict[NodePath, NDArray[np.int64]] = {}
+        self.slots: dict[NodePath, NDArray[np.int64]] = {}
+        self.children: dict[NodePath, list[NodePath]] = {}
+        self.length: dict[NodePath, int] = {}
+        for leaf, size in zip(sampler._leaves, sampler._sizes, strict=True):
+            self.length[leaf] = size
+        for node in sorted(sampler._children, key=len, reverse=True):  # deepest first
+            kids = [c for c in sampler._children[node] if weights[c] > 0]
+            if not kids:
+                raise InvalidArgumentError(
+                    f"weights: node {'/'.join(node) or '(root)'} has no child with a positive "
+                    "weight"
+                )
+            for c in kids:
+                if self.length[c] == 0:
+                    raise InvalidArgumentError(
+                        f"weights: {'/'.join(c)} has a positive weight and no sample"
+                    )
+            pattern = np.asarray(_core.interleave_pattern([weights[c] for c in kids]), np.int64)
+            slots = np.bincount(pattern, minlength=len(kids)).astype(np.int64)
+            order = np.argsort(pattern, kind="stable")  # each child's slots, in slot order
+            starts = np.concatenate([[0], np.cumsum(slots)[:-1]])
+            rank = np.empty(len(pattern), dtype=np.int64)
+            rank[order] = np.arange(len(pattern)) - starts[pattern[order]]
+            periods = max(-(-self.length[c] // int(n)) for c, n in zip(kids, slots, strict=True))
+            self.pattern[node], self.rank[node], self.slots[node] = pattern, rank, slots
+            self.children[node] = kids
+            self.length[node] = periods * len(pattern)
+
+
+class NestedInterleaveSampler(_SamplerBase):  # type: ignore[type-arg,misc]
+    """CURE's training order: its trainer reads its ``WeightedCompositeDataset`` through a
+    ``SequentialSampler``, and a source with categories is itself such a composite over its
+    categories (Chest ImaGenome's over prompt modes, each over anatomical locations)
+    (PabloMessina/CURE 9365333, ``scripts/train_medgemma.py``,
+    ``vlm_research_kit/data/dataset_helpers.py``, ``vlm_research_kit/data/datasets/*.py``).
+
+    The data are a tree: sources, optionally categories inside them and sub-categories inside
+    those; the leaves hold the samples (``members``, data-set indices). Every internal node
+    interleaves its children with CURE's slot pattern for their weights
+    (:func:`interleave_pattern`), and position ``i`` of a node reads its child ``c = pattern[i mod
+    L]`` at that child's running count ``(i div L) x slots(c) + (slots of c before i mod L)``,
+    taken modulo the child's length (a leaf's length is its size; a composite's is
+    ``ceil(len(child) / slots(child))`` periods of its slowest child, times ``L``). The root is
+    read at ``g mod len(root)``, ``g`` the sample's global position since the start of training:
+    no restart at epochs or at a weight change (CURE's trainer resumes each cycle at its global
+    step with the new weights). Inside a leaf, position ``j`` is element ``j mod size`` of the
+    leaf's order: with ``shuffle=False`` the members as given (CURE's lists before its shuffles),
+    else a permutation keyed by ``(seed, leaf, g div len(root), j div size)`` (CURE re-shuffles
+    its lists at every validation cycle; gradatim at every pass through a leaf). So nothing
+    inside a leaf repeats before all of it was read, within one pass over the root.
+
+    Sharding: rank ``r`` of ``W`` reads global positions ``t W + r`` at its step ``t = epoch x
+    len(self) + position``; ``len(self) = ceil(num_samples / W)`` (``num_samples`` defaults to
+    the number of samples). Epochs only count steps: the order runs on across them.
+
+    Weights: one per node (default 1: uniform at every level). :meth:`set_node_weights` changes
+    some from a step on (per-rank steps, as :class:`MultiSourceSampler`); :meth:`set_weights`
+    takes one weight per leaf and gives each node the sum of its leaves. The log of changes is
+    part of :meth:`state_dict`.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[ArrayLike],
+        paths: Sequence[Any],
+        weights: Mapping[Any, float] | None = None,
+        *,
+        num_samples: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> None:
+        super().__init__()
+        self._members = _members(members, None)
+        leaves = [_path(p) for p in paths]
+        if len(leaves) != len(self._members):
+            raise InvalidArgumentError("paths: expected one path per member array")
+        if len(set(leaves)) != len(leaves) or any(not p for p in leaves):
+            raise InvalidArgumentError("paths: expected distinct, non-empty leaf paths")
+        children: dict[NodePath, list[NodePath]] = {}
+        for leaf in leaves:
+            for k in range(len(leaf)):
+                kids = children.setdefault(leaf[:k], [])
+                if leaf[: k + 1] not in kids:
+                    kids.append(leaf[: k + 1])
+        inner = [leaf for leaf in leaves if leaf in children]
+        if inner:
+            raise InvalidArgumentError(f"paths: {'/'.join(inner[0])} is a leaf and a node")
+        self._leaves, self._children = leaves, children
+        self._sizes = [len(m) for m in self._members]
+        self._nodes = [n for n in children if n] + [leaf for leaf in leaves]
+        self._table = np.concatenate(self._members)
+        self._num_samples = (
+            sum(self._sizes) if num_samples is None else _int_arg(num_samples, "num_samples", 1)
+        )
+        if self._num_samples < 1:
+            raise InvalidArgumentError("members: no samples")
+        self._seed = _seed(seed)
+        self._shuffle = bool(shuffle)
+        self._world_size = _int_arg(world_size, "world_size", 1)
+        self._rank = _int_arg(rank, "rank")
+        if self._rank >= self._world_size:
+            raise InvalidArgumentError(
+                f"rank: must be in [0, world_size = {self._world_size}), got {self._rank}"
+            )
+        self._chunk_size = _int_arg(chunk_size, "chunk_size", 1)
+        self._log: list[tuple[int, dict[NodePath, float]]] = []
+        self._plans: dict[int, _Plan] = {}
+        self._perms: dict[int, tuple[int, NDArray[np.int64]]] = {}
+        first = self._complete({n: 1.0 for n in self._nodes}, weights or {})
+        self._log.append((0, first))
+        self._plan(0)
+        self._epoch = 0
+        self._resume = 0
+        self._pass = _PassTracker()
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        weights: Mapping[str, float],
+        *,
+        categories: str | Sequence[str] | None = None,
+        keep: ArrayLike | None = None,
+        **kwargs: Any,
+    ) -> NestedInterleaveSampler:
+        """A sampler over ``dataset``'s records grouped by ``source`` (weighted by name, every
+        source of the kept records named, as :meth:`MultiSourceSampler.from_dataset`) and, with
+        ``categories`` (a column name or one label per record; ``"a/b"`` is category ``a``,
+        sub-category ``b``), by category inside each source, in order of first appearance;
+        categories start at equal weight. ``keep`` restricts it to some records."""
+        sources = [str(s) for s in _column(dataset, "source")]
+        kept = np.ones(len(sources), dtype=bool)
+        if keep is not None:
+            k = np.asarray(keep)
+            kept = k.astype(bool) if k.dtype == bool else np.isin(np.arange(len(sources)), k)
+            if kept.shape != (len(sources),) or not kept.any():
+                raise InvalidArgumentError("keep: expected a non-empty mask or indices of records")
+        present = list(dict.fromkeys(s for s, k in zip(sources, kept.tolist(), strict=True) if k))
+        missing = [s for s in present if s not in weights]
+        absent = [n for n in weights if n not in present]
+        if missing or absent:
+            raise InvalidArgumentError(
+                f"weights: sources {missing} have no weight, {absent} are not in the data set"
+            )
+        labels: list[str] | None = None
+        if categories is not None:
+            cats = _column(dataset, categories) if isinstance(categories, str) else list(categories)
+            if len(cats) != len(sources):
+                raise InvalidArgumentError(
+                    f"categories: expected one per record ({len(sources)}), got {len(cats)}"
+                )
+            labels = [str(c) for c in cats]
+        groups: dict[NodePath, list[int]] = {}
+        for name in weights:
+            for i in np.flatnonzero(kept & (np.asarray(sources, dtype=object) == name)).tolist():
+                path = (str(name),) + (() if labels is None else _path(labels[i]))
+                groups.setdefault(path, []).append(i)
+        node_weights = {(str(n),): float(w) for n, w in weights.items()}
+        return cls(list(groups.values()), list(groups), node_weights, **kwargs)
+
+    # -- weights ---------------------------------------------------------------------------------
+    def _complete(
+        self, base: Mapping[NodePath, float], changes: Mapping[Any, float]
+    ) -> dict[NodePath, float]:
+        out = dict(base)
+        for key, w in changes.items():
+            node = _path(key)
+            if node not in out:
+                raise InvalidArgumentError(f"weights: no node {'/'.join(node)!r}")
+            value = float(w)
+            if not math.isfinite(value) or value < 0:
+                raise InvalidArgumentError(f"weights[{'/'.join(node)!r}]: expected >= 0, got {w}")
+            out[node] = value
+        _Plan(self, out)  # refuses a node without a positive child, or an empty weighted leaf
+        return out
+
+    def _entry(self, step: int) -> int:
+        return max(k for k, (s, _) in enumerate(self._log) if s <= step)
+
+    def _plan(self, k: int) -> _Plan:
+        plan = self._plans.get(k)
+        if plan is None:
+            plan = self._plans[k] = _Plan(self, self._log[k][1])
+        return plan
+
+    def _now(self) -> int:
+        if self._pass.epoch is not None:
+            return self._pass.epoch * len(self) + self._pass.consumed()
+        return self._epoch * len(self) + self._resume
+
+    def set_node_weights(self, weights: Mapping[Any, float], *, step: int | None = None) -> int:
+        """Change the weights of some nodes (``{("src", "cat"): w}`` or ``{"src/cat": w}``) from
+        per-rank step ``step`` on (default, and at the latest: the next index handed out); the
+        other nodes keep theirs. Returns the step the change applies at."""
+        now = self._now()
+        at = now if step is None else max(_int_arg(step, "step"), now)
+        k = self._entry(at)
+        new = self._complete(self._log[k][1], weights)
+        self._log = [e for e in self._log if e[0] < at] + [(at, new)]  # later ones replaced
+        self._plans = {}
+        track = self._pass
+        if track.epoch is not None:
+            cut = at - track.epoch * len(self) - track.chunk_start
+            if 0 <= cut < len(track.chunk):
+                del track.chunk[max(cut, track.consumed() - track.chunk_start) :]
+        return at
+
+    def set_weights(self, weights: ArrayLike, *, step: int | None = None) -> int:
+        """One weight per leaf (in :attr:`leaves` order); every node gets the sum of its
+        leaves' weights, so each level interleaves its children in those proportions."""
+        w = _weights(weights)
+        if len(w) != len(self._leaves):
+            raise InvalidArgumentError(f"weights: expected {len(self._leaves)} leaf weights")
+        sums: dict[NodePath, float] = {}
+        for leaf, v in zip(self._leaves, w, strict=True):
+            for k in range(1, len(leaf) + 1):
+                sums[leaf[:k]] = sums.get(leaf[:k], 0.0) + v
+        return self.set_node_weights(sums, step=step)
+
+    @property
+    def node_weights(self) -> dict[str, float]:
+        """The weight of every node (``"source"``, ``"source/category"``, ...) now in force."""
+        return {"/".join(n): w for n, w in self._log[self._entry(self._now())][1].items()}
+
+    @property
+    def weights(self) -> list[float]:
+        """Each leaf's share of the draws now in force: the product, down its path, of its
+        node's weight over the weights of the node and its siblings."""
+        w = self._log[self._entry(self._now())][1]
+        out = []
+        for leaf in self._leaves:
+            share = 1.0
+            for k in range(1, len(leaf) + 1):
+                total = sum(w[c] for c in self._children[leaf[: k - 1]])
+                share *= w[leaf[:k]] / total if total > 0 else 0.0
+            out.append(share)
+        return out
+
+    @property
+    def weight_log(self) -> list[tuple[int, dict[str, float]]]:
+        """Every change as ``(step, {node: weight})``; the first is at step 0."""
+        return [(s, {"/".join(n): v for n, v in w.items()}) for s, w in self._log]
+
+    # -- structure -------------------------------------------------------------------------------
+    @property
+    def leaves(self) -> list[NodePath]:
+        return list(self._leaves)
+
+    @property
+    def sizes(self) -> list[int]:
+        return list(self._sizes)
+
+    @property
+    def hierarchy(self) -> dict[str, Any] | None:
+        """``{source: [category, ...]}``, or ``{source: {category: [sub-category, ...]}}`` where
+        a source has sub-categories; ``None`` when no source has categories."""
+        if all(len(leaf) == 1 for leaf in self._leaves):
+            return None
+        out: dict[str, Any] = {}
+        for (src,) in self._children[()]:
+            cats = self._children.get((src,), [])
+            if any(c in self._children for c in cats):
+                out[src] = {c[1]: [x[2] for x in self._children.get(c, [])] for c in cats}
+            else:
+                out[src] = [c[1] for c in cats]
+        return out
+
+    @property
+    def num_samples(self) -> int:
+        return self._num_samples
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    def __len__(self) -> int:
+        return -(-self._num_samples // self._world_size)
+
+    # -- the order -------------------------------------------------------------------------------
+    def slots(self, epoch: int, start: int, count: int) -> tuple[NDArray[np.int64], NDArray]:
+        """For this rank's positions ``start .. start + count`` of ``epoch``: each one's leaf
+        (an index into :attr:`leaves`) and its running position inside that leaf (before the
+        wrap at the leaf's size)."""
+        leaf, pos, _ = self._slots(epoch, start, count)
+        return leaf, pos
+
+    def _slots(
+        self, epoch: int, start: int, count: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """:meth:`slots` and, per position, how many times the root wrapped before it (CURE's
+        epochs)."""
+        steps = _int_arg(epoch, "epoch") * len(self) + np.arange(start, start + count)
+        leaf = np.empty(count, dtype=np.int64)
+        pos = np.empty(count, dtype=np.int64)
+        wraps = np.empty(count, dtype=np.int64)
+        index = {p: k for k, p in enumerate(self._leaves)}
+        bounds = [s for s, _ in self._log] + [np.iinfo(np.int64).max]
+        for k in range(len(self._log)):
+            sel = np.flatnonzero((steps >= bounds[k]) & (steps < bounds[k + 1]))
+            if not sel.size:
+                continue
+            plan = self._plan(k)
+            g = steps[sel] * self._world_size + self._rank
+            wraps[sel] = g // plan.length[()]
+            self._descend(plan, (), g % plan.length[()], sel, leaf, pos, index)
+        return leaf, pos, wraps
+
+    def _descend(
+        self,
+        plan: _Plan,
+        node: NodePath,
+        i: NDArray[np.int64],
+        where: NDArray[np.int64],
+        leaf: NDArray[np.int64],
+        pos: NDArray[np.int64],
+        index: dict[NodePath, int],
+    ) -> None:
+        pattern, rank, slots = plan.pattern[node], plan.rank[node], plan.slots[node]
+        period = len(pattern)
+        slot = i % period
+        child = pattern[slot]
+        j = (i // period) * slots[child] + rank[slot]
+        kids = plan.children[node]
+        for c in np.unique(child).tolist():
+            sel = child == c
+            path = kids[c]
+            if path in index:
+                leaf[where[sel]] = index[path]
+                pos[where[sel]] = j[sel]
+            else:
+                self._descend(plan, path, j[sel] % plan.length[path], where[sel], leaf, pos, index)
+
+    def _perm(self, leaf: int, cycle: int) -> NDArray[np.int64]:
+        cached = self._perms.get(leaf)
+        if cached is not None and cached[0] == cycle:
+            return cached[1]
+
+        key = int.from_bytes(
+            hashlib.sha256(f"{self._seed}/{'/'.join(self._leaves[leaf])}".encode()).digest()[:8],
+            "little",
+        )
+        size = self._sizes[leaf]
+        perm = _core.shard_subset(np.arange(size, dtype=np.int64), key, cycle, True, 0, 1, False)
+        self._perms[leaf] = (cycle, perm)
+        return perm
+
+    def _draw(self, epoch: int, start: int, count: int) -> NDArray[np.int64]:
+        leaf, pos, wraps = self._slots(epoch, start, count)
+        out = np.empty(count, dtype=np.int64)
+        for k in np.unique(leaf).tolist():
+            sel = leaf == k
+            size = self._sizes[k]
+            p = pos[sel]
+            if not self._shuffle:
+                out[sel] = self._members[k][p % size]
+                continue
+            # a fresh permutation per pass through the leaf, counted across CURE's epochs
+            cycles = wraps[sel] * (1 << 32) + p // size
+            vals = np.empty(p.size, dtype=np.int64)
+            for cycle in np.unique(cycles).tolist():
+                c = cycles == cycle
+                vals[c] = self._members[k][self._perm(k, cycle)[p[c] % size]]
+            out[sel] = vals
+        return out
+
+    def epoch_indices(self, epoch: int | None = None) -> NDArray[np.int64]:
+        """This rank's whole epoch (does not move the iteration state)."""
+        e = self._epoch if epoch is None else _int_arg(epoch, "epoch")
+        return self._draw(e, 0, len(self))
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, pos = _next_pass(self)  # type: ignore[arg-type]
+        n = len(self)
+        track = self._pass
+        token = object()
+        track.token, track.epoch, track.origin = token, epoch, (epoch, pos)
+        track.load([], pos)
+        while pos < n:
+            count = min(self._chunk_size, n - pos)
+            chunk = self._draw(epoch, pos, count).tolist()
+            yield from track.load(chunk, pos)
+            if track.token is not token:
+                return
+            pos = track.consumed()
+        track.epoch = None
+        self._epoch = epoch + 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next pass (keeps a restored position for the same epoch)."""
+        _set_epoch(self, _int_arg(epoch, "epoch"))  # type: ignore[arg-type]
+
+    @property
+    def pass_origin(self) -> tuple[int, int] | None:
+        return self._pass.origin
+
+    # -- state -----------------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "leaves": [list(p) for p in self._leaves],
+            "sizes": list(self._sizes),
+            "num_samples": self._num_samples,
+            "shuffle": self._shuffle,
+            "world_size": self._world_size,
+            "members": _digest(self._table),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state: configuration, seed, epoch, position and the weight log."""
+        if self._pass.epoch is not None:
+            epoch, position = self._pass.epoch, self._pass.consumed()
+        else:
+            epoch, position = self._epoch, self._resume
+        if position >= len(self):
+            epoch, position = epoch + 1, 0
+        log = [[s, [[list(n), v] for n, v in w.items()]] for s, w in self._log]
+        return {
+            "version": STATE_VERSION,
+            "kind": "NestedInterleaveSampler",
+            **self._config(),
+            "rank": self._rank,
+            "seed": self._seed,
+            "epoch": int(epoch),
+            "position": int(position),
+            "weight_log": log,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the order saved by :meth:`state_dict` (the configuration must match)."""
+        if not isinstance(state, dict) or state.get("kind") != "NestedInterleaveSampler":
+            raise InvalidArgumentError("state: not a NestedInterleaveSampler state_dict")
+        if state.get("version") != STATE_VERSION:
+            raise InvalidArgumentError(f"state: unsupported version {state.get('version')!r}")
+        for key, mine in self._config().items():
+            if state.get(key) != mine:
+                raise InvalidArgumentError(
+                    f"state: {key} is {state.get(key)!r} in the state but {mine!r} here"
+                )
+        log = []
+        for s, w in state["weight_log"]:
+            weights = {tuple(n): float(v) for n, v in w}
+            log.append((_int_arg(s, "state: weight_log step"), self._complete(weights, {})))
+        if not log or log[0][0] != 0:
+            raise InvalidArgumentError("state: the weight log must start at step 0")
+        self._log, self._plans, self._perms = log, {}, {}
+        self._seed = _seed(state["seed"])
+        self._epoch = _int_arg(state["epoch"], "state: epoch")
+        self._resume = _int_arg(state["position"], "state: position")
+        self._pass = _PassTracker()
+
+    def __repr__(self) -> str:
+        return (
+            f"NestedInterleaveSampler(leaves={len(self._leaves)}, sizes={sum(self._sizes)}, "
+            f"rank={self._rank}, world_size={self._world_size})"
         )
 
 

@@ -27,7 +27,7 @@ from gradatim.curriculum.cure import (
 from gradatim.curriculum.cure_two_level import TwoLevelCurriculum
 from gradatim.curriculum.pacing import PACING_NAMES, PacingScheduler, bucket_stage, pacing
 from gradatim.curriculum.rrgcl import UNLABELED, RRGCLScheduler, rrgcl_rates
-from gradatim.curriculum.stages import STAGES, StageScheduler
+from gradatim.curriculum.stages import STAGES, StageScheduler, medclm_domain
 
 __all__ = [
     "rrgcl_rates",
@@ -43,6 +43,7 @@ __all__ = [
     "ErrorAwareCurriculum",
     "TwoLevelCurriculum",
     "StageScheduler",
+    "medclm_domain",
     "STAGES",
     "CurriculumSampler",
 ]

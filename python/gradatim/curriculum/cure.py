@@ -16,9 +16,11 @@ Inputs follow CURE's evaluation conventions (``gradatim evaluate``): IoU is the 
 the samples that have reference boxes (absent where none has), and the text score is computed on
 every validation row, phrase grounding included, so most sources have both.
 
-The weights feed a :class:`gradatim.sampling.MultiSourceSampler` in ``mode="random"`` (weighted
-draws) or ``mode="interleave"`` (CURE's deterministic slot pattern). Baselines: natural
-(size-proportional) and uniform weights.
+The weights feed a :class:`gradatim.sampling.MultiSourceSampler` (independent weighted draws,
+``mode="random"``, and others) or a :class:`gradatim.sampling.NestedInterleaveSampler`: CURE's
+own order, its trainer's ``SequentialSampler`` over its ``WeightedCompositeDataset``
+(PabloMessina/CURE 9365333, ``scripts/train_medgemma.py``, ``vlm_research_kit/data/
+dataset_helpers.py``). Baselines: natural (size-proportional) and uniform weights.
 """
 
 from __future__ import annotations

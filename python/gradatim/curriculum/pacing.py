@@ -11,8 +11,12 @@ With ``c0`` the starting fraction (default 0.01) and ``T`` the number of epochs
   ``1..j`` (Spitkovsky et al.);
 - ``"one_pass"``: stage ``j`` trains on bucket ``j`` only.
 
-Stage ``j(t) = min(k, floor(t k / T) + 1)``: each stage lasts ``T / k`` epochs. A continuous
-schedule trains on the ``ceil(fraction * N)`` easiest samples (at least one).
+Stage ``j(t) = min(k, floor(t k / T) + 1)``. With ``t = e + 1`` over a sampler's epochs
+``e = 0 .. T-1`` the stages are not equally long: stage ``j < k`` gets
+``ceil(j T / k) - max(1, ceil((j - 1) T / k))`` epochs, stage ``k`` gets
+``T + 1 - max(1, ceil((k - 1) T / k))`` (``T = 10, k = 5``: 1, 2, 2, 2, 3; none for the first
+stage when ``T <= k``). A continuous schedule trains on the ``ceil(fraction * N)`` easiest
+samples (at least one).
 
 Constants the paper leaves out are gradatim's: ``c0 = 0.01`` and ``k = 5`` buckets. Epochs
 count ``t = 1 .. T`` as in RRGCL (``first_t = 1``): a ``CurriculumSampler``'s epoch ``e`` is

@@ -21,6 +21,15 @@ Every constant is a parameter; the defaults are MedCLM's released configuration
 (commit a7cca74). The stage of a
 sample is a pure function of ``(seed, epoch, sample id)`` and the scheduler state, so it does not
 depend on worker count or order.
+
+Domains. The released code groups samples by ``f"{lesion_class}_{modality}"``
+(``CurriculumDataset.domain_map``), where ``lesion_class`` is the detection annotation's class
+and ``modality`` is what the released data generator infers from the image path
+(``_infer_modality``: ``xray``, ``ct``, ``mri`` or ``unknown``). :func:`medclm_domain` builds
+that key from a manifest record: the class is the first box's ``phrase`` (the converters write a
+detection class there; ``"none"`` without a box or phrase) and the modality is inferred from
+``image`` by the released rule, or given. gradatim's training loop groups by data *source*
+unless ``[curriculum].domains = "lesion_modality"`` (docs/curriculum.md).
 """
 
 from __future__ import annotations
@@ -34,7 +43,19 @@ from numpy.typing import ArrayLike, NDArray
 from gradatim import _core
 from gradatim.errors import InvalidArgumentError
 
-__all__ = ["STAGES", "EASY", "MEDIUM", "HARD", "DEFAULTS", "StageScheduler"]
+__all__ = [
+    "STAGES",
+    "EASY",
+    "MEDIUM",
+    "HARD",
+    "DEFAULTS",
+    "DOMAIN_RULES",
+    "StageScheduler",
+    "infer_modality",
+    "lesion_class",
+    "medclm_domain",
+    "record_domains",
+]
 
 STAGES = tuple(_core.STAGE_CODES)  # ("easy", "medium", "hard"), codes defined in the core
 EASY, MEDIUM, HARD = (int(_core.STAGE_CODES[name]) for name in ("easy", "medium", "hard"))
@@ -43,12 +64,62 @@ EASY, MEDIUM, HARD = (int(_core.STAGE_CODES[name]) for name in ("easy", "medium"
 DEFAULTS: dict[str, Any] = dict(_core.STAGE_DEFAULTS)
 
 
+#: How samples are grouped into the scheduler's domains: gradatim's data sources, or MedCLM's
+#: released ``lesion_class + "_" + modality``.
+DOMAIN_RULES = ("source", "lesion_modality")
+
+
+def infer_modality(image: str) -> str:
+    """MedCLM's released modality of an image path (``_infer_modality`` of
+    ``auto_rationale/data_generator.py``, a7cca74): substrings of the lower-cased path, in order
+    ``xray``/``radiograph`` -> ``xray``, ``ct`` -> ``ct``, ``mri``/``mr`` -> ``mri``, else
+    ``unknown`` (a plain substring test: ``ct`` also matches inside words)."""
+    path = str(image).lower()
+    if "xray" in path or "radiograph" in path:
+        return "xray"
+    if "ct" in path:
+        return "ct"
+    if "mri" in path or "mr" in path:
+        return "mri"
+    return "unknown"
+
+
+def lesion_class(record: Mapping[str, Any]) -> str:
+    """A record's lesion class: its first box's ``phrase`` (``"none"`` without a box or with an
+    empty phrase). MedCLM's records hold one lesion box each; with several, the first decides."""
+    boxes = record.get("boxes") or []
+    phrase = boxes[0].get("phrase") if boxes else None
+    return str(phrase) if phrase else "none"
+
+
+def medclm_domain(record: Mapping[str, Any], modality: str | None = None) -> str:
+    """MedCLM's released domain of a record, ``f"{lesion_class}_{modality}"``
+    (``CurriculumDataset``, a7cca74); ``modality`` ``None``: :func:`infer_modality` of the
+    record's ``image``."""
+    mod = modality if modality is not None else infer_modality(str(record.get("image", "")))
+    return f"{lesion_class(record)}_{mod}"
+
+
+def record_domains(
+    records: Sequence[Mapping[str, Any]], rule: str = "source", modality: str | None = None
+) -> list[str]:
+    """Each record's stage-scheduler domain: its ``source`` (gradatim's grouping) or MedCLM's
+    ``lesion_modality`` (:func:`medclm_domain`)."""
+    if rule == "source":
+        return [str(r["source"]) for r in records]
+    if rule == "lesion_modality":
+        return [medclm_domain(r, modality) for r in records]
+    raise InvalidArgumentError(f"domains must be one of {', '.join(DOMAIN_RULES)}, not {rule!r}")
+
+
 class StageScheduler:
     """Decides per sample and epoch between Easy, Medium and Hard (MedCLM).
 
     Args:
-        domains: the domain names (MedCLM: lesion type + modality); losses are tracked per domain.
-            Unknown domains passed to :meth:`update` are added.
+        domains: the domain names (MedCLM's released code: ``lesion_class + "_" + modality``,
+            :func:`medclm_domain`; gradatim's training loop: data sources unless configured
+            otherwise); losses are tracked per domain. Unknown domains passed to :meth:`update`
+            are added.
         seed: seed of the per-sample stage draws.
         easy_warmup_epochs, hard_transition_epoch, ramp_kappa, gamma, tau, gamma_h, epsilon_plat,
         plateau_patience, delta_rise, hard_step_up, hard_step_down, hard_budget_max,

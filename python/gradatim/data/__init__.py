@@ -9,13 +9,14 @@ import importlib
 from typing import TYPE_CHECKING
 
 from gradatim.data.augment import Augment
+from gradatim.data.box_mask import box_mask
 from gradatim.data.box_text import parse_boxes, render_boxes
 
 if TYPE_CHECKING:
     from gradatim.data.dataset import ManifestDataset
     from gradatim.data.loader import DataLoader
 
-__all__ = ["Augment", "DataLoader", "ManifestDataset", "parse_boxes", "render_boxes"]
+__all__ = ["Augment", "DataLoader", "ManifestDataset", "box_mask", "parse_boxes", "render_boxes"]
 
 _LAZY = {"ManifestDataset": "gradatim.data.dataset", "DataLoader": "gradatim.data.loader"}
 

@@ -127,8 +127,9 @@ def add_parser(sub: Any) -> None:
     )  # fmt: skip
     b.add_argument("--size", required=True, type=_size, help="the output image size: S or WxH")
     b.add_argument(
-        "--augment", default="none", choices=("none", "cure_train"),
-        help="the augmentation the loader will use (its smallest crop sets the decode size)",
+        "--augment", default="none", choices=("none", "cure_train", "fast_train"),
+        help="the augmentation the loader will use (its smallest crop sets the decode size; "
+        "cure_train decodes at full resolution)",
     )  # fmt: skip
     b.add_argument("--channels", type=int, default=1, choices=(1, 3))
     b.add_argument("--root", default=None, help="folder or URL relative images resolve under")

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gradatim import _core
+from gradatim.curriculum.stages import DOMAIN_RULES, infer_modality
 from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
 from gradatim.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, per_channel
@@ -99,12 +100,25 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
             (optionally with a ``"preset"`` key; see ``docs/loader.md``).
         seed: augmentation seed (combined with the loader's seed and the epoch).
         stages: MedCLM stage per sample: ``None`` (no stage curriculum), ``"easy"``,
-            ``"medium"``, ``"hard"``, or a :class:`gradatim.curriculum.StageScheduler`.
-        mask_grid, mask_sigma, mask_kernel, mask_padding, mask_cells: the Medium-stage
-            ``box_mask``: patch grid ``(w, h)``, Gaussian sigma in cells, kernel taps (odd;
-            ``None``: ``2 ceil(3 sigma) + 1``), ``"reflect"`` or ``"zero"`` padding, and
-            ``"whole"`` (every touched cell is 1) or ``"fraction"`` (covered fraction) cells.
-            Defaults: MedCLM's released code (24 x 24, 9 taps, sigma 3, reflect, whole cells).
+            ``"medium"``, ``"hard"``, or a :class:`gradatim.curriculum.StageScheduler`. A
+            Hard-stage draw of a record with a ``hard_id`` reads the record that id names (its
+            image, prompt and answer: MedCLM's released ``image_path3``); without one, the
+            record's own image (gradatim's earlier and only choice).
+        domains: how a scheduler's samples are grouped into its domains: ``"source"`` (the
+            record's ``source``: gradatim's grouping), ``"lesion_modality"`` (MedCLM's released
+            ``f"{lesion_class}_{modality}"``: the first box's phrase and the modality of the
+            image path, :func:`gradatim.curriculum.stages.medclm_domain`), or one name per
+            record.
+        modality: with ``domains="lesion_modality"``, every record's modality (``None``: inferred
+            from its image path by the released rule).
+        mask_grid, mask_sigma, mask_kernel, mask_padding, mask_cells, mask_empty: the
+            Medium-stage ``box_mask``: patch grid ``(w, h)``, Gaussian sigma in cells, kernel
+            taps (odd; ``None``: ``2 ceil(3 sigma) + 1``), ``"reflect"`` or ``"zero"`` padding;
+            cells ``"truncate"`` (MedCLM's released rule: ``floor(x1 n) ..< trunc(x2 n)``, so a
+            box inside one cell may mark none), ``"whole"`` (gradatim's: every touched cell) or
+            ``"fraction"`` (covered fraction); a sample without a box gets ``"image"`` (the whole
+            image, as released) or ``"zeros"`` (gradatim's: skipped by the loss). Defaults:
+            MedCLM's released code (24 x 24, 9 taps, sigma 3, reflect, truncate, image).
         overlay_thickness: the Easy-stage outline width.
         max_pixels, max_bytes: per image, the most pixels a header may declare and the most bytes
             its decoded samples may take (defaults 2^28 and 1 GiB); larger images are refused
@@ -136,11 +150,14 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
         templates: str | Mapping[str, str] | None = None,
         seed: int = 0,
         stages: StageArg = None,
+        domains: Literal["source", "lesion_modality"] | Sequence[str] = "source",
+        modality: str | None = None,
         mask_grid: tuple[int, int] = (24, 24),
         mask_sigma: float = 3.0,
         mask_kernel: int | None = 9,
         mask_padding: Literal["reflect", "zero"] = "reflect",
-        mask_cells: Literal["whole", "fraction"] = "whole",
+        mask_cells: Literal["truncate", "whole", "fraction"] = "truncate",
+        mask_empty: Literal["image", "zeros"] = "image",
         overlay_thickness: int = 3,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_bytes: int = DEFAULT_MAX_BYTES,
@@ -188,6 +205,7 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
             "mask_kernel": None if mask_kernel is None else int(mask_kernel),
             "mask_padding": str(mask_padding),
             "mask_cells": str(mask_cells),
+            "mask_empty": str(mask_empty),
             "overlay_thickness": int(overlay_thickness),
         }
         self._core, name, records = _open(manifest, config)
@@ -206,9 +224,23 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
             raise InvalidArgumentError(
                 f"stages must be easy, medium, hard or a scheduler, not {stages!r}"
             )
+        if isinstance(domains, str):
+            if domains not in DOMAIN_RULES:
+                raise InvalidArgumentError(
+                    f"domains must be one of {', '.join(DOMAIN_RULES)} or one name per record, "
+                    f"not {domains!r}"
+                )
+            self.domains: str | list[str] = domains
+        else:
+            self.domains = [str(d) for d in domains]
+            if len(self.domains) != len(self):
+                raise InvalidArgumentError(
+                    f"domains: {len(self.domains)} names for {len(self)} records"
+                )
+        self.modality = modality
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_core", "_source_column")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_core", "_domain_column")}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -247,24 +279,58 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
         if isinstance(self.stages, str):
             return [_STAGE_CODES[self.stages]] * len(indices)
         scheduler = self.stages
-        domains = getattr(scheduler, "domains", [])
-        sources = None
-        if domains:
-            col = self._sources()
-            picked = [col[i] for i in indices.tolist()]
-            for i, s in zip(indices.tolist(), picked, strict=True):
-                if s not in domains:
+        known = getattr(scheduler, "domains", [])
+        picked = None
+        if known:
+            picked = self.sample_domains(indices)
+            what = "source" if self.domains == "source" else "domain"
+            for i, d in zip(np.asarray(indices).tolist(), picked, strict=True):
+                if d not in known:
                     raise InvalidArgumentError(
-                        f"stages: sample {i} (id {self.record(i)['id']!r}) has source {s!r}, "
-                        f"which is not one of the stage scheduler's domains {list(domains)}"
+                        f"stages: sample {i} (id {self.record(i)['id']!r}) has {what} {d!r}, "
+                        f"which is not one of the stage scheduler's domains {list(known)}"
                     )
-            sources = picked
-        return scheduler.assign(indices, epoch, sources).astype(np.int8).tolist()
+        return scheduler.assign(indices, epoch, picked).astype(np.int8).tolist()
 
-    def _sources(self) -> list[str]:
-        if not hasattr(self, "_source_column"):
-            self._source_column = self.column("source")
-        return self._source_column
+    def sample_domains(self, indices: Sequence[int] | NDArray[np.int64]) -> list[str]:
+        """The stage-scheduler domain of each sample (see ``domains``)."""
+        col = self.domain_column()
+        return [col[int(i)] for i in np.asarray(indices).reshape(-1).tolist()]
+
+    def domain_column(self) -> list[str]:
+        """Every record's stage-scheduler domain (see ``domains``). A record whose ``hard_id``
+        names a record of this data set in another domain is an error: MedCLM's Hard stage
+        reads another image of the *same* domain."""
+        if not hasattr(self, "_domain_column"):
+            if self.domains == "source":
+                col = [str(s) for s in self.column("source")]
+            elif self.domains == "lesion_modality":
+                fixed = self.modality
+                col = [
+                    f"{phrase or 'none'}_{fixed if fixed is not None else infer_modality(image)}"
+                    for phrase, image in zip(
+                        self.column("phrase"), self.column("image"), strict=True
+                    )
+                ]
+            else:
+                col = list(self.domains)
+            self._check_partners(col)
+            self._domain_column = col
+        return self._domain_column
+
+    def _check_partners(self, domains: list[str]) -> None:
+        partners = self.column("hard_id")
+        if not any(p is not None for p in partners):
+            return
+        at = {rid: k for k, rid in enumerate(self.column("id"))}
+        for k, p in enumerate(partners):
+            j = at.get(p) if p is not None else None
+            if j is not None and domains[j] != domains[k]:
+                raise InvalidArgumentError(
+                    f"record {k} (id {self.record(k)['id']!r}, domain {domains[k]!r}): its "
+                    f"hard_id {p!r} is in domain {domains[j]!r}; MedCLM's Hard stage reads "
+                    f"another image of the same domain"
+                )
 
     def load_batch(
         self, indices: Sequence[int], *, epoch: int | None = None, seed: int | None = None

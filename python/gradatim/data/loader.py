@@ -351,9 +351,9 @@ def _sampler_of(index_sampler: Any) -> Any:
 
 
 def _gradatim_samplers() -> tuple[type, ...]:
-    from gradatim.sampling import CurriculumSampler, MultiSourceSampler
+    from gradatim.sampling import CurriculumSampler, MultiSourceSampler, NestedInterleaveSampler
 
-    return (MultiSourceSampler, CurriculumSampler)
+    return (MultiSourceSampler, CurriculumSampler, NestedInterleaveSampler)
 
 
 def _gradatim_sampler(index_sampler: Any) -> Any:

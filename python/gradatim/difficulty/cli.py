@@ -7,6 +7,11 @@ or pre-computed embeddings
   --visual V.npy|V.safetensors --text T.npy|T.safetensors [--ids IDS.txt|.jsonl|.parquet]
                                  (ids and optional classes/labels per row, in embedding order).
 
+Image encoders: RRGCL embeds images with one network for VNS-Gap (a CheXpert-trained ResNet101)
+and another for ITAS (a 5-layer ResNet; paper 002, Section 4.2). --image-model (or --visual)
+gives VNS-Gap's; --itas-image-model (a folder, or "thumbnail" for the fallback descriptor) or
+--itas-visual gives ITAS's, which defaults to VNS-Gap's.
+
 Output: --out dif.parquet (or .safetensors) with id, dif1 (VNS-Gap), dif2 (ITAS), dif (Eq. 10),
 classes; and a JSON summary (default dif.json) with the settings, timings, the MI estimate per
 epoch and the per-class difficulty. ``RRGCLScheduler.from_file`` reads the result.
@@ -38,16 +43,60 @@ def _say(rank: int, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+THUMBNAIL = "thumbnail"
+"""``--itas-image-model`` value naming the model-free fallback descriptor."""
+
+
+def _encoder_name(model: str | None) -> str:
+    """How the summary names an image encoder: a model folder, else the fallback descriptor."""
+    if model is None or model == THUMBNAIL:
+        return "thumbnail-descriptor (weak fallback, see docs/difficulty.md)"
+    return f"hf:{Path(model).name}"
+
+
+def _embed_images(args: argparse.Namespace, samples: Any, model: str | None) -> Any:
+    """The manifest's images through a local Hugging Face vision model, or the fallback
+    descriptor when ``model`` is ``None`` or ``"thumbnail"``."""
+    from gradatim.difficulty import embed
+
+    enc: Any = (
+        embed.ThumbnailDescriptor()
+        if model is None or model == THUMBNAIL
+        else embed.HFImageEncoder(model, device=args.device)
+    )
+    batches = embed.image_batches(samples.images, enc.input_size, args.embed_batch)
+    return embed.embed_images(batches, enc, total=len(samples), progress=args.progress)
+
+
+def _itas_source(args: argparse.Namespace) -> str | None:
+    """ITAS's own image source, ``None`` when it shares VNS-Gap's: ``"file"`` (--itas-visual) or
+    the model (--itas-image-model) when it differs from VNS-Gap's encoder."""
+    if args.itas_visual:
+        return "file"
+    model = args.itas_image_model
+    if model is None:
+        return None
+    vns = None if args.visual else (args.image_model or THUMBNAIL)
+    if vns is None:
+        return str(model)
+    same = model == vns or (
+        THUMBNAIL not in (model, vns) and Path(model).resolve() == Path(vns).resolve()
+    )
+    return None if same else str(model)
+
+
 def _embed_from_manifest(
     args: argparse.Namespace, samples: Any, rank: int
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Visual and text embeddings for the manifest's samples (rank 0 computes, others receive)."""
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """VNS-Gap's visual, the text and ITAS's visual embeddings for the manifest's samples (rank 0
+    computes; the others receive VNS-Gap's inputs; ITAS runs on rank 0 only)."""
     from gradatim.difficulty import distributed as dist
     from gradatim.difficulty import embed
     from gradatim.difficulty.io import load_embeddings, save_embeddings
 
     info: dict[str, Any] = {}
     visual = text = None
+    itas_visual: Any = None
     if args.visual:
         visual = load_embeddings(args.visual, args.visual_key)
         info["visual_encoder"] = f"file:{Path(args.visual).name}"
@@ -55,25 +104,27 @@ def _embed_from_manifest(
         text = load_embeddings(args.text, args.text_key)
         info["text_encoder"] = f"file:{Path(args.text).name}"
     need_v, need_t = visual is None, text is None
+    itas = _itas_source(args)
     if need_v:
-        if args.image_model:
-            info["visual_encoder"] = f"hf:{Path(args.image_model).name}"
-        else:
-            info["visual_encoder"] = "thumbnail-descriptor (weak fallback, see docs/difficulty.md)"
+        info["visual_encoder"] = _encoder_name(args.image_model)
     if need_t:
         info["text_encoder"] = (
             f"hf:{Path(args.text_model).name}" if args.text_model else "hf:all-MiniLM-L6-v2"
         )
+    if itas == "file":
+        info["itas_visual_encoder"] = f"file:{Path(args.itas_visual).name}"
+    elif itas is not None:
+        info["itas_visual_encoder"] = _encoder_name(itas)
+    else:
+        info["itas_visual_encoder"] = info["visual_encoder"]
     if rank == 0:
         t0 = time.perf_counter()
         if need_v:
-            enc: Any = (
-                embed.HFImageEncoder(args.image_model, device=args.device)
-                if args.image_model
-                else embed.ThumbnailDescriptor()
-            )
-            batches = embed.image_batches(samples.images, enc.input_size, args.embed_batch)
-            visual = embed.embed_images(batches, enc, total=len(samples), progress=args.progress)
+            visual = _embed_images(args, samples, args.image_model)
+        if itas == "file":
+            itas_visual = load_embeddings(args.itas_visual, args.itas_visual_key)
+        elif itas is not None:
+            itas_visual = _embed_images(args, samples, itas)
         if need_t:
             text = embed.embed_texts(
                 samples.texts,
@@ -84,20 +135,23 @@ def _embed_from_manifest(
                 progress=args.progress,
             )
         info["embed_s"] = round(time.perf_counter() - t0, 4)
-        if args.save_embeddings and (need_v or need_t):
+        computed_itas = itas is not None and itas != "file"
+        if args.save_embeddings and (need_v or need_t or computed_itas):
             d = Path(args.save_embeddings)
             d.mkdir(parents=True, exist_ok=True)
             if need_v:
                 save_embeddings(d / "visual.safetensors", visual)
             if need_t:
                 save_embeddings(d / "text.safetensors", text)
+            if computed_itas:
+                save_embeddings(d / "itas_visual.safetensors", itas_visual)
             _say(rank, f"embeddings saved under {d}")
     if dist.is_distributed():
         if need_v:
             visual = dist.broadcast_array(np.asarray(visual) if rank == 0 else None)
         if need_t:
             text = dist.broadcast_array(np.asarray(text) if rank == 0 else None)
-    return visual, text, info
+    return visual, text, itas_visual, info
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +162,11 @@ def run(args: argparse.Namespace) -> int:
     from gradatim.difficulty.pipeline import compute_difficulty
     from gradatim.difficulty.vns_gap import resolve_device
 
+    model = args.itas_image_model
+    if model is not None and model != THUMBNAIL and not Path(model).exists():
+        raise GradatimError(f"--itas-image-model {model}: no such folder (or give 'thumbnail')")
+    if model is not None and args.itas_visual:
+        raise GradatimError("give --itas-image-model or --itas-visual, not both")
     device = resolve_device(args.device)
     distributed = dist.init_from_env(device)
     rank, world = dist.rank_and_world()
@@ -123,17 +182,27 @@ def run(args: argparse.Namespace) -> int:
         )
         _say(rank, f"manifest: {len(samples)} samples")
         ids, classes = samples.ids, samples.classes
-        visual, text, info = _embed_from_manifest(args, samples, rank)
+        visual, text, itas_visual, info = _embed_from_manifest(args, samples, rank)
         embed_s = info.pop("embed_s", None)
         settings.update(info)
         settings["manifest"] = Path(args.manifest).name
     else:
         if not (args.visual and args.text):
             raise GradatimError("give --manifest, or both --visual and --text embeddings")
+        if model is not None:
+            raise GradatimError("--itas-image-model needs --manifest (images); else --itas-visual")
         visual = load_embeddings(args.visual, args.visual_key)
         text = load_embeddings(args.text, args.text_key)
+        itas_visual = (
+            load_embeddings(args.itas_visual, args.itas_visual_key) if args.itas_visual else None
+        )
         settings["visual_encoder"] = f"file:{Path(args.visual).name}"
         settings["text_encoder"] = f"file:{Path(args.text).name}"
+        settings["itas_visual_encoder"] = (
+            f"file:{Path(args.itas_visual).name}"
+            if args.itas_visual
+            else settings["visual_encoder"]
+        )
         if args.ids:
             ids_list, cls = read_id_table(args.ids)
             ids, classes = ids_list, cls
@@ -141,11 +210,12 @@ def run(args: argparse.Namespace) -> int:
             ids, classes = None, None
         if args.limit is not None:
             visual, text = visual[: args.limit], text[: args.limit]
+            itas_visual = itas_visual[: args.limit] if itas_visual is not None else None
             ids = ids[: args.limit] if ids is not None else None
             classes = classes[: args.limit] if classes is not None else None
     n = len(ids) if ids is not None else visual.shape[0]
-    for name, arr in (("visual", visual), ("text", text)):
-        if arr.shape[0] != n:
+    for name, arr in (("visual", visual), ("text", text), ("ITAS visual", itas_visual)):
+        if arr is not None and arr.shape[0] != n:
             raise GradatimError(f"{name} embeddings have {arr.shape[0]} rows for {n} samples")
     mine = {
         "epochs": args.mine_epochs,
@@ -157,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     result = compute_difficulty(
         visual,
         text,
+        itas_visual=itas_visual,
         ids=ids,
         classes=classes,
         k=args.k,
@@ -220,6 +291,11 @@ def add_parser(sub: Any) -> None:
     src.add_argument("--text", help="pre-computed text embeddings (.npy / .safetensors)")
     src.add_argument("--text-key", help="tensor name in a multi-tensor safetensors file")
     src.add_argument(
+        "--itas-visual",
+        help="pre-computed visual embeddings for ITAS only (default: VNS-Gap's)",
+    )
+    src.add_argument("--itas-visual-key", help="tensor name in a multi-tensor safetensors file")
+    src.add_argument(
         "--ids", help="ids (+ classes or labels) of the embedding rows: .txt / .jsonl / .parquet"
     )
     src.add_argument("--limit", type=int, help="use the first N samples only")
@@ -231,7 +307,17 @@ def add_parser(sub: Any) -> None:
     )
     enc.add_argument(
         "--image-model",
-        help="Hugging Face vision model folder (default: the weak thumbnail descriptor)",
+        help="Hugging Face vision model folder for VNS-Gap, and for ITAS unless "
+        "--itas-image-model / --itas-visual (default: the weak thumbnail descriptor)",
+    )
+    enc.add_argument(
+        "--itas-image-model",
+        "--itas-image-encoder",
+        dest="itas_image_model",
+        metavar="PATH|thumbnail",
+        help="ITAS's own image encoder (RRGCL uses a 5-layer ResNet there, a ResNet101 for "
+        "VNS-Gap): a Hugging Face vision model folder, or 'thumbnail' for the fallback "
+        "descriptor (default: VNS-Gap's encoder)",
     )
     enc.add_argument("--embed-batch", type=int, default=32, help="images / texts per batch")
     enc.add_argument("--max-length", type=int, default=256, help="tokens per report")
@@ -273,7 +359,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=_main)
     cli_paths.declare(
         p,
-        inputs=["manifest", "root", "visual", "text", "ids", "text_model", "image_model"],
+        inputs=[
+            "manifest",
+            "root",
+            "visual",
+            "text",
+            "itas_visual",
+            "ids",
+            "text_model",
+            "image_model",
+        ],
         outputs=["out", "summary"],
         output_dirs=["save_embeddings"],
     )

@@ -2,7 +2,10 @@
 
 embeddings -> ``dif1`` (VNS-Gap, Eq. 1-4) and ``dif2`` (ITAS, Eq. 5-9) -> ``dif`` (Eq. 10) ->
 per-class difficulty ``difC`` -> a result file + a JSON summary. The command line
-(``gradatim difficulty``) is a thin layer over :func:`compute_difficulty`.
+(``gradatim difficulty``) is a thin layer over :func:`compute_difficulty`. VNS-Gap and ITAS may
+take different visual embeddings (``itas_visual``): RRGCL's VNS-Gap uses a CheXpert-trained
+ResNet101 and its ITAS a 5-layer ResNet (Section 4.2); the text embeddings are shared (Clinical
+BERT for both there).
 
 Under ``torchrun`` (``distributed=True``) VNS-Gap is sharded over the ranks; ITAS (a small network
 trained sequentially) runs on rank 0 only, which also writes; the other ranks return ``None``
@@ -86,6 +89,7 @@ def compute_difficulty(
     visual: ArrayLike,
     text: ArrayLike,
     *,
+    itas_visual: ArrayLike | None = None,
     ids: Sequence[str] | None = None,
     classes: Sequence[Sequence[str]] | None = None,
     k: int | None = None,
@@ -105,6 +109,8 @@ def compute_difficulty(
 
     Args:
         visual, text: ``(N, dv)`` and ``(N, dt)`` embeddings of the same samples.
+        itas_visual: ``(N, dv')`` visual embeddings for ITAS from its own encoder (default:
+            ``visual``, VNS-Gap's); ITAS pairs them with ``text``.
         ids: sample ids (default ``"0"``, ``"1"``, ...).
         classes: per sample, its class names (default: every sample ``"unlabeled"``).
         k, block, device, index: see :func:`gradatim.difficulty.vns_gap`.
@@ -121,6 +127,11 @@ def compute_difficulty(
     from gradatim.difficulty.vns_gap import resolve_device, vns_gap
 
     n = len(visual)  # type: ignore[arg-type]
+    itas_v = visual if itas_visual is None else itas_visual
+    if len(itas_v) != n:  # type: ignore[arg-type]
+        raise InvalidArgumentError(
+            f"compute_difficulty: {len(itas_v)} ITAS visual rows for {n} samples"  # type: ignore[arg-type]
+        )
     ids_ = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]
     if len(ids_) != n:
         raise InvalidArgumentError(f"compute_difficulty: {len(ids_)} ids for {n} samples")
@@ -150,7 +161,7 @@ def compute_difficulty(
     if rank != 0:
         return None
     t0 = time.perf_counter()
-    fit = fit_mine(visual, text, progress=progress, **mine_kw)
+    fit = fit_mine(itas_v, text, progress=progress, **mine_kw)
     timings["itas"] = time.perf_counter() - t0
     dif = combine(dif1, fit.scores, alpha, beta, ddof=ddof, itas_sign=itas_sign)
     cd = class_difficulty(dif, cls)
@@ -159,6 +170,7 @@ def compute_difficulty(
     used_block = block or (DEFAULT_BLOCK_CUDA if dev.startswith("cuda") else DEFAULT_BLOCK_CPU)
     info: dict[str, Any] = {
         "visual_dim": int(np.shape(visual)[1]),
+        "itas_visual_dim": int(np.shape(itas_v)[1]),
         "text_dim": int(np.shape(text)[1]),
         "vns_gap": {"k": k, "block": int(used_block), "index": index if k else None},
         "device": dev,

@@ -12,7 +12,11 @@ Input: JSON lines, one generated sample each::
 predicted boxes are parsed from ``prediction`` with the sample's ``box_format`` (whitespace between
 tokens tolerated). Conventions (CURE's evaluation code): IoU of the unions, samples without
 reference boxes left out of IoU; the text score is computed on every row, phrase grounding
-included. ``curriculum_metrics`` gives ``ErrorAwareCurriculum.update``'s input from the table.
+included. Text is scored as generated (``--text-clean none``, the default) or cleaned as CURE's
+training validation cleans it (``--text-clean cure``: boxes out, the description part of
+anatomy targets kept), with gradatim's metric settings or CURE's (``--text-metrics cure``: corpus
+BLEU-4, ROUGE-L without stemming); ``gradatim.evaluate.text`` has both. ``curriculum_metrics``
+gives ``ErrorAwareCurriculum.update``'s input from the table.
 ``grounding_iou`` is the mean IoU over phrase-grounding and anatomy-grounded rows together.
 
 Baselines (``gradatim.evaluate.baselines``): with ``--train-manifest M`` the prompt-only baseline
@@ -40,7 +44,15 @@ from gradatim.evaluate.baselines import grounding_iou
 from gradatim.evaluate.clinical import SCORERS, score_clinical
 from gradatim.evaluate.hallucination import is_normal
 from gradatim.evaluate.iou import union_iou
-from gradatim.evaluate.text import TEXT_METRICS
+from gradatim.evaluate.text import (
+    TEXT_CLEAN,
+    TEXT_METRICS,
+    TEXT_METRICS_SETTINGS,
+    bleu_stats,
+    clean_text,
+    corpus_bleu,
+    rouge_l,
+)
 
 __all__ = [
     "evaluate_rows",
@@ -88,17 +100,36 @@ def _description(text: str) -> str:
 
 
 def evaluate_rows(
-    rows: Iterable[Mapping[str, Any]], text_metric: str = "rougeL"
+    rows: Iterable[Mapping[str, Any]],
+    text_metric: str = "rougeL",
+    *,
+    text_clean: str = "none",
+    text_metrics: str = "gradatim",
 ) -> list[dict[str, Any]]:
     """Per-sample metrics: ``iou`` (None without reference boxes), ``bleu4``, ``rougeL``,
     ``text_score`` (= ``text_metric``) and ``hallucinated`` (None unless the reference describes
-    a normal region of an anatomy-grounded sample)."""
+    a normal region of an anatomy-grounded sample). Text is scored after ``text_clean``
+    (``"none"`` | ``"cure"``) with ``text_metrics`` settings (``"gradatim"`` | ``"cure"``; see
+    ``gradatim.evaluate.text``); with ``"cure"`` a row also carries ``bleu_stats``, from which
+    :func:`summarize` computes corpus BLEU per group. IoU always reads the boxes of the text as
+    generated."""
     if text_metric not in TEXT_METRICS:
         raise ValueError(f"text_metric must be one of {', '.join(TEXT_METRICS)}")
+    if text_clean not in TEXT_CLEAN:
+        raise ValueError(f"text_clean must be one of {', '.join(TEXT_CLEAN)}")
+    if text_metrics not in TEXT_METRICS_SETTINGS:
+        raise ValueError(f"text_metrics must be one of {', '.join(TEXT_METRICS_SETTINGS)}")
     out = []
     for row in rows:
         pred, ref = str(row["prediction"]), str(row["reference"])
-        scores = {name: fn(pred, ref) for name, fn in TEXT_METRICS.items()}
+        p, r = clean_text(pred, text_clean), clean_text(ref, text_clean)
+        extra: dict[str, Any] = {}
+        if text_metrics == "cure":
+            stats = bleu_stats(p, r)
+            scores = {"bleu4": corpus_bleu([stats]), "rougeL": rouge_l(p, r, stem=False)}
+            extra["bleu_stats"] = stats
+        else:
+            scores = {name: fn(p, r) for name, fn in TEXT_METRICS.items()}
         boxes = row.get("reference_boxes") or []
         iou = union_iou(_predicted_boxes(pred, row.get("box_format", "cure")), boxes)
         hallucinated = None
@@ -116,6 +147,7 @@ def evaluate_rows(
                 **scores,
                 "text_score": scores[text_metric],
                 "hallucinated": hallucinated,
+                **extra,
             }
         )
     return out
@@ -125,20 +157,32 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _group(per_sample: list[dict[str, Any]]) -> dict[str, Any]:
+def _group(per_sample: list[dict[str, Any]], text_metric: str = "rougeL") -> dict[str, Any]:
     ious = [r["iou"] for r in per_sample if r["iou"] is not None]
+    bleu = _mean([r["bleu4"] for r in per_sample])
+    if per_sample and all("bleu_stats" in r for r in per_sample):  # CURE's corpus BLEU
+        bleu = corpus_bleu(r["bleu_stats"] for r in per_sample)
+    text = _mean([r["text_score"] for r in per_sample])
     return {
         "n": len(per_sample),
         "n_iou": len(ious),
         "iou": _mean(ious),
-        "bleu4": _mean([r["bleu4"] for r in per_sample]),
+        "bleu4": bleu,
         "rougeL": _mean([r["rougeL"] for r in per_sample]),
-        "text_score": _mean([r["text_score"] for r in per_sample]),
+        "text_score": bleu if text_metric == "bleu4" else text,
     }
 
 
-def summarize(per_sample: list[dict[str, Any]], text_metric: str = "rougeL") -> dict[str, Any]:
-    """Overall, per-source and per-(source, category) means, and hallucination per anatomy."""
+def summarize(
+    per_sample: list[dict[str, Any]],
+    text_metric: str = "rougeL",
+    *,
+    text_clean: str = "none",
+    text_metrics: str = "gradatim",
+) -> dict[str, Any]:
+    """Overall, per-source and per-(source, category) means (BLEU-4 over each group as a corpus
+    when the rows carry ``bleu_stats``), and hallucination per anatomy. ``text_clean`` and
+    ``text_metrics`` only name the conventions the rows were scored with."""
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
     by_category: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     anatomy: dict[str, list[bool]] = defaultdict(list)
@@ -148,12 +192,15 @@ def summarize(per_sample: list[dict[str, Any]], text_metric: str = "rougeL") -> 
             by_category[(r["source"], str(r["category"]))].append(r)
         if r["hallucinated"] is not None:
             anatomy[str(r["anatomy"])].append(bool(r["hallucinated"]))
+    tm = text_metric
     return {
         "text_metric": text_metric,
-        "overall": _group(per_sample),
+        "text_clean": text_clean,
+        "text_metrics": text_metrics,
+        "overall": _group(per_sample, tm),
         "grounding_iou": grounding_iou(per_sample),
-        "sources": {s: _group(rs) for s, rs in sorted(by_source.items())},
-        "categories": {f"{s}/{c}": _group(rs) for (s, c), rs in sorted(by_category.items())},
+        "sources": {s: _group(rs, tm) for s, rs in sorted(by_source.items())},
+        "categories": {f"{s}/{c}": _group(rs, tm) for (s, c), rs in sorted(by_category.items())},
         "hallucination": {
             a: {"normal_references": len(v), "hallucinated": sum(v), "rate": sum(v) / len(v)}
             for a, v in sorted(anatomy.items())
@@ -195,6 +242,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     p.add_argument("--csv", type=Path, help="also write the per-source/category table as CSV")
     p.add_argument("--text-metric", default="rougeL", choices=sorted(TEXT_METRICS))
+    p.add_argument(
+        "--text-clean",
+        default="none",
+        choices=TEXT_CLEAN,
+        help="score the text as generated (none, the default) or as CURE's validation cleans it "
+        "(cure: boxes removed, the description part of anatomy targets kept)",
+    )
+    p.add_argument(
+        "--text-metrics",
+        default="gradatim",
+        choices=TEXT_METRICS_SETTINGS,
+        help="gradatim (sacrebleu sentence BLEU-4, stemmed ROUGE-L; the default) or cure "
+        "(CURE's torchmetrics settings: corpus BLEU-4, ROUGE-L without stemming)",
+    )
     p.add_argument("--per-sample", type=Path, help="also write per-sample metrics as JSON lines")
     p.add_argument(
         "--clinical",
@@ -276,7 +337,7 @@ def _baselines(
             f: baselines.training_stats(args.train_manifest, args.train_split, f) for f in formats
         }
         prompt_only = baselines.prompt_only_rows(rows, stats)
-        summary = summarize(evaluate_rows(prompt_only, args.text_metric), args.text_metric)
+        summary = _scored(prompt_only, args)
         summary["train_manifests"] = [str(m) for m in args.train_manifest]
         summary["train_split"] = args.train_split
         summary["train_records"] = next(iter(stats.values())).records if stats else 0
@@ -285,7 +346,7 @@ def _baselines(
     ids = {r["id"] for r in rows}
     for name, path in named:
         theirs = [r for r in read_predictions(path) if r["id"] in ids]
-        summary = summarize(evaluate_rows(theirs, args.text_metric), args.text_metric)
+        summary = _scored(theirs, args)
         summary["predictions"] = str(path)
         summary["missing"] = len(ids - {r["id"] for r in theirs})
         out[name] = summary
@@ -318,12 +379,21 @@ def comparison_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _conventions(args: argparse.Namespace) -> dict[str, str]:
+    return {"text_clean": args.text_clean, "text_metrics": args.text_metrics}
+
+
+def _scored(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    conv = _conventions(args)
+    return summarize(evaluate_rows(rows, args.text_metric, **conv), args.text_metric, **conv)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.prompt_only_out and not args.train_manifest:
         raise cli_paths.CliError("--prompt-only-out needs --train-manifest")
     rows = read_predictions(args.predictions)
-    per_sample = evaluate_rows(rows, args.text_metric)
-    summary = summarize(per_sample, args.text_metric)
+    per_sample = evaluate_rows(rows, args.text_metric, **_conventions(args))
+    summary = summarize(per_sample, args.text_metric, **_conventions(args))
     folders = dict(_clinical_arg(a) for a in args.clinical)
     baselines, prompt_only = _baselines(args, rows)
     summary["clinical_scorers"] = score_clinical(rows, folders)

@@ -69,10 +69,12 @@ TASKS: tuple[str, ...] = (
 )
 """The task names a record may carry (CURE's templates plus report generation and VQA)."""
 
-VQA_FIELDS: tuple[str, ...] = ("answer", "rationale")
-"""Optional fields of VQA records with a rationale (MedCLM), written only when present. With an
-``answer``, the target is ``Reasoning: {rationale}\n\nAnswer: {answer}`` in the Easy and Medium
-stages and ``Answer: {answer}`` in the Hard stage (docs/manifest.md)."""
+VQA_FIELDS: tuple[str, ...] = ("answer", "rationale", "hard_id")
+"""Optional fields of MedCLM's VQA records, written only when present. With an ``answer``, the
+target is ``Reasoning: {rationale}\n\nAnswer: {answer}`` in the Easy and Medium stages and
+``Answer: {answer}`` in the Hard stage; ``hard_id`` names another record (same data set, same
+domain) whose image, prompt and answer the Hard stage uses instead of the record's own (MedCLM's
+released ``image_path3``, ``question3``, ``answer3``; docs/manifest.md)."""
 
 FIELDS: tuple[str, ...] = tuple(f for f in _core.MANIFEST_FIELDS if f not in VQA_FIELDS)
 """Record fields in the order they are written (the schema's field list is defined once, in the
@@ -138,8 +140,8 @@ def validate_record(
 
     The check is the core's (the loader's reader uses the same one). Normalised: fields in
     :data:`FIELDS` order, the optional ones filled with their defaults (``prompt`` None,
-    ``labels`` {}, ``boxes`` [], ``laterality_sensitive`` True; ``answer`` and ``rationale`` only
-    when set), label values as ``int`` (CheXpert labels first, in
+    ``labels`` {}, ``boxes`` [], ``laterality_sensitive`` True; ``answer``, ``rationale`` and
+    ``hard_id`` only when set), label values as ``int`` (CheXpert labels first, in
     :data:`~gradatim.manifest.classes.CHEXPERT_LABELS` order, then the others as given), box
     coordinates as ``float``. ``where`` (a :class:`Where`, or just a path) places errors:
     :class:`gradatim.errors.ManifestError` names the file, the line/row, the field and the reason.
@@ -239,6 +241,7 @@ def _parquet_schema() -> Any:
             pa.field("prompt", pa.string()),
             pa.field("answer", pa.string()),
             pa.field("rationale", pa.string()),
+            pa.field("hard_id", pa.string()),
             pa.field("labels", pa.map_(pa.string(), pa.int8()), nullable=False),
             pa.field("boxes", pa.list_(box), nullable=False),
             pa.field("laterality_sensitive", pa.bool_(), nullable=False),
@@ -299,7 +302,7 @@ def write_manifest(
 
             os.close(fd)
             rows = [
-                {"answer": None, "rationale": None, **r, "labels": list(r["labels"].items())}
+                {**dict.fromkeys(VQA_FIELDS), **r, "labels": list(r["labels"].items())}
                 for r in clean
             ]
             pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()), tmp)
@@ -323,7 +326,8 @@ def read_manifest(
 
     Blank JSONL lines are skipped; ids must be unique. Errors name the file, the line (JSONL) or
     row (Parquet, packed; 1-based), the field and the reason. Records come back normalised, as
-    :func:`validate_record` returns them (Parquet's null ``answer``/``rationale`` mean absent).
+    :func:`validate_record` returns them (Parquet's null ``answer``/``rationale``/``hard_id``
+    mean absent).
     """
     name = os.fspath(path)
     if parquet is None and is_packed(name):
@@ -356,8 +360,8 @@ def jsonl_text(path: str | os.PathLike[str]) -> str:
 
 def parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The rows of a Parquet manifest as plain dicts, for the core's validator: pyarrow's map
-    columns (``labels``, a list of pairs) become dicts, and null ``answer``/``rationale`` cells,
-    which only mean "absent", are dropped."""
+    columns (``labels``, a list of pairs) become dicts, and null ``answer``/``rationale``/
+    ``hard_id`` cells, which only mean "absent", are dropped."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -7,7 +7,7 @@ Example::
     [model]
     name = "tiny-llava"            # or path = "/models/medgemma-4b-it" (local, never downloaded)
 
-    [lora]                         # CURE's defaults
+    [lora]                         # CURE's values (modules_to_save = [] unless preset "cure")
     r = 16
     alpha = 32
     dropout = 0.05
@@ -21,6 +21,7 @@ Example::
     batch_size = 4
     grad_accum = 1
     out = "runs/demo"
+    # preset = "cure"              # CURE's values for every key not set here (PRESETS below)
 
     [[data.sources]]
     name = "vindr"
@@ -35,29 +36,89 @@ Example::
     per_source = 16
     categories = "anatomy"         # CURE's category level: task | phrase | anatomy
     phase1_steps = 500             # CURE's phase 1: anatomy-grounded reports only, then multi-task
+
+``[train] preset = "cure"`` fills every key the file does not set with CURE's value (PabloMessina/
+CURE 9365333: ``scripts/train_medgemma.py``, its ``configs/training/*.yaml``; see :data:`PRESETS`);
+keys the file sets win, and the resolved configuration, with the keys the preset filled, is what
+``TrainConfig.as_dict`` returns and the run saves (``run-config.json``, every checkpoint).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
+from gradatim.curriculum.stages import DOMAIN_RULES
 from gradatim.manifest.common import TASKS
+from gradatim.train.attention import ATTENTION_FORMS
 from gradatim.train.gradients import METHODS
 from gradatim.train.models import TINY, LoraSettings
 
-__all__ = ["ConfigError", "TrainConfig", "load_config", "KINDS", "CATEGORIES"]
+__all__ = ["ConfigError", "TrainConfig", "load_config", "KINDS", "CATEGORIES", "PRESETS"]
 
 #: Curricula: none; CURE's error-aware source (and category) weights; RRGCL's class-level epoch
 #: subsets; both composed in one sampler (RRGCL inside each source, CURE across); MedCLM's stages.
 KINDS = ("none", "cure", "rrgcl", "cure+rrgcl", "medclm")
 
 #: What a CURE category is, per record: its task (prompt type), or its first box's phrase or
-#: anatomy (a record without one is "none").
-CATEGORIES = ("task", "phrase", "anatomy")
+#: anatomy (a record without one is "none"), or CURE's per task ("cure": the anatomy of an
+#: anatomy-grounded record, the phrase of a phrase-grounding one, "none" otherwise). Two joined by
+#: "/" ("task/anatomy") make categories with sub-categories (CURE's third level).
+CATEGORIES = ("task", "phrase", "anatomy", "cure")
+
+#: CURE's values, each from its public code (PabloMessina/CURE 9365333): ``scripts/
+#: train_medgemma.py`` (``setup_and_train``'s LoRA and ``TrainingArguments`` defaults: AdamW,
+#: linear decay, ``warmup_ratio`` 0.03, ``max_grad_norm`` 0.3, ``modules_to_save`` lm_head and
+#: embed_tokens; the trainer's ``SequentialSampler`` over ``WeightedCompositeDataset``; its
+#: validation's text cleaning and fresh uniform subsets) and ``configs/training/`` (phase 1:
+#: ``chestimagenome_..._custom_eval_250_curriculum_500_with_aug_3000_steps.yaml``, 3000 steps,
+#: re-weighting every 500; phase 2: ``multi_task_..._v20_...yaml``, a new run from the phase-1
+#: adapter, so a fresh optimizer, 12000 steps, re-weighting every 3000, batch 5 x 5, lr 2e-4,
+#: r 16, alpha 32, dropout 0.05, 200 validation samples and 200 new tokens for Chest ImaGenome).
+#: docs/curriculum.md lists where gradatim departs. ``grounded_end`` is set per source: "" for a
+#: source named or selected "padchest-gr" (CURE joins PadChest-GR's sentences without a final
+#: period), the templates' "." otherwise.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "cure": {
+        "lora": {
+            "r": 16,
+            "alpha": 32,
+            "dropout": 0.05,
+            "target_modules": "all-linear",
+            "modules_to_save": ["lm_head", "embed_tokens"],
+        },
+        "optim": {
+            "lr": 2e-4,
+            "weight_decay": 0.0,
+            "schedule": "linear",
+            "warmup_ratio": 0.03,
+            "max_grad_norm": 0.3,
+            "reset_at_phase2": True,
+        },
+        "train": {"steps": 15000, "batch_size": 5, "grad_accum": 5},
+        "data": {"draw": "interleave", "augment": "cure_train", "box_format": "cure"},
+        "curriculum": {
+            "kind": "cure",
+            "period": 3000,
+            "alpha": 0.8,
+            "categories": "cure",
+            "phase1_steps": 3000,
+            "phase1_period": 500,
+            "phase1_tasks": ["anatomy_grounded_report"],
+            "val_subset": "fresh",
+            "per_source": 200,
+            "max_new_tokens": 200,
+            "text_clean": "cure",
+            "text_metrics": "cure",
+        },
+    },
+}
+
+_PADCHEST = "padchest-gr"
 
 
 class ConfigError(ValueError):
@@ -79,6 +140,10 @@ class OptimSection:
     lr: float = 2e-4
     weight_decay: float = 0.0
     method: str = "linear"
+    schedule: str = "constant"  # constant | linear (Hugging Face's linear warm-up and decay)
+    warmup_ratio: float = 0.0  # warm-up steps: ceil(ratio x the phase's steps), as Hugging Face
+    max_grad_norm: float = 0.0  # clip the gradient norm (0: off)
+    reset_at_phase2: bool = False  # a fresh optimizer and schedule when CURE's phase 2 starts
 
 
 @dataclass
@@ -92,6 +157,7 @@ class TrainSection:
     log_every: int = 10
     checkpoint_every: int = 50
     out: str = "runs/gradatim"
+    preset: str | None = None  # "cure": CURE's values for every key not set (PRESETS)
 
 
 @dataclass
@@ -101,13 +167,16 @@ class Source:
     split: str | None = None
     weight: float = 1.0
     select: str | None = None  # only the manifest's records whose `source` field is this
+    grounded_end: str | None = None  # after a grounded report's last sentence (None: the ".")
+    categories: str | None = None  # this source's CURE categories ([curriculum].categories)
+    val_samples: int = 0  # validation samples of this source (0: [curriculum].per_source)
 
 
 @dataclass
 class DataSection:
     sources: list[Source] = field(default_factory=list)
     box_format: str = "cure"
-    augment: str = "cure_train"  # cure_train | none
+    augment: str = "cure_train"  # cure_train | fast_train | none
     # how the sources' positions are drawn: "random" (each independently with the weights) |
     # "interleave" (CURE's deterministic slot pattern: its SequentialSampler over its
     # WeightedCompositeDataset) | "quota" (exact shares, shuffled)
@@ -122,13 +191,30 @@ class CurriculumSection:
     epochs: int = 10  # RRGCL's T
     alpha: float = 0.8  # IoU weight of perf = alpha IoU + (1 - alpha) text
     val_split: str = "validate"
-    per_source: int = 16  # pinned validation samples per source
+    per_source: int = 16  # validation samples per source
+    val_subset: str = "pinned"  # pinned (the first records) | fresh (CURE: new at each validation)
+    text_clean: str = "none"  # none | cure (CURE's validation: boxes out, description kept)
+    text_metrics: str = "gradatim"  # gradatim | cure (corpus BLEU-4, ROUGE-L without stemming)
     max_new_tokens: int = 64
     categories: str | None = None  # CURE's category level: task | phrase | anatomy
     phase1_steps: int = 0  # CURE's phase 1 on `phase1_tasks` only, before the multi-task phase
+    phase1_period: int = 0  # category re-weighting every N steps of phase 1 (0: none)
     phase1_tasks: list[str] = field(default_factory=lambda: ["anatomy_grounded_report"])
     attention_kl: float = 0.0  # MedCLM: weight of the Medium stage's attention KL term
+    # MedCLM: whose attention the KL term pulls: "language" (gradatim's: the language model's,
+    # target tokens -> image tokens) | "vision_cls" (the released code's
+    # compute_attention_mask_loss: the vision tower's last-layer CLS -> patches; a CLIP tower)
+    attention_form: str = "language"
     stage: str | None = None  # MedCLM: a fixed stage (easy | medium | hard), no scheduler
+    # MedCLM: the stage scheduler's domains: "source" (gradatim's: the data sources) |
+    # "lesion_modality" (the released code's f"{lesion_class}_{modality}": first box phrase and
+    # the image path's modality, or `modality` when set)
+    domains: str = "source"
+    modality: str | None = None
+    # MedCLM: the Medium mask's cells, "truncate" (the released rule) | "whole" (gradatim's: every
+    # touched cell) | "fraction"; and a sample without a box: "image" (released) | "zeros"
+    mask_cells: str = "truncate"
+    mask_empty: str = "image"
 
 
 @dataclass
@@ -140,18 +226,21 @@ class TrainConfig:
     data: DataSection
     curriculum: CurriculumSection = field(default_factory=CurriculumSection)
     path: Path | None = None
+    preset_keys: list[str] = field(default_factory=list)  # the keys the preset filled
 
     def as_dict(self) -> dict[str, Any]:
-        """The configuration as plain data (saved with every checkpoint)."""
+        """The configuration as plain data (saved with every checkpoint), with ``preset``: the
+        preset's name and the keys it filled."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "path":
+            if f.name in ("path", "preset_keys"):
                 continue
             section = getattr(self, f.name)
             d = {k.name: getattr(section, k.name) for k in fields(section)}
             if f.name == "data":
                 d["sources"] = [vars(s) for s in section.sources]
             out[f.name] = d
+        out["preset"] = {"name": self.train.preset, "filled": list(self.preset_keys)}
         return out
 
 
@@ -189,6 +278,8 @@ def _check(value: Any, annotation: Any, where: str) -> Any:
         return float(value)
     if text in ("str", "str | None") and not isinstance(value, str):
         raise _fail(where, f"expected a string, got {value!r}")
+    if text == "bool" and not isinstance(value, bool):
+        raise _fail(where, f"expected true or false, got {value!r}")
     if text == "str | bool" and not isinstance(value, (str, bool)):
         raise _fail(where, f"expected a string or a boolean, got {value!r}")
     if "list[str]" in text:
@@ -214,6 +305,7 @@ def load_config(path: str | Path) -> TrainConfig:
             raise _fail(
                 f"{name}: [{key}]", f"unknown section (known: {', '.join(sorted(sections))})"
             )
+    filled = _apply_preset(raw, name)
     data_raw = dict(raw.get("data") or {})
     sources_raw = data_raw.pop("sources", [])
     if not isinstance(sources_raw, list) or not sources_raw:
@@ -231,9 +323,46 @@ def load_config(path: str | Path) -> TrainConfig:
         data=data,
         curriculum=_section(CurriculumSection, raw.get("curriculum"), f"{name}: [curriculum]"),
         path=path,
+        preset_keys=filled,
     )
     _validate(cfg, name, path.parent)
     return cfg
+
+
+def _apply_preset(raw: dict[str, Any], name: str) -> list[str]:
+    """Fill the keys ``raw`` does not set with the preset's values (``[train].preset``); returns
+    the keys filled, as ``[section].key`` and ``[[data.sources]][i].key``."""
+    train = raw.get("train")
+    preset = train.get("preset") if isinstance(train, dict) else None
+    if preset is None:
+        return []
+    if preset not in PRESETS:
+        raise _fail(
+            f"{name}: [train].preset", f"expected one of {', '.join(PRESETS)}, got {preset!r}"
+        )
+    filled = []
+    kind = (
+        (raw.get("curriculum") or {}).get("kind")
+        if isinstance(raw.get("curriculum"), dict)
+        else None
+    )
+    for section, values in PRESETS[preset].items():
+        if section == "curriculum" and isinstance(kind, str) and "cure" not in kind:
+            continue  # another curriculum chosen in the file: CURE's curriculum keys do not apply
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            continue  # reported as "expected a table" by its section
+        for key, value in values.items():
+            if key not in table:
+                table[key] = copy.deepcopy(value)
+                filled.append(f"[{section}].{key}")
+    sources = (raw.get("data") or {}).get("sources")
+    for i, s in enumerate(sources if isinstance(sources, list) else []):
+        if isinstance(s, dict) and "grounded_end" not in s:
+            if _PADCHEST in (s.get("select"), s.get("name")):
+                s["grounded_end"] = ""
+                filled.append(f"[[data.sources]][{i}].grounded_end")
+    return filled
 
 
 def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
@@ -285,16 +414,35 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             f"{name}: [curriculum].kind", f"expected one of {', '.join(KINDS)}, got {c.kind!r}"
         )
     if c.categories is not None:
-        if c.categories not in CATEGORIES:
-            raise _fail(
-                f"{name}: [curriculum].categories",
-                f"expected one of {', '.join(CATEGORIES)}, got {c.categories!r}",
-            )
+        _check_categories(c.categories, f"{name}: [curriculum].categories")
         if "cure" not in c.kind:
             raise _fail(f"{name}: [curriculum].categories", "category weights need kind cure")
-    if c.phase1_steps < 0:
+    for key, value in (("phase1_steps", c.phase1_steps), ("phase1_period", c.phase1_period)):
+        if value < 0:
+            raise _fail(f"{name}: [curriculum].{key}", f"expected an int >= 0, got {value}")
+    if c.phase1_period and not c.phase1_steps:
+        raise _fail(f"{name}: [curriculum].phase1_period", "needs phase1_steps")
+    choices = (("val_subset", ("pinned", "fresh")), ("text_clean", ("none", "cure")),
+               ("text_metrics", ("gradatim", "cure")))  # fmt: skip
+    for key, allowed in choices:
+        value = getattr(c, key)
+        if value not in allowed:
+            raise _fail(
+                f"{name}: [curriculum].{key}",
+                f"expected {' or '.join(repr(a) for a in allowed)}, got {value!r}",
+            )
+    o = cfg.optim
+    if o.schedule not in ("constant", "linear"):
         raise _fail(
-            f"{name}: [curriculum].phase1_steps", f"expected an int >= 0, got {c.phase1_steps}"
+            f"{name}: [optim].schedule", f'expected "constant" or "linear", got {o.schedule!r}'
+        )
+    if not 0 <= o.warmup_ratio <= 1:
+        raise _fail(
+            f"{name}: [optim].warmup_ratio", f"expected a number in [0, 1], got {o.warmup_ratio}"
+        )
+    if o.max_grad_norm < 0:
+        raise _fail(
+            f"{name}: [optim].max_grad_norm", f"expected a number >= 0, got {o.max_grad_norm}"
         )
     for t in c.phase1_tasks:
         if t not in TASKS:
@@ -305,6 +453,25 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
         )
     if c.attention_kl > 0 and c.kind != "medclm":
         raise _fail(f"{name}: [curriculum].attention_kl", "the attention KL term needs kind medclm")
+    if c.attention_form not in ATTENTION_FORMS:
+        raise _fail(
+            f"{name}: [curriculum].attention_form",
+            f"expected one of {', '.join(ATTENTION_FORMS)}, got {c.attention_form!r}",
+        )
+    if c.domains not in DOMAIN_RULES:
+        raise _fail(
+            f"{name}: [curriculum].domains",
+            f"expected one of {', '.join(DOMAIN_RULES)}, got {c.domains!r}",
+        )
+    if c.modality is not None and c.domains != "lesion_modality":
+        raise _fail(f"{name}: [curriculum].modality", 'needs domains = "lesion_modality"')
+    for key, value, allowed in (("mask_cells", c.mask_cells, ("truncate", "whole", "fraction")),
+                                ("mask_empty", c.mask_empty, ("image", "zeros"))):  # fmt: skip
+        if value not in allowed:
+            raise _fail(
+                f"{name}: [curriculum].{key}",
+                f"expected one of {', '.join(allowed)}, got {value!r}",
+            )
     if c.phase1_steps and "cure" not in c.kind:
         raise _fail(f"{name}: [curriculum].phase1_steps", "CURE's phase 1 needs kind cure")
     if "rrgcl" in c.kind:
@@ -327,9 +494,10 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             f"{name}: [data].draw",
             f'expected "random", "interleave" or "quota", got {cfg.data.draw!r}',
         )
-    if cfg.data.augment not in ("cure_train", "none"):
+    if cfg.data.augment not in ("cure_train", "fast_train", "none"):
         raise _fail(
-            f"{name}: [data].augment", f'expected "cure_train" or "none", got {cfg.data.augment!r}'
+            f"{name}: [data].augment",
+            f'expected "cure_train", "fast_train" or "none", got {cfg.data.augment!r}',
         )
     seen = set()
     for i, s in enumerate(cfg.data.sources):
@@ -339,6 +507,12 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
         seen.add(s.name)
         if s.weight < 0:
             raise _fail(f"{where}.weight", f"expected a number >= 0, got {s.weight}")
+        if s.val_samples < 0:
+            raise _fail(f"{where}.val_samples", f"expected an int >= 0, got {s.val_samples}")
+        if s.categories is not None:
+            _check_categories(s.categories, f"{where}.categories")
+            if c.categories is None:
+                raise _fail(f"{where}.categories", "needs [curriculum].categories (kind cure)")
         manifest = Path(s.manifest)
         if not manifest.is_absolute():
             s.manifest = str((base / manifest).resolve())
@@ -346,3 +520,12 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             raise _fail(f"{where}.manifest", f"{s.manifest}: no such file")
     if cfg.model.path is not None and not Path(cfg.model.path).is_absolute():
         cfg.model.path = str((base / cfg.model.path).resolve())
+
+
+def _check_categories(value: str, where: str) -> None:
+    parts = value.split("/")
+    if len(parts) > 2 or any(p not in CATEGORIES for p in parts):
+        raise _fail(
+            where,
+            f"expected one of {', '.join(CATEGORIES)}, or two joined by '/', got {value!r}",
+        )

@@ -1,34 +1,56 @@
 """Multi-task gradient combination over the tasks present in a batch.
 
 Every method takes the per-task gradients ``g_1 .. g_K`` of the shared (LoRA) parameters,
-flattened into the rows of a ``[K, P]`` tensor, and the task weights ``w`` (normalised to sum to
-1), and returns one update direction ``[P]``:
+flattened into the rows of a ``[K, P]`` tensor, and the task weights ``w`` of the linear objective
+``L = sum_i w_i L_i``, and returns one update direction ``[P]``. The weights keep their scale by
+default (``normalize_weights=False``): the CAME-Grad authors call ``step([loss_lm, loss_cls],
+task_weights=[1.0, cls_weight])`` for the baseline ``loss_lm + cls_weight * loss_cls``
+(github vpsg-research/CAME-Grad, ``modules/trainer.py`` at 79059e3), so ``g0 = sum_i w_i g_i`` is
+that baseline's gradient. ``normalize_weights=True`` divides ``w`` by its sum first (the training
+loop's weights are the tasks' sample counts and its objective the batch's mean loss). Without
+weights every task weighs 1 (``1 / K`` normalised). The methods, their conventions named where a
+source leaves a choice (:func:`describe` returns them as a record for logs and checkpoints):
 
 - ``linear`` (default): ``g0 = sum_i w_i g_i``, linear scalarisation.
 - ``pcgrad``: PCGrad (Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020,
-  Algorithm 1): each weighted task gradient ``w_i g_i``, in a random order of the other tasks,
-  loses its component along every ``w_j g_j`` it conflicts with (negative dot product);
-  the projected gradients are summed.
+  Algorithm 1) on the weighted task gradients ``w_i g_i``: each, in a random order of the *other*
+  tasks, loses its component along every ``w_j g_j`` it conflicts with (negative dot product);
+  the projected gradients are **summed**, as Algorithm 1 and LibMTL's ``PCGrad``
+  (median-research-group/LibMTL, ``LibMTL/weighting/PCGrad.py`` at 4336804) do.
+  WeiChengTseng/Pytorch-PCGrad (``pcgrad.py`` at e987ac6) takes their **mean** (its ``"sum"``
+  reduction is unreachable: ``if self._reduction:`` is true for ``"sum"`` too), i.e. ``1 / K`` of
+  this with equal weights: pass ``w_i = 1 / K`` for that scale.
 - ``cagrad``: CAGrad (Liu et al., "Conflict-Averse Gradient Descent for Multi-task Learning",
-  NeurIPS 2021, Eq. 3 and its dual): with ``g0`` the weighted mean and ``phi = c^2 |g0|^2``,
-  ``p* = argmin_{p in simplex} g_p . g0 + sqrt(phi) |g_p|`` where ``g_p = sum_i p_i g_i``;
-  ``d = g0 + sqrt(phi) g_p / |g_p|``, rescaled by ``1 / (1 + c^2)`` as the authors' code does
-  (``rescale=1``); ``c = 0.5``.
+  NeurIPS 2021, Eq. 3 and its dual) on the weighted losses ``w_i L_i`` as LibMTL's ``CAGrad``
+  (``LibMTL/weighting/CAGrad.py`` at 4336804) computes it, **times K**: with ``h_i = w_i g_i``
+  and ``g0 = sum_i h_i``, ``p`` ranges over the simplex of the ``h_i``,
+  ``p* = argmin_p g_p . g0 + c |g0| |g_p|`` with ``g_p = sum_i p_i h_i``;
+  ``d = g0 + c |g0| g_p / |g_p|``, rescaled by ``1 / (1 + c^2)`` (``rescale=1``); ``c = 0.5``.
+  LibMTL (and the paper) centre on the task *average* ``g0 / K``, which gives the same direction
+  and ``1 / K`` of this update; gradatim keeps every method at the scale of the objective's
+  gradient ``g0`` (so a step's scale does not change with the number of tasks in its batch);
+  weights ``w_i / K`` give LibMTL's update on the losses ``w_i L_i`` exactly.
+  (The other reading, ``g0 = sum_i w_i g_i`` for normalised ``w`` with ``p`` over the
+  *unweighted* ``g_i``, gives the same update for equal weights but not for unequal ones: 8 % of
+  the update's norm on the pair ``(1, 0), (-1, 1)`` weighted 0.6 / 0.4.)
 - ``came_grad``: a *reconstruction* of CAME-Grad (Zhang et al., "The Double Dilemma in Multi-Task
-  Radiology Report Generation: A Gradient Dynamics Analysis and Solution", 2026). The authors
-  published only the interface (``CAME_Grad(base_optimizer, rho=0.5, kappa=1.5, nu=0.2)``,
-  ``step([losses], task_weights=...)``) and withheld the optimizer core; the paper describes three
-  steps, built here as follows (documented in ``docs/training.md``):
+  Radiology Report Generation: A Gradient Dynamics Analysis and Solution", ICML 2026). The
+  authors published only the interface (``CAME_Grad(base_optimizer, rho=0.5, kappa=1.5,
+  nu=0.2)``, ``step([losses], task_weights=...)``) and withheld the optimizer core; their
+  abstract names three steps. Every choice below is gradatim's guess, listed in
+  :data:`CAME_GRAD_GUESSES` (recorded with every run) and marked ``GUESS[key]`` where it is made:
 
-  1. *conflict-averse direction rectification*: the CAGrad direction ``d`` with radius
-     ``c = rho`` around the weighted gradient ``g0`` (before CAGrad's rescaling);
-  2. *magnitude-enhanced energy injection*: conflicting tasks cancel in ``g0``, shrinking the
-     update (the paper's "diffusion term decay"); ``d`` keeps its direction and gets the
-     magnitude the tasks would have had without cancelling, ``m = sum_i w_i |g_i|``, enhanced by
-     ``kappa``: ``d' = kappa * m * d / |d|``;
-  3. *adaptive gradient fusion*: ``g = (1 - nu) d' + nu g0``, keeping a share ``nu`` of the
-     task-weighted (inductive-bias) direction.
+  1. *conflict-averse direction rectification*: the direction of ``cagrad``'s ``d`` with radius
+     ``c = rho`` (``GUESS["direction"]``);
+  2. *magnitude-enhanced energy injection*: ``d' = kappa * m * d / |d|`` with
+     ``m = sum_i w_i |g_i|``, the magnitude the tasks would have without cancelling
+     (``GUESS["magnitude"]``);
+  3. *adaptive gradient fusion*: ``g = (1 - nu) d' + nu g0`` with a **constant** ``nu`` where the
+     paper says adaptive (``GUESS["fusion_weight"]``) and ``g0 = sum_i w_i g_i`` taken as the
+     "task-specific inductive bias" (``GUESS["inductive_bias"]``); the weights keep the authors'
+     scale (``GUESS["task_weights"]``).
 
+With one task (``K = 1``) every method but ``came_grad`` returns ``w_1 g_1``.
 Gradients are combined in float64 so the small solves are stable, and returned in the input dtype.
 Everything here is a pure function of the tensors it is given: no parameter's ``.grad`` is read or
 written (:class:`gradatim.train.multitask.MultiTaskOptimizer` does that, and for ``linear`` it
@@ -38,25 +60,53 @@ needs no per-task rows: one backward pass of the weighted loss gives ``g0``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-__all__ = ["Method", "METHODS", "combine", "cagrad_weights", "project_simplex"]
+__all__ = [
+    "Method",
+    "METHODS",
+    "CAME_GRAD_GUESSES",
+    "combine",
+    "describe",
+    "cagrad_weights",
+    "project_simplex",
+]
 
 Method = Literal["linear", "pcgrad", "cagrad", "came_grad"]
 METHODS: tuple[str, ...] = ("linear", "pcgrad", "cagrad", "came_grad")
 
+#: Each choice of gradatim's CAME-Grad reconstruction that no published source fixes (the
+#: abstract and the authors' interface, github vpsg-research/CAME-Grad at 79059e3). The same text
+#: goes into ``describe("came_grad")``, hence into the training log and the checkpoints.
+CAME_GRAD_GUESSES: dict[str, str] = {
+    "direction": "step 1 (direction rectification) is the direction of CAGrad's d with radius "
+    "c = rho for the weighted task gradients w_i g_i (LibMTL's CAGrad on the losses w_i L_i, "
+    "before its rescaling)",
+    "magnitude": "step 2 (energy injection) sets |d'| = kappa * sum_i w_i |g_i|: the magnitude "
+    "the weighted task gradients would have without cancelling, enhanced by kappa",
+    "fusion_weight": "step 3 (fusion) uses a constant nu; the paper calls the fusion adaptive "
+    "but its rule is unpublished",
+    "inductive_bias": "step 3 fuses with g0 = sum_i w_i g_i, the linear objective's gradient, "
+    "taken as the paper's 'task-specific inductive bias': g = (1 - nu) d' + nu g0",
+    "task_weights": "task weights keep their scale (the authors' step([loss_lm, loss_cls], "
+    "task_weights=[1, cls_weight]) for the baseline loss_lm + cls_weight * loss_cls), "
+    "unless normalize_weights=True",
+}
 
-def _weights(k: int, weights: Sequence[float] | torch.Tensor | None) -> torch.Tensor:
+
+def _weights(
+    k: int, weights: Sequence[float] | torch.Tensor | None, normalize: bool
+) -> torch.Tensor:
     if weights is None:
-        return torch.full((k,), 1.0 / k, dtype=torch.float64)
+        return torch.full((k,), 1.0 / k if normalize else 1.0, dtype=torch.float64)
     w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
     if w.numel() != k:
         raise ValueError(f"task_weights: expected {k} weights, got {w.numel()}")
     if not torch.isfinite(w).all() or (w < 0).any() or float(w.sum()) <= 0:
         raise ValueError(f"task_weights must be finite, non-negative, not all zero: {w.tolist()}")
-    return w / w.sum()
+    return w / w.sum() if normalize else w
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -103,11 +153,15 @@ def cagrad_weights(
     return p
 
 
-def _cagrad_direction(g: torch.Tensor, w: torch.Tensor, c: float) -> torch.Tensor:
-    """CAGrad's ``d = g0 + c |g0| g_p / |g_p|`` (not rescaled)."""
-    g0 = w @ g
-    p = cagrad_weights(g @ g.T, w, c)
-    gp = p @ g
+def _cagrad_direction(h: torch.Tensor, c: float) -> torch.Tensor:
+    """CAGrad's ``d = g0 + c |g0| g_p / |g_p|`` (not rescaled) for the task gradients ``h``
+    (the weighted ones ``w_i g_i``): ``g0`` is their sum and ``g_p`` a point of their convex
+    hull; K times LibMTL's ``CAGrad.backward`` (``LibMTL/weighting/CAGrad.py`` at 4336804), whose
+    ``g0`` is their mean (the dual's minimiser does not depend on that factor)."""
+    k = h.shape[0]
+    g0 = h.sum(0)
+    p = cagrad_weights(h @ h.T, torch.ones(k, dtype=h.dtype), c)
+    gp = p @ h
     gp_norm = torch.linalg.vector_norm(gp)
     if float(gp_norm) < 1e-30:
         return g0
@@ -119,6 +173,7 @@ def combine(
     task_weights: Sequence[float] | torch.Tensor | None = None,
     method: Method = "linear",
     *,
+    normalize_weights: bool = False,
     c: float = 0.5,
     rho: float = 0.5,
     kappa: float = 1.5,
@@ -127,19 +182,20 @@ def combine(
 ) -> torch.Tensor:
     """One update direction from the ``[K, P]`` per-task gradients (see the module docstring).
 
-    ``c`` is CAGrad's radius; ``rho``, ``kappa`` and ``nu`` are CAME-Grad's; ``generator`` orders
-    PCGrad's projections. Returns a new tensor; ``grads`` is not modified and no ``.grad`` is
-    touched."""
+    ``task_weights``: the ``w_i`` of the objective ``sum_i w_i L_i``, used at their scale unless
+    ``normalize_weights`` (default: 1 each). ``c`` is CAGrad's radius; ``rho``, ``kappa`` and
+    ``nu`` are CAME-Grad's; ``generator`` orders PCGrad's projections. Returns a new tensor;
+    ``grads`` is not modified and no ``.grad`` is touched."""
     if grads.ndim != 2 or grads.shape[0] == 0:
         raise ValueError(f"grads: expected a [tasks, parameters] tensor, got {tuple(grads.shape)}")
     g = grads.to(torch.float64)
-    w = _weights(g.shape[0], task_weights)
+    w = _weights(g.shape[0], task_weights, normalize_weights)
     if method == "linear" or g.shape[0] == 1 and method != "came_grad":
         out = w @ g
     elif method == "pcgrad":
         out = _pcgrad(g * w[:, None], generator)
     elif method == "cagrad":
-        out = _cagrad_direction(g, w, c) / (1 + c * c)
+        out = _cagrad_direction(g * w[:, None], c) / (1 + c * c)
     elif method == "came_grad":
         out = _came_grad(g, w, rho, kappa, nu)
     else:
@@ -148,6 +204,8 @@ def combine(
 
 
 def _pcgrad(g: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Yu et al. 2020, Algorithm 1: ``g_i`` against the other tasks in a random order, then the
+    sum of the projected gradients (LibMTL's ``pc_grads.sum(0)``)."""
     k = g.shape[0]
     projected = g.clone()
     for i in range(k):
@@ -162,10 +220,73 @@ def _pcgrad(g: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
 def _came_grad(
     g: torch.Tensor, w: torch.Tensor, rho: float, kappa: float, nu: float
 ) -> torch.Tensor:
-    g0 = w @ g
-    d = _cagrad_direction(g, w, rho)
+    """gradatim's reconstruction; each ``GUESS[key]`` marks where the guess
+    ``CAME_GRAD_GUESSES[key]`` is made."""
+    h = g * w[:, None]  # GUESS["task_weights"]: w at the authors' scale unless normalised
+    g0 = h.sum(0)  # GUESS["inductive_bias"]: the linear objective's gradient sum_i w_i g_i
+    d = _cagrad_direction(h, rho)  # GUESS["direction"]: CAGrad's, radius rho
     d_norm = torch.linalg.vector_norm(d)
     if float(d_norm) < 1e-30:
         return g0
-    restored = w @ torch.linalg.vector_norm(g, dim=1)
+    restored = torch.linalg.vector_norm(h, dim=1).sum()  # GUESS["magnitude"]: sum_i w_i |g_i|
+    # GUESS["fusion_weight"]: a constant nu (the paper's fusion is adaptive, its rule unpublished)
     return (1 - nu) * kappa * restored * d / d_norm + nu * g0
+
+
+def describe(method: str, *, normalize_weights: bool = False, **options: Any) -> dict[str, Any]:
+    """What a run records about its gradient method (the training log and the checkpoints carry
+    it as ``gradient_method``): the name, the options in force (defaults filled in), how the task
+    weights are scaled, the conventions taken where the sources differ and, for ``came_grad``,
+    that it is a reconstruction and every guess it makes (:data:`CAME_GRAD_GUESSES`)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    defaults: dict[str, dict[str, float]] = {
+        "linear": {},
+        "pcgrad": {},
+        "cagrad": {"c": 0.5},
+        "came_grad": {"rho": 0.5, "kappa": 1.5, "nu": 0.2},
+    }
+    unknown = set(options) - set(defaults[method])
+    if unknown:
+        raise ValueError(f"{method}: unknown options {sorted(unknown)}")
+    used = {k: float(options.get(k, v)) for k, v in defaults[method].items()}
+    weights = (
+        "normalized: w_i / sum_j w_j (the training loop: each task's share of the step's samples)"
+        if normalize_weights
+        else "unnormalized: the objective sum_i w_i L_i at the weights' own scale"
+    )
+    conventions: dict[str, str] = {
+        "linear": {"rule": "g0 = sum_i w_i g_i"},
+        "pcgrad": {
+            "reduction": "sum of the projected weighted gradients w_i g_i (Yu et al. 2020 "
+            "Algorithm 1; LibMTL PCGrad); Pytorch-PCGrad takes their mean",
+            "order": "each task against the other tasks in a random order, drawn from the step",
+        },
+        "cagrad": {
+            "tasks": "the weighted losses w_i L_i, as LibMTL's CAGrad: p over the simplex of "
+            "the w_i g_i",
+            "scale": "centred on g0 = sum_i w_i g_i: K times LibMTL's update, which centres on "
+            "the mean of the w_i g_i",
+            "rescale": "1 / (1 + c^2) (CAGrad's and LibMTL's rescale=1)",
+        },
+        "came_grad": {"rule": "g = (1 - nu) kappa (sum_i w_i |g_i|) d / |d| + nu g0"},
+    }[method]
+    conventions["single_task"] = (
+        "one task: kappa-scaled fusion as for K tasks"
+        if method == "came_grad"
+        else "one task: w_1 g_1"
+    )
+    record: dict[str, Any] = {
+        "name": method,
+        "options": used,
+        "task_weights": weights,
+        "conventions": conventions,
+        "reconstruction": method == "came_grad",
+    }
+    if method == "came_grad":
+        record["source"] = (
+            "Zhang et al., ICML 2026: abstract and published interface only; the optimizer "
+            "core is withheld (github vpsg-research/CAME-Grad)"
+        )
+        record["guesses"] = dict(CAME_GRAD_GUESSES)
+    return record

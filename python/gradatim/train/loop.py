@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -28,9 +29,17 @@ import torch.distributed as dist
 
 from gradatim.curriculum import ErrorAwareCurriculum, TwoLevelCurriculum
 from gradatim.train import checkpoint
-from gradatim.train.attention import MEDIUM, attention_kl
+from gradatim.train.attention import MEDIUM, VisionAttention, attention_kl, vision_cls_kl
 from gradatim.train.config import TrainConfig
-from gradatim.train.data import build_loader, make_dataset, record_categories, source_records
+from gradatim.train.data import (
+    build_loader,
+    eval_augment,
+    make_dataset,
+    run_categories,
+    source_ends,
+    source_records,
+    with_source_ends,
+)
 from gradatim.train.loss import group_losses, per_sample_loss, per_sample_role_loss
 from gradatim.train.models import (
     TINY,
@@ -47,7 +56,7 @@ from gradatim.train.text import encode_batch
 from gradatim.train.tokenizer import train_bpe
 from gradatim.train.validation import Hook, Validator
 
-__all__ = ["Run", "TASKS", "build_model", "train"]
+__all__ = ["Run", "TASKS", "build_model", "lr_factor", "train"]
 
 _NO_ATTENTIONS = (
     "MedCLM's attention KL term is off: the model returned no attention weights "
@@ -95,6 +104,26 @@ def build_model(
     return bundle
 
 
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of the step after ``step`` steps, as a fraction of ``[optim].lr``:
+    1 with ``schedule = "constant"``; with ``"linear"``, Hugging Face's linear schedule
+    (``get_linear_schedule_with_warmup``: ``k / w`` during ``w = ceil(warmup_ratio x n)``
+    warm-up steps, then ``(n - k) / (n - w)``, never below 0) over the run's ``n = steps``, or,
+    with ``reset_at_phase2`` and CURE's phase 1, one schedule per phase (CURE's phase 2 is a new
+    run)."""
+    o = cfg.optim
+    if o.schedule == "constant":
+        return 1.0
+    k, n = step, cfg.train.steps
+    phase1 = cfg.curriculum.phase1_steps if "cure" in cfg.curriculum.kind else 0
+    if o.reset_at_phase2 and 0 < phase1 < n:
+        k, n = (step, phase1) if step < phase1 else (step - phase1, n - phase1)
+    warmup = math.ceil(n * o.warmup_ratio)
+    if k < warmup:
+        return k / max(1, warmup)
+    return max(0.0, (n - k) / max(1, n - warmup))
+
+
 def _bf16(cfg: TrainConfig) -> bool:
     if cfg.train.bf16 == "auto":
         return torch.cuda.is_available()
@@ -111,13 +140,15 @@ def _batches(loader: Any) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 class _StageLosses:
-    """MedCLM's learning signal: per source and stage, the epoch's mean loss, handed to the
-    ``StageScheduler`` when the epoch ends (MedCLM's released scheduler updates per epoch)."""
+    """MedCLM's learning signal: per domain and stage, the epoch's mean loss, handed to the
+    ``StageScheduler`` when the epoch ends (MedCLM's released scheduler updates per epoch). A
+    domain is the sample's source or MedCLM's lesion + modality (``[curriculum].domains``)."""
 
     NAMES = {0: "easy", 1: "medium", 2: "hard"}
 
-    def __init__(self, scheduler: Any) -> None:
+    def __init__(self, scheduler: Any, dataset: Any) -> None:
         self.scheduler = scheduler
+        self.dataset = dataset
         self.epoch: int | None = None
         self.sums: dict[tuple[str, str], list[float]] = {}
 
@@ -126,9 +157,10 @@ class _StageLosses:
             self.flush()
         self.epoch = epoch
         codes = batch["stage"].tolist()
-        for loss, code, source in zip(per_sample.tolist(), codes, batch["source"], strict=True):
+        domains = self.dataset.sample_domains(batch["index"])
+        for loss, code, domain in zip(per_sample.tolist(), codes, domains, strict=True):
             if code in self.NAMES:
-                acc = self.sums.setdefault((source, self.NAMES[code]), [0.0, 0.0])
+                acc = self.sums.setdefault((domain, self.NAMES[code]), [0.0, 0.0])
                 acc[0] += loss
                 acc[1] += 1
 
@@ -167,6 +199,8 @@ def train(
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, device = _distributed()
+    if rank == 0:  # the resolved configuration, with the keys a preset filled
+        (out / "run-config.json").write_text(json.dumps(cfg.as_dict(), indent=2) + "\n")
     seed = cfg.train.seed
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - libraries draw from the global state
@@ -183,17 +217,23 @@ def train(
         shared=adapters,
         method=cfg.optim.method,
         tasks=TASKS,  # type: ignore[arg-type]
+        normalize_weights=True,  # the weights are sample counts: the batch's mean loss
     )
     loader, sampler = build_loader(cfg, bundle, records, rank=rank, world_size=world)
-    curriculum, validator = _cure(cfg, bundle, sampler, records)
-    # CURE's phase 1: the anatomy-grounded task alone for `phase1_steps`, then the multi-task
-    # phase with the curriculum (its own sampler, which starts at its position 0)
+    curriculum, validator = _cure(cfg, bundle, sampler, world)
+    # CURE's phase 1: the anatomy-grounded task alone for `phase1_steps` (re-weighted every
+    # `phase1_period` steps), then the multi-task phase with the curriculum (its own sampler,
+    # which starts at its position 0, and optionally a fresh optimizer)
     phase1 = cfg.curriculum.phase1_steps if "cure" in cfg.curriculum.kind else 0
-    first = (
-        build_loader(cfg, bundle, records, rank=rank, world_size=world, phase=1)[0]
-        if phase1
-        else None
-    )
+    first, curriculum1, validator1 = None, None, None
+    if phase1:
+        first, sampler1 = build_loader(cfg, bundle, records, rank=rank, world_size=world, phase=1)
+        if cfg.curriculum.phase1_period:
+            kept = {r["source"] for r in records if r["task"] in cfg.curriculum.phase1_tasks}
+            names = [s.name for s in cfg.data.sources if s.name in kept]
+            curriculum1, validator1 = _cure(cfg, bundle, sampler1, world, 1, names)
+    ends = source_ends(cfg)
+    clip = [p for g in base.param_groups for p in g["params"]]
     step = 0
     resumed: dict[str, Any] | None = None
     torch.manual_seed(seed + rank)  # model built: each rank its own dropout stream
@@ -207,21 +247,31 @@ def train(
             ).load_state_dict(state["loader"])
             if curriculum is not None:
                 curriculum.load_state_dict(state["curriculum"])
+            if curriculum1 is not None and "curriculum_phase1" in state:
+                curriculum1.load_state_dict(state["curriculum_phase1"])
             step = int(state["step"])
-    log = _Log(out, step if resume is not None else None, rank == 0, loader, sampler)
+    log = _Log(out, step if resume is not None else None, rank == 0, loader, sampler,
+               gradient_method=optimizer.record)  # fmt: skip
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(cfg) else nullcontext()
     batches = _batches(first if first is not None and step < phase1 else loader)
     scheduler = getattr(loader.dataset, "stages", None)
-    stage_losses = _StageLosses(scheduler) if hasattr(scheduler, "update") else None
+    stage_losses = _StageLosses(scheduler, loader.dataset) if hasattr(scheduler, "update") else None
     if stage_losses is not None and resumed is not None and "stage_losses" in resumed:
         stage_losses.load_state_dict(resumed["stage_losses"])
     losses: list[float] = []
     kl_weight = cfg.curriculum.attention_kl if cfg.curriculum.kind == "medclm" else 0.0
+    vision_form = cfg.curriculum.attention_form == "vision_cls"
+    seen = VisionAttention(model) if kl_weight > 0 and vision_form else None
     stop = min(cfg.train.steps, max_steps if max_steps is not None else cfg.train.steps)
     model.train()
     while step < stop:
         if first is not None and step == phase1:
             batches = _batches(loader)  # phase 2
+            if cfg.optim.reset_at_phase2:  # CURE's phase 2 is a new run: a fresh AdamW
+                base.state.clear()
+        if cfg.optim.schedule != "constant":
+            for group in base.param_groups:
+                group["lr"] = cfg.optim.lr * lr_factor(cfg, step)
         t0 = time.perf_counter()
         waited, images, total = 0.0, 0, 0.0
         tasks: dict[str, int] = {}
@@ -229,6 +279,7 @@ def train(
         for _ in range(cfg.train.grad_accum):
             t1 = time.perf_counter()
             epoch, batch = next(batches)
+            batch = with_source_ends(batch, ends)
             waited += time.perf_counter() - t1
             encoded = encode_batch(
                 bundle, batch["prompt"], batch["target"], batch.get("target_parts")
@@ -239,8 +290,15 @@ def train(
             pixels = batch["pixel_values"].to(device)
             want = kl_weight > 0 and batch.get("box_mask") is not None
             want = want and bool((batch["stage"] == MEDIUM).any())
-            with autocast:
-                outputs = model(pixel_values=pixels, **enc, output_attentions=want)
+            with autocast, seen if want and seen is not None else nullcontext():
+                outputs = model(
+                    pixel_values=pixels, **enc, output_attentions=want and not vision_form
+                )
+            weights = (
+                (seen.weights if seen is not None else None)
+                if vision_form
+                else (outputs.attentions or None)
+            )
             logits = outputs.logits
             # MedCLM's 0.8 x answer + 0.2 x rationale where targets have parts; else the mean
             per = (
@@ -250,14 +308,17 @@ def train(
             )
             if stage_losses is not None:  # the scheduler follows the language-model loss
                 stage_losses.add(epoch, per.detach().float().cpu(), batch)
-            if want and not outputs.attentions:
+            if want and weights is None:
                 kl_weight = 0.0
                 warnings.warn(_NO_ATTENTIONS.format(cfg.model.attn_implementation), stacklevel=2)
+            elif want and vision_form:
+                kl = vision_cls_kl(weights, batch["box_mask"], batch["stage"])
             elif want:
                 kl = attention_kl(
-                    outputs.attentions, enc["input_ids"], labels, bundle.image_token_id,
+                    weights, enc["input_ids"], labels, bundle.image_token_id,
                     batch["box_mask"], batch["stage"],
                 )  # fmt: skip
+            if want and weights is not None:
                 per = per + kl_weight * kl
                 medium = batch["stage"].to(kl.device) == MEDIUM
                 kl_sum += float(kl.detach()[medium].sum())
@@ -271,6 +332,8 @@ def train(
             for t in batch["task"]:
                 tasks[t] = tasks.get(t, 0) + 1
         optimizer.apply(step)  # PCGrad's order from the step: resumable without saved state
+        if cfg.optim.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(clip, cfg.optim.max_grad_norm)
         base.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -282,14 +345,26 @@ def train(
                  epoch=epoch if step > phase1 else None, **extra)  # fmt: skip
         if curriculum is not None and validator is not None and step > phase1:
             if curriculum.due(step - phase1):  # steps of the multi-task phase
-                metrics, per_category = validator.evaluate(model, rank, world, validation_hook)
+                metrics, per_category = validator.evaluate(
+                    model, rank, world, validation_hook, step=step
+                )
                 new = _update(curriculum, metrics, per_category, step - phase1)
+                log.validation(step, metrics, new, per_category)
+        if curriculum1 is not None and validator1 is not None and step < phase1:
+            if curriculum1.due(step):  # CURE's phase 1 re-weighting
+                metrics, per_category = validator1.evaluate(
+                    model, rank, world, validation_hook, step=step
+                )
+                new = _update(curriculum1, metrics, per_category, step)
                 log.validation(step, metrics, new, per_category)
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             active = first if first is not None and step < phase1 else loader
-            state = {"loader": active.state_dict(), "config": cfg.as_dict()}
+            state = {"loader": active.state_dict(), "config": cfg.as_dict(),
+                     "gradient_method": optimizer.record}  # fmt: skip
             if curriculum is not None:
                 state["curriculum"] = curriculum.state_dict()
+            if curriculum1 is not None:
+                state["curriculum_phase1"] = curriculum1.state_dict()
             if stage_losses is not None:
                 state["stage_losses"] = stage_losses.state_dict()
             tok = bundle.tokenizer if cfg.model.path is None else None  # a local model has its own
@@ -302,37 +377,57 @@ def train(
 
 
 def _cure(
-    cfg: TrainConfig, bundle: ModelBundle, sampler: Any, records: list[dict[str, Any]]
+    cfg: TrainConfig,
+    bundle: ModelBundle,
+    sampler: Any,
+    world: int = 1,
+    phase: int = 2,
+    sources: list[str] | None = None,
 ) -> tuple[ErrorAwareCurriculum | TwoLevelCurriculum | None, Validator | None]:
-    """CURE's error-aware curriculum over the sources (and, with ``categories``, over each
-    source's categories), starting uniform, with its validator."""
+    """CURE's error-aware curriculum over the sampler's sources (and, with ``categories``, over
+    each source's categories and sub-categories), starting uniform, with its validator: the
+    validation split through the run's evaluation pipeline, the configured subset and text
+    conventions. ``phase=1``: CURE's phase 1 (``phase1_period``; the validation records of
+    ``phase1_tasks`` in the phase's ``sources``, by default every source)."""
     c = cfg.curriculum
     if "cure" not in c.kind:
         return None, None
-    names = [s.name for s in cfg.data.sources]
     per_step = cfg.train.batch_size * cfg.train.grad_accum
+    period = c.phase1_period if phase == 1 else c.period
     curriculum: ErrorAwareCurriculum | TwoLevelCurriculum
     if c.categories is not None:
         curriculum = TwoLevelCurriculum(
-            sampler, period=c.period, alpha=c.alpha, samples_per_step=per_step
+            sampler, period=period, alpha=c.alpha, samples_per_step=per_step
         )
+        names = list(curriculum.hierarchy)
     else:
+        names = sources if sources is not None else [s.name for s in cfg.data.sources]
         curriculum = ErrorAwareCurriculum(
-            sampler, names, period=c.period, alpha=c.alpha, samples_per_step=per_step,
+            sampler, names, period=period, alpha=c.alpha, samples_per_step=per_step,
             initial="uniform",
         )  # fmt: skip
-    val_records = source_records(cfg, split=c.val_split)
-    val = make_dataset(cfg, bundle, val_records, augment=None)
-    cats = None if c.categories is None else record_categories(val_records, c.categories)
+    val_records = [r for r in source_records(cfg, split=c.val_split) if r["source"] in names]
+    if phase == 1:
+        val_records = [r for r in val_records if r["task"] in c.phase1_tasks]
+        if not val_records:
+            raise ValueError(f"phase 1: no validation record has a task in {c.phase1_tasks}")
+    val = make_dataset(cfg, bundle, val_records, augment=eval_augment(cfg))
+    per_source: dict[str, int] = {"*": c.per_source}
+    per_source.update({s.name: s.val_samples for s in cfg.data.sources if s.val_samples})
     validator = Validator(
         val,
         bundle,
-        per_source=c.per_source,
+        per_source=per_source,
         batch_size=cfg.train.batch_size,
         max_new_tokens=c.max_new_tokens,
         box_format=cfg.data.box_format,
         seed=cfg.train.seed,
-        categories=cats,
+        categories=run_categories(cfg, val_records),
+        subset=c.val_subset,
+        text_clean=c.text_clean,
+        text_metrics=c.text_metrics,
+        ends=source_ends(cfg),
+        world=world,
     )
     return curriculum, validator
 
@@ -343,17 +438,26 @@ def _update(
     per_category: dict[str, dict[str, dict[str, float]]] | None,
     step: int,
 ) -> dict[str, float]:
-    """One curriculum update; returns the weights to log (``source`` or ``source/category``).
-    A category that the validation subset does not cover is scored as its source."""
+    """One curriculum update; returns the weights to log (``source`` or ``source/category``,
+    ``source/category/sub``). A category or sub-category that the validation subset does not
+    cover is scored as its source. The middle level of a source with sub-categories is not
+    re-weighted (CURE's prompt modes)."""
     if not isinstance(curriculum, TwoLevelCurriculum):
         return curriculum.update(metrics, step)
-    full = {
-        s: {c: (per_category or {}).get(s, {}).get(c, metrics[s]) for c in cats}
-        for s, cats in curriculum.hierarchy.items()
-        if s in metrics
-    }
-    leaf = curriculum.update(metrics, step, categories=full)
-    return {f"{s}/{c}": w for (s, c), w in zip(curriculum.leaves, leaf, strict=True)}
+    categories: dict[str, dict[str, dict[str, float]]] = {}
+    subcategories: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for s, tree in curriculum.hierarchy.items():
+        if s not in metrics:
+            continue
+        got = (per_category or {}).get(s, {})
+        if isinstance(tree, dict):
+            subcategories[s] = {
+                c: {x: got.get(f"{c}/{x}", metrics[s]) for x in subs} for c, subs in tree.items()
+            }
+        else:
+            categories[s] = {c: got.get(c, metrics[s]) for c in tree}
+    leaf = curriculum.update(metrics, step, categories=categories, subcategories=subcategories)
+    return {"/".join(path): w for path, w in zip(curriculum.leaves, leaf, strict=True)}
 
 
 def _distributed() -> tuple[int, int, torch.device]:
@@ -392,7 +496,9 @@ class _Log:
     events); else the step the run resumes from: rows past it, written by a run stopped after
     its checkpoint, are dropped (the file is rewritten atomically) and TensorBoard purges its
     events past it, so every step and every validation is logged once. ``loader`` and
-    ``sampler`` (the multi-task phase's) give MedCLM's stage scheduler and RRGCL's schedule."""
+    ``sampler`` (the multi-task phase's) give MedCLM's stage scheduler and RRGCL's schedule.
+    ``gradient_method`` (the optimizer's record: options, conventions, a reconstruction's
+    guesses) goes into the first step row this process writes, fresh or resumed."""
 
     STAGES = ("easy", "medium", "hard")
 
@@ -403,8 +509,10 @@ class _Log:
         enabled: bool = True,
         loader: Any = None,
         sampler: Any = None,
+        gradient_method: dict[str, Any] | None = None,
     ) -> None:
         self.enabled = enabled
+        self.gradient_method = gradient_method
         if not enabled:
             return
         self.start = time.monotonic()
@@ -514,6 +622,8 @@ class _Log:
             row["medclm"] = self._medclm(epoch)
         if epoch is not None and self.schedule is not None:
             row["rrgcl"] = self._rrgcl(epoch)
+        if self.gradient_method is not None:  # once per process: the first row it writes
+            row["gradient_method"], self.gradient_method = self.gradient_method, None
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         scalars = {"loss": loss, "lr": lr, "images_per_s": images_per_s, "loader_stall": stall,

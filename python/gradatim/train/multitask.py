@@ -2,15 +2,21 @@
 combined by :func:`gradatim.train.gradients.combine`; parameters outside the combination (heads in
 peft's ``modules_to_save``) take the plain weighted sum, as linear scalarisation would.
 
-Gradients are accumulated over micro-batches (``backward``, each task weighted by its sample
-count) and combined once per step (``apply``), so gradient accumulation and data-parallel ranks
-combine the gradients of the whole step, not of each piece. ``linear`` needs no per-task
-gradients: its combination is the gradient of the weighted mean loss, so ``backward`` runs one
-backward pass of the weighted sum of the task losses into ``.grad`` and ``apply`` divides by the
-step's total weight. The other methods run one backward pass per task and keep each task's
-gradient of the shared parameters in a buffer. Under ``torch.distributed`` the summed gradients
-(linear) or the per-task sums (the others, over a fixed task list, so every rank sends the same
-shapes) and the counts are all-reduced before combining, and every rank computes the same update.
+Gradients are accumulated over micro-batches (``backward``) and combined once per step
+(``apply``), so gradient accumulation and data-parallel ranks combine the gradients of the whole
+step, not of each piece. The task weights of a ``backward`` call keep their scale by default: the
+step's objective is the mean over its micro-batches (and ranks) of ``sum_i w_i L_i``, so one
+``step([loss_lm, loss_cls], task_weights=[1, 4])`` follows the gradient of
+``loss_lm + 4 * loss_cls``, as the CAME-Grad authors' baseline does. With
+``normalize_weights=True`` (the training loop, whose weights are the tasks' sample counts) the
+objective is the weighted mean ``sum w_i L_i / sum w_i`` over the step. ``linear`` needs no
+per-task gradients: ``backward`` runs one backward pass of the weighted sum of the task losses into
+``.grad`` and ``apply`` divides by the number of micro-batches (or by the step's total weight).
+The other methods run one backward pass per task and keep each task's weighted gradient of the
+shared parameters in a buffer. Under ``torch.distributed`` the summed gradients (linear) or the
+per-task sums (the others, over a fixed task list, so every rank sends the same shapes), the
+weights and the micro-batch counts are all-reduced before combining, and every rank computes the
+same update.
 
 :class:`CAME_Grad` is the interface the CAME-Grad authors published
 (``CAME_Grad(base_optimizer, rho=0.5, kappa=1.5, nu=0.2)``, ``step([losses], task_weights=...)``)
@@ -26,7 +32,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gradatim.train.gradients import Method, combine
+from gradatim.train.gradients import Method, combine, describe
 
 __all__ = ["MultiTaskOptimizer", "CAME_Grad"]
 
@@ -53,6 +59,13 @@ class MultiTaskOptimizer:
             :func:`~gradatim.train.gradients.combine` (``c``, ``rho``, ``kappa``, ``nu``).
         tasks: every task name that can occur (needed under ``torch.distributed`` by the per-task
             methods: ranks exchange per-task sums in this order).
+        normalize_weights: ``False`` (default): the task weights scale the objective
+            ``sum_i w_i L_i`` (the CAME-Grad authors' ``task_weights``); ``True``: they are
+            divided by their sum over the step (sample counts: the step's mean loss).
+
+    ``record`` is :func:`~gradatim.train.gradients.describe`'s account of the method (options,
+    weight scale, conventions, and for ``came_grad`` each guess of the reconstruction); the
+    training loop writes it to its log and checkpoints.
     """
 
     def __init__(
@@ -61,6 +74,7 @@ class MultiTaskOptimizer:
         shared: Iterable[torch.nn.Parameter] | None = None,
         method: Method = "linear",
         tasks: Sequence[str] | None = None,
+        normalize_weights: bool = False,
         **options: Any,
     ) -> None:
         self.base = base_optimizer
@@ -71,11 +85,14 @@ class MultiTaskOptimizer:
         self.plain = [p for p in params if id(p) not in ids]
         self.method = method
         self.options = options
+        self.normalize_weights = bool(normalize_weights)
+        self.record = describe(method, normalize_weights=self.normalize_weights, **options)
         self.tasks = list(tasks) if tasks is not None else None
         self.generator = torch.Generator().manual_seed(0)  # PCGrad's projection order
         self._rows: dict[str, torch.Tensor] = {}  # per-task methods: weighted gradient sums
         self._counts: dict[str, float] = {}  # per-task weight sums
         self._total = 0.0  # the step's weight sum (every method)
+        self._passes = 0  # the step's backward calls (micro-batches)
         self._pending = False  # a backward since the last apply / zero_grad
         self._held: list[tuple[torch.nn.Parameter, torch.Tensor]] = []  # .grad from before
 
@@ -92,6 +109,7 @@ class MultiTaskOptimizer:
         self._rows.clear()
         self._counts.clear()
         self._total = 0.0
+        self._passes = 0
         self._pending = False
         self._held = []
 
@@ -116,14 +134,16 @@ class MultiTaskOptimizer:
         tasks: Sequence[str] | None = None,
     ) -> None:
         """Accumulate the gradients of one micro-batch's task losses. ``task_weights`` (default
-        1 each) are the tasks' weights in the step, e.g. their sample counts; ``tasks`` names the
-        losses (default: their positions).
+        1 each) are the tasks' weights ``w_i`` in the objective ``sum_i w_i L_i`` (with
+        ``normalize_weights``, e.g. their sample counts); ``tasks`` names the losses (default:
+        their positions).
 
         ``linear``: one backward pass of ``sum_i w_i L_i``, accumulated into the parameters'
-        ``.grad`` (still to be divided by the step's total weight in ``apply``). Other methods:
-        one backward pass per task; the shared parameters' gradients go to per-task buffers
-        (``.grad`` untouched), the plain parameters' weighted gradients are accumulated into
-        ``.grad``. Either way the losses' graph is freed, as by ``loss.backward()``."""
+        ``.grad`` (still to be divided in ``apply`` by the number of micro-batches, or by the
+        step's total weight). Other methods: one backward pass per task; the shared parameters'
+        gradients go to per-task buffers (``.grad`` untouched), the plain parameters' weighted
+        gradients are accumulated into ``.grad``. Either way the losses' graph is freed, as by
+        ``loss.backward()``."""
         if not losses:
             raise ValueError("no task losses")
         weights = [1.0] * len(losses) if task_weights is None else [float(w) for w in task_weights]
@@ -139,6 +159,7 @@ class MultiTaskOptimizer:
                 p.grad = None
             self._pending = True
         self._total += sum(weights)
+        self._passes += 1
         if self.method == "linear":
             weighted = losses[0] * weights[0]
             for loss, w in zip(losses[1:], weights[1:], strict=True):
@@ -157,8 +178,9 @@ class MultiTaskOptimizer:
                 if g is not None:
                     p.grad = g * w if p.grad is None else p.grad.add_(g, alpha=w)
 
-    def _reduced(self) -> tuple[list[str], torch.Tensor, torch.Tensor, float]:
-        """Task names, summed rows, summed weights (all ranks) and the total weight."""
+    def _reduced(self) -> tuple[list[str], torch.Tensor, torch.Tensor, float, int]:
+        """Task names, summed rows, summed weights (all ranks), the total weight and the number
+        of micro-batches (all ranks); tasks of zero weight are left out."""
         size = sum(p.numel() for p in self.shared)
         if _distributed():
             if self.tasks is None:
@@ -168,30 +190,38 @@ class MultiTaskOptimizer:
                 raise ValueError(f"tasks {sorted(unknown)} are not in tasks={self.tasks}")
             device = next(iter(self.shared)).device
             rows = torch.zeros((len(self.tasks), size), device=device)
-            counts = torch.zeros(len(self.tasks), dtype=torch.float64, device=device)
+            counts = torch.zeros(len(self.tasks) + 1, dtype=torch.float64, device=device)
             for i, name in enumerate(self.tasks):
                 if name in self._rows:
                     rows[i] = self._rows[name]
                     counts[i] = self._counts[name]
+            counts[-1] = self._passes
             dist.all_reduce(rows)
             dist.all_reduce(counts)
             for p in self.plain:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad)
+            passes = int(round(float(counts[-1])))
+            counts = counts[:-1]
             keep = counts > 0
             names = [n for n, k in zip(self.tasks, keep.tolist(), strict=True) if k]
-            return names, rows[keep], counts[keep], float(counts.sum())
-        names = list(self._rows)
+            return names, rows[keep], counts[keep], float(counts.sum()), passes
+        names = [n for n in self._rows if self._counts[n] > 0]
+        if self.tasks is not None:  # the ranks' order, so one process combines as they do
+            order = {n: i for i, n in enumerate(self.tasks)}
+            names.sort(key=lambda n: order.get(n, len(order)))
+        if not names:
+            raise ValueError("task_weights must not be all zero over the step")
         rows = torch.stack([self._rows[n] for n in names])
         counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
-        return names, rows, counts, float(counts.sum())
+        return names, rows, counts, float(counts.sum()), self._passes
 
     def _apply_linear(self) -> None:
         """``.grad`` holds ``sum_i w_i grad L_i`` over the step (and, under distributed, the
-        ranks); divide it by the total weight."""
+        ranks); divide it by the number of micro-batches (by the total weight when normalised)."""
         params = [*self.shared, *self.plain]
-        total = self._total
+        total, passes = self._total, float(self._passes)
         if _distributed():
             device = next(iter(params)).device
             dtype = torch.float32
@@ -203,10 +233,10 @@ class MultiTaskOptimizer:
                     for p in params
                 ]
             )
-            weight = torch.tensor([total], dtype=torch.float64, device=device)
+            weight = torch.tensor([total, passes], dtype=torch.float64, device=device)
             dist.all_reduce(flat)
             dist.all_reduce(weight)
-            total = float(weight)
+            total, passes = float(weight[0]), float(weight[1])
             offset = 0
             for p in params:
                 p.grad = flat[offset : offset + p.numel()].view_as(p).to(p.dtype)
@@ -216,9 +246,10 @@ class MultiTaskOptimizer:
         for p in self.shared:  # a shared parameter no loss reached gets a zero gradient
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+        divisor = total if self.normalize_weights else passes
         for p in params:
             if p.grad is not None:
-                p.grad.div_(total)
+                p.grad.div_(divisor)
 
     def apply(self, step: int | None = None) -> None:
         """Consume the step's accumulated gradients: combine them and leave the result in
@@ -238,9 +269,12 @@ class MultiTaskOptimizer:
         self._clear()
 
     def _apply_combined(self) -> None:
-        names, rows, counts, total = self._reduced()
-        means = rows / counts.to(rows.dtype)[:, None]  # each task's mean gradient
-        direction = combine(means, counts, self.method, generator=self.generator, **self.options)
+        names, rows, counts, total, passes = self._reduced()
+        means = rows / counts.to(rows.dtype)[:, None]  # each task's (weighted) mean gradient
+        # the step's task weights: mean over micro-batches, or shares of the total weight
+        divisor = total if self.normalize_weights else float(passes)
+        weights = counts / divisor
+        direction = combine(means, weights, self.method, generator=self.generator, **self.options)
         offset = 0
         for p in self.shared:
             n = p.numel()
@@ -249,7 +283,7 @@ class MultiTaskOptimizer:
             offset += n
         for p in self.plain:
             if p.grad is not None:
-                p.grad /= total
+                p.grad /= divisor
 
     def step(
         self,
@@ -272,7 +306,9 @@ class MultiTaskOptimizer:
 
 
 class CAME_Grad(MultiTaskOptimizer):  # noqa: N801 - the authors' published name
-    """CAME-Grad's published interface over gradatim's reconstruction of its three steps."""
+    """CAME-Grad's published interface over gradatim's reconstruction of its three steps; the
+    guesses it makes are in ``self.record["guesses"]``. ``step(losses, task_weights=[1, 4])``
+    treats the weights as the authors' trainer does: the scale of ``loss_lm + 4 * loss_cls``."""
 
     def __init__(
         self,
@@ -282,5 +318,15 @@ class CAME_Grad(MultiTaskOptimizer):  # noqa: N801 - the authors' published name
         nu: float = 0.2,
         shared: Iterable[torch.nn.Parameter] | None = None,
         tasks: Sequence[str] | None = None,
+        normalize_weights: bool = False,
     ) -> None:
-        super().__init__(base_optimizer, shared, "came_grad", tasks, rho=rho, kappa=kappa, nu=nu)
+        super().__init__(
+            base_optimizer,
+            shared,
+            "came_grad",
+            tasks,
+            normalize_weights,
+            rho=rho,
+            kappa=kappa,
+            nu=nu,
+        )

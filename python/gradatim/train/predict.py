@@ -9,7 +9,8 @@ without a saved tokenizer falls back to retraining the byte-level BPE on the run
 manifests (deterministic, as the run did: those manifests must still be where the run read
 them). The LoRA adapter is then loaded with ``PeftModel.from_pretrained``.
 
-The manifest's records of the split are built with the evaluation pipeline (no augmentation, the
+The manifest's records of the split are built with the run's evaluation pipeline (the one its
+validation used: CURE's after CURE's training augmentation, none after none; nothing random; the
 model's image size, mean and std, the run's box format), prompts pinned at epoch 0 and the run's
 seed (a record gets the prompt the run's validation gave it), and generated greedily in batches
 (``--num-beams N``: beam search). ``--blank-images`` replaces every image by the blank image (a
@@ -164,7 +165,7 @@ def predict(
     """Generate for every record of ``split`` of ``manifest`` (the first ``limit`` in manifest
     order) with ``checkpoint``'s model (``base_model``: without its adapter); write ``gradatim
     evaluate``'s rows (JSON lines, one per record, in manifest order) to ``out``; return it."""
-    from gradatim.train.data import make_dataset
+    from gradatim.train.data import eval_augment, make_dataset
     from gradatim.train.validation import generate_rows
 
     if batch_size < 1 or max_new_tokens < 1 or num_beams < 1:
@@ -173,7 +174,7 @@ def predict(
     records = manifest_records(manifest, split)
     if limit is not None:
         records = records[: max(0, limit)]
-    dataset = make_dataset(cfg, bundle, records, augment=None)
+    dataset = make_dataset(cfg, bundle, records, augment=eval_augment(cfg))
     rows = generate_rows(
         model,
         bundle,

@@ -9,7 +9,7 @@ use gradatim_core::data::batch::{build_batch, Batch, Pixels};
 use gradatim_core::data::box_format::{
     parse_boxes as core_parse, render_boxes as core_render, BoxFormat,
 };
-use gradatim_core::data::box_mask::MaskSpec;
+use gradatim_core::data::box_mask::{box_mask as core_box_mask, MaskSpec};
 use gradatim_core::data::cache::Cache;
 use gradatim_core::data::manifest::{Manifest, ManifestOptions};
 use gradatim_core::data::manifest_arrow;
@@ -68,6 +68,7 @@ struct ConfigArg<'py> {
     mask_kernel: Option<usize>,
     mask_padding: String,
     mask_cells: String,
+    mask_empty: String,
     overlay_thickness: usize,
 }
 
@@ -106,6 +107,7 @@ impl ConfigArg<'_> {
                 kernel: self.mask_kernel,
                 padding: self.mask_padding.parse()?,
                 cells: self.mask_cells.parse()?,
+                empty: self.mask_empty.parse()?,
             },
             overlay_thickness: self.overlay_thickness,
         };
@@ -164,7 +166,8 @@ impl Dataset {
         self.spec.manifest.len()
     }
 
-    /// One manifest column as a list: "id", "image", "source", "task", "split", "text", "line".
+    /// One manifest column as a list: "id", "image", "source", "task", "split", "text", "line",
+    /// "hard_id" (`None` where absent), "phrase" (the first box's phrase, `None` without boxes).
     fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
         let m = &self.spec.manifest;
         let all = 0..m.len();
@@ -176,6 +179,8 @@ impl Dataset {
             "split" => PyList::new(py, all.map(|i| m.split(i))),
             "text" => PyList::new(py, all.map(|i| m.text(i))),
             "line" => PyList::new(py, all.map(|i| m.line(i))),
+            "hard_id" => PyList::new(py, all.map(|i| m.hard_id(i))),
+            "phrase" => PyList::new(py, all.map(|i| m.first_phrase(i))),
             other => Err(invalid(format!("unknown manifest column {other:?}"))),
         }
     }
@@ -435,6 +440,32 @@ fn render_boxes(format: &str, boxes: Vec<[f64; 4]>) -> PyResult<String> {
     ))
 }
 
+/// The Medium-stage mask of `boxes` (normalised `[x1, y1, x2, y2]`), `grid_h * grid_w` values
+/// row-major (the loader's `box_mask` of one sample).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn box_mask<'py>(
+    py: Python<'py>,
+    boxes: Vec<[f64; 4]>,
+    grid: (usize, usize),
+    sigma: f64,
+    kernel: Option<usize>,
+    padding: &str,
+    cells: &str,
+    empty: &str,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    let spec = MaskSpec {
+        grid,
+        sigma,
+        kernel,
+        padding: padding.parse().map_err(to_py)?,
+        cells: cells.parse().map_err(to_py)?,
+        empty: empty.parse().map_err(to_py)?,
+    };
+    spec.validate().map_err(to_py)?;
+    Ok(PyArray1::from_vec(py, core_box_mask(&boxes, &spec)))
+}
+
 #[pyfunction]
 fn parse_boxes(format: &str, text: &str) -> PyResult<Vec<[f64; 4]>> {
     Ok(core_parse(format.parse().map_err(to_py)?, text))
@@ -449,5 +480,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Stream>()?;
     m.add_function(wrap_pyfunction!(render_boxes, m)?)?;
     m.add_function(wrap_pyfunction!(parse_boxes, m)?)?;
+    m.add_function(wrap_pyfunction!(box_mask, m)?)?;
     Ok(())
 }

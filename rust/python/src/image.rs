@@ -199,9 +199,10 @@ fn resize(
     let interp = match interpolation {
         "area" => core::resize::Interpolation::Area,
         "bilinear" | "linear" => core::resize::Interpolation::Bilinear,
+        "cubic" => core::resize::Interpolation::Cubic,
         other => {
             return Err(to_py(gradatim_core::Error::invalid(format!(
-                "interpolation must be 'area' or 'bilinear', not {other:?}"
+                "interpolation must be 'area', 'bilinear' or 'cubic', not {other:?}"
             ))))
         }
     };
@@ -222,7 +223,9 @@ fn resize(
 }
 
 #[pyfunction]
-#[pyo3(signature = (img, matrix, width, height, boxes=None, min_visible=0.25))]
+#[pyo3(signature = (img, matrix, width, height, boxes=None, min_visible=0.25,
+                    interpolation="bilinear"))]
+#[allow(clippy::too_many_arguments)]
 fn warp_affine(
     py: Python<'_>,
     img: &Bound<'_, PyAny>,
@@ -231,7 +234,17 @@ fn warp_affine(
     height: usize,
     boxes: Option<PyReadonlyArray2<'_, f64>>,
     min_visible: f64,
+    interpolation: &str,
 ) -> PyResult<(Py<PyAny>, Py<PyAny>, Py<PyAny>)> {
+    let cubic = match interpolation {
+        "bilinear" | "linear" => false,
+        "cubic" => true,
+        other => {
+            return Err(to_py(gradatim_core::Error::invalid(format!(
+                "interpolation must be 'bilinear' or 'cubic', not {other:?}"
+            ))))
+        }
+    };
     let boxes = boxes_from(boxes)?;
     let (kept, keep) =
         warp::warp_boxes(&boxes, &matrix, width, height, min_visible).map_err(to_py)?;
@@ -241,12 +254,23 @@ fn warp_affine(
         m: &warp::Affine,
         w: usize,
         h: usize,
+        cubic: bool,
     ) -> PyResult<Py<PyAny>> {
         let v = view(&a)?;
-        let out = py.detach(|| warp::warp_affine(v, m, w, h)).map_err(to_py)?;
+        let out = py
+            .detach(|| {
+                if cubic {
+                    core::warp_cubic::warp_affine_cubic(v, m, w, h)
+                } else {
+                    warp::warp_affine(v, m, w, h)
+                }
+            })
+            .map_err(to_py)?;
         to_numpy(py, out, a.ndim() == 2)
     }
-    let out = with_array!(img, "warp_affine", |a| run(py, a, &matrix, width, height))?;
+    let out = with_array!(img, "warp_affine", |a| run(
+        py, a, &matrix, width, height, cubic
+    ))?;
     let keep = PyArray1::from_vec(py, keep).into_any().unbind();
     Ok((out, boxes_to(py, kept)?, keep))
 }

@@ -8,9 +8,11 @@
 //! - One Pass (k buckets): stage `j` trains on bucket `j` only.
 //!
 //! Buckets split the difficulty-sorted data into `k` equal-count parts (bucket `j` holds sorted
-//! positions `floor((j-1) N / k) .. floor(j N / k)`); stage `j(t) = min(k, floor(t k / T) + 1)`, so
-//! each stage lasts `T / k` epochs and `t = T` is the last stage. A continuous schedule trains on the
-//! `ceil(fraction * N)` easiest samples (at least one).
+//! positions `floor((j-1) N / k) .. floor(j N / k)`); stage `j(t) = min(k, floor(t k / T) + 1)`;
+//! `t = T` is the last stage. Over `t = 1 ..= T` the stages are not equally long: stage `j < k`
+//! gets `ceil(j T / k) - max(1, ceil((j - 1) T / k))` epochs, stage `k` gets
+//! `T + 1 - max(1, ceil((k - 1) T / k))` (`T = 10, k = 5`: 1, 2, 2, 2, 3). A continuous schedule
+//! trains on the `ceil(fraction * N)` easiest samples (at least one).
 //!
 //! The paper gives neither `c0` nor the bucket count `k`: gradatim's defaults (`c0 = 0.01`,
 //! `k = 5`, set in the Python front) are its own choices.

@@ -25,7 +25,8 @@ pub struct Batch {
     pub pixels: Pixels,
     /// `[B, C, H, W]`.
     pub shape: [usize; 4],
-    /// Index actually loaded per slot (differs from the requested one when a sample was skipped).
+    /// Index actually loaded per slot (differs from the requested one when a sample was skipped,
+    /// or read as its Hard-stage partner).
     pub indices: Vec<i64>,
     pub ids: Vec<String>,
     pub texts: Vec<String>,
@@ -65,7 +66,14 @@ pub fn build_batch(
     epoch: u64,
     seed: u64,
 ) -> Result<Batch> {
-    build_batch_prefetched(spec, indices, stages, epoch, seed, spec.prefetch(indices))
+    build_batch_prefetched(
+        spec,
+        indices,
+        stages,
+        epoch,
+        seed,
+        spec.prefetch(indices, stages),
+    )
 }
 
 /// [`build_batch`] with the reads of remote images already started ([`DatasetSpec::prefetch`]
@@ -205,6 +213,7 @@ where
             }
         }
         let out = result?;
+        loaded = out.record; // a Hard-stage partner is the record loaded
         let m = &spec.manifest;
         b.indices.push(loaded as i64);
         b.ids.push(m.id(loaded).to_string());

@@ -1,11 +1,21 @@
 //! MedCLM's Medium-stage supervision: a per-sample box mask on the model's patch grid,
 //! Gaussian-blurred and normalised to sum 1, the target distribution of `KL(mask || attention)`.
 //!
-//! Defaults follow MedCLM's released code (github.com/ksyint/PROGRESSIVE, commit a7cca74): a 24 x 24
-//! grid, every cell a box touches set to 1 (whole cells), a 9-tap Gaussian with sigma 3 and reflect
-//! padding (mirror without repeating the edge, OpenCV's `BORDER_REFLECT_101`, torch's `"reflect"`).
-//! gradatim's earlier mask (the covered *fraction* of each cell, a radius-`ceil(3 sigma)` kernel
-//! with zero padding) stays available through [`MaskSpec`].
+//! Defaults follow MedCLM's released code (github.com/ksyint/PROGRESSIVE, commit a7cca74,
+//! `integrated_cot/src/training/attn_loss.py`, `_create_soft_mask`): a 24 x 24 grid; the cells
+//! `floor(x1 n) .. trunc(x2 n)` (start clamped to `0..=n-1`, end to `1..=n`, in float32 as torch
+//! computes them), so the box's end edge is truncated and a box inside one cell (away from the
+//! first row and column) marks no cell at all; a sample without a box gets the whole image
+//! (`_parse_bbox_string` turns an empty box into `[0, 0, 1, 1]`); a 9-tap Gaussian with sigma 3 and
+//! reflect padding (mirror without repeating the edge, OpenCV's `BORDER_REFLECT_101`, torch's
+//! `"reflect"`, which torchvision's `GaussianBlur` uses); normalised to sum 1 (an all-zero mask
+//! stays zero). The released code takes one box per sample; here every box of the sample is marked
+//! (their union).
+//!
+//! gradatim's own rules stay available through [`MaskSpec`]: [`Cells::Whole`] (every cell the box
+//! touches: the end edge rounded up, a box inside one cell gives that cell), [`Empty::Zeros`] (no
+//! box: all zeros, which the loss skips), and the earlier mask (the covered *fraction* of each
+//! cell, a radius-`ceil(3 sigma)` kernel with zero padding).
 
 use std::str::FromStr;
 
@@ -14,10 +24,22 @@ use crate::error::{Error, Result};
 /// How a box marks grid cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cells {
-    /// Every cell the box touches is 1 (MedCLM).
+    /// MedCLM's released rule: cells `floor(x1 n) ..< trunc(x2 n)`, the start clamped to
+    /// `[0, n - 1]` and the end to `[1, n]` (float32, as torch): the end edge is truncated.
+    Truncate,
+    /// Every cell the box touches is 1 (gradatim's rule: the end edge rounded up).
     Whole,
     /// Each cell holds the covered fraction of its area (capped at 1 over overlapping boxes).
     Fraction,
+}
+
+/// The mask of a sample without a (surviving) box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Empty {
+    /// The whole image, as the box `[0, 0, 1, 1]` (MedCLM's released `_parse_bbox_string`).
+    Image,
+    /// All zeros: nothing to attend to, and the loss skips the sample (gradatim's rule).
+    Zeros,
 }
 
 /// What lies beyond the grid for the blur.
@@ -33,10 +55,24 @@ impl FromStr for Cells {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         match s {
+            "truncate" => Ok(Cells::Truncate),
             "whole" => Ok(Cells::Whole),
             "fraction" => Ok(Cells::Fraction),
             o => Err(Error::invalid(format!(
-                "mask_cells must be 'whole' or 'fraction', not {o:?}"
+                "mask_cells must be 'truncate', 'whole' or 'fraction', not {o:?}"
+            ))),
+        }
+    }
+}
+
+impl FromStr for Empty {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "image" => Ok(Empty::Image),
+            "zeros" => Ok(Empty::Zeros),
+            o => Err(Error::invalid(format!(
+                "mask_empty must be 'image' or 'zeros', not {o:?}"
             ))),
         }
     }
@@ -66,6 +102,7 @@ pub struct MaskSpec {
     pub kernel: Option<usize>,
     pub padding: Padding,
     pub cells: Cells,
+    pub empty: Empty,
 }
 
 impl Default for MaskSpec {
@@ -76,12 +113,21 @@ impl Default for MaskSpec {
             sigma: 3.0,
             kernel: Some(9),
             padding: Padding::Reflect,
-            cells: Cells::Whole,
+            cells: Cells::Truncate,
+            empty: Empty::Image,
         }
     }
 }
 
 impl MaskSpec {
+    /// This spec on an `n x n` grid.
+    pub fn with_grid(self, n: usize) -> MaskSpec {
+        MaskSpec {
+            grid: (n, n),
+            ..self
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.grid.0 == 0 || self.grid.1 == 0 || self.sigma.is_nan() || self.sigma < 0.0 {
             return Err(Error::invalid(
@@ -95,19 +141,41 @@ impl MaskSpec {
     }
 }
 
+/// The released rule's cells of one axis: `[x1 n]` clamped to `[0, n - 1]` and `[x2 n]` clamped
+/// to `[1, n]`, each truncated toward zero (`.clamp(..).long()` on float32 tensors).
+fn truncated_span(lo: f64, hi: f64, n: usize) -> (usize, usize) {
+    let nf = n as f32;
+    let a = ((lo as f32) * nf).clamp(0.0, nf - 1.0) as usize;
+    let b = ((hi as f32) * nf).clamp(1.0, nf) as usize;
+    (a, b.max(a))
+}
+
+/// Every cell the box touches: `floor(x1 n) ..< ceil(x2 n)` within the grid.
+fn touched_span(lo: f64, hi: f64, n: usize) -> (usize, usize) {
+    let a = ((lo.clamp(0.0, 1.0) * n as f64).floor() as usize).min(n);
+    let b = ((hi.clamp(0.0, 1.0) * n as f64).ceil() as usize).min(n);
+    (a, b.max(a))
+}
+
 /// The mask of `boxes` (normalised `[x1, y1, x2, y2]`) on the grid, row-major, blurred and
-/// normalised to sum 1. Without boxes the mask is all zeros: there is nothing to attend to, and
+/// normalised to sum 1. Without boxes: the whole image ([`Empty::Image`]) or all zeros
+/// ([`Empty::Zeros`]); a mask whose cells are all zero (a box that marks no cell) stays zero, and
 /// the loss skips it.
 pub fn box_mask(boxes: &[[f64; 4]], spec: &MaskSpec) -> Vec<f32> {
     let (grid_w, grid_h) = spec.grid;
+    let whole_image = [[0.0, 0.0, 1.0, 1.0]];
+    let boxes = match (boxes.is_empty(), spec.empty) {
+        (true, Empty::Image) => &whole_image[..],
+        _ => boxes,
+    };
     let mut cells = vec![0.0f64; grid_w * grid_h];
     for b in boxes {
         match spec.cells {
-            Cells::Whole => {
-                let span = |lo: f64, hi: f64, n: usize| {
-                    let a = ((lo.clamp(0.0, 1.0) * n as f64).floor() as usize).min(n);
-                    let b = ((hi.clamp(0.0, 1.0) * n as f64).ceil() as usize).min(n);
-                    (a, b.max(a))
+            Cells::Truncate | Cells::Whole => {
+                let span = if spec.cells == Cells::Truncate {
+                    truncated_span
+                } else {
+                    touched_span
                 };
                 let (x0, x1) = span(b[0], b[2], grid_w);
                 let (y0, y1) = span(b[1], b[3], grid_h);
@@ -206,7 +274,39 @@ mod tests {
             kernel: None,
             padding: Padding::Zero,
             cells: Cells::Fraction,
+            empty: Empty::Zeros,
         }
+    }
+
+    /// No blur, so the marked cells can be read off.
+    fn unblurred(grid: usize, cells: Cells) -> MaskSpec {
+        MaskSpec {
+            sigma: 0.0,
+            grid: (grid, grid),
+            cells,
+            ..MaskSpec::default()
+        }
+    }
+
+    fn marked(m: &[f32]) -> Vec<usize> {
+        (0..m.len()).filter(|&i| m[i] > 0.0).collect()
+    }
+
+    /// `_create_soft_mask` of ksyint/PROGRESSIVE a7cca74, written out for one box on an
+    /// `n x n` grid: `x1 = (b[0] * n).clamp(0, n - 1).long()`, `x2 = (b[2] * n).clamp(1,
+    /// n).long()` (float32 tensors), likewise for y, then `masks[y1:y2, x1:x2] = 1`.
+    fn released_cells(b: [f32; 4], n: usize) -> Vec<usize> {
+        let nf = n as f32;
+        let lo = |v: f32| (v * nf).clamp(0.0, nf - 1.0).trunc() as usize;
+        let hi = |v: f32| (v * nf).clamp(1.0, nf).trunc() as usize;
+        let (x1, y1, x2, y2) = (lo(b[0]), lo(b[1]), hi(b[2]), hi(b[3]));
+        let mut out = Vec::new();
+        for y in y1..y2.max(y1) {
+            for x in x1..x2.max(x1) {
+                out.push(y * n + x);
+            }
+        }
+        out
     }
 
     #[test]
@@ -222,17 +322,68 @@ mod tests {
     }
 
     #[test]
-    fn whole_cells_mark_every_touched_cell() {
-        let spec = MaskSpec {
-            sigma: 0.0,
-            grid: (4, 4),
-            ..MaskSpec::default()
-        };
-        // x 0.30..0.55 touches columns 1 and 2; y 0.0..0.2 touches row 0 only
-        let m = box_mask(&[[0.30, 0.0, 0.55, 0.2]], &spec);
-        let marked: Vec<usize> = (0..16).filter(|&i| m[i] > 0.0).collect();
-        assert_eq!(marked, vec![1, 2]);
+    fn released_cells_truncate_the_end_edge() {
+        // x 0.30..0.55 on 4 cells: 1.2..2.2 -> column 1 only (gradatim's rule: 1 and 2);
+        // y 0.0..0.2: 0..0.8, the end clamped up to 1 -> row 0
+        let b = [0.30, 0.0, 0.55, 0.2];
+        let m = box_mask(&[b], &unblurred(4, Cells::Truncate));
+        assert_eq!(marked(&m), vec![1]);
+        assert_eq!(marked(&m), released_cells(b.map(|v| v as f32), 4));
+        let m = box_mask(&[b], &unblurred(4, Cells::Whole));
+        assert_eq!(marked(&m), vec![1, 2]);
         assert!(m.iter().all(|&v| v == 0.0 || v == 0.5));
+    }
+
+    #[test]
+    fn a_box_inside_one_cell_marks_nothing_as_released_but_its_cell_as_gradatim() {
+        let inner = [0.30, 0.30, 0.45, 0.45]; // 1.2..1.8 on 4 cells: x1 = x2 = 1
+        let m = box_mask(&[inner], &MaskSpec::default().with_grid(4));
+        assert!(
+            m.iter().all(|&v| v == 0.0),
+            "blurred or not, nothing is marked"
+        );
+        assert!(released_cells(inner.map(|v| v as f32), 4).is_empty());
+        assert_eq!(
+            marked(&box_mask(&[inner], &unblurred(4, Cells::Whole))),
+            vec![5]
+        );
+        // in the first row and column the end's clamp to >= 1 keeps the cell, as released
+        let corner = [0.05, 0.05, 0.2, 0.2];
+        let m = box_mask(&[corner], &unblurred(4, Cells::Truncate));
+        assert_eq!(marked(&m), vec![0]);
+        assert_eq!(marked(&m), released_cells(corner.map(|v| v as f32), 4));
+        // at the far edge the start's clamp to <= n - 1 keeps the last cell
+        let far = [0.9, 0.9, 1.0, 1.0];
+        let m = box_mask(&[far], &unblurred(4, Cells::Truncate));
+        assert_eq!(marked(&m), vec![15]);
+        assert_eq!(marked(&m), released_cells(far.map(|v| v as f32), 4));
+    }
+
+    #[test]
+    fn released_cells_are_computed_in_float32_as_torch_does() {
+        // 0.29 * 100 is 28.999999999999996 in f64 but 29.0 in f32: the released end is 29
+        let b = [0.0, 0.0, 0.29, 0.01];
+        let m = box_mask(&[b], &unblurred(100, Cells::Truncate));
+        let want = released_cells(b.map(|v| v as f32), 100);
+        assert_eq!(want.len(), 29);
+        assert_eq!(marked(&m), want);
+    }
+
+    #[test]
+    fn released_cells_match_the_transcription_on_a_sweep_of_boxes() {
+        // edges on a 1/50 lattice over grids that do and do not divide it
+        for n in [3usize, 4, 7, 24] {
+            let spec = unblurred(n, Cells::Truncate);
+            for i in 0..50 {
+                for j in (i + 1)..=50 {
+                    let (lo, hi) = (i as f64 / 50.0, j as f64 / 50.0);
+                    let b = [lo, hi / 2.0, hi, (hi + 1.0) / 2.0];
+                    let b = [b[0], b[1].min(b[3] - 0.01), b[2], b[3]];
+                    let got = marked(&box_mask(&[b], &spec));
+                    assert_eq!(got, released_cells(b.map(|v| v as f32), n), "{b:?} on {n}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -248,19 +399,32 @@ mod tests {
     fn defaults_are_medclms() {
         let d = MaskSpec::default();
         assert_eq!((d.grid, d.sigma, d.kernel), ((24, 24), 3.0, Some(9)));
-        assert_eq!((d.padding, d.cells), (Padding::Reflect, Cells::Whole));
+        assert_eq!(
+            (d.padding, d.cells, d.empty),
+            (Padding::Reflect, Cells::Truncate, Empty::Image)
+        );
         assert!(MaskSpec {
             kernel: Some(8),
             ..d
         }
         .validate()
         .is_err());
+        assert!("half".parse::<Cells>().is_err() && "none".parse::<Empty>().is_err());
     }
 
     #[test]
-    fn no_boxes_gives_zeros() {
-        assert!(box_mask(&[], &MaskSpec::default())
-            .iter()
-            .all(|&v| v == 0.0));
+    fn no_boxes_give_the_whole_image_as_released_or_zeros_as_gradatim() {
+        let m = box_mask(&[], &MaskSpec::default());
+        // a constant grid stays constant under a reflect-padded blur: uniform over 24 x 24
+        assert!(
+            m.iter().all(|&v| (v - 1.0 / 576.0).abs() < 1e-9),
+            "{:?}",
+            &m[..4]
+        );
+        let zeros = MaskSpec {
+            empty: Empty::Zeros,
+            ..MaskSpec::default()
+        };
+        assert!(box_mask(&[], &zeros).iter().all(|&v| v == 0.0));
     }
 }

@@ -75,6 +75,11 @@ pub struct Record {
     /// answer, the target is built from these two by stage (`data::tasks::answer_target`).
     pub answer: Option<String>,
     pub rationale: Option<String>,
+    /// MedCLM's Hard stage on another image: the id of the record (in the same data set) whose
+    /// image, prompt and answer a Hard-stage draw of this record uses (MedCLM's released
+    /// `image_path3`, `question3`, `answer3`: another image of the same domain). Absent: the Hard
+    /// stage uses this record's own image.
+    pub hard_id: Option<String>,
     /// CheXpert-style labels: name -> 1 / 0 / -1 / None; the CheXpert labels first, in
     /// [`CHEXPERT_LABELS`] order, then the others in the manifest's order.
     pub labels: Vec<(String, Option<i8>)>,
@@ -195,6 +200,22 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => &r[index].split,
             Records::Columns(c) => c.str_at(Column::Split, index),
+        }
+    }
+
+    /// Record `index`'s Hard-stage partner id (`index < len()`), see [`Record::hard_id`].
+    pub fn hard_id(&self, index: usize) -> Option<&str> {
+        match &self.records {
+            Records::Rows(r) => r[index].hard_id.as_deref(),
+            Records::Columns(c) => c.hard_id(index),
+        }
+    }
+
+    /// Record `index`'s first box's phrase (`index < len()`); `None` without boxes.
+    pub fn first_phrase(&self, index: usize) -> Option<&str> {
+        match &self.records {
+            Records::Rows(r) => r[index].boxes.first().map(|b| b.phrase.as_str()),
+            Records::Columns(c) => c.first_phrase(index),
         }
     }
 
@@ -402,7 +423,7 @@ impl Manifest {
 
 /// Every field a record may carry (the manifest schema, docs/manifest.md), in the order records
 /// are written; anything else is an error, so a misspelt field (`"lables"`) cannot train silently.
-pub const FIELDS: [&str; 12] = [
+pub const FIELDS: [&str; 13] = [
     "id",
     "image",
     "source",
@@ -412,6 +433,7 @@ pub const FIELDS: [&str; 12] = [
     "prompt",
     "answer",
     "rationale",
+    "hard_id",
     "labels",
     "boxes",
     "laterality_sensitive",
@@ -495,6 +517,8 @@ pub fn parse_record(value: &Value) -> std::result::Result<Record, FieldError> {
     let answer = optional_str(obj, "answer")?;
     let rationale = optional_str(obj, "rationale")?;
     check_rationale(answer.is_some(), rationale.is_some())?;
+    let hard_id = optional_str(obj, "hard_id")?;
+    check_hard_id(&id, hard_id.as_deref())?;
     Ok(Record {
         id,
         image: PathBuf::from(image),
@@ -505,6 +529,7 @@ pub fn parse_record(value: &Value) -> std::result::Result<Record, FieldError> {
         prompt,
         answer,
         rationale,
+        hard_id,
         labels: parse_labels(obj.get("labels"))?,
         boxes: parse_boxes(obj.get("boxes"))?,
         laterality_sensitive: match obj.get("laterality_sensitive") {
@@ -572,6 +597,21 @@ pub(crate) fn check_rationale(
         return Err(bad("rationale", "a rationale needs an answer"));
     }
     Ok(())
+}
+
+/// A Hard-stage partner names another record: not blank, not the record itself.
+pub(crate) fn check_hard_id(
+    id: &str,
+    hard_id: Option<&str>,
+) -> std::result::Result<(), FieldError> {
+    match hard_id {
+        Some(h) if h.trim().is_empty() => Err(bad("hard_id", "must be a non-empty string or null")),
+        Some(h) if h == id => Err(bad(
+            "hard_id",
+            "names the record itself (leave it out to use the record's own image)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A label's name.
@@ -783,7 +823,8 @@ fn parse_boxes(v: Option<&Value>) -> std::result::Result<Vec<BoxAnnotation>, Fie
 impl Record {
     /// The record normalised, as written to a manifest: the fields in [`FIELDS`] order, every
     /// optional field with its value or default (`prompt` null, `labels` {}, `boxes` [],
-    /// `laterality_sensitive` true) but `answer` and `rationale`, which appear only when set;
+    /// `laterality_sensitive` true) but `answer`, `rationale` and `hard_id`, which appear only
+    /// when set;
     /// label values as integers, box coordinates as floats.
     pub fn to_value(&self) -> Value {
         let mut m = Map::new();
@@ -799,6 +840,9 @@ impl Record {
         }
         if let Some(r) = &self.rationale {
             m.insert("rationale".into(), r.clone().into());
+        }
+        if let Some(h) = &self.hard_id {
+            m.insert("hard_id".into(), h.clone().into());
         }
         let labels: Map<String, Value> = self
             .labels
@@ -938,7 +982,7 @@ mod tests {
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         let expect: Vec<_> = FIELDS
             .iter()
-            .filter(|f| !["answer", "rationale"].contains(f))
+            .filter(|f| !["answer", "rationale", "hard_id"].contains(f))
             .map(|f| f.to_string())
             .collect();
         assert_eq!(keys, expect);
@@ -946,12 +990,17 @@ mod tests {
         assert_eq!(v["labels"], json!({}));
         assert_eq!(v["boxes"], json!([]));
         assert_eq!(v["laterality_sensitive"], json!(true));
-        let vqa = json!({"task": "vqa", "answer": "Yes.", "rationale": "Because."});
+        let vqa = json!({"task": "vqa", "answer": "Yes.", "rationale": "Because.",
+                         "hard_id": "other"});
         let r = parse_record(&serde_json::from_str(&line(vqa)).unwrap()).unwrap();
         let v = r.to_value();
         assert_eq!(
-            (v["answer"].as_str(), v["rationale"].as_str()),
-            (Some("Yes."), Some("Because."))
+            (
+                v["answer"].as_str(),
+                v["rationale"].as_str(),
+                v["hard_id"].as_str()
+            ),
+            (Some("Yes."), Some("Because."), Some("other"))
         );
         assert_eq!(parse_record(&v).unwrap(), r); // normalising twice changes nothing
     }
@@ -1012,6 +1061,13 @@ mod tests {
         reject(json!({"lables": {}}), "lables", "unknown field");
         reject(json!({"prompt": 5}), "prompt", "string or null");
         reject(json!({"rationale": "r"}), "rationale", "needs an answer");
+        reject(json!({"hard_id": 3}), "hard_id", "string or null");
+        reject(json!({"hard_id": " "}), "hard_id", "non-empty");
+        reject(
+            json!({"id": "a", "hard_id": "a"}),
+            "hard_id",
+            "names the record itself",
+        );
         reject(json!({"labels": {"Edema": 2}}), "labels.Edema", "got 2");
         reject(
             json!({"labels": {"Edema": true}}),

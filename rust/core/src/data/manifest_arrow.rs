@@ -25,16 +25,19 @@ use arrow_ipc::writer::FileWriter;
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 
 use crate::data::manifest::{
-    check_anatomy, check_label_name, check_rationale, check_rect, check_required, check_text,
-    duplicate_id, label_value, parse_task, resolve, sort_labels, BoxAnnotation, FieldError,
-    Manifest, ManifestOptions, Record, Records, Source, Task, REQUIRED,
+    check_anatomy, check_hard_id, check_label_name, check_rationale, check_rect, check_required,
+    check_text, duplicate_id, label_value, parse_task, resolve, sort_labels, BoxAnnotation,
+    FieldError, Manifest, ManifestOptions, Record, Records, Source, Task, REQUIRED,
 };
 use crate::error::{Error, Result};
 use crate::storage;
 
-/// The file's `format` metadata; `version` says which schema it holds.
+/// The file's `format` metadata; `version` says which schema it holds: version 2 adds the
+/// nullable `hard_id` column after `laterality_sensitive`; version 1 files (without it) are still
+/// read, every `hard_id` null.
 pub const FORMAT: &str = "gradatim-manifest";
-pub const VERSION: &str = "1";
+pub const VERSION: &str = "2";
+const VERSION_1: &str = "1";
 /// Records per Arrow record batch in a written file.
 const BATCH_ROWS: usize = 65_536;
 /// The largest packed manifest read from an object store (read whole: it cannot be mapped).
@@ -94,6 +97,20 @@ fn list_of(fields: Fields) -> DataType {
 
 /// The packed manifest's schema: one column per record field (docs/manifest.md).
 pub fn schema() -> Schema {
+    let mut fields: Vec<Field> = schema_v1().fields().iter().map(|f| (**f).clone()).collect();
+    fields.push(Field::new("hard_id", DataType::LargeUtf8, true));
+    Schema::new(fields).with_metadata(metadata(VERSION))
+}
+
+fn metadata(version: &str) -> std::collections::HashMap<String, String> {
+    [("format", FORMAT), ("version", version)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Version 1's schema: the columns before `hard_id`.
+fn schema_v1() -> Schema {
     let mut fields: Vec<Field> = STRINGS
         .iter()
         .map(|(name, _)| Field::new(*name, DataType::LargeUtf8, !REQUIRED.contains(name)))
@@ -101,12 +118,7 @@ pub fn schema() -> Schema {
     fields.push(Field::new("labels", list_of(label_fields()), false));
     fields.push(Field::new("boxes", list_of(box_fields()), false));
     fields.push(Field::new("laterality_sensitive", DataType::Boolean, false));
-    Schema::new(fields).with_metadata(
-        [("format", FORMAT), ("version", VERSION)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<std::collections::HashMap<_, _>>(),
-    )
+    Schema::new(fields).with_metadata(metadata(VERSION_1))
 }
 
 /// One Arrow record batch's columns, typed.
@@ -121,6 +133,8 @@ struct Batch {
     phrases: LargeStringArray,
     anatomy: LargeStringArray,
     laterality: BooleanArray,
+    /// `None` in a version 1 file.
+    hard_ids: Option<LargeStringArray>,
 }
 
 /// A packed manifest's records: Arrow columns (pointing into the file's memory map), plus each
@@ -183,6 +197,19 @@ impl Columns {
         self.max_boxes
     }
 
+    /// Record `index`'s Hard-stage partner id (`index < len()`).
+    pub fn hard_id(&self, index: usize) -> Option<&str> {
+        let (b, i) = self.at(index);
+        b.hard_ids.as_ref().and_then(|h| opt_str(h, i))
+    }
+
+    /// Record `index`'s first box's phrase (`index < len()`); `None` without boxes.
+    pub fn first_phrase(&self, index: usize) -> Option<&str> {
+        let (b, i) = self.at(index);
+        let boxes = range(&b.boxes, i);
+        (!boxes.is_empty()).then(|| b.phrases.value(boxes.start))
+    }
+
     /// Record `index` (`index < len()`), its image as written and `line` its 1-based row.
     pub fn record(&self, index: usize) -> Record {
         let (b, i) = self.at(index);
@@ -215,6 +242,11 @@ impl Columns {
             prompt: o(Column::Prompt),
             answer: o(Column::Answer),
             rationale: o(Column::Rationale),
+            hard_id: b
+                .hard_ids
+                .as_ref()
+                .and_then(|h| opt_str(h, i))
+                .map(str::to_string),
             labels,
             boxes,
             laterality_sensitive: b.laterality.value(i),
@@ -317,6 +349,7 @@ fn batch_of(
     columns.push(Arc::new(BooleanArray::from_iter(
         records.iter().map(|r| Some(r.laterality_sensitive)),
     )));
+    columns.push(strings(records.iter().map(|r| r.hard_id.as_deref())));
     RecordBatch::try_new(schema.clone(), columns)
 }
 
@@ -396,16 +429,18 @@ fn read_batches(buffer: &Buffer) -> std::result::Result<Vec<RecordBatch>, String
         .ok_or("no schema")
         .map_err(str::to_string)
         .and_then(|s| try_fb_to_schema(s).map_err(|e| e.to_string()))?;
-    let expected = self::schema();
     if schema.metadata().get("format").map(String::as_str) != Some(FORMAT) {
         return Err("its schema has no gradatim-manifest format tag".into());
     }
-    if schema.metadata().get("version").map(String::as_str) != Some(VERSION) {
-        return Err(format!(
-            "version {:?}, this gradatim reads version {VERSION}",
-            schema.metadata().get("version")
-        ));
-    }
+    let expected = match schema.metadata().get("version").map(String::as_str) {
+        Some(VERSION) => self::schema(),
+        Some(VERSION_1) => schema_v1(),
+        other => {
+            return Err(format!(
+                "version {other:?}, this gradatim reads versions {VERSION_1} and {VERSION}"
+            ))
+        }
+    };
     if schema.fields() != expected.fields() {
         return Err("its columns are not the packed manifest's".into());
     }
@@ -483,6 +518,9 @@ fn columns_of(batches: &[RecordBatch]) -> std::result::Result<Columns, String> {
             phrases: typed(bv.column(4), "boxes.phrase")?,
             anatomy: typed(bv.column(5), "boxes.anatomy")?,
             laterality: typed(col(11), "laterality_sensitive")?,
+            hard_ids: (rb.num_columns() > 12)
+                .then(|| typed(col(12), "hard_id"))
+                .transpose()?,
             labels,
             boxes,
         };
@@ -534,6 +572,8 @@ fn check_row(b: &Batch, i: usize) -> std::result::Result<Task, FieldError> {
     check_text(task, b.strings[Column::Text as usize].value(i))?;
     let has = |c: Column| b.strings[c as usize].is_valid(i);
     check_rationale(has(Column::Answer), has(Column::Rationale))?;
+    let hard_id = b.hard_ids.as_ref().and_then(|h| opt_str(h, i));
+    check_hard_id(b.strings[Column::Id as usize].value(i), hard_id)?;
     for j in range(&b.labels, i) {
         let name = b.label_names.value(j);
         check_label_name(name)?;
@@ -572,7 +612,7 @@ mod tests {
             r#"{"id": "b", "image": "2.png", "source": "s2", "task": "report", "split": "val",
                 "text": "No acute findings.", "prompt": "Describe."}"#,
             r#"{"id": "c", "image": "3.png", "source": "s2", "task": "vqa", "split": "train",
-                "text": "yes", "answer": "yes", "rationale": "An opacity."}"#,
+                "text": "yes", "answer": "yes", "rationale": "An opacity.", "hard_id": "a"}"#,
         ];
         let text: String = lines.iter().map(|l| l.replace('\n', " ") + "\n").collect();
         let source = Source {
@@ -604,6 +644,33 @@ mod tests {
                 assert_eq!(m.image(i), want.image);
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn version_1_files_without_hard_id_are_read_with_it_null() {
+        let dir = std::env::temp_dir().join(format!("gradatim-packed-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let recs = records();
+        let v2 = batch_of(&recs, &Arc::new(schema())).unwrap();
+        let v1_schema = Arc::new(schema_v1());
+        let v1 = RecordBatch::try_new(v1_schema.clone(), v2.columns()[..12].to_vec()).unwrap();
+        let path = dir.join("v1.arrow");
+        let mut w = FileWriter::try_new(File::create(&path).unwrap(), &v1_schema).unwrap();
+        w.write(&v1).unwrap();
+        w.finish().unwrap();
+        let m = open(path.to_str().unwrap(), &opts()).unwrap();
+        for (i, want) in recs.iter().enumerate() {
+            let got = m.record(i).unwrap().into_owned();
+            assert_eq!(
+                (got.id.as_str(), got.hard_id.as_deref()),
+                (want.id.as_str(), None)
+            );
+            assert_eq!(got.answer, want.answer);
+        }
+        assert_eq!(recs[2].hard_id.as_deref(), Some("a"));
+        assert_eq!(m.first_phrase(0), Some("effusion"));
+        assert_eq!(m.first_phrase(1), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

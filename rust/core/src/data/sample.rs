@@ -1,6 +1,7 @@
 //! One sample, end to end, written straight into its slot of the batch buffer:
 //! read -> decode (reduced) -> crop/resize -> CLAHE -> affine (+ boxes) -> flip -> stage overlay
-//! -> normalise (planar CHW) -> box-aware prompt/target.
+//! -> normalise (planar CHW) -> box-aware prompt/target. The `cure` augmentation pipeline
+//! decodes at full resolution and runs CURE's order instead (`augment::apply_cure`).
 
 use super::augment::AugmentConfig;
 use super::box_format::BoxFormat;
@@ -133,6 +134,9 @@ pub struct DatasetSpec {
     pub cache: Option<SharedCache>,
     /// A record the cache does not hold: decode it (`true`) or fail.
     pub cache_fallback: bool,
+    /// Per record, the index of its Hard-stage partner (`hard_id`) when this data set holds it;
+    /// empty when no record names one.
+    partners: Vec<Option<usize>>,
 }
 
 impl std::ops::Deref for DatasetSpec {
@@ -148,6 +152,7 @@ impl DatasetSpec {
         config.validate()?;
         let max_boxes = manifest.max_boxes().max(1);
         let remote = manifest.any_remote();
+        let partners = hard_partners(&manifest);
         Ok(DatasetSpec {
             manifest,
             config,
@@ -155,7 +160,30 @@ impl DatasetSpec {
             remote,
             cache: None,
             cache_fallback: true,
+            partners,
         })
+    }
+
+    /// The record a draw of sample `index` in `stage` reads: in the Hard stage, the record its
+    /// `hard_id` names (MedCLM's released Hard stage: another image of the same domain, with its
+    /// own question and answer); otherwise `index` itself. A `hard_id` that names no record of
+    /// this data set is an error when a Hard-stage draw needs it.
+    pub fn read_index(&self, index: usize, stage: Stage) -> Result<usize> {
+        if stage != Stage::Hard || self.partners.is_empty() || index >= self.manifest.len() {
+            return Ok(index);
+        }
+        match (self.manifest.hard_id(index), self.partners[index]) {
+            (Some(_), Some(partner)) => Ok(partner),
+            (Some(h), None) => Err(Error::invalid(format!(
+                "sample {index} (id {:?}, {} {} {}): its hard_id {h:?} names no record of this \
+                 data set (a Hard-stage draw reads that record's image, prompt and answer)",
+                self.manifest.id(index),
+                self.manifest.name,
+                self.manifest.row_kind,
+                self.manifest.line(index),
+            ))),
+            (None, _) => Ok(index),
+        }
     }
 
     /// This spec reading pixels from `cache` (refused, saying why, when it was built from another
@@ -168,16 +196,19 @@ impl DatasetSpec {
     }
 
     /// How every image is decoded: no smaller than the smallest crop still has to deliver at the
-    /// output size (the reduced JPEG / JPEG 2000 scale follows), grey or RGB as the output, the
-    /// stored range stretched over the type so 12-bit DICOMs and 8-bit JPEGs share a scale. The
-    /// pre-decoded cache decodes with the same options.
+    /// output size (the reduced JPEG / JPEG 2000 scale follows; at full resolution for the `cure`
+    /// augmentation pipeline), grey or RGB as the output, the stored range stretched over the type
+    /// so 12-bit DICOMs and 8-bit JPEGs share a scale. The pre-decoded cache decodes with the same
+    /// options.
     pub fn decode_options(&self) -> DecodeOptions {
         let grow = 1.0 / self.augment.min_crop_scale().sqrt();
         DecodeOptions {
-            reduce_to: Some((
-                (self.width as f64 * grow).ceil() as usize,
-                (self.height as f64 * grow).ceil() as usize,
-            )),
+            reduce_to: (!self.augment.full_resolution()).then(|| {
+                (
+                    (self.width as f64 * grow).ceil() as usize,
+                    (self.height as f64 * grow).ceil() as usize,
+                )
+            }),
             mode: if self.channels == 1 {
                 ColorMode::Gray
             } else {
@@ -189,10 +220,11 @@ impl DatasetSpec {
         }
     }
 
-    /// Start reading the images of `indices` that lie in an object store, or their pixels from
-    /// a cache in a store (one entry per index, `None` for a local file, an image a local cache
-    /// holds or an index out of range); empty when there is nothing remote to read.
-    pub fn prefetch(&self, indices: &[usize]) -> Vec<Option<Pending>> {
+    /// Start reading the images of `indices` (drawn in `stages`, codes, or empty: see
+    /// [`DatasetSpec::read_index`]) that lie in an object store, or their pixels from a cache in a
+    /// store (one entry per index, `None` for a local file, an image a local cache holds or an
+    /// index out of range); empty when there is nothing remote to read.
+    pub fn prefetch(&self, indices: &[usize], stages: &[i8]) -> Vec<Option<Pending>> {
         let remote_cache = self.cache.as_ref().is_some_and(|c| c.is_remote());
         if !self.remote && !remote_cache {
             return Vec::new();
@@ -200,7 +232,13 @@ impl DatasetSpec {
         let limit = max_file_bytes(self.max_bytes);
         indices
             .iter()
-            .map(|&i| {
+            .enumerate()
+            .map(|(k, &i)| {
+                let stage = stages
+                    .get(k)
+                    .and_then(|&s| Stage::from_code(s).ok())
+                    .unwrap_or(Stage::None);
+                let i = self.read_index(i, stage).ok()?;
                 if let Some(cache) = self.cache.as_ref().filter(|c| c.holds(i)) {
                     return cache.prefetch(i);
                 }
@@ -210,6 +248,18 @@ impl DatasetSpec {
             })
             .collect()
     }
+}
+
+/// Per record, the index of the record its `hard_id` names, when the manifest holds it; empty
+/// when no record names one.
+fn hard_partners(m: &Manifest) -> Vec<Option<usize>> {
+    if !(0..m.len()).any(|i| m.hard_id(i).is_some()) {
+        return Vec::new();
+    }
+    let ids: std::collections::HashMap<&str, usize> = (0..m.len()).map(|i| (m.id(i), i)).collect();
+    (0..m.len())
+        .map(|i| m.hard_id(i).and_then(|h| ids.get(h).copied()))
+        .collect()
 }
 
 impl DatasetConfig {
@@ -245,6 +295,8 @@ impl DatasetConfig {
 /// What a sample contributes to a batch besides its pixels.
 #[derive(Clone, Debug)]
 pub struct SampleOut {
+    /// The record read: the drawn index, or its Hard-stage partner ([`DatasetSpec::read_index`]).
+    pub record: usize,
     /// Surviving boxes in output pixels.
     pub boxes: Vec<BoxXyxy>,
     pub text: String,
@@ -268,7 +320,9 @@ pub fn id_key(id: &str) -> u64 {
 }
 
 /// Load sample `index` into `pixels` (its slot, `pixels_per_sample` long, planar CHW); its bytes
-/// come from `prefetched` when the read was started ahead (see [`DatasetSpec::prefetch`]).
+/// come from `prefetched` when the read was started ahead (see [`DatasetSpec::prefetch`]). In the
+/// Hard stage a record with a `hard_id` is read as its partner (image, prompt, answer); the
+/// augmentation is still drawn from `index`.
 pub fn load_sample<P: OutPixel>(
     spec: &DatasetSpec,
     index: usize,
@@ -278,10 +332,11 @@ pub fn load_sample<P: OutPixel>(
     pixels: &mut [P],
     mut prefetched: Option<Pending>,
 ) -> Result<SampleOut> {
-    let rec = spec.manifest.record(index)?;
+    let read = spec.read_index(index, stage)?;
+    let rec = spec.manifest.record(read)?;
     let wrap = |e: Error| Error::InSample {
         context: format!(
-            "sample {index} (id {:?}, {} {} {})",
+            "sample {read} (id {:?}, {} {} {})",
             rec.id, spec.manifest.name, spec.manifest.row_kind, rec.line
         ),
         source: Box::new(e),
@@ -293,7 +348,7 @@ pub fn load_sample<P: OutPixel>(
     let min_visible = spec.augment.min_visible;
     let cached = match &spec.cache {
         Some(cache) => cache
-            .lookup(index, &rec, spec.cache_fallback, &mut prefetched)
+            .lookup(read, &rec, spec.cache_fallback, &mut prefetched)
             .map_err(wrap)?,
         None => None,
     };
@@ -368,6 +423,7 @@ pub fn load_sample<P: OutPixel>(
     let surviving: Vec<[f64; 4]> = norm.iter().flatten().copied().collect();
     let box_mask = (stage == Stage::Medium).then(|| box_mask(&surviving, &spec.mask));
     Ok(SampleOut {
+        record: read,
         boxes: boxes.into_iter().flatten().collect(),
         text,
         prompt: r.prompt,
@@ -391,22 +447,29 @@ fn finish<T: Sample, P: OutPixel>(
     stage: Stage,
     pixels: &mut [P],
 ) -> Result<Vec<Option<BoxXyxy>>> {
-    let mut aug = super::augment::apply(
-        img,
-        (scale, scale),
-        rects,
-        plan,
-        spec.width,
-        spec.height,
-        min_visible,
-    )?;
+    let (w, h, s) = (spec.width, spec.height, (scale, scale));
+    if plan.cure.is_some() {
+        let aug = super::augment::apply_cure(img, s, rects, plan, w, h, min_visible)?;
+        return Ok(overlay_and_write(spec, aug, stage, pixels));
+    }
+    let aug = super::augment::apply(img, s, rects, plan, w, h, min_visible)?;
+    Ok(overlay_and_write(spec, aug, stage, pixels))
+}
+
+/// The Easy stage's box overlay, then the image into its batch slot; returns the boxes.
+fn overlay_and_write<T: Sample, P: OutPixel>(
+    spec: &DatasetSpec,
+    mut aug: super::augment::Augmented<T>,
+    stage: Stage,
+    pixels: &mut [P],
+) -> Vec<Option<BoxXyxy>> {
     if stage == Stage::Easy {
         let kept: Vec<BoxXyxy> = aug.boxes.iter().flatten().copied().collect();
         let white = vec![T::from_f32(T::MAX); aug.image.channels];
         draw_boxes(&mut aug.image, &kept, spec.overlay_thickness, &white);
     }
     P::write_planar(&aug.image, &spec.mean, &spec.std, pixels);
-    Ok(aug.boxes)
+    aug.boxes
 }
 
 /// A batch buffer element: float32 (normalised) or uint8.

@@ -144,7 +144,7 @@ impl BatchStream {
     /// Queue `job`; the reads of its images in object stores start now, so they overlap the
     /// batches built before it.
     pub fn submit(&self, job: BatchJob) {
-        let prefetched = self.spec.prefetch(&job.indices);
+        let prefetched = self.spec.prefetch(&job.indices, &job.stages);
         let mut st = self.shared.lock();
         st.queue.push_back((job, prefetched));
         self.shared.job_ready.notify_one();

@@ -463,6 +463,7 @@ mod tests {
             prompt: None,
             answer: None,
             rationale: None,
+            hard_id: None,
             labels: vec![],
             boxes: boxes
                 .iter()

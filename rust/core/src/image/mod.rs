@@ -5,6 +5,7 @@
 //! holds them). Every kernel is single-threaded; the loader parallelises across images.
 
 pub mod clahe;
+pub mod cure;
 pub mod decode;
 pub mod dicom;
 pub mod draw;
@@ -16,6 +17,7 @@ pub mod normalize;
 pub mod png;
 pub mod resize;
 pub mod warp;
+pub mod warp_cubic;
 
 use crate::error::{Error, Result};
 

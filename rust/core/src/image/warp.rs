@@ -43,7 +43,7 @@ pub type Affine = [[f64; 3]; 2];
 
 /// Largest source or destination side. Keeps every source coordinate that matters inside the
 /// range where the `f32` floor trick below is exact (|v| < 2^22) and `x as f32` is exact.
-const MAX_SIDE: usize = 4_000_000;
+pub(super) const MAX_SIDE: usize = 4_000_000;
 
 /// Pixels per inner block: small enough for the per-block buffers to stay in L1.
 const CHUNK: usize = 64;
@@ -189,7 +189,7 @@ pub fn warp_boxes(
     Ok((kept, keep))
 }
 
-fn check_matrix(m: &Affine) -> Result<()> {
+pub(super) fn check_matrix(m: &Affine) -> Result<()> {
     if m.iter().flatten().all(|v| v.is_finite()) {
         Ok(())
     } else {
@@ -200,7 +200,7 @@ fn check_matrix(m: &Affine) -> Result<()> {
 }
 
 /// The destination -> source matrix, computed as `cv::warpAffine` does (same operations, same order).
-fn invert(m: &Affine) -> [f64; 6] {
+pub(super) fn invert(m: &Affine) -> [f64; 6] {
     let [[m0, m1, m2], [m3, m4, m5]] = *m;
     let d = m0 * m4 - m1 * m3;
     let d = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -215,7 +215,7 @@ fn invert(m: &Affine) -> [f64; 6] {
 // The f32 path (1, 3, 4 channels).
 
 /// A fused multiply-add `a * b + c` with one rounding.
-trait MulAdd {
+pub(super) trait MulAdd {
     fn fma(a: f32, b: f32, c: f32) -> f32;
 }
 
@@ -225,7 +225,7 @@ trait MulAdd {
     not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-struct Fused;
+pub(super) struct Fused;
 
 impl MulAdd for Fused {
     #[inline(always)]
@@ -238,7 +238,7 @@ impl MulAdd for Fused {
 /// (exact whenever it fits 53 bits, i.e. for every coordinate and pixel value met in practice) and
 /// the final cast to `f32`.
 #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
-struct ViaF64;
+pub(super) struct ViaF64;
 
 impl MulAdd for ViaF64 {
     #[inline(always)]
@@ -288,7 +288,7 @@ fn float_avx2<T: Sample, const CN: usize>(
 /// SSE2 (no `roundps` there). `v` is first clamped to +-LIM (NaN goes to -LIM): every clamped
 /// coordinate is outside a source of at most `MAX_SIDE` pixels, as OpenCV's `INT_MIN` is.
 #[inline(always)]
-fn floor_frac(v: f32) -> (i32, f32) {
+pub(super) fn floor_frac(v: f32) -> (i32, f32) {
     const LIM: f32 = 4_194_000.0;
     // 1.5 * 2^23: adding it rounds |v| < 2^22 to the nearest integer, which then sits in the
     // low mantissa bits.
@@ -305,7 +305,7 @@ fn floor_frac(v: f32) -> (i32, f32) {
 
 /// Round half to even (OpenCV's `cvRound` / `v_round`) and saturate to `T`.
 #[inline(always)]
-fn round_sat<T: Sample>(r: f32) -> T {
+pub(super) fn round_sat<T: Sample>(r: f32) -> T {
     let r = if r > 0.0 { r } else { 0.0 };
     let r = if r < T::MAX { r } else { T::MAX };
     // 2^23: adding it rounds 0 <= r < 2^23 to an integer (ties to even) held in the mantissa.
@@ -519,7 +519,7 @@ fn float_rows<T: Sample, F: MulAdd, const CN: usize>(
 }
 
 /// Output tiles, `TILE_H` rows by `TILE_W` columns, row-major.
-fn tiles(
+pub(super) fn tiles(
     width: usize,
     height: usize,
 ) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> {
