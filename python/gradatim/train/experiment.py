@@ -83,15 +83,16 @@ def run_config(
     curriculum: str,
     data: str = "",
     seed: int = 0,
+    lr: float = 2e-4,
 ) -> Path:
-    """Write ``out.toml``: a LoRA run (CURE's ``modules_to_save`` and learning rate, 2e-4) of
-    ``steps`` on the local
+    """Write ``out.toml``: a LoRA run (CURE's ``modules_to_save``; ``lr``, CURE's 2e-4 by default)
+    of ``steps`` on the local
     ``base`` over the phantom sources of ``manifest``, with the given ``[curriculum]`` and extra
     ``[data]`` lines; the demo's and every arm's runs differ only in those."""
     lines = [
         f'[model]\npath = "{base}"\n',
         '[lora]\nmodules_to_save = ["lm_head", "embed_tokens"]\n',
-        '[optim]\nlr = 2e-4\nmethod = "linear"\n',
+        f'[optim]\nlr = {lr}\nmethod = "linear"\n',
         f"[train]\nsteps = {steps}\nbatch_size = 8\nseed = {seed}\ncheckpoint_every = {steps}\n"
         f'out = "{out}"\n',
         f"[data]\n{data}",
