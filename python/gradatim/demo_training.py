@@ -8,7 +8,7 @@ when present), in minutes, with what it learned measured against honest baseline
 3. a tiny LLaVA pre-trained on the training split (``gradatim pretrain``: every parameter, saved
    as a local checkpoint, the base model the curricula adapt; the same random model before
    pre-training is kept as the untrained baseline);
-4. a LoRA run on that base (CURE's ``modules_to_save`` and learning rate: the head and
+4. a LoRA run on that base (CURE's ``modules_to_save``, lr 1e-4, no augmentation: the head and
    embeddings train too): CURE's phase 1 on anatomy-grounded reports, then the multi-task phase
    with CURE's error-aware weights across sources (validation every ``period`` steps re-weights
    them); RRGCL's subsets are not combined with it here: on this data they cost the VQA answers
