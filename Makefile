@@ -49,12 +49,16 @@ stress: sysdeps deps-test testdata build
 	GRADATIM_STRESS=long $(PYTHON) -m pytest -q tests/test_stress.py tests/test_hostile_files.py
 
 ## Fuzzing (libFuzzer through cargo-fuzz, nightly toolchain): every decoder entry (JPEG, PNG,
-## DICOM incl. RLE and JPEG 2000), the manifest reader and the box-text parsers, seeded with the
-## real test images installed by `testdata`/`deps-test`. FUZZ_S seconds per target; a memory cap
+## DICOM incl. RLE, JPEG-LS and JPEG 2000, and the JPEG-LS and JPEG 2000 codestreams inside
+## DICOM), the manifest reader, the box-text parsers and the pre-decoded
+## cache (index and shard bytes; seeded with real caches), seeded with the
+## real test images installed by `testdata`/`deps-test`; then the Parquet manifest reader (pyarrow,
+## from Python) by fuzz/parquet_mutate.py (mutants read in a child under a 2 GiB address-space
+## cap and a 10 s cap; findings in fuzz/artifacts/parquet/). FUZZ_S seconds per target; a memory cap
 ## (-rss_limit_mb) and a per-input time cap (-timeout) turn bombs into findings as well as
 ## crashes. Findings land in fuzz/artifacts/TARGET/; each becomes a regression test.
 FUZZ_S ?= 600
-FUZZ_TARGETS := decode_jpeg decode_png decode_dicom manifest manifest_packed box_text
+FUZZ_TARGETS := decode_jpeg decode_png decode_dicom decode_dicom_jpegls decode_dicom_j2k manifest manifest_packed box_text cache_index
 FUZZ_FLAGS = -max_total_time=$(FUZZ_S) -rss_limit_mb=3072 -malloc_limit_mb=8192 -timeout=10 -max_len=262144 -print_final_stats=1
 .PHONY: fuzz
 fuzz: sysdeps deps-test testdata build
@@ -65,6 +69,7 @@ fuzz: sysdeps deps-test testdata build
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  cargo +nightly fuzz run -O $$t corpus/$$t -- $(FUZZ_FLAGS) || exit 1; \
 	done
+	$(PYTHON) fuzz/parquet_mutate.py --seconds $(FUZZ_S)
 
 ## Throughput benchmarks (baseline and gradatim in one run; results in benches/results/).
 bench: sysdeps deps-test testdata build
@@ -73,6 +78,7 @@ bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/loader_throughput.py
 	$(PYTHON) benches/loader_remote.py
 	$(PYTHON) benches/manifest_scale.py
+	$(PYTHON) benches/train_startup.py
 	$(PYTHON) benches/difficulty.py
 
 ## The curricula's effect (README, "Does a curriculum help?"): every arm x 3 seeds on the phantom

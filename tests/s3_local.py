@@ -30,13 +30,16 @@ def _free_port() -> int:
 class FaultProxy:
     """Forwards every request to ``upstream``; ``latency`` seconds are added to each answer,
     ``fail_next`` requests are answered ``503 SlowDown``, ``slow`` adds seconds to every answer,
-    and :meth:`stop` / :meth:`start` close and reopen the port. ``requests`` counts answers."""
+    ``shift`` moves every ranged read that many bytes on and answers as if it had not (a store
+    serving the wrong bytes under the range asked for), and :meth:`stop` / :meth:`start` close and
+    reopen the port. ``requests`` counts answers."""
 
     def __init__(self, upstream: int, port: int | None = None) -> None:
         self.upstream = upstream
         self.port = port or _free_port()
         self.latency = 0.0
         self.fail_next = 0
+        self.shift = 0
         # GET answers (per path and range) kept in memory after the first (benchmarks: the
         # proxy, not moto, answers)
         self.cache: dict[str, tuple[int, list[tuple[str, str]], bytes]] | None = None
@@ -79,10 +82,25 @@ class FaultProxy:
                 if cached is None or self.command != "GET":
                     conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                    asked = None  # the first byte of a shifted ranged read
+                    for k, v in list(headers.items()):
+                        if proxy.shift and k.lower() == "range" and v.startswith("bytes="):
+                            first, _, last = v[len("bytes=") :].partition("-")
+                            asked = int(first)
+                            headers[k] = f"bytes={asked + proxy.shift}-" + (
+                                str(int(last) + proxy.shift) if last else ""
+                            )
                     conn.request(self.command, self.path, body=body, headers=headers)
                     answer = conn.getresponse()
                     cached = (answer.status, answer.getheaders(), answer.read())
                     conn.close()
+                    if asked is not None and cached[0] == 206:
+                        # the shifted bytes, labelled as the range asked for
+                        size = len(cached[2])
+                        label = f"bytes {asked}-{asked + size - 1}/"
+                        cached = (206, [(k, label + v.rpartition("/")[2])
+                                        if k.lower() == "content-range" else (k, v)
+                                        for k, v in cached[1]], cached[2])  # fmt: skip
                     ok = cached[0] in (200, 206)
                     if proxy.cache is not None and self.command == "GET" and ok:
                         proxy.cache[key] = cached

@@ -3,7 +3,8 @@ behind a proxy that injects faults. A cache built to ``s3://`` (staged locally, 
 gives the batches of a local cache and of decoding; an upload killed part way finishes when run
 again, keeping what was uploaded; 5xx answers to the ranged reads are retried; a missing or
 truncated shard is an error naming its URL and byte range, decoded instead with
-``cache_fallback``; a cache of another manifest is refused as a local one is."""
+``cache_fallback``; a store serving shifted ranges is caught by the pixels' checksums (decoded
+instead, counted); a cache of another manifest is refused as a local one is."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 
 import gradatim as ga
 from gradatim.data.cache import build_cache
-from gradatim.errors import InvalidArgumentError
+from gradatim.errors import DecodeError, InvalidArgumentError
 from gradatim.image import encode_png
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,7 +43,7 @@ def server() -> Iterator[S3Server]:
 @pytest.fixture
 def proxy(server: S3Server) -> Iterator[S3Server]:
     yield server
-    server.proxy.latency, server.proxy.fail_next = 0.0, 0
+    server.proxy.latency, server.proxy.fail_next, server.proxy.shift = 0.0, 0, 0
 
 
 # the cache tests' manifest (phantom JPEGs + 16-bit PNGs, one record each) and data set
@@ -172,6 +173,41 @@ def test_a_missing_or_truncated_shard_names_its_url_and_range(
         strict[0]
     assert e.value.filename == shard_url
     np.testing.assert_array_equal(lenient[0]["pixel_values"], plain[0]["pixel_values"])
+
+
+def test_a_store_serving_shifted_ranges_is_caught_by_the_checksums(
+    manifest: Path, remote_cache: str, proxy: S3Server
+) -> None:
+    plain = _dataset(manifest)
+    lenient = _dataset(manifest, cache=remote_cache)  # opened (index read) before the fault
+    strict = _dataset(manifest, cache=remote_cache, cache_fallback=False)
+    proxy.proxy.shift = 64  # one image's bytes start 64 bytes on: every ranged read is wrong
+    n = len(plain)
+    for i in range(n):
+        a, b = lenient[i], plain[i]
+        np.testing.assert_array_equal(a["pixel_values"], b["pixel_values"])
+        np.testing.assert_array_equal(a["boxes"], b["boxes"])
+    count, first = lenient.cache_read_failures()
+    assert count == n and first is not None  # every read decoded instead, and counted
+    # unchecked (verify=False, for measuring only), the shifted bytes would be the samples
+    unchecked = _dataset(manifest)._core.with_cache(remote_cache, True, False)
+    wrong = sum(
+        not np.array_equal(unchecked.batch([i], 0, 5)["pixel_values"],
+                           plain._core.batch([i], 0, 5)["pixel_values"])
+        for i in range(n)
+    )  # fmt: skip
+    assert wrong >= n - 2, (wrong, n)
+    errors: list[Exception] = []
+    for i in range(n):
+        with pytest.raises((DecodeError, OSError)) as e:
+            strict[i]
+        errors.append(e.value)
+    # the shifted bytes fail their checksum (an image at a shard's end comes back short)
+    bad = [str(e) for e in errors if "do not match their checksum" in str(e)]
+    assert len(bad) >= n - 2, [str(e) for e in errors]
+    assert all(f"{remote_cache}/shard-00" in t and "(cache entry " in t for t in bad), bad
+    proxy.proxy.shift = 0
+    np.testing.assert_array_equal(strict[0]["pixel_values"], plain[0]["pixel_values"])
 
 
 def test_a_remote_cache_of_another_manifest_is_refused_as_a_local_one(

@@ -1,14 +1,17 @@
 """What the core owns crosses as named, typed values: the augmentation defaults
 (``_core.AUGMENT_DEFAULTS`` behind ``Augment()``), the data set's configuration (a dict of named
-fields, parsed and validated by the core) and a stage scheduler's state (a dict with named keys).
+options, read by serde in the core with the core's defaults, ``ManifestDataset``'s keywords taking
+their defaults from it) and a stage scheduler's state (a dict with named keys).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import gradatim as ga
@@ -71,7 +74,7 @@ def test_dataset_config_is_parsed_and_checked_by_the_core(tmp_path: Path) -> Non
     for kwargs, message in [
         ({"output": "float16"}, "output must be 'float32' or 'uint8'"),
         ({"on_error": "ignore"}, "on_error must be 'raise' or 'skip'"),
-        ({"box_format": "yolo"}, "box_format must be one of"),
+        ({"box_format": "yolo"}, "box_format must be 'cure', 'maira2', 'loc' or 'xyxy'"),
         ({"mask_padding": "wrap"}, "mask_padding must be 'reflect' or 'zero'"),
         ({"mask_cells": "half"}, "mask_cells must be 'truncate', 'whole' or 'fraction'"),
         ({"mask_empty": "none"}, "mask_empty must be 'image' or 'zeros'"),
@@ -84,7 +87,7 @@ def test_dataset_config_is_parsed_and_checked_by_the_core(tmp_path: Path) -> Non
             ga.ManifestDataset(RECORDS, root=tmp_path, **kwargs)
     good = ds._core
     config: dict[str, Any] = {
-        "root": str(tmp_path), "allow_outside_root": False, "width": 8, "height": 8,
+        "root": str(tmp_path), "allow_outside_root": False, "image_size": (8, 8),
         "channels": 1, "output": "uint8", "mean": [0.0], "std": [1.0], "augment": {},
         "box_format": "xyxy", "templates": {"preset": "gradatim"}, "on_error": "skip",
         "max_pixels": 1 << 20, "max_bytes": 1 << 30, "mask_grid": (4, 4), "mask_sigma": 0.0,
@@ -92,11 +95,69 @@ def test_dataset_config_is_parsed_and_checked_by_the_core(tmp_path: Path) -> Non
         "mask_padding": "zero", "mask_cells": "fraction", "mask_empty": "zeros",
         "overlay_thickness": 1,
     }  # fmt: skip
-    direct = _core.Dataset(RECORDS, None, "record", config)  # type: ignore[arg-type]
+    direct = _core.Dataset(RECORDS, None, "record", config)
     assert len(direct) == len(good) == 2 and direct.record(1)["id"] == "b"
+    # a missing option takes the core's default; an unknown or ill-typed one is named
     del config["overlay_thickness"]
-    with pytest.raises((KeyError, TypeError), match="overlay_thickness"):
-        _core.Dataset(RECORDS, None, "record", config)  # type: ignore[arg-type]
+    assert _core.Dataset(RECORDS, None, "record", config).config["overlay_thickness"] == 3
+    for bad, message in [
+        ({"overlay_thicknes": 3}, "unknown field `overlay_thicknes`"),
+        ({"overlay_thickness": "3"}, 'overlay_thickness: invalid type: string "3"'),
+        ({"mask_grid": (4, -1)}, "mask_grid\\[1\\]: invalid value: integer `-1`"),
+        ({"mean": "x"}, "mean: a number, or one number per channel"),
+        ({"augment": {"clahe": {"p": None}}}, "augment.clahe.p: invalid type: null"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=message) as caught:
+            _core.Dataset(RECORDS, None, "record", {**config, **bad})
+        assert "\n" not in str(caught.value)
+
+
+def test_manifest_dataset_defaults_are_the_cores() -> None:
+    # every option the core reads is a ManifestDataset keyword whose default is the core's
+    defaults = _core.dataset_config_defaults()
+    params = inspect.signature(ga.ManifestDataset).parameters
+    for name, value in defaults.items():
+        given = params[name].default
+        assert (list(given) if isinstance(given, tuple) else given) == value, name
+    # the defaults by hand (docs/loader.md): the core cannot change them silently
+    assert defaults == {
+        "root": None, "allow_outside_root": False, "image_size": [512, 512], "channels": 1,
+        "output": "float32", "mean": None, "std": None, "augment": None, "box_format": "cure",
+        "templates": None, "on_error": "raise", "max_pixels": 1 << 28, "max_bytes": 1 << 30,
+        "mask_grid": [24, 24], "mask_sigma": 3.0, "mask_kernel": 9, "mask_padding": "reflect",
+        "mask_cells": "truncate", "mask_empty": "image", "overlay_thickness": 3,
+    }  # fmt: skip
+    defaults["channels"] = 3  # a new dict each call
+    assert _core.dataset_config_defaults()["channels"] == 1
+
+
+def test_manifest_dataset_options_reach_the_core(tmp_path: Path) -> None:
+    ds = ga.ManifestDataset(RECORDS, root=tmp_path)
+    read = ds._core.config
+    assert read["mean"] == [0.0] and read["std"] == [1.0]  # per channel, from the defaults
+    assert read["templates"]["grounded_style"] == "cure"
+    assert {k: read[k] for k in ("image_size", "mask_grid", "overlay_thickness")} == {
+        "image_size": [512, 512], "mask_grid": [24, 24], "overlay_thickness": 3,
+    }  # fmt: skip
+    assert (ds.image_size, ds.channels, ds.output, ds.box_format) == (
+        (512, 512), 1, "float32", "cure",
+    )  # fmt: skip
+    rgb = ga.ManifestDataset(RECORDS, root=tmp_path, channels=3, mean=np.float32(0.5),
+                             std=np.array([0.1, 0.2, 0.3]), image_size=(np.int64(16), 8),
+                             templates="gradatim", mask_kernel=None)  # fmt: skip
+    read = rgb._core.config
+    assert read["mean"] == [0.5] * 3 and read["std"] == pytest.approx([0.1, 0.2, 0.3])
+    assert read["image_size"] == [16, 8] and rgb.image_size == (16, 8)
+    assert read["templates"]["grounded_style"] == "gradatim" and read["mask_kernel"] is None
+    for kwargs, message in [
+        ({"channels": 2}, "channels must be 1 or 3, got 2"),
+        ({"channels": 3, "mean": [0.1, 0.2]}, "mean has 2 values for 3 channels"),
+        ({"image_size": (8.5, 8)}, r"image_size\[0\]: invalid type: floating point `8.5`"),
+        ({"overlay_thickness": "3"}, "overlay_thickness: invalid type: string"),
+        ({"templates": 3}, "templates: a preset name"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            ga.ManifestDataset(RECORDS, root=tmp_path, **kwargs)
 
 
 def test_stage_state_is_a_dict_with_named_keys() -> None:

@@ -156,12 +156,14 @@ def test_ctrl_c_reaches_python_while_the_loader_waits(tmp_path: Path) -> None:
     consumer within about a second, and closing the iterator must return."""
     big = np.tile(np.arange(6000, dtype=np.uint16).reshape(1, -1) % 256, (6000, 1))
     (tmp_path / "big.png").write_bytes(encode_png(big.astype(np.uint8)))
-    manifest = _write_manifest(tmp_path, ["big.png"] * 64)
+    # 256 decodes of 36 MP (seconds even on a fast machine): the batch cannot be done before the
+    # signal, even when a loaded machine delays the parent's sleep
+    manifest = _write_manifest(tmp_path, ["big.png"] * 256)
     code = textwrap.dedent(f"""
         import signal, sys, time
         import gradatim as ga
         ds = ga.ManifestDataset({str(manifest)!r}, image_size=(16, 16))
-        loader = ga.DataLoader(ds, batch_size=64, num_workers=1)
+        loader = ga.DataLoader(ds, batch_size=256, num_workers=1)
         it = iter(loader)
         print("ready", flush=True)
         try:

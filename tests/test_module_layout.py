@@ -5,6 +5,7 @@ benchmark scripts use only public gradatim names."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import gradatim
@@ -116,3 +117,60 @@ def test_benches_use_only_public_gradatim_names() -> None:
     assert scripts
     for script in scripts:
         assert _private_uses(script.read_text(encoding="utf-8")) == [], script.name
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _map_paths(readme: str) -> list[tuple[str, str]]:
+    """``(column, path)`` for every file or folder named in the README's map ("Where things
+    live"): the Rust column under ``rust/core/src/``, the Python one under ``python/gradatim/``.
+    A bare name (``jpeg.rs``, ``resize/``) lies in the folder of the path before it in its cell;
+    names in parentheses right after a folder (``resize/`` (``area.rs``)) lie in that folder."""
+    section = readme.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    found: list[tuple[str, str]] = []
+    for row in rows[1:]:  # the header row names the columns
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        for column, cell in (("rust/core/src", cells[1]), ("python/gradatim", cells[2])):
+            folder, last, outer = "", "", []
+            for token in re.findall(r"`[^`]+`|[()]", cell):
+                if token == "(":
+                    outer.append(folder)
+                    folder = last if last.endswith("/") else folder
+                    continue
+                if token == ")":
+                    folder = outer.pop() if outer else folder
+                    continue
+                name = token.strip("`")
+                if not re.fullmatch(r"[\w/]+(\.(rs|py|md|toml))?/?", name):
+                    continue  # a function, option or value, not a path
+                if not (name.endswith(("/", ".rs", ".py", ".md", ".toml"))):
+                    continue
+                path = name if "/" in name.rstrip("/") else folder + name
+                found.append((column, path))
+                if not path.endswith("/"):
+                    folder = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+                last = path
+    return found
+
+
+def test_every_path_in_the_readme_map_exists() -> None:
+    paths = _map_paths((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert ("rust/core/src", "image/jpeg.rs") in paths  # a bare name inherits its folder
+    assert ("rust/core/src", "difficulty/gap_sums.rs") in paths  # VNS-Gap's kernel is mapped
+    assert ("python/gradatim", "difficulty/itas.py") in paths
+    assert ("rust/core/src", "image/resize/area.rs") in paths  # inside the folder before it
+    assert ("rust/core/src", "image/flip.rs") in paths  # and out of it after the parentheses
+    missing = [f"{c}/{p}" for c, p in paths if not (ROOT / c / p).exists()]
+    assert not missing, f"README's map names paths that do not exist: {missing}"
+
+
+def test_design_layout_names_every_core_module() -> None:
+    text = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    layout = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    core = ROOT / "rust" / "core" / "src"
+    modules = sorted(p.name if p.is_dir() else p.stem for p in core.iterdir())
+    modules = [m for m in modules if m not in ("lib", "mod", "error", "rng")]
+    unnamed = [m for m in modules if m not in layout]
+    assert not unnamed, f"docs/design.md's layout leaves out the core's {unnamed}"

@@ -178,7 +178,9 @@ def test_cli_reports_config_errors_without_a_traceback(
 
 def test_torchrun_two_processes_end_with_equal_adapters(manifest: Path, tmp_path: Path) -> None:
     """Data parallel on CPU (gloo): every rank reads its shard; per-task gradient sums are
-    all-reduced before the combination, so both ranks take the same steps."""
+    all-reduced before the combination, so both ranks take the same steps. The log is the whole
+    step's: its loss is the mean of the ranks' own losses (each rank's ``rank-<r>.json``), its
+    task counts their sums, its per-task losses the means over both ranks' samples."""
     import subprocess
     import sys
 
@@ -194,6 +196,22 @@ def test_torchrun_two_processes_end_with_equal_adapters(manifest: Path, tmp_path
     assert {p.name for p in (tmp_path / "out" / "checkpoint-3").iterdir()} >= {
         "adapter", "rng-0.safetensors", "rng-1.safetensors", "state.json"
     }  # fmt: skip
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    rows = [r for r in log if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    differ = False
+    for k, row in enumerate(rows):
+        own = [ranks[r]["losses"][k] for r in range(2)]
+        assert row["loss"] == pytest.approx((own[0] + own[1]) / 2, rel=1e-12)
+        differ |= own[0] != own[1]
+        shares = [ranks[r]["tasks"][k] for r in range(2)]
+        assert all(sum(s.values()) == 2 for s in shares)  # batch_size 2 per rank
+        summed = {t: shares[0].get(t, 0) + shares[1].get(t, 0) for t in {*shares[0], *shares[1]}}
+        assert row["tasks"] == summed and sum(summed.values()) == 4
+        assert set(row["task_loss"]) == set(summed)
+        mean = sum(row["task_loss"][t] * n for t, n in summed.items()) / 4
+        assert mean == pytest.approx(row["loss"], rel=1e-5)
+    assert differ  # the ranks saw different samples: rank 0's share alone would not match
 
 
 def test_cure_weights_move_toward_the_source_whose_validation_error_rises(
@@ -328,3 +346,116 @@ def test_medclm_stages_in_the_loop_update_per_epoch_and_resume_exactly(
     assert stages[0] == stages[1]
     assert stages[0]["epoch"] >= 0 and len(stages[0]["history"]) >= 1  # one epoch ended: updated
     assert set(stages[0]["domains"]) == {"alpha", "beta"}
+
+
+@pytest.fixture(scope="module")
+def stopped_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A 4-step tiny-LLaVA run stopped after its checkpoint at step 2: its configuration's text
+    and its out folder (tests copy both: ``resumable``)."""
+    tmp = tmp_path_factory.mktemp("stopped")
+    config = write_run(tmp, manifest, steps=4, checkpoint_every=2)
+    assert train(load_config(config), max_steps=2).step == 2
+    return config.read_text(), tmp / "out"
+
+
+def resumable(stopped: tuple[str, Path], tmp: Path, edit: tuple[str, str] = ("", "")) -> Path:
+    """A copy of ``stopped_run`` in ``tmp`` (its out folder, its configuration with ``out`` set to
+    the copy and ``edit`` applied); returns the configuration's path."""
+    import shutil
+
+    text, out = stopped
+    shutil.copytree(out, tmp / "out")
+    text = text.replace(json.dumps(str(out)), json.dumps(str(tmp / "out")))
+    if edit[0]:
+        assert edit[0] in text
+        text = text.replace(*edit, 1)
+    config = tmp / "run.toml"
+    config.write_text(text)
+    return config
+
+
+class _RecordingAdamW(torch.optim.AdamW):
+    """AdamW recording the learning rate each of its steps uses, read from its own groups."""
+
+    used: list[float] = []
+
+    def step(self, closure: Any = None) -> Any:
+        type(self).used.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def test_resume_with_a_changed_lr_steps_and_logs_the_new_one(
+    stopped_run: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[optim].lr may change on resume: the restored optimizer would keep the checkpoint's 3e-3;
+    the run applies 0.01 (what the optimizer itself holds at each step), logs it on the resumed
+    steps' rows, says what changed on the first (and as a warning), and saves it."""
+    monkeypatch.setattr(torch.optim, "AdamW", _RecordingAdamW)
+    monkeypatch.setattr(_RecordingAdamW, "used", [])
+    config = resumable(stopped_run, tmp_path, ("lr = 3e-3", "lr = 0.01"))
+    with pytest.warns(UserWarning, match=r"\[optim\]\.lr changed from 0\.003 to 0\.01"):
+        run = train(load_config(config), resume="auto")
+    assert run.step == 4
+    assert _RecordingAdamW.used == [0.01, 0.01]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["lr"]) for r in rows] == [(1, 3e-3), (2, 3e-3), (3, 0.01), (4, 0.01)]
+    note = rows[2]["resumed"]
+    assert note["step"] == 2 and note["checkpoint"].endswith("checkpoint-2")
+    assert note["changes"] == {"[optim].lr": {"checkpoint": 3e-3, "now": 0.01}}
+    assert note["lr"] == 0.01 and "resumed" not in rows[3]
+    saved = json.loads((tmp_path / "out" / "checkpoint-4" / "optimizer.json").read_text())
+    assert [g["lr"] for g in saved["param_groups"]] == [0.01]
+    state = json.loads((tmp_path / "out" / "checkpoint-4" / "state.json").read_text())
+    assert state["config"]["optim"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize(
+    "edit,key",
+    [
+        (('name = "tiny-llava"', 'name = "tiny-paligemma"'), r"\[model\]\.name"),
+        (("[optim]", "[lora]\nr = 8\n[optim]"), r"\[lora\]\.r"),
+        (("weight = 0.7", "weight = 0.5"), r"\[\[data\.sources\]\]\[0\]\.weight"),
+        (('method = "pcgrad"', 'method = "linear"'), r"\[optim\]\.method"),
+    ],
+)
+def test_resume_refuses_a_key_that_cannot_change(
+    stopped_run: tuple[str, Path], tmp_path: Path, edit: tuple[str, str], key: str
+) -> None:
+    """A changed model family (or LoRA shape, source weight, gradient method) is refused before
+    anything is restored or written, with one line naming the file, section and key (not
+    torch's "parameter group that doesn't match")."""
+    config = resumable(stopped_run, tmp_path, edit)
+    out = tmp_path / "out"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(ConfigError, match=rf"^run\.toml: {key}: .* in checkpoint-2: a resumed"):
+        train(load_config(config), resume="auto")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+def test_paligemma_trains_and_predicts_with_its_task_prefix(
+    manifest: Path, tokenizer: Any, tmp_path: Path
+) -> None:
+    """PaliGemma has no chat turns: its prompt is its processor's task prefix (image tokens,
+    BOS, the prompt, a newline), the target its suffix; generation gets the same prefix. A tiny
+    PaliGemma run trains on it and ``predict`` generates from its checkpoint."""
+    from gradatim.train.predict import predict
+    from gradatim.train.validation import encode_prompts
+
+    bundle = tiny_model("paligemma", tokenizer)
+    enc = encode_batch(bundle, ["Generate a report."], ["No acute findings."])
+    ids = enc["input_ids"][0].tolist()
+    prompt = tokenizer("Generate a report.\n", add_special_tokens=False)["input_ids"]
+    target = tokenizer("No acute findings.", add_special_tokens=False)["input_ids"]
+    prefix = [bundle.image_token_id] * bundle.num_image_tokens + [tokenizer.bos_token_id, *prompt]
+    assert ids == prefix + target + [tokenizer.eos_token_id]
+    assert "<|user|>" not in tokenizer.decode(ids) and "<|model|>" not in tokenizer.decode(ids)
+    assert enc["token_type_ids"][0].tolist() == [0] * len(prefix) + [1] * (len(target) + 1)
+    assert encode_prompts(bundle, ["Generate a report."])["input_ids"][0].tolist() == prefix
+    config = write_run(tmp_path, manifest, steps=2, checkpoint_every=2)
+    config.write_text(config.read_text().replace('"tiny-llava"', '"tiny-paligemma"', 1))
+    run = train(load_config(config))
+    assert run.step == 2 and all(0 < loss < 100 for loss in run.losses)
+    out = predict(run.out / "checkpoint-2", manifest, "train", tmp_path / "p.jsonl",
+                  limit=3, max_new_tokens=4)  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(isinstance(r["prediction"], str) for r in rows)

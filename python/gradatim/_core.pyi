@@ -12,6 +12,7 @@ from typing_extensions import Self
 __version__: str
 UNLABELED: str
 MANIFEST_FIELDS: list[str]
+TASKS: list[str]
 CHEXPERT_LABELS: list[str]
 AUGMENT_DEFAULTS: dict[str, Any]
 STAGE_CODES: dict[str, int]
@@ -293,30 +294,35 @@ def read_manifest_packed(location: str) -> list[dict[str, Any]]: ...
 
 # --- data (rust/python/src/data.rs) -------------------------------------------------------------
 
-class _DatasetConfig(TypedDict):
-    """What ``Dataset`` is made with (not a runtime class: a plain dict)."""
+def dataset_config_defaults() -> dict[str, Any]:
+    """The data set's options (``Dataset``'s ``config`` keys; ``ManifestDataset``'s keywords) and
+    their defaults, a new dict each call. A ``config`` may leave any out; an unknown or ill-typed
+    option is an ``InvalidArgumentError`` naming it."""
 
-    root: str
-    allow_outside_root: bool
-    width: int
-    height: int
-    channels: int
-    output: str
-    mean: list[float]
-    std: list[float]
-    augment: Mapping[str, Any]
-    box_format: str
-    templates: Mapping[str, Any]
-    on_error: str
-    max_pixels: int
-    max_bytes: int
-    mask_grid: tuple[int, int]
-    mask_sigma: float
-    mask_kernel: int | None
-    mask_padding: str
-    mask_cells: str
-    mask_empty: str
-    overlay_thickness: int
+@final
+class Manifest:
+    """An opened, validated manifest (rows parsed into the core, or a packed file memory-mapped),
+    shared by the data sets composed from it."""
+
+    def __new__(
+        cls,
+        manifest: str | Sequence[Mapping[str, Any]],
+        name: str | None,
+        row_kind: str,
+        root: str,
+        allow_outside_root: bool = False,
+    ) -> Self: ...
+    @staticmethod
+    def open_packed(location: str, root: str, allow_outside_root: bool = False) -> Manifest: ...
+    def __len__(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    def select(
+        self,
+        split: str | None = None,
+        source: str | None = None,
+        tasks: list[str] | None = None,
+    ) -> NDArray[np.uint32]: ...
 
 @final
 class Dataset:
@@ -327,23 +333,30 @@ class Dataset:
         manifest: str | Sequence[Mapping[str, Any]],
         name: str | None,
         row_kind: str,
-        config: _DatasetConfig,
+        config: Mapping[str, Any],
     ) -> Self: ...
     @staticmethod
-    def open_packed(location: str, config: _DatasetConfig) -> Dataset: ...
+    def open_packed(location: str, config: Mapping[str, Any]) -> Dataset: ...
+    @staticmethod
+    def compose(
+        parts: Sequence[tuple[Manifest, NDArray[np.uint32], str | None]],
+        config: Mapping[str, Any],
+    ) -> Dataset: ...
     def __len__(self) -> int: ...
     def column(self, name: str) -> list[Any]: ...
     def record(self, index: int) -> dict[str, Any]: ...
     def batch(
         self, indices: list[int], epoch: int, seed: int, stages: list[int] = ...
     ) -> dict[str, Any]: ...
-    def with_cache(self, dir: str, fallback: bool = True) -> Dataset: ...
+    def with_cache(self, dir: str, fallback: bool = True, verify: bool = True) -> Dataset: ...
     @property
     def cache_dir(self) -> str | None: ...
     @property
     def cache_read_failures(self) -> tuple[int, str | None]: ...
     @property
     def max_boxes(self) -> int: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
     @property
     def augment(self) -> dict[str, Any]: ...
 
@@ -357,6 +370,7 @@ class Stream:
         self, id: int | None = None, timeout: float = 0.0
     ) -> tuple[int, dict[str, Any]] | None: ...
     def pending(self) -> int: ...
+    def cancel(self, ids: list[int]) -> int: ...
     @property
     def threads(self) -> int: ...
     def close(self) -> None: ...

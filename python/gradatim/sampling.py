@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -136,9 +137,12 @@ class _PassTracker:
     """Bookkeeping of one pass over a list of indices, cheap per item: the pass yields from a
     list iterator, and the position is read back from that iterator's ``__length_hint__``."""
 
-    def __init__(self) -> None:
+    def __init__(self, origin: tuple[int, int] | None = None) -> None:
         self.epoch: int | None = None  # epoch of the active pass, None when no pass is active
-        self.origin: tuple[int, int] | None = None  # (epoch, position) where that pass started
+        # (epoch, position) where that pass started; a pass redrawn from a position keeps the
+        # origin of the pass it replaces (``held``, until it starts)
+        self.origin: tuple[int, int] | None = origin
+        self.held = origin
         self.chunk: list[int] = []
         self.chunk_start = 0
         self.it: Iterator[int] = iter(self.chunk)
@@ -164,6 +168,79 @@ def _next_pass(sampler: MultiSourceSampler | CurriculumSampler) -> tuple[int, in
         epoch, pos = sampler._epoch, sampler._resume
     sampler._epoch, sampler._resume = epoch, 0
     return epoch, pos
+
+
+def _start(track: _PassTracker, epoch: int, pos: int) -> object:
+    """Start a pass over ``track``: its token, and its origin (kept when the pass is a redraw)."""
+    token = object()
+    track.token, track.epoch = token, epoch
+    track.origin, track.held = track.held or (epoch, pos), None
+    return token
+
+
+class _Consumer(Protocol):
+    """What reads a sampler's pass and delivers it to the training loop, batches ahead
+    (``gradatim.DataLoader``'s iterator): a weight change is placed at what it delivered, and
+    what it drew past the change is drawn again."""
+
+    def consumed_position(self) -> int | None:
+        """Position in the pass's epoch of the next sample the training loop will receive (past
+        everything delivered, in or out of order); ``None`` when not reading this pass."""
+
+    def redraw(self, position: int) -> None:
+        """The indices from ``position`` (in the pass's epoch) on changed: what was drawn from
+        there and not delivered is cancelled, and drawn again from the sampler."""
+
+
+def _handed_out(sampler: MultiSourceSampler | NestedInterleaveSampler) -> int:
+    """The step of the next index the sampler's pass will hand out."""
+    if sampler._pass.epoch is not None:
+        return sampler._pass.epoch * len(sampler) + sampler._pass.consumed()
+    return sampler._epoch * len(sampler) + sampler._resume
+
+
+def _reader(sampler: MultiSourceSampler | NestedInterleaveSampler) -> tuple[Any, int] | None:
+    """The consumer reading the sampler's current (or just finished) pass, and the step of the
+    next sample it delivers; ``None`` without one."""
+    ref = sampler._consumer
+    consumer = ref() if ref is not None else None
+    origin = sampler._pass.origin
+    if consumer is None or origin is None:
+        return None
+    pos = consumer.consumed_position()
+    if pos is None:
+        return None
+    return consumer, origin[0] * len(sampler) + pos
+
+
+def _now(sampler: MultiSourceSampler | NestedInterleaveSampler) -> int:
+    """The step of the next sample the training loop receives: the consumer's position when a
+    ``gradatim.DataLoader`` reads the sampler, else the next index the sampler hands out."""
+    got = _reader(sampler)
+    return got[1] if got is not None else _handed_out(sampler)
+
+
+def _changed_from(sampler: MultiSourceSampler | NestedInterleaveSampler, at: int) -> None:
+    """The indices from step ``at`` on changed: the not yet handed out rest of the current chunk
+    is cut (the pass regenerates it), and a consumer that drew past ``at`` draws again."""
+    track = sampler._pass
+    if track.epoch is not None:
+        cut = at - track.epoch * len(sampler) - track.chunk_start
+        if 0 <= cut < len(track.chunk):
+            del track.chunk[max(cut, track.consumed() - track.chunk_start) :]
+    got = _reader(sampler)
+    if got is not None and at < _handed_out(sampler):
+        got[0].redraw(at - sampler._pass.origin[0] * len(sampler))  # type: ignore[index]
+
+
+def _redraw_from(sampler: MultiSourceSampler | NestedInterleaveSampler, position: int) -> None:
+    """Make the next pass start at ``position`` of the current pass's epoch, keeping that
+    pass's origin (the consumer counts delivered samples from it): the consumer's redraw."""
+    origin = sampler._pass.origin
+    if origin is None:
+        raise InvalidArgumentError("redraw: the sampler has no pass to redraw")
+    sampler._pass = _PassTracker(origin)
+    sampler._epoch, sampler._resume = origin[0], _int_arg(position, "position")
 
 
 def _set_epoch(sampler: MultiSourceSampler | CurriculumSampler, epoch: int) -> None:
@@ -200,8 +277,10 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
 
     Steps: a weight change applies from a *step*, the per-rank position counted from the start of
     epoch 0 (``epoch * len(self) + position``). ``set_weights`` logs ``(step, weights)``; the log
-    is part of ``state_dict()``, so a resumed run switches at the same step, and the indices of the
-    current chunk not handed out yet are regenerated, so prefetching cannot bypass a change.
+    is part of ``state_dict()``, so a resumed run switches at the same step. The indices of the
+    current chunk not handed out yet are regenerated, and a ``gradatim.DataLoader`` reading the
+    sampler draws again the batches it prefetched past the step, so the switch lands at the step
+    asked for (at the earliest, the consumed position) whatever the loader prefetched.
 
     Epochs: like ``DistributedSampler``, ``set_epoch(e)`` picks the epoch; when a pass runs to its
     end without ``set_epoch``, the next pass uses the next epoch (as ``RandomSampler`` would
@@ -262,6 +341,7 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         self._epoch = 0
         self._resume = 0
         self._pass = _PassTracker()
+        self._consumer: weakref.ReferenceType[Any] | None = None  # a loader's iterator
 
     @classmethod
     def from_hierarchy(cls, sizes: dict[str, dict[str, int]], **kwargs: Any) -> MultiSourceSampler:
@@ -324,7 +404,9 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         src[~kept] = None
         if categories is None:
             members = [np.flatnonzero(src == n) for n in names]
-            return cls(None, [float(weights[n]) for n in names], members=members, **kwargs)
+            sampler = cls(None, [float(weights[n]) for n in names], members=members, **kwargs)
+            sampler._source_names = names
+            return sampler
         cats = _column(dataset, categories) if isinstance(categories, str) else list(categories)
         if len(cats) != len(sources):
             raise InvalidArgumentError(
@@ -342,7 +424,15 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
                 leaf_weights.append(float(weights[n]) / len(order))
         sampler = cls(None, leaf_weights, members=members, **kwargs)
         sampler._hierarchy = hierarchy
+        sampler._source_names = names
         return sampler
+
+    @property
+    def source_names(self) -> list[str] | None:
+        """The sources' names, in the sampler's order, for a sampler made by
+        :meth:`from_dataset` (``None`` otherwise): what its weights belong to."""
+        names = getattr(self, "_source_names", None)
+        return None if names is None else list(names)
 
     @property
     def hierarchy(self) -> dict[str, list[str]] | None:
@@ -412,8 +502,7 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         epoch, pos = _next_pass(self)
         n = len(self)
         track = self._pass
-        token = object()
-        track.token, track.epoch, track.origin = token, epoch, (epoch, pos)
+        token = _start(track, epoch, pos)
         track.load([], pos)
         while pos < n:
             count = min(self._chunk_size, n - pos)
@@ -437,33 +526,31 @@ class MultiSourceSampler(_SamplerBase):  # type: ignore[type-arg,misc]
 
     # -- weights ---------------------------------------------------------------------------------
     def _now(self) -> int:
-        """The step of the next index this sampler will hand out."""
-        if self._pass.epoch is not None:
-            return self._pass.epoch * len(self) + self._pass.consumed()
-        return self._epoch * len(self) + self._resume
+        """The step of the next sample the consumer receives (see :meth:`set_weights`)."""
+        return _now(self)
+
+    def _redraw_from(self, position: int) -> None:
+        _redraw_from(self, position)
 
     def set_weights(self, weights: ArrayLike, *, step: int | None = None) -> int:
-        """Use ``weights`` from ``step`` on (default: the next index to be handed out). A step
-        that was already handed out is moved to the next index (what was yielded stays yielded);
-        pass ``step = consumed samples`` to make the switch independent of prefetching. Returns the
-        step at which the weights apply. Raises ``ValueError`` for negative, NaN, infinite,
-        all-zero or wrong-length weights."""
+        """Use ``weights`` from ``step`` on (default: the consumed position). The consumed
+        position is the step of the next sample the training loop receives: read by a
+        ``gradatim.DataLoader`` (fast path), the samples it delivered, whatever it prefetched
+        (its batches in flight from ``step`` on are cancelled and drawn again, so they hold what
+        a loader without prefetch would deliver); read directly or by torch's loaders, the next
+        index this sampler hands out. An earlier step is moved to the consumed position (what
+        was delivered stays delivered). Returns the step at which the weights apply. Raises
+        ``ValueError`` for negative, NaN, infinite, all-zero or wrong-length weights."""
         now = self._now()
         at = now if step is None else max(_int_arg(step, "step"), now)
         self._core.set_weights(at, _weights(weights))
         self._views = {}
-        track = self._pass
-        if track.epoch is not None:
-            # Indices of the current chunk from the switch on were drawn with the old weights:
-            # cut them, so the pass regenerates them.
-            cut = at - track.epoch * len(self) - track.chunk_start
-            if 0 <= cut < len(track.chunk):
-                del track.chunk[max(cut, track.consumed() - track.chunk_start) :]
+        _changed_from(self, at)
         return at
 
     @property
     def weights(self) -> list[float]:
-        """The weights in force at the next index to be handed out."""
+        """The weights in force at the consumed position (see :meth:`set_weights`)."""
         return list(self._core.weights_at(self._now()))
 
     @property
@@ -751,6 +838,7 @@ class NestedInterleaveSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         self._epoch = 0
         self._resume = 0
         self._pass = _PassTracker()
+        self._consumer: weakref.ReferenceType[Any] | None = None  # a loader's iterator
 
     @classmethod
     def from_dataset(
@@ -823,25 +911,23 @@ class NestedInterleaveSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         return plan
 
     def _now(self) -> int:
-        if self._pass.epoch is not None:
-            return self._pass.epoch * len(self) + self._pass.consumed()
-        return self._epoch * len(self) + self._resume
+        return _now(self)
+
+    def _redraw_from(self, position: int) -> None:
+        _redraw_from(self, position)
 
     def set_node_weights(self, weights: Mapping[Any, float], *, step: int | None = None) -> int:
         """Change the weights of some nodes (``{("src", "cat"): w}`` or ``{"src/cat": w}``) from
-        per-rank step ``step`` on (default, and at the latest: the next index handed out); the
-        other nodes keep theirs. Returns the step the change applies at."""
+        per-rank step ``step`` on (default, and at the earliest: the consumed position, as
+        :meth:`MultiSourceSampler.set_weights`: a ``gradatim.DataLoader`` draws again what it
+        drew past it); the other nodes keep theirs. Returns the step the change applies at."""
         now = self._now()
         at = now if step is None else max(_int_arg(step, "step"), now)
         k = self._entry(at)
         new = self._complete(self._log[k][1], weights)
         self._log = [e for e in self._log if e[0] < at] + [(at, new)]  # later ones replaced
         self._plans = {}
-        track = self._pass
-        if track.epoch is not None:
-            cut = at - track.epoch * len(self) - track.chunk_start
-            if 0 <= cut < len(track.chunk):
-                del track.chunk[max(cut, track.consumed() - track.chunk_start) :]
+        _changed_from(self, at)
         return at
 
     def set_weights(self, weights: ArrayLike, *, step: int | None = None) -> int:
@@ -1015,8 +1101,7 @@ class NestedInterleaveSampler(_SamplerBase):  # type: ignore[type-arg,misc]
         epoch, pos = _next_pass(self)  # type: ignore[arg-type]
         n = len(self)
         track = self._pass
-        token = object()
-        track.token, track.epoch, track.origin = token, epoch, (epoch, pos)
+        token = _start(track, epoch, pos)
         track.load([], pos)
         while pos < n:
             count = min(self._chunk_size, n - pos)
@@ -1183,8 +1268,7 @@ class CurriculumSampler(_SamplerBase):  # type: ignore[type-arg,misc]
     def __iter__(self) -> Iterator[int]:
         epoch, pos = _next_pass(self)
         track = self._pass
-        token = object()
-        track.token, track.epoch, track.origin = token, epoch, (epoch, pos)
+        token = _start(track, epoch, pos)
         yield from track.load(self.indices(epoch)[pos:].tolist(), pos)
         if track.token is not token:
             return

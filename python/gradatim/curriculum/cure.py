@@ -127,9 +127,15 @@ class ErrorAwareCurriculum:
         period: ``K``, the number of training steps between updates.
         alpha: IoU weight of :func:`cure_weights`.
         samples_per_step: indices one rank consumes per training step (batch size times gradient
-            accumulation). When given, an update at step ``s`` switches the sampler exactly at
-            sample ``s * samples_per_step``, however far the loader prefetched; otherwise at the
-            next index the sampler hands out.
+            accumulation). When given, an update at step ``s`` switches the sampler at sample
+            ``s * samples_per_step`` (per rank, from the sampler's step 0), or, if that sample
+            was already delivered, at the consumed position; otherwise at the consumed
+            position. Read by a ``gradatim.DataLoader`` (fast path) the consumed position is
+            what the loader delivered, and the batches it drew past the switch for prefetching
+            are cancelled and drawn again, so the switch is exact for any ``num_workers`` and
+            ``prefetch_factor``; read by torch's loader with worker processes, a switch inside
+            their prefetch window lands at the next index the sampler hands out (see
+            :meth:`gradatim.sampling.MultiSourceSampler.set_weights`).
         initial: ``None`` keeps the sampler's weights; ``"uniform"`` (CURE's start), ``"natural"``
             (needs ``sizes``) or a mapping ``{source: weight}`` sets them at the sampler's current
             position.

@@ -184,6 +184,14 @@ class StageScheduler:
             if self._params[key] < 0:
                 raise InvalidArgumentError(f"{key}: must be >= 0")
         self._core = _core.StageScheduler(len(names), self._seed, **self._params)
+        self._generation = getattr(self, "_generation", -1) + 1
+
+    @property
+    def generation(self) -> int:
+        """Counts the changes of the decisions (:meth:`update`, :meth:`load_state_dict`): a
+        ``gradatim.DataLoader`` rebuilds its batches in flight when it moves, so an update
+        reaches every batch delivered after it, whatever the loader prefetched."""
+        return self._generation
 
     # -- domains ---------------------------------------------------------------------------------
     @property
@@ -284,6 +292,7 @@ class StageScheduler:
         self._core.update(
             int(epoch), easy, medium, None if global_loss is None else float(global_loss)
         )
+        self._generation += 1
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

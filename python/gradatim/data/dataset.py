@@ -8,8 +8,9 @@ render the box-aware text and write whole batches into one buffer. With any othe
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,7 +19,6 @@ from gradatim import _core
 from gradatim.curriculum.stages import DOMAIN_RULES, infer_modality
 from gradatim.data.augment import Augment
 from gradatim.errors import InvalidArgumentError
-from gradatim.image import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, per_channel
 from gradatim.manifest.common import is_packed, jsonl_text, manifest_root, parquet_rows
 
 if TYPE_CHECKING:
@@ -32,10 +32,20 @@ except ImportError:  # pragma: no cover - exercised only where torch is absent
         """Stand-in for ``torch.utils.data.Dataset`` when torch is not installed."""
 
 
-__all__ = ["ManifestDataset", "batch_to_torch"]
+__all__ = ["ManifestDataset", "Selection", "Sources", "batch_fields", "batch_to_torch"]
 
 StageArg = Literal["easy", "medium", "hard"] | Any | None
 _STAGE_CODES: dict[str, int] = dict(_core.STAGE_CODES)  # defined once, in the core
+
+#: The data set's options and their defaults, defined once, in the core: :class:`ManifestDataset`'s
+#: keywords of these names take their defaults from here and pass through to the core, which
+#: reads and checks them (an unknown or ill-typed option is an error naming it).
+_DEFAULTS: dict[str, Any] = _core.dataset_config_defaults()
+
+
+def _pair(v: Sequence[int]) -> tuple[int, int]:
+    """A ``(width, height)`` pair from the core's ``[w, h]``."""
+    return (v[0], v[1])
 
 
 def _manifest_arg(
@@ -52,14 +62,131 @@ def _manifest_arg(
     return list(manifest), None, "record"
 
 
+#: The manifests this process holds open, shared by every :class:`Sources` that names them while
+#: any of them is alive: keyed by the file's path, identity and modification time and the root
+#: rules, so a changed file is read again.
+_OPENED: weakref.WeakValueDictionary[tuple[Any, ...], _core.Manifest] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _open_manifest(location: str, root: str, allow_outside_root: bool) -> _core.Manifest:
+    """The core's opened manifest at ``location`` (validated once: JSON lines and Parquet rows
+    parsed into the core, a packed manifest memory-mapped), shared while it is alive."""
+    key: tuple[Any, ...] | None = None
+    if not _core.is_remote(location):
+        st = os.stat(location[len("file://") :] if location.startswith("file://") else location)
+        key = (os.path.abspath(location), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key += (root, allow_outside_root)
+        opened = _OPENED.get(key)
+        if opened is not None:
+            return opened
+    if is_packed(location):
+        m = _core.Manifest.open_packed(location, root, allow_outside_root)
+    else:
+        rows, name, row_kind = _manifest_arg(location)
+        m = _core.Manifest(rows, name, row_kind, root, allow_outside_root)
+    if key is not None:
+        _OPENED[key] = m
+    return m
+
+
+class Selection(NamedTuple):
+    """Records of one manifest that form one source of a :class:`Sources`."""
+
+    manifest: str
+    """The manifest's path or URL (``.jsonl``, ``.parquet`` or packed ``.arrow``)."""
+    name: str | None = None
+    """The source name its records take (``None``: their own ``source``)."""
+    split: str | None = None
+    """Only records of this split (``None``: every split)."""
+    select: str | None = None
+    """Only records whose ``source`` is this (``None``: any)."""
+    tasks: tuple[str, ...] | None = None
+    """Only records of these tasks (``None``: any)."""
+
+
+class Sources:
+    """Several sources, each chosen records of a manifest, as one data set (pass it as
+    :class:`ManifestDataset`'s ``manifest``): every manifest is opened once in the process (its
+    records parsed or memory-mapped in the core, shared by every source and data set that names
+    it), each source is an index array into it, selected in the core; no per-record Python
+    object is made. Relative image paths resolve under each manifest's own folder.
+
+    Args:
+        selections: the sources, in order (their records one source after the other).
+        allow_outside_root: allow images outside each manifest's folder (see
+            :class:`ManifestDataset`).
+        empty: ``"raise"``: a source that selects no record is an error naming it; ``"drop"``:
+            it is left out.
+    """
+
+    def __init__(
+        self,
+        selections: Iterable[Selection],
+        *,
+        allow_outside_root: bool = False,
+        empty: Literal["raise", "drop"] = "raise",
+    ) -> None:
+        self.selections = tuple(Selection(*s) for s in selections)
+        if not self.selections:
+            raise InvalidArgumentError("sources: expected at least one selection")
+        self.allow_outside_root = bool(allow_outside_root)
+        self.empty = empty
+        self._opened: list[tuple[_core.Manifest, NDArray[np.uint32]]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy in another process reopens itself from: the selections, never the core's
+        manifests."""
+        return {k: v for k, v in self.__dict__.items() if k != "_opened"} | {"_opened": None}
+
+    def selected(self) -> list[tuple[_core.Manifest, NDArray[np.uint32]]]:
+        """Per selection, its opened manifest and the indices (uint32) of the records it
+        selects: each manifest opened once, the indices selected in the core, on first use."""
+        if self._opened is None:
+            opened = []
+            for sel in self.selections:
+                location = os.fspath(sel.manifest)
+                m = _open_manifest(location, manifest_root(location), self.allow_outside_root)
+                tasks = None if sel.tasks is None else list(sel.tasks)
+                opened.append((m, m.select(sel.split, sel.select, tasks)))
+            self._opened = opened
+        return self._opened
+
+    def parts(self) -> list[tuple[_core.Manifest, NDArray[np.uint32], str | None]]:
+        """``(manifest, indices, name)`` per source that selects records, as the core composes
+        them; a source that selects none is an error naming it (``empty="raise"``) or left out."""
+        parts = []
+        for sel, (m, idx) in zip(self.selections, self.selected(), strict=True):
+            if len(idx) == 0:
+                if self.empty == "drop":
+                    continue
+                raise InvalidArgumentError(f"source {sel.name!r}: {self._what(sel)}")
+            parts.append((m, idx, sel.name))
+        if not parts:
+            raise InvalidArgumentError("sources: no source selects any record")
+        return parts
+
+    @staticmethod
+    def _what(sel: Selection) -> str:
+        rules = [f"split {sel.split!r}"]
+        if sel.select is not None:
+            rules.append(f"source {sel.select!r}")
+        if sel.tasks is not None:
+            rules.append(f"a task in {list(sel.tasks)}")
+        return f"{sel.manifest} has no records of {' and '.join(rules)}"
+
+
 def _open(
-    manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
-    config: _core._DatasetConfig,
+    manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]] | Sources,
+    config: Mapping[str, Any],
     name: str | None = None,
 ) -> tuple[_core.Dataset, str | None, list[Any] | None]:
-    """The core's data set of ``manifest`` (a packed manifest is memory-mapped by the core), the
-    name its errors use (``name``, else the path as given), and the in-memory records when that
-    is what it was made from."""
+    """The core's data set of ``manifest`` (a packed manifest is memory-mapped by the core;
+    :class:`Sources` composed over their opened manifests), the name its errors use (``name``,
+    else the path as given), and the in-memory records when that is what it was made from."""
+    if isinstance(manifest, Sources):
+        return _core.Dataset.compose(manifest.parts(), config), None, None
     if isinstance(manifest, (str, os.PathLike)) and is_packed(manifest):
         location = os.fspath(manifest)
         return _core.Dataset.open_packed(location, config), location, None
@@ -82,7 +209,9 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
 
     Args:
         manifest: a ``.jsonl`` or ``.parquet`` path or URL (``s3://``, ``gs://``, ``az://``,
-            ``http(s)://``, ``file://``; see docs/storage.md), or an iterable of record dicts.
+            ``http(s)://``, ``file://``; see docs/storage.md), an iterable of record dicts, or
+            :class:`Sources` (chosen records of several manifests, each opened once and shared;
+            ``root`` does not apply: each manifest resolves under its own folder).
         root: folder (or object store URL) that relative image paths are resolved against
             (default: the manifest's folder, or the current directory for in-memory records).
             A record's ``image`` may itself be a URL.
@@ -127,98 +256,77 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
             its memory map, or an object store URL, read by ranged requests; pixels come from it
             instead of being decoded, giving the same batches. A cache built from another
             manifest or with another decode size / channels is refused, saying what differs; a
-            source file changed since the build raises naming it.
+            damaged index is refused naming the entry; a source file changed since the build
+            raises naming it.
         cache_fallback: a record the cache does not hold, or whose cached pixels cannot be read
-            (a damaged shard, an unreachable store), is decoded (``True``; counted in
-            :meth:`cache_read_failures`) or raises.
+            (a short or missing shard, an unreachable store) or fail their checksum, is decoded
+            (``True``; counted in :meth:`cache_read_failures`) or raises.
     """
 
     def __init__(
         self,
-        manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
+        manifest: str | os.PathLike[str] | Iterable[Mapping[str, Any]] | Sources,
         *,
-        root: str | os.PathLike[str] | None = None,
-        image_size: tuple[int, int] = (512, 512),
-        augment: Augment | Mapping[str, Any] | None = None,
-        box_format: Literal["cure", "maira2", "loc", "xyxy"] = "cure",
-        channels: int = 1,
-        output: Literal["float32", "uint8"] = "float32",
-        mean: Sequence[float] | float | None = None,
-        std: Sequence[float] | float | None = None,
-        on_error: Literal["raise", "skip"] = "raise",
-        allow_outside_root: bool = False,
-        templates: str | Mapping[str, str] | None = None,
+        root: str | os.PathLike[str] | None = _DEFAULTS["root"],
+        image_size: tuple[int, int] = _pair(_DEFAULTS["image_size"]),
+        augment: Augment | Mapping[str, Any] | None = _DEFAULTS["augment"],
+        box_format: Literal["cure", "maira2", "loc", "xyxy"] = _DEFAULTS["box_format"],
+        channels: int = _DEFAULTS["channels"],
+        output: Literal["float32", "uint8"] = _DEFAULTS["output"],
+        mean: Sequence[float] | float | None = _DEFAULTS["mean"],
+        std: Sequence[float] | float | None = _DEFAULTS["std"],
+        on_error: Literal["raise", "skip"] = _DEFAULTS["on_error"],
+        allow_outside_root: bool = _DEFAULTS["allow_outside_root"],
+        templates: str | Mapping[str, str] | None = _DEFAULTS["templates"],
         seed: int = 0,
         stages: StageArg = None,
         domains: Literal["source", "lesion_modality"] | Sequence[str] = "source",
         modality: str | None = None,
-        mask_grid: tuple[int, int] = (24, 24),
-        mask_sigma: float = 3.0,
-        mask_kernel: int | None = 9,
-        mask_padding: Literal["reflect", "zero"] = "reflect",
-        mask_cells: Literal["truncate", "whole", "fraction"] = "truncate",
-        mask_empty: Literal["image", "zeros"] = "image",
-        overlay_thickness: int = 3,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        mask_grid: tuple[int, int] = _pair(_DEFAULTS["mask_grid"]),
+        mask_sigma: float = _DEFAULTS["mask_sigma"],
+        mask_kernel: int | None = _DEFAULTS["mask_kernel"],
+        mask_padding: Literal["reflect", "zero"] = _DEFAULTS["mask_padding"],
+        mask_cells: Literal["truncate", "whole", "fraction"] = _DEFAULTS["mask_cells"],
+        mask_empty: Literal["image", "zeros"] = _DEFAULTS["mask_empty"],
+        overlay_thickness: int = _DEFAULTS["overlay_thickness"],
+        max_pixels: int = _DEFAULTS["max_pixels"],
+        max_bytes: int = _DEFAULTS["max_bytes"],
         cache: str | os.PathLike[str] | None = None,
         cache_fallback: bool = True,
     ) -> None:
-        if isinstance(manifest, (str, os.PathLike)):
-            default_root = manifest_root(manifest)
-        else:
-            default_root = os.getcwd()
+        # the core's options pass through by name: the core reads, defaults and checks them
+        given = locals()
+        config: dict[str, Any] = {name: given[name] for name in _DEFAULTS}
+        if root is None and isinstance(manifest, (str, os.PathLike)):
+            root = manifest_root(manifest)
+        config["root"] = os.fspath(root) if root is not None else os.getcwd()
         if augment is None:
             augment = Augment.none()
         elif isinstance(augment, Mapping):
             augment = Augment.from_dict(dict(augment))
-        if channels not in (1, 3):
-            raise InvalidArgumentError(f"channels must be 1 or 3, got {channels}")
-        w, h = (int(v) for v in image_size)
+        config["augment"] = augment.to_dict()
         self.augment: Augment = augment
-        self.image_size = (w, h)
-        self.channels = channels
-        self.output = output
-        self.box_format = box_format
         self.seed = int(seed)
         self.stages = stages
         self.epoch = 0
-        config: _core._DatasetConfig = {
-            "root": os.fspath(root) if root is not None else os.fspath(default_root),
-            "allow_outside_root": bool(allow_outside_root),
-            "width": w,
-            "height": h,
-            "channels": channels,
-            "output": output,
-            "mean": per_channel(mean, 0.0, channels, "mean"),
-            "std": per_channel(std, 1.0, channels, "std"),
-            "augment": augment.to_dict(),
-            "box_format": box_format,
-            "templates": (
-                {"preset": templates} if isinstance(templates, str) else dict(templates or {})
-            ),
-            "on_error": on_error,
-            "max_pixels": int(max_pixels),
-            "max_bytes": int(max_bytes),
-            "mask_grid": (int(mask_grid[0]), int(mask_grid[1])),
-            "mask_sigma": float(mask_sigma),
-            "mask_kernel": None if mask_kernel is None else int(mask_kernel),
-            "mask_padding": str(mask_padding),
-            "mask_cells": str(mask_cells),
-            "mask_empty": str(mask_empty),
-            "overlay_thickness": int(overlay_thickness),
-        }
         self._core, name, records = _open(manifest, config)
+        read = self._core.config  # as the core read them
+        self.image_size: tuple[int, int] = _pair(read["image_size"])
+        self.channels: int = read["channels"]
+        self.output: str = read["output"]
+        self.box_format: str = read["box_format"]
         self._cache = (os.fspath(cache), bool(cache_fallback)) if cache is not None else None
         if self._cache is not None:
             self._core = self._core.with_cache(*self._cache)
         # what a copy in another process rebuilds itself from (spawn / forkserver workers): the
-        # manifest's path (or its records) and the configuration, never pixels or a Rust object
+        # manifest's path (or its records, or the sources' selections) and the configuration,
+        # never pixels or a Rust object
         self._source: tuple[str | None, str | None, list[Any] | None] = (
             (_absolute(os.fspath(manifest)), name, None)
             if isinstance(manifest, (str, os.PathLike))
             else (None, None, records)
         )
+        self._sources = manifest if isinstance(manifest, Sources) else None
         self._config = config
         if isinstance(stages, str) and stages not in _STAGE_CODES:
             raise InvalidArgumentError(
@@ -246,7 +354,9 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         path, name, records = state["_source"]
-        self._core, _, _ = _open(path if path is not None else records, state["_config"], name)
+        sources = state.get("_sources")
+        where = sources if sources is not None else path if path is not None else records
+        self._core, _, _ = _open(where, state["_config"], name)
         if state.get("_cache") is not None:
             self._core = self._core.with_cache(*state["_cache"])
 
@@ -258,8 +368,9 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
         return self._core.record(int(index))
 
     def column(self, name: str) -> list[Any]:
-        """A manifest column: ``id``, ``image``, ``source``, ``task``, ``split``, ``text`` or
-        ``line``."""
+        """A manifest column: ``id``, ``image``, ``source``, ``task``, ``split``, ``text``,
+        ``line``, ``hard_id``, ``prompt`` (``None`` where absent), ``phrase`` or ``anatomy`` (the
+        first box's; ``None`` without one)."""
         return self._core.column(name)
 
     def cache_read_failures(self) -> tuple[int, str | None]:
@@ -354,9 +465,20 @@ class ManifestDataset(_DatasetBase):  # type: ignore[type-arg]
         if bad.any():
             raise IndexError(f"index {idx[bad][0]} out of range for {len(self)} samples")
         n = len(idx)
-        batch = self.load_batch(idx % len(self))
-        keep = {k: v for k, v in batch.items() if k not in ("skipped", "work_ns") and v is not None}
+        keep = batch_fields(self.load_batch(idx % len(self)))
         return [{k: v[j] for k, v in keep.items()} for j in range(n)]
+
+
+#: per-batch bookkeeping in the core's batches (``load_batch``), which ``DataLoader.stats()``
+#: sums up: not fields of the samples
+BOOKKEEPING = ("skipped", "work_ns")
+
+
+def batch_fields(batch: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a built batch as the loaders deliver them (gradatim's fast path, and torch's
+    loader through :meth:`ManifestDataset.__getitems__`): without :data:`BOOKKEEPING` and without
+    the fields this batch does not have (``None``: ``box_mask`` when no sample is Medium)."""
+    return {k: v for k, v in batch.items() if k not in BOOKKEEPING and v is not None}
 
 
 _TENSORS = (

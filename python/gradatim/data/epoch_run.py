@@ -117,6 +117,23 @@ class EpochRun:
             self._cum.append(self._cum[-1] + item_size(item))
             yield item
 
+    def redraw(self, number: int) -> Iterator[Any]:
+        """The index sampler's items again from item ``number`` on (a gradatim sampler moved
+        back to that item's first sample, :meth:`FastIter.redraw`): the items handed out from
+        there are forgotten, and the new ones counted in their place. Such a sampler draws no
+        random number from torch, so nothing is recorded or replayed."""
+        cum = self._cum
+        if cum is None or number < self.skip:
+            raise ValueError(f"redraw: item {number} cannot be drawn again")
+        del cum[number - self.skip + 1 :]
+
+        def counted() -> Iterator[Any]:
+            for item in self.index_sampler:
+                cum.append(cum[-1] + item_size(item))
+                yield item
+
+        return counted()
+
     def delivered(self, number: int) -> None:
         """Item ``number`` (counted from the start of the pass) reached the consumer."""
         if number == self.prefix:
@@ -139,8 +156,8 @@ class EpochRun:
         if self.rng_sampler is not None or self.rng_start is None:
             return self.rng_sampler
         if self.source.is_global:
-            # saved before the sampler's first draw: it is still to come, from the global RNG
-            # the user restores from the same checkpoint, so there is nothing to replay
+            # saved before the sampler's first draw: it is still to come, from the global RNG,
+            # which the loader's state records when saved and load_state_dict puts back
             return None
         # the generator is the loader's to restore: its state after the base seed draw
         g = torch.Generator()

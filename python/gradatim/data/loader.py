@@ -5,9 +5,11 @@ batches for the same generator) with a fast path for :class:`ManifestDataset` an
   threads (0: built inline, as torch's main-process loading) build whole batches into one buffer
   each; Python receives one dict per batch (``pixel_values`` ``[B, C, H, W]``, ``boxes``
   ``[B, max_boxes, 4]``, ``box_count``, ``text``/``prompt``/``target``, ``task``, ``source``,
-  ``id``, ``index``, ``stage``, ``box_mask``).
-- Anything else (other datasets, a custom ``collate_fn``, ``batch_size=None``) takes the
-  compatibility path: torch's own iterators, unchanged but for the bookkeeping of resume.
+  ``id``, ``index``, ``stage``, ``box_mask`` when a sample is Medium, ...: the keys torch's loader
+  gives over the same dataset).
+- Anything else (other datasets, a ``ManifestDataset`` subclass overriding ``__getitems__`` or
+  ``load_batch``, a custom ``collate_fn``, ``batch_size=None``) takes the compatibility path:
+  torch's own iterators, unchanged but for the bookkeeping of resume.
 
 Both paths draw the index batches from torch's sampler objects and draw their random numbers
 exactly when and as torch does (the iterator's base seed, then the sampler's draws), so for any
@@ -89,8 +91,7 @@ class DataLoader(tud.DataLoader[T_co]):
         if isinstance(snapshot_every_n_steps, bool) or int(snapshot_every_n_steps) < 1:
             raise ValueError("snapshot_every_n_steps must be a positive int")
         self.snapshot_every_n_steps = int(snapshot_every_n_steps)
-        default = collate_fn is None or collate_fn is tud.default_collate
-        self._fast = isinstance(dataset, ManifestDataset) and default and self._auto_collation
+        self._fast = _takes_fast_path(dataset, collate_fn, self._auto_collation)
         #: where batches are moved (set by ``gradatim.data.accelerate.prepare_data_loader``)
         self.device: torch.device | None = None
         self._indices = _IndexSampler(self)
@@ -98,6 +99,7 @@ class DataLoader(tud.DataLoader[T_co]):
         self._resume: Resume | None = None
         self._resume_state: dict[str, Any] | None = None
         self._run: EpochRun | None = None
+        self._sampler_gen_start: torch.Tensor | None = None
         self._workers_initialised = False
         self._persistent_seed: int | None = None
         self._forced_base_seed: int | None = None
@@ -144,6 +146,9 @@ class DataLoader(tud.DataLoader[T_co]):
             epoch, RngSource(self.generator), self._real_index_sampler(), resume, stateful
         )
         self._run = run
+        gen = _own_generator(self._real_index_sampler(), self.generator)
+        # a sampler's own generator before its first draw of this pass (only it draws from it)
+        self._sampler_gen_start = gen.get_state() if gen is not None else None
         return run
 
     def __iter__(self) -> Iterator[Any]:
@@ -158,7 +163,16 @@ class DataLoader(tud.DataLoader[T_co]):
             init = not (persistent and self._workers_initialised)
             self._workers_initialised = True
             return FastIter(self, run, init)
-        if run.resume is None:
+        loaded_seed = self._persistent_seed if persistent and self._iterator is None else None
+        if run.resume is None and loaded_seed is not None:
+            # a loaded state's persistent workers: the next pass is theirs, with their seed and
+            # no draw (as torch's _reset of a persistent iterator draws none)
+            self._forced_base_seed = loaded_seed
+            try:
+                it = super().__iter__()
+            finally:
+                self._forced_base_seed = None
+        elif run.resume is None:
             if not (persistent and self._iterator is not None):  # _reset draws no seed
                 run.rng_start = run.source.get_state()
             it = super().__iter__()
@@ -174,6 +188,8 @@ class DataLoader(tud.DataLoader[T_co]):
                 self._forced_base_seed = None
         it._gradatim_run = run  # type: ignore[union-attr]
         run.base_seed = int(it._base_seed)  # type: ignore[union-attr]
+        if persistent:
+            self._persistent_seed = run.base_seed
         return it
 
     def check_worker_number_rationality(self) -> None:
@@ -182,11 +198,7 @@ class DataLoader(tud.DataLoader[T_co]):
         fast = self.__dict__.get("_fast")
         if fast is None:  # still in torch's __init__: decide as __init__ will
             collate = getattr(self, "collate_fn", None)
-            fast = (
-                isinstance(self.dataset, ManifestDataset)
-                and collate in (None, tud.default_collate)
-                and self._auto_collation
-            )
+            fast = _takes_fast_path(self.dataset, collate, self._auto_collation)
         if not fast:
             super().check_worker_number_rationality()
 
@@ -215,9 +227,13 @@ class DataLoader(tud.DataLoader[T_co]):
         """Plain JSON-able state from which :meth:`load_state_dict` continues exactly: the
         remaining batches of the current epoch with the same indices (and, on the fast path, the
         same augmentations), then the same later epochs. It never raises; where the configuration
-        cannot resume exactly, ``state["exact"]`` is False and ``state["why"]`` says why."""
+        cannot resume exactly, ``state["exact"]`` is False and ``state["why"]`` says why.
+
+        Without a ``generator`` the loader draws from torch's global CPU RNG (each iterator's base
+        seed, ``RandomSampler``'s seed, ...), so the state records that RNG as it is now
+        (``global_rng``), and :meth:`load_state_dict` puts it back."""
         if self._resume_state is not None:  # loaded and not started yet: the same position
-            return dict(self._resume_state)
+            return self._with_global_rng(dict(self._resume_state))
         why = self._not_exact()
         run = self._run
         state: dict[str, Any] = {"version": STATE_VERSION, "exact": why is None, "why": why}
@@ -237,11 +253,28 @@ class DataLoader(tud.DataLoader[T_co]):
         stages = getattr(self.dataset, "stages", None)
         if hasattr(stages, "state_dict"):
             state["stages"] = stages.state_dict()
+        gen = _own_generator(self._real_index_sampler(), self.generator)
+        if gen is not None:  # the pass replays from where it started, a next pass starts here
+            start = self._sampler_gen_start
+            if run is None or run.finished or start is None:
+                start = gen.get_state()
+            state["sampler_generator"] = encode_state(start)
+        if self.persistent_workers and self.num_workers > 0 and self._persistent_seed is not None:
+            state["persistent_base_seed"] = self._persistent_seed  # the later passes keep it
+        return self._with_global_rng(state)
+
+    def _with_global_rng(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Without a generator, what the loader draws next comes from torch's global RNG: record
+        it, so that loading the state alone continues the same order."""
+        if self.generator is None:
+            state["global_rng"] = encode_state(torch.get_rng_state())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`: the next iterator yields the remaining batches of
-        the saved epoch (none if it was at its end), the one after it the next epoch."""
+        the saved epoch (none if it was at its end), the one after it the next epoch. Without a
+        ``generator`` this sets torch's global CPU RNG to the saved ``global_rng`` (the loader
+        draws from it); a sampler's own generator is set to its saved state."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             version = state.get("version") if isinstance(state, dict) else None
             raise InvalidArgumentError(
@@ -256,6 +289,14 @@ class DataLoader(tud.DataLoader[T_co]):
                 stacklevel=2,
             )
         self._run = None
+        if self.generator is None and state.get("global_rng") is not None:
+            # the RNG this loader draws from, where it was when the state was saved
+            torch.set_rng_state(decode_state(state["global_rng"]))
+        gen = _own_generator(self._real_index_sampler(), self.generator)
+        if gen is not None and state.get("sampler_generator") is not None:
+            gen.set_state(decode_state(state["sampler_generator"]))
+        if self.persistent_workers and state.get("persistent_base_seed") is not None:
+            self._persistent_seed = int(state["persistent_base_seed"])
         sampler = _gradatim_sampler(self._real_index_sampler())
         if sampler is not None and state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
@@ -283,37 +324,42 @@ class DataLoader(tud.DataLoader[T_co]):
 
 class _IndexSampler:
     """The loader's index sampler as torch's iterators see it: the real one, read through the
-    current :class:`EpochRun` (resume point, random-state records, delivered count)."""
+    current :class:`EpochRun` (resume point, random-state records, delivered count). An
+    iterator may outlive its loader (``list(iter(DataLoader(...)))``): it holds the real index
+    sampler itself (torch refuses to replace it after construction), so ``len()`` still works."""
 
     def __init__(self, loader: DataLoader) -> None:
         self._loader = weakref.ref(loader)
-
-    def _target(self) -> tuple[DataLoader, Any]:
-        loader = self._loader()
-        if loader is None:  # pragma: no cover - an iterator outliving its loader
-            raise RuntimeError("the DataLoader of this iterator is gone")
-        return loader, loader._real_index_sampler()
+        self._real = loader._real_index_sampler()
 
     def __len__(self) -> int:
-        return len(self._target()[1])
+        return len(self._real)
 
     def __iter__(self) -> Iterator[Any]:
-        loader, real = self._target()
+        loader = self._loader()
+        if loader is None:
+            return iter(self._real)
         run = loader._run
         if run is None or run.finished or loader._dataset_kind == _tdl._DatasetKind.Iterable:
-            return iter(real)
+            return iter(self._real)
         return run.items()
 
 
 class _Delivering:
     """torch's iterators, plus: the batches they deliver are counted into the loader's
     :class:`EpochRun`, and a resumed iterator's base seed (which seeds the worker processes) is
-    the saved one rather than the value torch's constructor draws."""
+    the saved one rather than the value torch's constructor draws (that draw is undone: the
+    random source is put back where it was before it)."""
 
     _gradatim_run: EpochRun | None = None
 
     def __init__(self, loader: DataLoader) -> None:
         self._gradatim_forced_seed = loader._forced_base_seed
+        source = RngSource(loader.generator)
+        # nothing draws between here and torch's base seed draw (the sampler draws lazily)
+        self._gradatim_undo = (
+            (source, source.get_state()) if self._gradatim_forced_seed is not None else None
+        )
         super().__init__(loader)  # type: ignore[call-arg]
 
     @property
@@ -324,6 +370,9 @@ class _Delivering:
     def _base_seed(self, drawn: int) -> None:
         forced = self._gradatim_forced_seed
         self._gradatim_base_seed = drawn if forced is None else forced
+        undo, self._gradatim_undo = self._gradatim_undo, None
+        if undo is not None:
+            undo[0].set_state(undo[1])
 
     def __next__(self) -> Any:
         run = self._gradatim_run
@@ -344,6 +393,39 @@ class _SingleProcessIter(_Delivering, _tdl._SingleProcessDataLoaderIter):
 
 class _MultiProcessingIter(_Delivering, _tdl._MultiProcessingDataLoaderIter):
     pass
+
+
+def _takes_fast_path(dataset: Any, collate_fn: Any, auto_collation: bool) -> bool:
+    """A ManifestDataset batched by torch's default collation, whose batches are the ones the
+    fast path builds: torch's loader fetches a batch with ``__getitems__`` (which calls
+    ``load_batch``), so a subclass (or instance) that overrides either, to add a field or a
+    transform, takes the compatibility path, which calls it as torch's loader does."""
+    if not isinstance(dataset, ManifestDataset) or not auto_collation:
+        return False
+    if collate_fn not in (None, tud.default_collate):
+        return False
+    return all(
+        getattr(getattr(dataset, name, None), "__func__", None) is getattr(ManifestDataset, name)
+        for name in ("__getitems__", "load_batch")
+    )
+
+
+def _own_generator(index_sampler: Any, loader_generator: Any) -> torch.Generator | None:
+    """The sampler's own ``generator`` (torch's random samplers given one), which orders the
+    passes as the loader's source does: the state records it. Found on the index sampler or
+    what it wraps (``sampler`` / ``batch_sampler``: torch's ``BatchSampler``, accelerate's
+    ``BatchSamplerShard``). None when the sampler draws from the loader's generator
+    (``shuffle=True``) or the global RNG."""
+    obj = index_sampler
+    for _ in range(4):
+        if obj is None:
+            break
+        gen = getattr(obj, "generator", None)
+        if isinstance(gen, torch.Generator) and gen is not loader_generator:
+            return gen
+        inner = getattr(obj, "sampler", None)
+        obj = inner if inner is not None else getattr(obj, "batch_sampler", None)
+    return None
 
 
 def _sampler_of(index_sampler: Any) -> Any:

@@ -6,8 +6,10 @@ draws when its first index is requested (``RandomSampler``: a permutation from t
 generator, or a seed taken from the global RNG). To resume an epoch exactly, the loader records
 the state of that source at both moments, as JSON-able text, and puts it back when the resumed
 iterator makes the same draws. A user's generator is left where the uninterrupted run would have
-left it; the global RNG is only borrowed (restored afterwards), since the user restores that
-one from their own checkpoint.
+left it. The global RNG is only borrowed for a replay (restored afterwards); where the loader
+draws from it, its state is recorded when the loader's state is saved and set again when that
+state is loaded (``DataLoader.load_state_dict``), so the draws after the resume are the
+uninterrupted run's.
 """
 
 from __future__ import annotations

@@ -19,6 +19,16 @@ BLEU-4, ROUGE-L without stemming); ``gradatim.evaluate.text`` has both. ``curric
 gives ``ErrorAwareCurriculum.update``'s input from the table.
 ``grounding_iou`` is the mean IoU over phrase-grounding and anatomy-grounded rows together.
 
+Model output is untrusted. A prediction with more than ``MAX_PREDICTED_BOXES`` (1,000) boxes, with
+a box coordinate that is not a finite number (a 400-digit number), or longer than
+``MAX_PREDICTION_CHARS`` (1,000,000 characters) scores as unparsable: IoU 0 (as a prediction
+without boxes), and, over the length limit, BLEU-4 and ROUGE-L 0 as well; the row's
+``unparsable`` says why and each group counts them (``n_unparsable``). A bad reference row (a
+missing or non-string field, reference boxes that are not lists of four finite numbers with
+``x1 <= x2`` and ``y1 <= y2``, more than ``MAX_PREDICTED_BOXES`` of them, an unknown or
+non-string ``box_format``, text that is not UTF-8, JSON nested too deep or with a huge integer) is
+a one-line error naming the file, the line and the field.
+
 Baselines (``gradatim.evaluate.baselines``): with ``--train-manifest M`` the prompt-only baseline
 (no image, no model: training boxes and targets of the same prompt) is scored on the same rows;
 ``--baseline-predictions NAME=FILE`` scores other prediction files of the same rows (the model on
@@ -37,6 +47,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from gradatim import cli_paths
 from gradatim.errors import InvalidArgumentError
@@ -60,43 +72,117 @@ __all__ = [
     "curriculum_metrics",
     "read_predictions",
     "comparison_table",
+    "MAX_PREDICTED_BOXES",
+    "MAX_PREDICTION_CHARS",
     "add_parser",
 ]
 
 REQUIRED = ("id", "source", "task", "prediction", "reference")
 
+#: The most boxes read from one prediction (and allowed in one row's ``reference_boxes``): a
+#: prediction with more scores as unparsable (IoU 0). Generated grounding answers carry a few.
+MAX_PREDICTED_BOXES = 1000
+#: The longest prediction scored: a longer one scores as unparsable (IoU, BLEU-4, ROUGE-L 0).
+MAX_PREDICTION_CHARS = 1_000_000
+BOX_FORMATS = ("cure", "maira2", "loc", "xyxy")
+
+
+def _row_problem(row: Any) -> tuple[str | None, str] | None:
+    """What is wrong with a prediction row, as ``(field, reason)``, or None: the fields the
+    evaluation reads must have their types, reference boxes must be boxes."""
+    if not isinstance(row, dict):
+        return None, "expected an object"
+    for key in REQUIRED:
+        if not isinstance(row.get(key), str):
+            return key, "expected a string"
+    for key in ("category", "anatomy"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            return key, "expected a string or null"
+    fmt = row.get("box_format", "cure")
+    if not isinstance(fmt, str) or fmt not in BOX_FORMATS:
+        shown = repr(fmt)[:40] if isinstance(fmt, str) else type(fmt).__name__
+        return "box_format", f"expected one of {', '.join(BOX_FORMATS)}, got {shown}"
+    boxes = row.get("reference_boxes")
+    if boxes is None:
+        return None
+    if not isinstance(boxes, list):
+        return "reference_boxes", f"expected a list of boxes, got {type(boxes).__name__}"
+    if len(boxes) > MAX_PREDICTED_BOXES:
+        return "reference_boxes", f"{len(boxes)} boxes, more than {MAX_PREDICTED_BOXES}"
+    for i, box in enumerate(boxes):
+        where = f"reference_boxes[{i}]"
+        if not isinstance(box, list) or len(box) != 4:
+            return where, "expected [x1, y1, x2, y2]"
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+            return where, "expected four numbers"
+        try:
+            values = [float(v) for v in box]
+        except OverflowError:
+            return where, "a coordinate is too large"
+        if not all(math.isfinite(v) for v in values):
+            return where, "expected finite numbers"
+        if values[2] < values[0] or values[3] < values[1]:
+            return where, "needs x1 <= x2 and y1 <= y2"
+    return None
+
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """The prediction rows of a JSONL file; a bad row raises :class:`InvalidArgumentError` (a
-    ``ValueError``) naming the file, line and field."""
+    ``ValueError``) naming the file, line and field (see the module docstring). Only a regular
+    file is read."""
+    from gradatim.manifest.common import not_regular
+
+    problem = not_regular(path)
+    if problem is not None:
+        raise InvalidArgumentError(f"{path}: {problem}")
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InvalidArgumentError(f"{path} line {line}: not UTF-8 text") from None
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise InvalidArgumentError(f"{path} line {n}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise InvalidArgumentError(f"{path} line {n}: expected an object")
-        for key in REQUIRED:
-            if not isinstance(row.get(key), str):
-                raise InvalidArgumentError(f"{path} line {n}, field '{key}': expected a string")
+        except RecursionError:
+            raise InvalidArgumentError(f"{path} line {n}: not JSON (nested too deep)") from None
+        except ValueError as e:  # an integer of more digits than Python converts
+            reason = " ".join(str(e).split())[:120]
+            raise InvalidArgumentError(f"{path} line {n}: not JSON ({reason})") from None
+        found = _row_problem(row)
+        if found is not None:
+            field, reason = found
+            where = f"{path} line {n}" + (f", field '{field}'" if field else "")
+            raise InvalidArgumentError(f"{where}: {reason}")
         rows.append(row)
     return rows
 
 
-def _predicted_boxes(text: str, box_format: str) -> list[list[float]]:
+def _predicted_boxes(text: str, box_format: str) -> tuple[list[list[float]], str | None]:
+    """The boxes of a prediction, or no boxes and why the prediction is unparsable: more than
+    :data:`MAX_PREDICTED_BOXES`, or a coordinate that is not a finite number."""
     from gradatim.data import parse_boxes
 
     compact = re.sub(r">\s+<", "><", text)  # special tokens decoded with spaces between them
-    return [list(b) for b in parse_boxes(compact, box_format)]
+    found = parse_boxes(compact, box_format)
+    if len(found) > MAX_PREDICTED_BOXES:
+        return [], f"{len(found)} boxes, more than {MAX_PREDICTED_BOXES}"
+    if not np.isfinite(found).all():
+        return [], "a box coordinate is not a finite number"
+    return found.tolist(), None
 
 
 def _description(text: str) -> str:
     """The description part of an anatomy-grounded target or prediction."""
-    match = re.search(r"Description[^:]*:\s*(.*)$", text, flags=re.S)
-    return match.group(1) if match else text
+    # re.search(r"Description[^:]*:\s*(.*)$", text, flags=re.S), in time linear in the text
+    start = text.find("Description")
+    colon = text.find(":", start + len("Description")) if start >= 0 else -1
+    return text[colon + 1 :].lstrip() if colon >= 0 else text
 
 
 def evaluate_rows(
@@ -120,18 +206,31 @@ def evaluate_rows(
     if text_metrics not in TEXT_METRICS_SETTINGS:
         raise ValueError(f"text_metrics must be one of {', '.join(TEXT_METRICS_SETTINGS)}")
     out = []
-    for row in rows:
-        pred, ref = str(row["prediction"]), str(row["reference"])
+    for k, row in enumerate(rows):
+        found = _row_problem(row)
+        if found is not None:
+            field, reason = found
+            where = f"row {k + 1}" + (f", field '{field}'" if field else "")
+            raise InvalidArgumentError(f"{where}: {reason}")
+        pred, ref = row["prediction"], row["reference"]
+        unparsable = None
+        if len(pred) > MAX_PREDICTION_CHARS:
+            unparsable = f"{len(pred)} characters, more than {MAX_PREDICTION_CHARS}"
+            pred = ""
         p, r = clean_text(pred, text_clean), clean_text(ref, text_clean)
         extra: dict[str, Any] = {}
         if text_metrics == "cure":
             stats = bleu_stats(p, r)
             scores = {"bleu4": corpus_bleu([stats]), "rougeL": rouge_l(p, r, stem=False)}
             extra["bleu_stats"] = stats
+        elif unparsable is not None:
+            scores = dict.fromkeys(TEXT_METRICS, 0.0)
         else:
             scores = {name: fn(p, r) for name, fn in TEXT_METRICS.items()}
         boxes = row.get("reference_boxes") or []
-        iou = union_iou(_predicted_boxes(pred, row.get("box_format", "cure")), boxes)
+        predicted, why = _predicted_boxes(pred, row.get("box_format", "cure"))
+        unparsable = unparsable or why
+        iou = union_iou(predicted, boxes)
         hallucinated = None
         if row.get("anatomy") and row["task"] == "anatomy_grounded_report":
             if is_normal(_description(ref)):
@@ -147,6 +246,7 @@ def evaluate_rows(
                 **scores,
                 "text_score": scores[text_metric],
                 "hallucinated": hallucinated,
+                "unparsable": unparsable,
                 **extra,
             }
         )
@@ -166,6 +266,7 @@ def _group(per_sample: list[dict[str, Any]], text_metric: str = "rougeL") -> dic
     return {
         "n": len(per_sample),
         "n_iou": len(ious),
+        "n_unparsable": sum(r.get("unparsable") is not None for r in per_sample),
         "iou": _mean(ious),
         "bleu4": bleu,
         "rougeL": _mean([r["rougeL"] for r in per_sample]),

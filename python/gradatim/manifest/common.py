@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -51,6 +52,9 @@ __all__ = [
     "write_manifest",
     "read_manifest",
     "parquet_rows",
+    "PARQUET_MAX_BYTES",
+    "PARQUET_BATCH_ROWS",
+    "not_regular",
     "open_text",
     "iter_csv",
     "parse_float",
@@ -60,14 +64,9 @@ __all__ = [
     "normalize_split",
 ]
 
-TASKS: tuple[str, ...] = (
-    "report",
-    "phrase_grounding",
-    "grounded_report",
-    "anatomy_grounded_report",
-    "vqa",
-)
-"""The task names a record may carry (CURE's templates plus report generation and VQA)."""
+TASKS: tuple[str, ...] = tuple(_core.TASKS)
+"""The task names a record may carry (CURE's templates plus report generation and VQA), in the
+core's order (defined once, in the core)."""
 
 VQA_FIELDS: tuple[str, ...] = ("answer", "rationale", "hard_id")
 """Optional fields of MedCLM's VQA records, written only when present. With an ``answer``, the
@@ -261,12 +260,44 @@ def _is_parquet(path: str | os.PathLike[str], parquet: bool | None) -> bool:
     return os.fspath(path).lower().endswith((".parquet", ".pq"))
 
 
+PARQUET_MAX_BYTES: int = _core.DEFAULT_MAX_BYTES
+"""The most a Parquet manifest may decode to (1 GiB: the strings, numbers and nesting offsets of
+all its rows, a dictionary-encoded value counted once per row that uses it): the same limit as an
+image's decoded bytes (``max_bytes``), and within 16 MiB the largest JSONL or Parquet manifest read
+from an object store. Checked from the footer's declared sizes before anything is decoded, then
+batch by batch as the dictionary-encoded columns are read, before any value is expanded."""
+
+PARQUET_BATCH_ROWS: int = 1024
+"""Rows decoded at a time from a Parquet manifest."""
+
+
+def not_regular(path: str | os.PathLike[str]) -> str | None:
+    """Why the local file ``path`` is not read (``"a directory; ..."``, ``"not a regular file
+    (a FIFO, socket or device); ..."``), or None for a regular file: the images' rule, applied
+    to manifests, caches, configurations and prediction files before they are opened (a FIFO
+    would block the open forever, ``/dev/zero`` would be read until memory runs out). Symbolic
+    links are followed; a missing file raises :class:`FileNotFoundError`."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+    return f"{kind}; only regular files are read"
+
+
+def _check_regular(location: str) -> None:
+    problem = not_regular(location)
+    if problem is not None:
+        raise ManifestError(problem, location)
+
+
 def manifest_bytes(path: str | os.PathLike[str]) -> bytes:
     """A manifest file's bytes: a local path, or a URL of an object store (``s3://``,
-    ``gs://``, ``az://``, ``http(s)://``, ``file://``) read by the core's storage client."""
+    ``gs://``, ``az://``, ``http(s)://``, ``file://``) read by the core's storage client. A local
+    file must be a regular file (:func:`not_regular`; else :class:`ManifestError`)."""
     location = os.fspath(path)
     if _core.is_remote(location) or location.startswith("file://"):
         return _core.read_bytes(location)
+    _check_regular(location)
     return Path(location).read_bytes()
 
 
@@ -358,20 +389,56 @@ def jsonl_text(path: str | os.PathLike[str]) -> str:
         ) from None
 
 
-def parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def parquet_rows(
+    path: str | os.PathLike[str], *, max_bytes: int = PARQUET_MAX_BYTES
+) -> list[dict[str, Any]]:
     """The rows of a Parquet manifest as plain dicts, for the core's validator: pyarrow's map
     columns (``labels``, a list of pairs) become dicts, and null ``answer``/``rationale``/
-    ``hard_id`` cells, which only mean "absent", are dropped."""
+    ``hard_id`` cells, which only mean "absent", are dropped.
+
+    The file is untrusted: its footer's declared sizes are checked against ``max_bytes``
+    (:data:`PARQUET_MAX_BYTES`) before anything is decoded; it is then read
+    :data:`PARQUET_BATCH_ROWS` rows at a time with every string column kept dictionary-encoded,
+    and the size the rows expand to (each dictionary value counted once per row that uses it) is
+    added up and checked before any value is expanded. A file over the limit, a corrupt file and
+    text that is not UTF-8 raise :class:`ManifestError` naming the file (and the row, where it is
+    known); a local file must be a regular file."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     location = os.fspath(path)
     remote = _core.is_remote(location) or location.startswith("file://")
-    table = pq.read_table(pa.BufferReader(manifest_bytes(location)) if remote else location)
-    labels_is_map = "labels" in table.column_names and pa.types.is_map(
-        table.schema.field("labels").type
-    )
-    rows: list[dict[str, Any]] = table.to_pylist()
+    if not remote:
+        _check_regular(location)
+    source = pa.BufferReader(manifest_bytes(location)) if remote else location
+    try:
+        batches, schema = _parquet_batches(source, location, max_bytes)
+        rows: list[dict[str, Any]] = []
+        plain = pa.schema([pa.field(f.name, _plain_type(f.type), f.nullable) for f in schema])
+        for batch in batches:
+            start = len(rows)
+            try:
+                try:  # dictionary columns expanded by Arrow first: faster than value by value
+                    batch = batch.cast(plain)
+                except pa.ArrowException:
+                    pass
+                rows.extend(batch.to_pylist())
+            except UnicodeDecodeError:
+                raise ManifestError(
+                    "a string value is not UTF-8 text; manifests are UTF-8",
+                    location,
+                    start + 1,
+                    None,
+                    "row",
+                ) from None
+    except (pa.ArrowException, OSError, ValueError, TypeError, IndexError, MemoryError) as e:
+        if isinstance(e, ManifestError):
+            raise
+        if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.filename:
+            raise  # the file itself could not be read (missing, no permission)
+        raise ManifestError(
+            f"not a readable Parquet manifest ({_one_line(e)})", location, None, None, "row"
+        ) from None
+    labels_is_map = "labels" in schema.names and pa.types.is_map(schema.field("labels").type)
     for row in rows:
         if labels_is_map and row["labels"] is not None:
             row["labels"] = dict(row["labels"])
@@ -379,6 +446,97 @@ def parquet_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             if name in row and row[name] is None:
                 del row[name]
     return rows
+
+
+def _plain_type(kind: Any) -> Any:
+    """``kind`` with every dictionary type (at any depth) replaced by its value type."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        return kind.value_type
+    if pa.types.is_map(kind):
+        return pa.map_(_plain_type(kind.key_type), _plain_type(kind.item_type))
+    if pa.types.is_list(kind):
+        field = kind.value_field
+        return pa.list_(pa.field(field.name, _plain_type(field.type), field.nullable))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _plain_type(f.type), f.nullable) for f in kind])
+    return kind
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    name = type(error).__name__
+    return f"{name}: {text[:300]}" if text else name
+
+
+def _parquet_batches(source: Any, location: str, max_bytes: int) -> tuple[list[Any], Any]:
+    """The record batches of a Parquet manifest, string columns dictionary-encoded, and their
+    Arrow schema, after the footer's declared sizes and the rows' expanded size are checked
+    against ``max_bytes``."""
+    import pyarrow.parquet as pq
+
+    def too_large(what: str, row: int | None = None) -> ManifestError:
+        return ManifestError(
+            f"{what}, more than the {max_bytes} bytes a Parquet manifest may decode to "
+            "(gradatim.manifest.common.PARQUET_MAX_BYTES)",
+            location,
+            row,
+            None,
+            "row",
+        )
+
+    meta = pq.ParquetFile(source).metadata
+    # The row groups' declared uncompressed sizes (the footer's, before any page is read). Column
+    # chunk metadata is not looked at from Python: pyarrow aborts the process (an uncaught C++
+    # exception) on some malformed column chunk metadata when Python asks for it, where its
+    # reader, below, returns an error.
+    declared = sum(max(meta.row_group(g).total_byte_size, 0) for g in range(meta.num_row_groups))
+    if declared > max_bytes:
+        raise too_large(f"its row groups declare {declared} uncompressed bytes")
+    schema = meta.schema
+    strings = [
+        schema.column(i).path
+        for i in range(len(schema))
+        if schema.column(i).physical_type == "BYTE_ARRAY"
+        and schema.column(i).logical_type.type in ("STRING", "NONE")
+    ]
+    reader = pq.ParquetFile(source, read_dictionary=strings, metadata=meta)
+    batches = []
+    total = rows = 0
+    for batch in reader.iter_batches(batch_size=PARQUET_BATCH_ROWS, use_threads=False):
+        total += sum(_expanded_bytes(column) for column in batch.columns)
+        if total > max_bytes:
+            raise too_large(f"rows 1 to {rows + batch.num_rows} expand to {total} bytes")
+        rows += batch.num_rows
+        batches.append(batch)
+    return batches, reader.schema_arrow
+
+
+def _expanded_bytes(array: Any) -> int:
+    """The bytes ``array`` takes once its dictionary-encoded values are expanded (each value
+    once per use), without expanding them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        n = len(array)
+        if n == 0:
+            return 0
+        lengths = pc.binary_length(array.dictionary)
+        used = pc.sum(pc.take(lengths, array.indices)).as_py() or 0
+        return int(used) + 8 * n
+    if pa.types.is_map(kind):  # keys and items are the whole children: cut to this slice
+        offsets = array.offsets
+        lo, hi = offsets[0].as_py(), offsets[-1].as_py()
+        keys, items = array.keys.slice(lo, hi - lo), array.items.slice(lo, hi - lo)
+        return 8 * len(array) + _expanded_bytes(keys) + _expanded_bytes(items)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return 8 * len(array) + _expanded_bytes(array.flatten())
+    if pa.types.is_struct(kind):
+        return len(array) + sum(_expanded_bytes(child) for child in array.flatten())
+    return int(array.nbytes)
 
 
 def open_text(path: str | os.PathLike[str]) -> TextIO:

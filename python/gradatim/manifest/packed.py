@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from gradatim import _core
+from gradatim.errors import InvalidArgumentError
 from gradatim.manifest.common import _is_parquet, is_packed, jsonl_text, parquet_rows
 
 __all__ = ["is_packed", "pack_manifest"]
@@ -33,7 +34,9 @@ def pack_manifest(
     name = os.fspath(manifest)
     target = Path(out)
     if not is_packed(target):
-        raise ValueError(f"a packed manifest's name ends in .arrow, got {os.fspath(out)!r}")
+        raise InvalidArgumentError(
+            f"{os.fspath(out)}: a packed manifest's name ends in .arrow (got {target.name!r})"
+        )
     if _is_parquet(name, parquet):
         count: int = _core.pack_manifest(parquet_rows(name), name, "row", target)
     else:

@@ -53,12 +53,22 @@ from typing import Any
 import tomllib
 
 from gradatim.curriculum.stages import DOMAIN_RULES
-from gradatim.manifest.common import TASKS
+from gradatim.errors import GradatimError
+from gradatim.manifest.common import TASKS, not_regular
 from gradatim.train.attention import ATTENTION_FORMS
 from gradatim.train.gradients import METHODS
 from gradatim.train.models import TINY, LoraSettings
 
-__all__ = ["ConfigError", "TrainConfig", "load_config", "KINDS", "CATEGORIES", "PRESETS"]
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "load_config",
+    "KINDS",
+    "CATEGORIES",
+    "PRESETS",
+    "RESUME_MAY_CHANGE",
+    "resume_changes",
+]
 
 #: Curricula: none; CURE's error-aware source (and category) weights; RRGCL's class-level epoch
 #: subsets; both composed in one sampler (RRGCL inside each source, CURE across); MedCLM's stages.
@@ -121,8 +131,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 _PADCHEST = "padchest-gr"
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with the file, section and key in the message."""
+class ConfigError(GradatimError, ValueError):
+    """A configuration problem, with the file, section and key in the message (the command line
+    prints it as one line, exit status 2)."""
 
 
 @dataclass
@@ -153,6 +164,7 @@ class TrainSection:
     grad_accum: int = 1
     seed: int = 0
     num_workers: int = 0
+    prefetch_factor: int | None = None  # batches in flight per worker (None: torch's 2)
     bf16: str | bool = "auto"  # auto: on CUDA
     log_every: int = 10
     checkpoint_every: int = 50
@@ -290,15 +302,21 @@ def _check(value: Any, annotation: Any, where: str) -> Any:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a TOML configuration."""
+    """Read and validate a TOML configuration (a regular file only: a FIFO or device is refused
+    before it is opened)."""
     path = Path(path)
     name = path.name
     try:
+        problem = not_regular(path)
+        if problem is not None:
+            raise ConfigError(f"{path}: {problem}")
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{name}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not UTF-8 text (TOML files are UTF-8)") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise ConfigError(f"{name}: not valid TOML ({' '.join(str(e).split())})") from None
     sections = {"model", "lora", "optim", "train", "data", "curriculum"}
     for key in raw:
         if key not in sections:
@@ -395,6 +413,9 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
         )
     if cfg.train.num_workers < 0:
         raise _fail(f"{name}: [train].num_workers", "expected an int >= 0")
+    pf = cfg.train.prefetch_factor
+    if pf is not None and (isinstance(pf, bool) or not isinstance(pf, int) or pf < 1):
+        raise _fail(f"{name}: [train].prefetch_factor", f"expected an int >= 1, got {pf!r}")
     if cfg.train.bf16 not in ("auto", True, False):
         raise _fail(
             f"{name}: [train].bf16", f'expected "auto", true or false, got {cfg.train.bf16!r}'
@@ -518,8 +539,31 @@ def _validate(cfg: TrainConfig, name: str, base: Path) -> None:
             s.manifest = str((base / manifest).resolve())
         if not Path(s.manifest).is_file():
             raise _fail(f"{where}.manifest", f"{s.manifest}: no such file")
-    if cfg.model.path is not None and not Path(cfg.model.path).is_absolute():
-        cfg.model.path = str((base / cfg.model.path).resolve())
+    if cfg.model.path is not None:
+        given = cfg.model.path
+        if not Path(given).is_absolute():
+            cfg.model.path = str((base / given).resolve())
+        if not Path(cfg.model.path).is_dir():
+            raise _fail(f"{name}: [model].path", _no_model_folder(given, cfg.model.path))
+
+
+def _no_model_folder(given: str, resolved: str) -> str:
+    """Why ``[model].path`` is refused: a Hugging Face Hub id is named as such (gradatim never
+    downloads), anything else is a missing folder."""
+    parts = given.split("/")
+    hub_like = (
+        len(parts) == 2
+        and all(p and p not in (".", "..") for p in parts)
+        and not given.startswith(("/", "~"))
+    )
+    if hub_like:
+        return (
+            f"{given!r} is not a local folder ({resolved} does not exist) and looks like a "
+            "Hugging Face Hub id: gradatim loads local checkpoints only and never downloads; "
+            f"download it first (huggingface-cli download {given} --local-dir DIR) and set "
+            "path to that folder"
+        )
+    return f"{resolved}: no such folder (a local Hugging Face checkpoint folder is expected)"
 
 
 def _check_categories(value: str, where: str) -> None:
@@ -529,3 +573,81 @@ def _check_categories(value: str, where: str) -> None:
             where,
             f"expected one of {', '.join(CATEGORIES)}, or two joined by '/', got {value!r}",
         )
+
+
+#: The keys a resumed run may set otherwise than the run it continues (docs/training.md,
+#: "Resuming"): the new value is applied from the resumed step on and the change is logged.
+#: Every other key is compared with the checkpoint's configuration and a difference is refused:
+#: the model, its tokenizer and LoRA shape, the data sources and pipeline, the batch shape, the
+#: seed, the gradient method and the curriculum are what the checkpoint's weights, optimizer and
+#: loader state were made with.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "[model].attn_implementation",
+        "[optim].lr",
+        "[optim].weight_decay",
+        "[optim].schedule",
+        "[optim].warmup_ratio",
+        "[optim].max_grad_norm",
+        "[train].steps",
+        "[train].num_workers",
+        "[train].prefetch_factor",
+        "[train].bf16",
+        "[train].log_every",
+        "[train].checkpoint_every",
+        "[curriculum].period",
+        "[curriculum].per_source",
+        "[curriculum].max_new_tokens",
+    }
+)
+
+
+#: Not compared: the preset's name (its values are), and the run's folder (it may be moved).
+_RESUME_SILENT = ("[train].preset", "[train].out")
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"[section].key": value, "[[data.sources]][i].key": value, ...}`` of ``as_dict`` data;
+    ``preset`` (which keys a preset filled) is left out: the values themselves are compared."""
+    out: dict[str, Any] = {}
+    for section, values in config.items():
+        if section == "preset" or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if section == "data" and key == "sources" and isinstance(value, list):
+                out["[data].sources"] = len(value)
+                for i, s in enumerate(value):
+                    for k, v in s.items() if isinstance(s, dict) else ():
+                        out[f"[[data.sources]][{i}].{k}"] = v
+            else:
+                out[f"[{section}].{key}"] = value
+    return out
+
+
+def resume_changes(
+    cfg: TrainConfig, stored: dict[str, Any], checkpoint: str, step: int
+) -> list[tuple[str, Any, Any]]:
+    """Compare ``cfg`` with the configuration a checkpoint saved (``stored``, ``as_dict`` data;
+    ``checkpoint`` names it, ``step`` is its step): the ``(key, checkpoint's value, new value)``
+    of every change of :data:`RESUME_MAY_CHANGE`; any other change raises :class:`ConfigError`
+    naming the file, section and key. A key the checkpoint does not record (an older version) is
+    not compared."""
+    name = cfg.path.name if cfg.path is not None else "<config>"
+    new, old = _flat(cfg.as_dict()), _flat(stored)
+    changes = []
+    for key, value in new.items():
+        if key not in old or old[key] == value or key in _RESUME_SILENT:
+            continue
+        if key not in RESUME_MAY_CHANGE:
+            raise _fail(
+                f"{name}: {key}",
+                f"{value!r} here, {old[key]!r} in {checkpoint}: a resumed run cannot change it "
+                "(start a new run, in another out folder, to change it)",
+            )
+        changes.append((key, old[key], value))
+    if cfg.train.steps < step:
+        raise _fail(
+            f"{name}: [train].steps",
+            f"{cfg.train.steps} is below the step of {checkpoint} ({step}): nothing to resume",
+        )
+    return changes

@@ -17,7 +17,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +28,16 @@ import torch
 import torch.distributed as dist
 
 from gradatim.curriculum import ErrorAwareCurriculum, TwoLevelCurriculum
+from gradatim.manifest.common import TASKS as MANIFEST_TASKS
 from gradatim.train import checkpoint
 from gradatim.train.attention import MEDIUM, VisionAttention, attention_kl, vision_cls_kl
-from gradatim.train.config import TrainConfig
+from gradatim.train.config import ConfigError, TrainConfig, resume_changes
 from gradatim.train.data import (
     build_loader,
     eval_augment,
     make_dataset,
     run_categories,
+    sampler_sources,
     source_ends,
     source_records,
     with_source_ends,
@@ -44,6 +46,7 @@ from gradatim.train.loss import group_losses, per_sample_loss, per_sample_role_l
 from gradatim.train.models import (
     TINY,
     ModelBundle,
+    ModelError,
     apply_lora,
     load_model,
     lora_parameters,
@@ -63,8 +66,9 @@ _NO_ATTENTIONS = (
     '([model].attn_implementation = "{}"; the term needs eager attention, "auto" or "eager")'
 )
 
-#: The manifest's tasks: the fixed order in which ranks exchange per-task gradients.
-TASKS = ("report", "phrase_grounding", "grounded_report", "anatomy_grounded_report", "vqa")
+#: The manifest's tasks (the core's list): the fixed order in which ranks exchange per-task
+#: gradients.
+TASKS = MANIFEST_TASKS
 
 
 @dataclass
@@ -85,7 +89,12 @@ def build_model(
     ``tokenizer`` (the one a checkpoint saved) is given."""
     if cfg.model.path is not None:
         dtype = torch.bfloat16 if _bf16(cfg) else None
-        bundle = load_model(cfg.model.path, dtype=dtype)
+        try:
+            bundle = load_model(cfg.model.path, dtype=dtype)
+        except ModelError as e:  # name the configuration's key too
+            if cfg.path is None:
+                raise
+            raise ConfigError(f"{cfg.path.name}: [model].path: {e}") from None
     else:
         family = TINY[str(cfg.model.name)]
         tok = tokenizer
@@ -130,13 +139,19 @@ def _bf16(cfg: TrainConfig) -> bool:
     return bool(cfg.train.bf16)
 
 
-def _batches(loader: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(epoch, batch)``: epochs follow each other, each iterator is a new epoch."""
+def _batches(
+    loader: Any, on_end: Callable[[], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(epoch, batch)``: epochs follow each other, each iterator is a new epoch. ``on_end``
+    runs when an epoch's iterator is exhausted, before the next one draws anything (MedCLM's
+    stage update, so the whole next epoch is drawn with it, whatever the loader prefetches)."""
     while True:
         it = iter(loader)
         epoch = loader.epoch
         for batch in it:
             yield epoch, batch
+        if on_end is not None:
+            on_end()
 
 
 class _StageLosses:
@@ -198,9 +213,16 @@ def train(
     are scored (tests inject validation errors with it)."""
     out = Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
+    path: Path | None = None
+    changes: list[tuple[str, Any, Any]] = []
+    if resume is not None:  # checked before anything is built or written: a refusal is quick
+        path = checkpoint.latest(out) if str(resume) == "auto" else Path(resume)
+        if path is not None:
+            saved = checkpoint.read_state(path)
+            changes = resume_changes(cfg, saved["config"], path.name, int(saved["step"]))
+            checkpoint.check_optimizer_steps(path, _optimizer_steps(cfg, int(saved["step"])))
+            checkpoint.check_loader_state(path, saved, cfg.train.grad_accum)
     rank, world, device = _distributed()
-    if rank == 0:  # the resolved configuration, with the keys a preset filled
-        (out / "run-config.json").write_text(json.dumps(cfg.as_dict(), indent=2) + "\n")
     seed = cfg.train.seed
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - libraries draw from the global state
@@ -229,36 +251,47 @@ def train(
     if phase1:
         first, sampler1 = build_loader(cfg, bundle, records, rank=rank, world_size=world, phase=1)
         if cfg.curriculum.phase1_period:
-            kept = {r["source"] for r in records if r["task"] in cfg.curriculum.phase1_tasks}
-            names = [s.name for s in cfg.data.sources if s.name in kept]
-            curriculum1, validator1 = _cure(cfg, bundle, sampler1, world, 1, names)
+            curriculum1, validator1 = _cure(cfg, bundle, sampler1, world, 1)
     ends = source_ends(cfg)
     clip = [p for g in base.param_groups for p in g["params"]]
     step = 0
     resumed: dict[str, Any] | None = None
     torch.manual_seed(seed + rank)  # model built: each rank its own dropout stream
-    if resume is not None:
-        path = checkpoint.latest(out) if str(resume) == "auto" else Path(resume)
-        if path is not None:
-            state = checkpoint.load(path, model, base, rank=rank)
-            resumed = state
-            (
-                first if first is not None and int(state["step"]) < phase1 else loader
-            ).load_state_dict(state["loader"])
-            if curriculum is not None:
-                curriculum.load_state_dict(state["curriculum"])
-            if curriculum1 is not None and "curriculum_phase1" in state:
-                curriculum1.load_state_dict(state["curriculum_phase1"])
-            step = int(state["step"])
+    if path is not None:
+        state = _resume(cfg, path, model, base, rank)
+        resumed = state
+        active = first if first is not None and int(state["step"]) < phase1 else loader
+        try:
+            active.load_state_dict(state["loader"])
+        except ValueError as e:  # the loader's or sampler's own checks: name the file
+            raise checkpoint.CheckpointError(f"{path / 'state.json'}: loader: {e}") from None
+        checkpoint.check_loader_state(path, state, cfg.train.grad_accum, active)
+        if curriculum is not None:
+            curriculum.load_state_dict(state["curriculum"])
+            curriculum.period = cfg.curriculum.period  # a changed cadence applies
+        if curriculum1 is not None and "curriculum_phase1" in state:
+            curriculum1.load_state_dict(state["curriculum_phase1"])
+        step = int(state["step"])
+    if rank == 0:  # the resolved configuration, with the keys a preset filled
+        (out / "run-config.json").write_text(json.dumps(cfg.as_dict(), indent=2) + "\n")
     log = _Log(out, step if resume is not None else None, rank == 0, loader, sampler,
                gradient_method=optimizer.record)  # fmt: skip
+    if resumed is not None:
+        log.resumed(step, str(path), changes, base.param_groups[0]["lr"])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if _bf16(cfg) else nullcontext()
-    batches = _batches(first if first is not None and step < phase1 else loader)
+
     scheduler = getattr(loader.dataset, "stages", None)
     stage_losses = _StageLosses(scheduler, loader.dataset) if hasattr(scheduler, "update") else None
     if stage_losses is not None and resumed is not None and "stage_losses" in resumed:
         stage_losses.load_state_dict(resumed["stage_losses"])
+
+    def end() -> None:  # an epoch ended: its losses update MedCLM's stages before the next
+        if stage_losses is not None:
+            stage_losses.flush()
+
+    batches = _batches(first if first is not None and step < phase1 else loader, end)
     losses: list[float] = []
+    own: list[tuple[float, dict[str, int]]] = []  # this rank's share of each step
     kl_weight = cfg.curriculum.attention_kl if cfg.curriculum.kind == "medclm" else 0.0
     vision_form = cfg.curriculum.attention_form == "vision_cls"
     seen = VisionAttention(model) if kl_weight > 0 and vision_form else None
@@ -266,7 +299,7 @@ def train(
     model.train()
     while step < stop:
         if first is not None and step == phase1:
-            batches = _batches(loader)  # phase 2
+            batches = _batches(loader, end)  # phase 2
             if cfg.optim.reset_at_phase2:  # CURE's phase 2 is a new run: a fresh AdamW
                 base.state.clear()
         if cfg.optim.schedule != "constant":
@@ -337,6 +370,11 @@ def train(
         base.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        own.append((total, dict(tasks)))
+        if world > 1:  # the log's loss and counts are the whole step's, not rank 0's share
+            total, images, tasks, kl_sum, kl_n = _reduce_step(
+                total, images, tasks, kl_sum, kl_n, log, world, device
+            )
         losses.append(total)
         elapsed = time.perf_counter() - t0
         weights = getattr(sampler, "weights", None)
@@ -372,8 +410,34 @@ def train(
                 out, step, model, base, state, rank=rank, world_size=world, tokenizer=tok
             )
     log.close()
-    _summary(out, rank, step, model, getattr(sampler, "weights", None))
+    _summary(out, rank, step, model, getattr(sampler, "weights", None), own)
     return Run(out=out, step=step, losses=losses, model=model)
+
+
+def _resume(
+    cfg: TrainConfig,
+    path: Path,
+    model: torch.nn.Module,
+    base: torch.optim.Optimizer,
+    rank: int,
+) -> dict[str, Any]:
+    """Restore checkpoint ``path`` (already checked: its configuration against ``cfg`` by
+    ``resume_changes``, its optimizer's step count against its step), then apply the
+    configuration's optimizer settings that may change (``[optim].lr``, ``weight_decay``: the
+    restored optimizer would keep the checkpoint's). Returns ``state.json``."""
+    state = checkpoint.load(path, model, base, rank=rank)
+    step = int(state["step"])
+    for group in base.param_groups:
+        group["lr"] = cfg.optim.lr * lr_factor(cfg, step)
+        group["weight_decay"] = cfg.optim.weight_decay
+    return state
+
+
+def _optimizer_steps(cfg: TrainConfig, step: int) -> int:
+    """The optimizer steps a checkpoint at ``step`` holds: one per step, counted from CURE's
+    phase 2 when ``reset_at_phase2`` gave it a fresh AdamW there."""
+    phase1 = cfg.curriculum.phase1_steps if "cure" in cfg.curriculum.kind else 0
+    return step - phase1 if cfg.optim.reset_at_phase2 and 0 < phase1 < step else step
 
 
 def _cure(
@@ -388,7 +452,8 @@ def _cure(
     each source's categories and sub-categories), starting uniform, with its validator: the
     validation split through the run's evaluation pipeline, the configured subset and text
     conventions. ``phase=1``: CURE's phase 1 (``phase1_period``; the validation records of
-    ``phase1_tasks`` in the phase's ``sources``, by default every source)."""
+    ``phase1_tasks``). Validation covers ``sources``, by default the sampler's own sources (by
+    name)."""
     c = cfg.curriculum
     if "cure" not in c.kind:
         return None, None
@@ -401,16 +466,15 @@ def _cure(
         )
         names = list(curriculum.hierarchy)
     else:
-        names = sources if sources is not None else [s.name for s in cfg.data.sources]
+        names = sources if sources is not None else sampler_sources(sampler)
         curriculum = ErrorAwareCurriculum(
             sampler, names, period=period, alpha=c.alpha, samples_per_step=per_step,
             initial="uniform",
         )  # fmt: skip
-    val_records = [r for r in source_records(cfg, split=c.val_split) if r["source"] in names]
-    if phase == 1:
-        val_records = [r for r in val_records if r["task"] in c.phase1_tasks]
-        if not val_records:
-            raise ValueError(f"phase 1: no validation record has a task in {c.phase1_tasks}")
+    # one selection in the core over the manifests the training records opened (shared, not
+    # reread): the sources by name, phase 1's tasks
+    tasks = c.phase1_tasks if phase == 1 else None
+    val_records = source_records(cfg, split=c.val_split, names=names, tasks=tasks)
     val = make_dataset(cfg, bundle, val_records, augment=eval_augment(cfg))
     per_source: dict[str, int] = {"*": c.per_source}
     per_source.update({s.name: s.val_samples for s in cfg.data.sources if s.val_samples})
@@ -475,17 +539,56 @@ def _distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+def _reduce_step(
+    total: float,
+    images: int,
+    tasks: dict[str, int],
+    kl_sum: float,
+    kl_n: int,
+    log: _Log,
+    world: int,
+    device: torch.device,
+) -> tuple[float, int, dict[str, int], float, int]:
+    """One step's figures over every rank (one all-reduce): the mean of the ranks' losses (equal
+    shares of the global batch: the global batch's mean), the summed image and per-task sample
+    counts and attention-KL sums, and the log's per-task loss sums (``log.task_sums``, replaced
+    by the ranks' totals)."""
+    names = list(TASKS)
+    extra = sorted((set(tasks) | set(log.task_sums)) - set(names))
+    if extra:
+        raise ValueError(f"tasks {extra} are not among {names}")
+    sums = [log.task_sums.get(t, [0.0, 0.0]) for t in names]
+    values = [total, float(images), kl_sum, float(kl_n)]
+    values += [float(tasks.get(t, 0)) for t in names] + [s[0] for s in sums] + [s[1] for s in sums]
+    vec = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+    v = vec.cpu().tolist()
+    k = len(names)
+    counts, loss_sums, loss_ns = v[4 : 4 + k], v[4 + k : 4 + 2 * k], v[4 + 2 * k :]
+    log.task_sums = {t: [loss_sums[i], loss_ns[i]] for i, t in enumerate(names) if loss_ns[i] > 0}
+    reduced = {t: int(round(counts[i])) for i, t in enumerate(names) if counts[i] > 0}
+    return v[0] / world, int(round(v[1])), reduced, v[2], int(round(v[3]))
+
+
 def _summary(
-    out: Path, rank: int, step: int, model: torch.nn.Module, weights: list[float] | None
+    out: Path,
+    rank: int,
+    step: int,
+    model: torch.nn.Module,
+    weights: list[float] | None,
+    own: list[tuple[float, dict[str, int]]] | None = None,
 ) -> None:
     """``out/rank-<r>.json``: where this rank ended (step, a digest of its adapter, the sampler
-    weights), so ranks can be compared."""
+    weights) and, per step this process ran, its own share (``losses``: its mean loss,
+    ``tasks``: its sample counts; the log has the whole steps'), so ranks can be compared."""
     digest = hashlib.sha256()
     for name, p in sorted(model.named_parameters()):
         if p.requires_grad:
             digest.update(name.encode())
             digest.update(p.detach().float().cpu().numpy().tobytes())
-    row = {"rank": rank, "step": step, "adapter_sha256": digest.hexdigest(), "weights": weights}
+    row = {"rank": rank, "step": step, "adapter_sha256": digest.hexdigest(), "weights": weights,
+           "losses": [loss for loss, _ in own or []],
+           "tasks": [tasks for _, tasks in own or []]}  # fmt: skip
     (out / f"rank-{rank}.json").write_text(json.dumps(row))
 
 
@@ -513,6 +616,8 @@ class _Log:
     ) -> None:
         self.enabled = enabled
         self.gradient_method = gradient_method
+        self.task_sums: dict[str, list[float]] = {}  # every rank's: all-reduced under torchrun
+        self.lr: float | None = None
         if not enabled:
             return
         self.start = time.monotonic()
@@ -534,8 +639,26 @@ class _Log:
         schedule = getattr(sampler, "_schedule", None)  # RRGCL's epoch subsets, either sampler
         self.schedule: Any = schedule if hasattr(schedule, "epoch_indices") else None
         self.subset_sizes: dict[int, int] = {}
-        self.task_sums: dict[str, list[float]] = {}
-        self.lr: float | None = None
+        self.resume_note: dict[str, Any] | None = None
+
+    def resumed(self, step: int, path: str, changes: list[tuple[str, Any, Any]], lr: float) -> None:
+        """A resumed run: the first step row it writes gets ``resumed`` (the checkpoint, its
+        step, the configuration keys changed since, each ``{"checkpoint": old, "now": new}``,
+        and the learning rate the optimizer now holds); each change is also a warning."""
+        if not self.enabled:
+            return
+        self.resume_note = {
+            "checkpoint": path,
+            "step": step,
+            "changes": {k: {"checkpoint": old, "now": new} for k, old, new in changes},
+            "lr": float(lr),
+        }
+        for key, old, new in changes:
+            warnings.warn(
+                f"resumed from {path}: {key} changed from {old!r} to {new!r} (applied from step "
+                f"{step + 1}; the optimizer's learning rate is now {float(lr):g})",
+                stacklevel=3,
+            )
 
     @staticmethod
     def _keep_until(path: Path, step: int) -> None:
@@ -567,9 +690,8 @@ class _Log:
         self, names: list[str], losses: list[torch.Tensor], counts: list[float], lr: float
     ) -> None:
         """One micro-batch's per-task mean losses and sample counts; ``lr``: the optimizer's
-        learning rate for this step (read before it steps, so a scheduler cannot shift it)."""
-        if not self.enabled:
-            return
+        learning rate for this step (read before it steps, so a scheduler cannot shift it).
+        Every rank keeps them (``_reduce_step`` sums them over ranks); only rank 0 writes."""
         if self.lr is None:
             self.lr = float(lr)
         for name, loss, n in zip(names, losses, counts, strict=True):
@@ -610,10 +732,10 @@ class _Log:
     ) -> None:
         """One row per step; ``epoch``: the loader epoch of the step's batches (``None`` in
         CURE's phase 1, whose loader has no stages or RRGCL subsets)."""
-        if not self.enabled:
-            return
         lr, sums = self.lr, self.task_sums
         self.lr, self.task_sums = None, {}
+        if not self.enabled:
+            return
         task_loss = {name: total / n for name, (total, n) in sums.items()}
         row = {"step": step, **self._now(), "loss": loss, "lr": lr,
                "images_per_s": images_per_s, "loader_stall": stall, "weights": weights,
@@ -624,6 +746,8 @@ class _Log:
             row["rrgcl"] = self._rrgcl(epoch)
         if self.gradient_method is not None:  # once per process: the first row it writes
             row["gradient_method"], self.gradient_method = self.gradient_method, None
+        if self.resume_note is not None:  # once per resumed process: its first row
+            row["resumed"], self.resume_note = self.resume_note, None
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         scalars = {"loss": loss, "lr": lr, "images_per_s": images_per_s, "loader_stall": stall,

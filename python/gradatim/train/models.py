@@ -13,6 +13,7 @@ LoRA follows CURE's defaults: r 16, alpha 32, dropout 0.05, every linear layer, 
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from typing import Any
 
 import torch
 
+from gradatim.errors import GradatimError
+
 __all__ = [
+    "ModelError",
     "FAMILIES",
     "TINY",
     "ModelBundle",
@@ -34,6 +38,12 @@ __all__ = [
 
 FAMILIES = ("llava", "paligemma", "gemma3")
 TINY = {f"tiny-{f}": f for f in FAMILIES}
+
+
+class ModelError(GradatimError, ValueError):
+    """A local model folder gradatim cannot train: not a Hugging Face checkpoint, an unsupported
+    model type, an inconsistent config, a tokenizer without the prompt format its family needs.
+    The message names the folder and the file (``config.json``, the tokenizer's)."""
 
 
 @dataclass
@@ -164,17 +174,46 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None) -> ModelBu
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model path {path} is not a folder with a Hugging Face checkpoint")
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    family = config.model_type
+    file = path / "config.json"
+    if not file.is_file():
+        raise ModelError(f"{path}: no config.json (not a Hugging Face checkpoint folder)")
+    try:  # the model type first, before transformers loads anything
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{file}: not valid JSON ({e})") from None
+    family = raw.get("model_type") if isinstance(raw, dict) else None
     if family not in FAMILIES:
-        raise ValueError(f"{path}: model type {family!r} is not one of {', '.join(FAMILIES)}")
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        raise ModelError(
+            f"{file}: model_type: {family!r} is not supported (one of {', '.join(FAMILIES)})"
+        )
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"{file}: {first}") from None
+    if family == "llava":
+        _check_llava_tokens(config, path)
+    try:
+        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"{path}: cannot load its processor and tokenizer ({first})") from None
+    tok = getattr(processor, "tokenizer", None)
+    if tok is None or getattr(processor, "image_processor", None) is None:
+        raise ModelError(f"{path}: its processor has no tokenizer or no image processor")
+    if family != "paligemma" and not getattr(tok, "chat_template", None):
+        template = getattr(processor, "chat_template", None)
+        if not template:  # LLaVA and Gemma 3 prompts are chat turns (PaliGemma: task prefixes)
+            raise ModelError(
+                f"{path}: tokenizer_config.json: chat_template: the tokenizer has no chat "
+                f"template, and {family} prompts are chat turns (add the model's template)"
+            )
+        tok.chat_template = template
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=dtype)
     image = processor.image_processor
     size = image.size
     w = int(size.get("width", size.get("shortest_edge", 0)))
     h = int(size.get("height", size.get("shortest_edge", 0)))
-    tok = processor.tokenizer
     image_token = getattr(config, "image_token_index", None) or config.image_token_id
     if family == "gemma3":
         n = int(config.mm_tokens_per_image)
@@ -194,6 +233,22 @@ def load_model(path: str | Path, *, dtype: torch.dtype | None = None) -> ModelBu
         boi_token_id=boi,
         eoi_token_id=eoi,
     )
+
+
+def _check_llava_tokens(config: Any, path: Path) -> None:
+    """A LLaVA config's ``image_seq_length`` (the prompt's image tokens) must be the number of
+    features its vision tower gives: ``(image_size / patch_size)^2``, plus the CLS token with
+    ``vision_feature_select_strategy = "full"``; otherwise every forward pass fails."""
+    vision = config.vision_config
+    size, patch = int(vision.image_size), int(vision.patch_size)
+    grid = (size // patch) ** 2 + (1 if config.vision_feature_select_strategy == "full" else 0)
+    given = int(getattr(config, "image_seq_length", grid))
+    if given != grid:
+        raise ModelError(
+            f"{path / 'config.json'}: image_seq_length: {given}, but its vision tower gives "
+            f"{grid} image features ({size} px images, {patch} px patches, "
+            f"vision_feature_select_strategy {config.vision_feature_select_strategy!r})"
+        )
 
 
 def apply_lora(model: torch.nn.Module, lora: LoraSettings) -> torch.nn.Module:
@@ -229,7 +284,14 @@ def lora_parameters(
 def texts_of(
     records: Iterable[dict[str, Any]], keys: Sequence[str] = ("text", "prompt")
 ) -> Iterable[str]:
-    """The texts a tiny tokenizer is trained on."""
+    """The texts a tiny tokenizer is trained on, record by record. Records that read their
+    fields as columns (``column(name)``: the training loop's records, from the core) are read
+    column by column, in the same order, without building a record."""
+    column = getattr(records, "column", None)
+    if column is not None:
+        for values in zip(*(column(k) for k in keys), strict=True):
+            yield from (str(v) for v in values if v)
+        return
     for r in records:
         for k in keys:
             if r.get(k):

@@ -1,7 +1,9 @@
 """Prompts and targets to token ids, labels and image tokens, per model family.
 
-For each sample the user turn is the image placeholder followed by the prompt, rendered with the
-tokenizer's chat template; the target follows the model's turn and ends with the EOS token. Labels
+For LLaVA and Gemma 3 the user turn is the image placeholder followed by the prompt, rendered with
+the tokenizer's chat template; the target follows the model's turn. PaliGemma has no chat turns:
+its prompt is its processor's task prefix, ``<image> x n + <bos> + prompt + "\n"``, and the
+target (its suffix) follows. Either way the target ends with the EOS token. Labels
 are ``-100`` everywhere but on the target's tokens and the EOS (the loss is on the answer only).
 The single placeholder is expanded to the family's image tokens: ``num_image_tokens`` copies for
 LLaVA and PaliGemma, wrapped in begin/end-of-image markers for Gemma 3. PaliGemma and Gemma 3 also
@@ -25,6 +27,9 @@ IGNORE = -100
 
 def _prefix_ids(bundle: ModelBundle, prompt: str) -> list[int]:
     tok = bundle.tokenizer
+    if bundle.family == "paligemma":  # the processor's task prefix (no chat template)
+        text = tok(f"{prompt}\n", add_special_tokens=False)["input_ids"]
+        return [bundle.image_token_id] * bundle.num_image_tokens + [tok.bos_token_id, *text]
     placeholder = tok.convert_ids_to_tokens(bundle.image_token_id)
     text = tok.apply_chat_template(
         [{"role": "user", "content": f"{placeholder}{prompt}"}],

@@ -271,7 +271,7 @@ class Validator:
 def blank_value(dataset: ManifestDataset) -> torch.Tensor:
     """Per channel, the value every pixel of the *blank image* takes: a constant mid-grey
     (0.5 on the [0, 1] scale) after the dataset's normalisation, ``(0.5 - mean) / std``."""
-    config = dataset._config
+    config = dataset._core.config  # mean and std per channel, as the core read them
     mean = torch.tensor(config["mean"], dtype=torch.float32)
     std = torch.tensor(config["std"], dtype=torch.float32)
     return (0.5 - mean) / std

@@ -160,6 +160,38 @@ fn a_timeout_is_reported_not_waited_out() {
 }
 
 #[test]
+fn cancelled_jobs_are_never_delivered_whatever_their_state() {
+    // queued, being built and finished jobs are all withdrawn; the others arrive unchanged
+    let (_dir, spec) = dataset(8, None);
+    for threads in [0, 1, 3] {
+        let stream = BatchStream::new(spec.clone(), 0, 1, threads);
+        let jobs: Vec<Vec<usize>> = (0..8).map(|k| vec![k, (k + 3) % 8]).collect();
+        for (id, idx) in jobs.iter().enumerate() {
+            stream.submit(BatchJob {
+                id: id as u64,
+                indices: idx.clone(),
+                stages: Vec::new(),
+            });
+        }
+        let first = stream.next(Some(0)).unwrap().1.unwrap();
+        assert_eq!(first.indices, vec![0i64, 3]);
+        std::thread::sleep(Duration::from_millis(20)); // let some finish, some run
+        assert_eq!(stream.cancel(&[2, 5, 6, 7, 0, 42]), 4); // 0 was delivered, 42 never existed
+        assert_eq!(stream.pending(), 3);
+        let mut got: Vec<u64> = Vec::new();
+        while let Some((id, batch)) = stream.next(None) {
+            let want: Vec<i64> = jobs[id as usize].iter().map(|&i| i as i64).collect();
+            assert_eq!(batch.unwrap().indices, want);
+            got.push(id);
+        }
+        got.sort();
+        assert_eq!(got, vec![1, 3, 4], "threads = {threads}");
+        assert_eq!(stream.pending(), 0);
+        assert!(matches!(stream.next_within(Some(2), None), Next::Empty));
+    }
+}
+
+#[test]
 fn dropping_a_stream_joins_every_worker() {
     let (_dir, spec) = dataset(4, None);
     let stream = BatchStream::new(spec.clone(), 0, 1, 3);

@@ -11,13 +11,12 @@ use gradatim_core::data::box_format::{
 };
 use gradatim_core::data::box_mask::{box_mask as core_box_mask, MaskSpec};
 use gradatim_core::data::cache::Cache;
-use gradatim_core::data::manifest::{Manifest, ManifestOptions};
+use gradatim_core::data::manifest::{Manifest, ManifestOptions, Part, Selection, Task};
 use gradatim_core::data::manifest_arrow;
-use gradatim_core::data::sample::{DatasetConfig, DatasetSpec};
+use gradatim_core::data::sample::{DatasetConfig, DatasetOptions, DatasetSpec};
 use gradatim_core::data::stream::{BatchJob, BatchStream, Next};
-use gradatim_core::data::tasks::Templates;
 use gradatim_core::Error;
-use numpy::{PyArray1, PyArrayMethods};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -31,87 +30,119 @@ fn invalid(msg: impl std::fmt::Display) -> PyErr {
     to_py(Error::invalid(msg))
 }
 
-/// A Python value that must be JSON (augmentation, templates), converted field by field; an
-/// ill-typed value is an `InvalidArgumentError` naming the argument and where in it.
-fn json_arg(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    to_value(obj).map_err(|e| {
-        let at = if e.path.is_empty() {
-            what.to_string()
-        } else {
-            format!("{what}.{}", e.path)
-        };
+/// The data set's options, a dict read by the core ([`DatasetOptions`]: a missing option takes
+/// the core's default; an unknown or ill-typed one is an `InvalidArgumentError` naming it).
+fn dataset_options(config: &Bound<'_, PyAny>) -> PyResult<(ManifestOptions, DatasetConfig)> {
+    let value = to_value(config).map_err(|e| {
+        let at = if e.path.is_empty() { "config" } else { &e.path };
         invalid(format!("{at}: {}", e.reason))
-    })
+    })?;
+    DatasetOptions::from_value(value)
+        .and_then(DatasetOptions::resolve)
+        .map_err(to_py)
 }
 
-/// The data set's configuration, a dict with these keys (Python's `ManifestDataset` builds it;
-/// `_core.pyi` types it). Strings are parsed into the core's enums by the core (`FromStr`).
-#[derive(FromPyObject)]
-#[pyo3(from_item_all)]
-struct ConfigArg<'py> {
-    root: PathBuf,
-    allow_outside_root: bool,
-    width: usize,
-    height: usize,
-    channels: usize,
-    output: String,
-    mean: Vec<f32>,
-    std: Vec<f32>,
-    augment: Bound<'py, PyAny>,
-    box_format: String,
-    templates: Bound<'py, PyAny>,
-    on_error: String,
-    max_pixels: u64,
-    max_bytes: u64,
-    mask_grid: (usize, usize),
-    mask_sigma: f64,
-    mask_kernel: Option<usize>,
-    mask_padding: String,
-    mask_cells: String,
-    mask_empty: String,
-    overlay_thickness: usize,
+/// An opened manifest: validated once, its records parsed into the core (JSON lines, Parquet
+/// rows) or memory-mapped (packed); data sets composed from it share it, never copy it.
+#[pyclass(module = "gradatim._core", frozen, weakref, name = "Manifest")]
+pub struct OpenManifest {
+    manifest: Arc<Manifest>,
 }
 
-impl ConfigArg<'_> {
-    fn into_core(self) -> PyResult<(ManifestOptions, DatasetConfig)> {
-        let augment = json_arg("augment", &self.augment)?;
-        let templates = json_arg("templates", &self.templates)?;
-        self.parse(augment, templates).map_err(to_py)
+#[pymethods]
+impl OpenManifest {
+    /// `manifest`: JSONL text or rows, as for `Dataset`; relative images resolve under `root`.
+    #[new]
+    #[pyo3(signature = (manifest, name, row_kind, root, allow_outside_root=false))]
+    fn new(
+        py: Python<'_>,
+        manifest: ManifestArg<'_>,
+        name: Option<&str>,
+        row_kind: &str,
+        root: PathBuf,
+        allow_outside_root: bool,
+    ) -> PyResult<Self> {
+        let opts = ManifestOptions {
+            root,
+            allow_outside_root,
+        };
+        let manifest = manifest.convert();
+        let m = py
+            .detach(|| {
+                manifest.read(name, row_kind, |rows, source| {
+                    Manifest::from_rows(rows, source, &opts)
+                })
+            })
+            .map_err(to_py)?;
+        Ok(OpenManifest {
+            manifest: Arc::new(m),
+        })
     }
 
-    fn parse(
-        self,
-        augment: Value,
-        templates: Value,
-    ) -> gradatim_core::Result<(ManifestOptions, DatasetConfig)> {
+    /// A packed manifest, memory-mapped (an object store URL: read whole).
+    #[staticmethod]
+    #[pyo3(signature = (location, root, allow_outside_root=false))]
+    fn open_packed(
+        py: Python<'_>,
+        location: &str,
+        root: PathBuf,
+        allow_outside_root: bool,
+    ) -> PyResult<Self> {
         let opts = ManifestOptions {
-            root: self.root,
-            allow_outside_root: self.allow_outside_root,
+            root,
+            allow_outside_root,
         };
-        let config = DatasetConfig {
-            width: self.width,
-            height: self.height,
-            channels: self.channels,
-            output: self.output.parse()?,
-            mean: self.mean,
-            std: self.std,
-            augment: AugmentConfig::from_value(augment)?,
-            box_format: self.box_format.parse()?,
-            templates: Templates::from_value(templates)?,
-            on_error: self.on_error.parse()?,
-            max_pixels: self.max_pixels,
-            max_bytes: self.max_bytes,
-            mask: MaskSpec {
-                grid: self.mask_grid,
-                sigma: self.mask_sigma,
-                kernel: self.mask_kernel,
-                padding: self.mask_padding.parse()?,
-                cells: self.mask_cells.parse()?,
-                empty: self.mask_empty.parse()?,
-            },
-            overlay_thickness: self.overlay_thickness,
+        let m = py
+            .detach(|| manifest_arrow::open(location, &opts))
+            .map_err(to_py)?;
+        Ok(OpenManifest {
+            manifest: Arc::new(m),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.manifest.len()
+    }
+
+    /// The manifest's name in errors (its path).
+    #[getter]
+    fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// The indices (uint32, manifest order) of the records of `split`, whose `source` is
+    /// `source` and whose task is one of `tasks` (`None`: any).
+    #[pyo3(signature = (split=None, source=None, tasks=None))]
+    fn select<'py>(
+        &self,
+        py: Python<'py>,
+        split: Option<&str>,
+        source: Option<&str>,
+        tasks: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let tasks = tasks
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|t| {
+                        Task::parse(t).ok_or_else(|| {
+                            invalid(format!(
+                                "tasks: unknown task {t:?} (one of {})",
+                                Task::ALL.map(Task::name).join(", ")
+                            ))
+                        })
+                    })
+                    .collect::<PyResult<Vec<Task>>>()
+            })
+            .transpose()?;
+        let what = Selection {
+            split,
+            source,
+            tasks: tasks.as_deref(),
         };
-        Ok((opts, config))
+        let m = &self.manifest;
+        let picked = py.detach(|| m.select(&what)).map_err(to_py)?;
+        Ok(PyArray1::from_vec(py, picked))
     }
 }
 
@@ -132,9 +163,9 @@ impl Dataset {
         manifest: ManifestArg<'_>,
         name: Option<&str>,
         row_kind: &str,
-        config: ConfigArg<'_>,
+        config: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
-        let (opts, config) = config.into_core()?;
+        let (opts, config) = dataset_options(config)?;
         let manifest = manifest.convert();
         let spec = py
             .detach(|| {
@@ -152,10 +183,42 @@ impl Dataset {
     /// A packed manifest (`gradatim manifest pack`): a path, memory-mapped, or an object store
     /// URL, read whole.
     #[staticmethod]
-    fn open_packed(py: Python<'_>, location: &str, config: ConfigArg<'_>) -> PyResult<Self> {
-        let (opts, config) = config.into_core()?;
+    fn open_packed(py: Python<'_>, location: &str, config: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let (opts, config) = dataset_options(config)?;
         let spec = py
             .detach(|| DatasetSpec::new(manifest_arrow::open(location, &opts)?, config))
+            .map_err(to_py)?;
+        Ok(Dataset {
+            spec: Arc::new(spec),
+        })
+    }
+
+    /// One data set of chosen records of opened manifests, one part after the other: each part
+    /// `(manifest, indices, source)` (`source`: the name its records take, `None`: their own),
+    /// the manifests shared, not copied. Ids must be unique across the parts.
+    #[staticmethod]
+    fn compose(
+        py: Python<'_>,
+        parts: Vec<(
+            PyRef<'_, OpenManifest>,
+            PyReadonlyArray1<'_, u32>,
+            Option<String>,
+        )>,
+        config: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let (_, config) = dataset_options(config)?;
+        let parts = parts
+            .into_iter()
+            .map(|(m, indices, source)| {
+                Ok(Part {
+                    manifest: m.manifest.clone(),
+                    indices: indices.as_slice().map_err(invalid)?.to_vec(),
+                    source,
+                })
+            })
+            .collect::<PyResult<Vec<Part>>>()?;
+        let spec = py
+            .detach(|| DatasetSpec::shared(Arc::new(Manifest::compose(parts)?), config))
             .map_err(to_py)?;
         Ok(Dataset {
             spec: Arc::new(spec),
@@ -167,7 +230,8 @@ impl Dataset {
     }
 
     /// One manifest column as a list: "id", "image", "source", "task", "split", "text", "line",
-    /// "hard_id" (`None` where absent), "phrase" (the first box's phrase, `None` without boxes).
+    /// "hard_id", "prompt" (`None` where absent), "phrase", "anatomy" (the first box's, `None`
+    /// without boxes or anatomy).
     fn column<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyList>> {
         let m = &self.spec.manifest;
         let all = 0..m.len();
@@ -181,6 +245,8 @@ impl Dataset {
             "line" => PyList::new(py, all.map(|i| m.line(i))),
             "hard_id" => PyList::new(py, all.map(|i| m.hard_id(i))),
             "phrase" => PyList::new(py, all.map(|i| m.first_phrase(i))),
+            "anatomy" => PyList::new(py, all.map(|i| m.first_anatomy(i))),
+            "prompt" => PyList::new(py, all.map(|i| m.prompt(i))),
             other => Err(invalid(format!("unknown manifest column {other:?}"))),
         }
     }
@@ -220,13 +286,21 @@ impl Dataset {
     }
 
     /// This data set reading pixels from the pre-decoded cache in `dir` (refused, saying what
-    /// differs, when built from another manifest or with other decode settings); `fallback`:
-    /// decode a record the cache does not hold, rather than fail.
-    #[pyo3(signature = (dir, fallback=true))]
-    fn with_cache(&self, py: Python<'_>, dir: PathBuf, fallback: bool) -> PyResult<Dataset> {
+    /// differs, when built from another manifest or with other decode settings, or naming the
+    /// entry when its index is damaged); `fallback`: decode a record the cache does not hold, or
+    /// whose pixels cannot be read or fail their checksum, rather than fail; `verify=False`
+    /// skips the pixels' checksum (for measuring its cost only).
+    #[pyo3(signature = (dir, fallback=true, verify=true))]
+    fn with_cache(
+        &self,
+        py: Python<'_>,
+        dir: PathBuf,
+        fallback: bool,
+        verify: bool,
+    ) -> PyResult<Dataset> {
         let spec = py
             .detach(|| {
-                let cache = Arc::new(Cache::open(&dir)?);
+                let cache = Arc::new(Cache::open(&dir)?.verifying(verify));
                 (*self.spec).clone().with_cache(cache, fallback)
             })
             .map_err(to_py)?;
@@ -244,8 +318,8 @@ impl Dataset {
             .map(|c| c.dir.display().to_string())
     }
 
-    /// Cached reads that failed (a missing or short shard, an unreachable store) and were
-    /// decoded instead, and the first failure's message: `(0, None)` without a cache.
+    /// Cached reads that failed (a missing or short shard, an unreachable store, pixels failing
+    /// their checksum) and were decoded instead, and the first failure's message: `(0, None)` without a cache.
     #[getter]
     fn cache_read_failures(&self) -> (u64, Option<String>) {
         self.spec.cache.as_ref().map_or((0, None), |c| {
@@ -257,6 +331,14 @@ impl Dataset {
     #[getter]
     fn max_boxes(&self) -> usize {
         self.spec.max_boxes
+    }
+
+    /// The data set's configuration as the core read it: every option of
+    /// `dataset_config_defaults()` but the manifest's (`root`, `allow_outside_root`), each
+    /// explicit (`mean` and `std` per channel, the templates in full).
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        from_value(py, &self.spec.to_value())
     }
 
     /// The augmentation as the core read it (the shape of `AUGMENT_DEFAULTS`).
@@ -342,6 +424,12 @@ impl Stream {
 
     fn pending(&self) -> PyResult<usize> {
         Ok(self.live()?.pending())
+    }
+
+    /// Withdraw the jobs `ids` (queued, being built or finished); returns how many were pending.
+    fn cancel(&self, py: Python<'_>, ids: Vec<u64>) -> PyResult<usize> {
+        let stream = self.live()?;
+        Ok(py.detach(|| stream.cancel(&ids)))
     }
 
     #[getter]
@@ -432,6 +520,13 @@ fn batch_to_dict(py: Python<'_>, b: Batch, spec: &DatasetSpec) -> PyResult<Py<Py
     Ok(d.into_any().unbind())
 }
 
+/// The data set's options with their defaults (a new dict each call): what `Dataset` takes, and
+/// `ManifestDataset`'s keyword defaults.
+#[pyfunction]
+fn dataset_config_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    from_value(py, &DatasetOptions::default().to_value())
+}
+
 #[pyfunction]
 fn render_boxes(format: &str, boxes: Vec<[f64; 4]>) -> PyResult<String> {
     Ok(core_render(
@@ -476,6 +571,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "AUGMENT_DEFAULTS",
         from_value(m.py(), &AugmentConfig::default().to_value())?,
     )?;
+    m.add_function(wrap_pyfunction!(dataset_config_defaults, m)?)?;
+    m.add_class::<OpenManifest>()?;
     m.add_class::<Dataset>()?;
     m.add_class::<Stream>()?;
     m.add_function(wrap_pyfunction!(render_boxes, m)?)?;

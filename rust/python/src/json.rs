@@ -2,8 +2,9 @@
 //! augmentation, the templates) cross into the core as typed data rather than JSON text.
 //!
 //! Only what JSON can say is accepted: `None`, `bool`, `int`, finite `float`, `str`, lists and
-//! tuples, and mappings with string keys. Anything else is refused with the path of the value
-//! (`boxes[0].box[2]`), so that a NaN cannot silently become a null.
+//! tuples, and mappings with string keys (NumPy scalars and arrays as their Python values).
+//! Anything else is refused with the path of the value (`boxes[0].box[2]`), so that a NaN cannot
+//! silently become a null.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyMapping, PyString, PyTuple};
@@ -70,6 +71,19 @@ fn convert(obj: &Bound<'_, PyAny>, path: &str) -> Result<Value, NotJson> {
                  infinity)"
             ))
         });
+    }
+    // a NumPy scalar or array (or anything else with a dtype and `tolist`): its Python values
+    if obj.hasattr("dtype").unwrap_or(false) && obj.hasattr("tolist").unwrap_or(false) {
+        let plain = obj
+            .call_method0("tolist")
+            .map_err(|e| fail(e.to_string()))?;
+        if plain.hasattr("dtype").unwrap_or(false) {
+            return Err(fail(format!(
+                "must be a JSON value, got {}",
+                type_name(obj)
+            )));
+        }
+        return convert(&plain, path);
     }
     if let Ok(list) = obj.cast::<PyList>() {
         return list

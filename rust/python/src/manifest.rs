@@ -182,6 +182,10 @@ fn read_manifest_packed<'py>(py: Python<'py>, location: &str) -> PyResult<Bound<
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MANIFEST_FIELDS", FIELDS.to_vec())?;
+    m.add(
+        "TASKS",
+        manifest::Task::ALL.map(manifest::Task::name).to_vec(),
+    )?;
     m.add("CHEXPERT_LABELS", CHEXPERT_LABELS.to_vec())?;
     m.add_function(wrap_pyfunction!(validate_record, m)?)?;
     m.add_function(wrap_pyfunction!(read_manifest_jsonl, m)?)?;

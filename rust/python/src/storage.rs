@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use gradatim_core::data::manifest::read_local_file;
 use gradatim_core::image::decode::{max_file_bytes, DEFAULT_MAX_BYTES};
 use gradatim_core::storage;
 use pyo3::prelude::*;
@@ -15,7 +16,7 @@ fn is_remote(location: &str) -> bool {
     storage::is_remote(location)
 }
 
-/// The bytes at `location`: an object store URL, a `file://` URL or a path.
+/// The bytes at `location`: an object store URL, a `file://` URL or a path (a regular file only).
 #[pyfunction]
 #[pyo3(signature = (location, max_bytes=DEFAULT_MAX_BYTES))]
 fn read_bytes<'py>(
@@ -27,10 +28,7 @@ fn read_bytes<'py>(
     let data = py
         .detach(|| {
             storage::read_bytes(Path::new(location), limit, |p| {
-                std::fs::read(p).map_err(|source| gradatim_core::Error::Io {
-                    name: p.display().to_string(),
-                    source,
-                })
+                read_local_file(p, &p.display().to_string(), limit)
             })
         })
         .map_err(to_py)?;

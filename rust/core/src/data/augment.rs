@@ -225,6 +225,19 @@ impl AugmentConfig {
         0.25
     }
 
+    /// No augmentation (decode, resize, normalise): every part off, as an empty mapping reads.
+    pub fn none() -> AugmentConfig {
+        AugmentConfig {
+            clahe: None,
+            affine: None,
+            crop: None,
+            flip: None,
+            eval: None,
+            min_visible: AugmentConfig::min_visible(),
+            pipeline: Pipeline::default(),
+        }
+    }
+
     pub fn from_json(text: &str) -> Result<AugmentConfig> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::invalid(format!("augment: {e}")))?;

@@ -58,7 +58,9 @@ pub struct Batch {
 }
 
 /// Build the batch of `indices` (with per-sample `stages`, or all `None` when empty). Images in
-/// object stores are all requested at once, before the first is decoded.
+/// object stores are all requested at once, before the first is decoded. A panic while building
+/// it (a bug: bad inputs are errors) is an error, as in the loader's workers, so it never
+/// reaches Python.
 pub fn build_batch(
     spec: &DatasetSpec,
     indices: &[usize],
@@ -66,14 +68,26 @@ pub fn build_batch(
     epoch: u64,
     seed: u64,
 ) -> Result<Batch> {
-    build_batch_prefetched(
-        spec,
-        indices,
-        stages,
-        epoch,
-        seed,
-        spec.prefetch(indices, stages),
-    )
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        build_batch_prefetched(
+            spec,
+            indices,
+            stages,
+            epoch,
+            seed,
+            spec.prefetch(indices, stages),
+        )
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(Error::invalid(format!(
+            "internal error while building a batch of samples {indices:?}: {what}"
+        )))
+    })
 }
 
 /// [`build_batch`] with the reads of remote images already started ([`DatasetSpec::prefetch`]

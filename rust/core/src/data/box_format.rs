@@ -18,9 +18,8 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::error::{Error, Result};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum BoxFormat {
     Cure,
     Maira2,
@@ -28,20 +27,12 @@ pub enum BoxFormat {
     Xyxy,
 }
 
-impl std::str::FromStr for BoxFormat {
-    type Err = Error;
-    fn from_str(name: &str) -> Result<BoxFormat> {
-        match name {
-            "cure" => Ok(BoxFormat::Cure),
-            "maira2" => Ok(BoxFormat::Maira2),
-            "loc" => Ok(BoxFormat::Loc),
-            "xyxy" => Ok(BoxFormat::Xyxy),
-            other => Err(Error::invalid(format!(
-                "box_format must be one of cure, maira2, loc, xyxy, not {other:?}"
-            ))),
-        }
-    }
-}
+named_enum!(BoxFormat, "box_format", [
+    "cure" => Cure,
+    "maira2" => Maira2,
+    "loc" => Loc,
+    "xyxy" => Xyxy,
+]);
 
 fn bin(v: f64, bins: u32) -> u32 {
     ((v.clamp(0.0, 1.0) * bins as f64).floor() as u32).min(bins - 1)

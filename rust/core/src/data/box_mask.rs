@@ -17,12 +17,11 @@
 //! box: all zeros, which the loss skips), and the earlier mask (the covered *fraction* of each
 //! cell, a radius-`ceil(3 sigma)` kernel with zero padding).
 
-use std::str::FromStr;
-
 use crate::error::{Error, Result};
 
 /// How a box marks grid cells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum Cells {
     /// MedCLM's released rule: cells `floor(x1 n) ..< trunc(x2 n)`, the start clamped to
     /// `[0, n - 1]` and the end to `[1, n]` (float32, as torch): the end edge is truncated.
@@ -34,7 +33,8 @@ pub enum Cells {
 }
 
 /// The mask of a sample without a (surviving) box.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum Empty {
     /// The whole image, as the box `[0, 0, 1, 1]` (MedCLM's released `_parse_bbox_string`).
     Image,
@@ -43,7 +43,8 @@ pub enum Empty {
 }
 
 /// What lies beyond the grid for the blur.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum Padding {
     /// Mirror without repeating the edge cell (`BORDER_REFLECT_101`).
     Reflect,
@@ -51,45 +52,13 @@ pub enum Padding {
     Zero,
 }
 
-impl FromStr for Cells {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "truncate" => Ok(Cells::Truncate),
-            "whole" => Ok(Cells::Whole),
-            "fraction" => Ok(Cells::Fraction),
-            o => Err(Error::invalid(format!(
-                "mask_cells must be 'truncate', 'whole' or 'fraction', not {o:?}"
-            ))),
-        }
-    }
-}
-
-impl FromStr for Empty {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "image" => Ok(Empty::Image),
-            "zeros" => Ok(Empty::Zeros),
-            o => Err(Error::invalid(format!(
-                "mask_empty must be 'image' or 'zeros', not {o:?}"
-            ))),
-        }
-    }
-}
-
-impl FromStr for Padding {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "reflect" => Ok(Padding::Reflect),
-            "zero" => Ok(Padding::Zero),
-            o => Err(Error::invalid(format!(
-                "mask_padding must be 'reflect' or 'zero', not {o:?}"
-            ))),
-        }
-    }
-}
+named_enum!(Cells, "mask_cells", [
+    "truncate" => Truncate,
+    "whole" => Whole,
+    "fraction" => Fraction,
+]);
+named_enum!(Empty, "mask_empty", ["image" => Image, "zeros" => Zeros]);
+named_enum!(Padding, "mask_padding", ["reflect" => Reflect, "zero" => Zero]);
 
 /// The Medium-stage mask's configuration.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,8 +11,16 @@
 //!   folder without it is an unfinished build;
 //! - `index.bin`: one [`ENTRY_BYTES`]-byte little-endian entry per record, in manifest order: the
 //!   record id's key, where its pixels are (shard, offset, length), their shape and the decoder's
-//!   scale denominator, and the source file's size, modification time and FNV-1a 64 checksum;
+//!   scale denominator, the source file's size, modification time and FNV-1a 64 checksum, the
+//!   CRC-32 of the pixels with what turns them into a sample (shape, type, denominator), and the
+//!   CRC-32 of the entry itself;
 //! - `shard-NNN.bin`: the pixels, each image 64-byte aligned.
+//!
+//! A cache is not trusted: opening it checks every entry (its own checksum, and against the header
+//! and the other entries: shape, channels, decode limits, denominator, alignment, overlaps) and
+//! refuses a damaged index naming the entry ([`validate_index`]); each read checks the pixels'
+//! checksum, and pixels that fail it (or cannot be read) are decoded instead and counted, or are
+//! the sample's error ([`Cache::lookup`]).
 //!
 //! Builds run on several threads, each appending to its own shard and to a journal of finished
 //! entries (`shard-NNN.entries`, written after the pixels are flushed); a build killed part way
@@ -48,12 +56,15 @@ use crate::image::{Image, ImageRef};
 use crate::storage::{self, Pending};
 
 pub const FORMAT: &str = "gradatim-cache";
-pub const VERSION: u32 = 1;
+/// The format's version: 2 added the checksums (a version 1 cache is refused, to be rebuilt).
+pub const VERSION: u32 = 2;
 /// Size of one `index.bin` entry.
-pub const ENTRY_BYTES: usize = 72;
+pub const ENTRY_BYTES: usize = 80;
 const ALIGN: u64 = 64;
 const PRESENT: u32 = 1;
 const WIDE: u32 = 2;
+/// The bytes of an entry its own checksum covers (all but the checksum).
+const SEALED: usize = ENTRY_BYTES - 4;
 
 /// What decides a cached image's pixels: a cache is used only by a data set that decodes the same.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,20 +131,41 @@ impl Header {
     /// A `cache.json` read from `name`, of the cache at `location`: refused unless of this
     /// format and version.
     pub(crate) fn parse(text: &str, name: &str, location: &str) -> Result<Header> {
-        let header: Header =
+        // the format and version first, so an older cache is told as such whatever else changed
+        #[derive(Deserialize)]
+        struct Tag {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let tag: Tag =
             serde_json::from_str(text).map_err(|e| Error::decode(name, e.to_string()))?;
-        if header.format != FORMAT || header.version != VERSION {
+        if tag.format.as_deref() == Some(FORMAT) && tag.version.is_some_and(|v| v < VERSION) {
             return Err(Error::invalid(format!(
-                "{location} is not a gradatim cache of version {VERSION} (format {:?}, version {})",
-                header.format, header.version
+                "{location} holds a gradatim cache of format version {}, this gradatim reads \
+                 version {VERSION} (version 2 added checksums); remove it and run `gradatim \
+                 cache build` again",
+                tag.version.unwrap_or(0)
             )));
         }
-        Ok(header)
+        if tag.format.as_deref() != Some(FORMAT) || tag.version != Some(VERSION) {
+            return Err(Error::invalid(format!(
+                "{location} is not a gradatim cache of version {VERSION} (format {:?}, version {:?})",
+                tag.format, tag.version
+            )));
+        }
+        serde_json::from_str(text).map_err(|e| Error::decode(name, e.to_string()))
     }
 
     /// Refuse to go on with the unfinished build `self` at `location` as `plan` when it is of
     /// another manifest or other settings.
     pub(crate) fn same_build(&self, plan: &Header, location: &str) -> Result<()> {
+        if self.version != plan.version {
+            return Err(Error::invalid(format!(
+                "{location} holds an unfinished build of cache format version {}, this gradatim \
+                 writes version {}; remove it or build elsewhere",
+                self.version, plan.version
+            )));
+        }
         if self.fingerprint != plan.fingerprint || self.settings != plan.settings {
             return Err(Error::invalid(format!(
                 "{location} holds an unfinished build for another manifest or other settings; \
@@ -157,15 +189,154 @@ pub(crate) fn unfinished(location: &str) -> Error {
     ))
 }
 
-/// The index's size must be the record count's entries.
-pub(crate) fn check_index(len: usize, header: &Header, name: &str) -> Result<()> {
-    if len != header.records * ENTRY_BYTES {
+/// Check the index `index` (read from `name`) of the cache described by `header`: its size must
+/// be the record count's entries, and every entry must be as written ([`validate_index`]).
+pub(crate) fn check_index(index: &[u8], header: &Header, name: &str) -> Result<()> {
+    let len = index.len();
+    if Some(len) != header.records.checked_mul(ENTRY_BYTES) {
         return Err(Error::decode(
             name,
             format!(
                 "{len} bytes, not {} entries of {ENTRY_BYTES}",
                 header.records
             ),
+        ));
+    }
+    validate_index(index, header).map_err(|why| {
+        Error::decode(
+            name,
+            format!("{why}: a damaged cache; remove it and build it again"),
+        )
+    })
+}
+
+/// The channels an entry of a cache decoded in `mode` may have.
+fn channels_of(mode: &str) -> std::ops::RangeInclusive<u32> {
+    match mode {
+        "gray" => 1..=1,
+        "rgb" => 3..=3,
+        _ => 1..=4,
+    }
+}
+
+/// Every entry of `index` (a whole number of entries) checked against its own checksum, the
+/// header and the other entries, without trusting any of its fields: the first entry found
+/// damaged, and why (a message naming it). A present entry's shape must be 1 to 4 channels as the colour mode says
+/// and within the decode limits, its length the shape's bytes, its denominator a power of two
+/// that the decode target allows, its offset aligned, its bytes overlapping no other entry's;
+/// an absent entry must be one of the header's failed records, and the lengths must add up to
+/// the header's byte count. (Whether the bytes are in the shard, and are the pixels written, is
+/// checked when they are read: the checksum.)
+pub(crate) fn validate_index(index: &[u8], header: &Header) -> std::result::Result<(), String> {
+    let bad = |i: usize, why: String| format!("entry {i} (record {i} of the manifest): {why}");
+    let settings = &header.settings;
+    let failed: HashSet<usize> = header.failed.iter().map(|(i, _)| *i).collect();
+    let channels = channels_of(&settings.mode);
+    let (tw, th) = settings.decode_target;
+    let mut placed: Vec<(u32, u64, u64, usize)> = Vec::new();
+    let mut total: u64 = 0;
+    for (i, b) in index.chunks_exact(ENTRY_BYTES).enumerate() {
+        if !Entry::sealed(b) {
+            return Err(bad(i, "its checksum does not match its bytes".into()));
+        }
+        let e = Entry::from_bytes(b);
+        if e.flags & !(PRESENT | WIDE) != 0 {
+            return Err(bad(i, format!("unknown flags {:#x}", e.flags)));
+        }
+        if e.flags & PRESENT == 0 {
+            if e.flags != 0 || e.len != 0 {
+                return Err(bad(i, "an absent image with pixels".into()));
+            }
+            if !failed.contains(&i) {
+                return Err(bad(
+                    i,
+                    "no image, but not one the build could not decode".into(),
+                ));
+            }
+            continue;
+        }
+        if failed.contains(&i) {
+            return Err(bad(i, "an image the build could not decode".into()));
+        }
+        if !channels.contains(&e.channels) {
+            return Err(bad(
+                i,
+                format!(
+                    "{} channels in a cache of {} images",
+                    e.channels, settings.mode
+                ),
+            ));
+        }
+        let pixels = (e.width as u64).checked_mul(e.height as u64);
+        if e.width == 0 || e.height == 0 || pixels.is_none_or(|p| p > settings.max_pixels) {
+            return Err(bad(
+                i,
+                format!(
+                    "{}x{} pixels (the limit is {})",
+                    e.width, e.height, settings.max_pixels
+                ),
+            ));
+        }
+        let sample = if e.flags & WIDE != 0 { 2 } else { 1 };
+        let want = pixels.and_then(|p| p.checked_mul(e.channels as u64 * sample));
+        if want != Some(e.len) {
+            return Err(bad(
+                i,
+                format!(
+                    "{} bytes for {}x{}x{}{}",
+                    e.len,
+                    e.width,
+                    e.height,
+                    e.channels,
+                    if sample == 2 { " uint16" } else { "" }
+                ),
+            ));
+        }
+        if e.len > settings.max_bytes {
+            return Err(bad(
+                i,
+                format!("{} bytes (the limit is {})", e.len, settings.max_bytes),
+            ));
+        }
+        // the covering rule: a reduced decode (denominator above 1) still covers the target
+        let reduced_ok = e.denom == 1
+            || ((tw, th) != (0, 0) && e.width as usize >= tw && e.height as usize >= th);
+        if !e.denom.is_power_of_two() || !reduced_ok {
+            return Err(bad(
+                i,
+                format!(
+                    "scale denominator {} for {}x{} decoded to cover {tw}x{th}",
+                    e.denom, e.width, e.height
+                ),
+            ));
+        }
+        let end = e.range().filter(|_| e.offset % ALIGN == 0);
+        let Some(end) = end.map(|r| r.end) else {
+            return Err(bad(
+                i,
+                format!("offset {} (not {ALIGN}-byte aligned)", e.offset),
+            ));
+        };
+        placed.push((e.shard, e.offset, end, i));
+        total = total.saturating_add(e.len);
+    }
+    placed.sort_unstable();
+    for w in placed.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.0 == b.0 && a.2 > b.1 {
+            return Err(bad(
+                b.3,
+                format!(
+                    "its bytes {}..{} of shard {} overlap entry {}'s",
+                    b.1, b.2, b.0, a.3
+                ),
+            ));
+        }
+    }
+    if total != header.bytes {
+        return Err(format!(
+            "the entries hold {total} bytes, the header says {}",
+            header.bytes
         ));
     }
     Ok(())
@@ -191,9 +362,12 @@ struct Entry {
     source_size: u64,
     source_mtime_ns: i64,
     source_hash: u64,
+    /// CRC-32 of the pixels and of what turns them into a sample ([`Entry::pixel_checksum`]).
+    pixels_crc: u32,
 }
 
 impl Entry {
+    /// The entry's bytes, sealed with the CRC-32 of the rest as their last 4.
     fn to_bytes(self) -> [u8; ENTRY_BYTES] {
         let mut b = [0u8; ENTRY_BYTES];
         let mut at = 0;
@@ -213,7 +387,35 @@ impl Entry {
         put(&self.source_size.to_le_bytes());
         put(&self.source_mtime_ns.to_le_bytes());
         put(&self.source_hash.to_le_bytes());
+        put(&self.pixels_crc.to_le_bytes());
+        let seal = crc32fast::hash(&b[..SEALED]);
+        b[SEALED..].copy_from_slice(&seal.to_le_bytes());
         b
+    }
+
+    /// Whether `b`'s last 4 bytes are the CRC-32 of the rest (the entry is as written).
+    fn sealed(b: &[u8]) -> bool {
+        b.len() == ENTRY_BYTES
+            && crc32fast::hash(&b[..SEALED]).to_le_bytes() == b[SEALED..ENTRY_BYTES]
+    }
+
+    /// The CRC-32 of `pixels` followed by what turns them into a sample: the shape, the type
+    /// (`WIDE`) and the decoder's scale denominator (boxes are scaled by it). Written at build
+    /// time and checked on each read, so damaged pixels, or pixels read from the wrong place, or
+    /// a changed shape or scale, are never a sample.
+    fn pixel_checksum(&self, pixels: &[u8]) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(pixels);
+        for v in [
+            self.width,
+            self.height,
+            self.channels,
+            self.denom,
+            self.flags & WIDE,
+        ] {
+            h.update(&v.to_le_bytes());
+        }
+        h.finalize()
     }
 
     fn from_bytes(b: &[u8]) -> Entry {
@@ -232,6 +434,7 @@ impl Entry {
             source_size: u64_at(48),
             source_mtime_ns: u64_at(56) as i64,
             source_hash: u64_at(64),
+            pixels_crc: u32_at(72),
         }
     }
 }
@@ -348,6 +551,20 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// Refuse a cache file that exists but is not a regular file (a FIFO would block the open
+/// forever, a device such as `/dev/zero` would be read until memory runs out), before it is
+/// opened; a missing file is left to the open, which names it.
+fn regular_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(Error::invalid(format!(
+            "{}: not a regular file (a FIFO, socket, device or directory); only regular files \
+             are read",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Size and modification time of a local source file (`(len, 0)` for a remote one, whose
 /// checksum alone identifies it).
 fn source_stamp(path: &Path) -> Option<(u64, i64)> {
@@ -376,6 +593,8 @@ pub struct Cache {
     files: Files,
     /// Cached pixels that could not be read and were decoded instead (`fallback`).
     fallbacks: Fallbacks,
+    /// Whether reads check the pixels' checksum (always, but for measuring what it costs).
+    verify: bool,
 }
 
 /// How often a cached read failed and the image was decoded instead, and the first such error:
@@ -426,6 +645,7 @@ impl Cache {
                     header,
                     files: Files::Remote(files),
                     fallbacks: Fallbacks::default(),
+                    verify: true,
                 })
             }
             Some(url) if url.starts_with("file://") => {
@@ -437,6 +657,7 @@ impl Cache {
 
     fn open_local(dir: &Path) -> Result<Cache> {
         let head_path = dir.join("cache.json");
+        regular_file(&head_path)?;
         let text = std::fs::read_to_string(&head_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound && dir.join("build.json").exists() {
                 unfinished(&dir.display().to_string())
@@ -450,6 +671,7 @@ impl Cache {
             &dir.display().to_string(),
         )?;
         let map = |p: &Path| -> Result<Mmap> {
+            regular_file(p)?;
             let f = File::open(p).map_err(io(p))?;
             // SAFETY: the cache's files are written once, by a finished build, and only read
             // afterwards; a file changed under the map is outside this contract (documented).
@@ -457,7 +679,7 @@ impl Cache {
         };
         let index = map(&dir.join("index.bin"))?;
         check_index(
-            index.len(),
+            &index,
             &header,
             &dir.join("index.bin").display().to_string(),
         )?;
@@ -474,7 +696,15 @@ impl Cache {
             header,
             files: Files::Mapped { index, shards },
             fallbacks: Fallbacks::default(),
+            verify: true,
         })
+    }
+
+    /// This cache with the pixels' checksums checked on each read (the default) or not: turning
+    /// the check off is for measuring its cost; a damaged cache then gives wrong samples.
+    pub fn verifying(mut self, verify: bool) -> Cache {
+        self.verify = verify;
+        self
     }
 
     /// Whether the cache lies in an object store.
@@ -539,7 +769,9 @@ impl Cache {
             Files::Remote(r) => &r.index,
         };
         let at = index.checked_mul(ENTRY_BYTES)?;
-        index_bytes.get(at..at + ENTRY_BYTES).map(Entry::from_bytes)
+        index_bytes
+            .get(at..at.checked_add(ENTRY_BYTES)?)
+            .map(Entry::from_bytes)
     }
 
     /// Whether the cache holds record `index`'s pixels (its build decoded the image).
@@ -592,10 +824,25 @@ impl Cache {
     /// when the read was started ahead).
     fn pixels(
         &self,
+        index: usize,
         e: &Entry,
         name: &str,
         prefetched: Option<Pending>,
     ) -> Result<CachedImage<'_>> {
+        // the pixels' checksum, with the shape and scale that make them a sample
+        let verify = |bytes: &[u8], shard: String| {
+            if self.verify && e.pixel_checksum(bytes) != e.pixels_crc {
+                return Err(Error::decode(
+                    &shard,
+                    format!(
+                        "{} (cache entry {index}, image {name}): the pixels do not match their \
+                         checksum (damaged cache pixels, or the wrong bytes read)",
+                        storage::range_label(&(e.offset..e.offset.saturating_add(e.len)))
+                    ),
+                ));
+            }
+            Ok(())
+        };
         let pixels = match &self.files {
             Files::Mapped { shards, .. } => {
                 let bytes = e
@@ -609,11 +856,16 @@ impl Cache {
                         Error::decode(
                             &shard.display().to_string(),
                             format!(
-                                "{}: missing, or shorter than the cache's index says",
+                                "{}: missing, or shorter than the cache's index says (cache \
+                                 entry {index})",
                                 storage::range_label(&(e.offset..e.offset.saturating_add(e.len)))
                             ),
                         )
                     })?;
+                verify(
+                    bytes,
+                    self.dir.join(shard_name(e.shard)).display().to_string(),
+                )?;
                 CachedPixels::Mapped(e.view(bytes, name)?)
             }
             Files::Remote(remote) => {
@@ -621,6 +873,7 @@ impl Cache {
                     .range()
                     .ok_or_else(|| Error::decode(name, "a corrupt cache index entry"))?;
                 let bytes = remote.read(e.shard, range, prefetched)?;
+                verify(&bytes, remote.shard_url(e.shard))?;
                 CachedPixels::Fetched(e.owned(bytes, name)?)
             }
         };
@@ -632,8 +885,9 @@ impl Cache {
 
     /// Record `index`'s cached image as a data set with `fallback` (`cache_fallback`) reads it:
     /// `Ok(None)` means decode the image instead. A record the build could not decode, or whose
-    /// pixels cannot be read (a failed ranged read, a missing or short shard), is decoded with
-    /// `fallback` and an error without it; a failed check (another record, a changed source
+    /// pixels cannot be read (a failed ranged read, a missing or short shard) or fail their
+    /// checksum, is decoded with `fallback` (counted, [`Cache::read_failures`]) and an error
+    /// without it; a failed check (another record, a changed source
     /// file) is an error either way. `prefetched` is taken when it is this record's cached read
     /// ([`Cache::prefetch`]) and left for the image's read otherwise.
     pub fn lookup(
@@ -658,7 +912,7 @@ impl Cache {
         } else {
             None
         };
-        match self.pixels(&e, &name, mine) {
+        match self.pixels(index, &e, &name, mine) {
             Ok(image) => Ok(Some(image)),
             Err(err) if fallback => {
                 self.fallbacks.count.fetch_add(1, Ordering::Relaxed);
@@ -810,7 +1064,7 @@ fn decode_record(
             img.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ),
     };
-    let entry = Entry {
+    let mut entry = Entry {
         key: id_key(&rec.id),
         flags,
         width: w as u32,
@@ -822,6 +1076,7 @@ fn decode_record(
         source_hash: hash,
         ..Entry::default()
     };
+    entry.pixels_crc = entry.pixel_checksum(&pixels);
     Ok((entry, pixels))
 }
 
@@ -1008,9 +1263,245 @@ mod tests {
             shard: 3,
             source_mtime_ns: -5,
             source_hash: u64::MAX,
+            pixels_crc: 0xdead_beef,
             ..entry(4, 2, 3, PRESENT)
         };
         assert_eq!(Entry::from_bytes(&e.to_bytes()), e);
+        assert!(Entry::sealed(&e.to_bytes()));
+    }
+
+    #[test]
+    fn any_changed_byte_of_an_entry_breaks_its_seal() {
+        let b = entry(4, 2, 1, PRESENT).to_bytes();
+        for at in 0..ENTRY_BYTES {
+            for bit in [0x01u8, 0x80] {
+                let mut c = b;
+                c[at] ^= bit;
+                assert!(!Entry::sealed(&c), "byte {at} bit {bit:#x}");
+            }
+        }
+    }
+
+    /// What the pixel checksum costs for a 256 KiB image (a 512 x 512 grey cache entry), read
+    /// again (in the CPU's cache) and from memory (a different image each time, 512 MiB of
+    /// them): `cargo test -p gradatim-core --release checksum_throughput -- --ignored
+    /// --nocapture` (docs/cache.md).
+    #[test]
+    #[ignore]
+    fn checksum_throughput() {
+        let image = 256 * 1024;
+        let all: Vec<u8> = (0..512usize << 20).map(|i| (i ^ (i >> 9)) as u8).collect();
+        let e = entry(512, 512, 1, PRESENT);
+        for (label, span) in [("in cache", image), ("from memory", all.len())] {
+            let n = span / image;
+            let mut best = f64::MAX;
+            for r in 0..5 {
+                let start = Instant::now();
+                let mut acc = 0u32;
+                for j in 0..2048 {
+                    let at = ((j * 7 + r) % n) * image;
+                    acc ^= e.pixel_checksum(std::hint::black_box(&all[at..at + image]));
+                }
+                std::hint::black_box(acc);
+                best = best.min(start.elapsed().as_secs_f64() / 2048.0);
+            }
+            println!(
+                "pixel checksum of a 256 KiB image, {label}: {:.1} us ({:.1} GB/s)",
+                best * 1e6,
+                image as f64 / best / 1e9
+            );
+        }
+    }
+
+    #[test]
+    fn the_pixel_checksum_covers_pixels_shape_type_and_scale() {
+        let e = Entry {
+            denom: 2,
+            ..entry(2, 2, 1, PRESENT)
+        };
+        let px = [1u8, 2, 3, 4];
+        let crc = e.pixel_checksum(&px);
+        assert_eq!(crc, e.pixel_checksum(&px));
+        assert_ne!(crc, e.pixel_checksum(&[1, 2, 3, 5]));
+        for other in [
+            Entry { denom: 6, ..e },
+            Entry {
+                width: 4,
+                height: 1,
+                ..e
+            },
+            Entry {
+                channels: 4,
+                width: 1,
+                height: 1,
+                ..e
+            },
+            Entry {
+                flags: PRESENT | WIDE,
+                ..e
+            },
+        ] {
+            assert_ne!(crc, other.pixel_checksum(&px), "{other:?}");
+        }
+        // where the pixels lie is the index's business (sealed), not the pixels'
+        assert_eq!(
+            crc,
+            Entry {
+                offset: 4096,
+                shard: 1,
+                ..e
+            }
+            .pixel_checksum(&px)
+        );
+    }
+
+    fn header(mode: &str, target: (usize, usize), entries: &[Entry], failed: &[usize]) -> Header {
+        Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            manifest: "m".into(),
+            records: entries.len(),
+            fingerprint: "0".into(),
+            settings: CacheSettings {
+                decode_target: target,
+                mode: mode.into(),
+                full_range: true,
+                max_pixels: 1 << 20,
+                max_bytes: 1 << 22,
+            },
+            failed: failed.iter().map(|&i| (i, "bad".into())).collect(),
+            bytes: entries.iter().map(|e| e.len).sum(),
+            build_seconds: 0.0,
+        }
+    }
+
+    fn index_of(entries: &[Entry]) -> Vec<u8> {
+        entries.iter().flat_map(|e| e.to_bytes()).collect()
+    }
+
+    /// Three entries as a build writes them: two images in shard 0, one absent (failed) record.
+    fn good() -> Vec<Entry> {
+        let a = Entry {
+            denom: 2,
+            ..entry(40, 30, 1, PRESENT)
+        };
+        let b = Entry {
+            offset: 1280,
+            denom: 1,
+            ..entry(8, 8, 1, PRESENT | WIDE)
+        };
+        let a = Entry { offset: 0, ..a };
+        vec![a, Entry::default(), b]
+    }
+
+    fn why(entries: &[Entry], mode: &str) -> String {
+        let h = header(mode, (32, 24), entries, &[1]);
+        validate_index(&index_of(entries), &h).unwrap_err()
+    }
+
+    #[test]
+    fn a_built_index_is_valid() {
+        let e = good();
+        let h = header("gray", (32, 24), &e, &[1]);
+        validate_index(&index_of(&e), &h).unwrap();
+        let h = header("gray", (32, 24), &e, &[]);
+        let err = validate_index(&index_of(&e), &h).unwrap_err();
+        assert!(err.starts_with("entry 1 (record 1"), "{err}");
+        let h = header("gray", (32, 24), &e, &[1, 2]);
+        assert!(validate_index(&index_of(&e), &h)
+            .unwrap_err()
+            .starts_with("entry 2"));
+    }
+
+    #[test]
+    fn each_damage_of_an_entry_is_named() {
+        let g = good();
+        let with = |k: usize, f: &dyn Fn(&mut Entry)| {
+            let mut e = g.clone();
+            f(&mut e[k]);
+            e
+        };
+        let cases: Vec<(Vec<Entry>, &str, &str)> = vec![
+            // channels the colour mode does not allow (the per-channel normalisation's panic)
+            (
+                with(0, &|e| {
+                    e.channels = 3;
+                    e.width = 10;
+                    e.len = 10 * 30 * 3
+                }),
+                "gray",
+                "3 channels",
+            ),
+            (
+                with(0, &|e| e.channels = 1),
+                "rgb",
+                "1 channels in a cache of rgb",
+            ),
+            (with(0, &|e| e.len = 1199), "gray", "1199 bytes for 40x30x1"),
+            (
+                with(2, &|e| e.flags = PRESENT),
+                "gray",
+                "128 bytes for 8x8x1",
+            ),
+            (with(0, &|e| e.flags |= 8), "gray", "unknown flags"),
+            (with(0, &|e| e.denom = 6), "gray", "scale denominator 6"),
+            (with(0, &|e| e.denom = 0), "gray", "scale denominator 0"),
+            // a reduced decode smaller than the target it had to cover
+            (
+                with(2, &|e| e.denom = 4),
+                "gray",
+                "scale denominator 4 for 8x8",
+            ),
+            (
+                with(2, &|e| e.offset = 1288),
+                "gray",
+                "offset 1288 (not 64-byte aligned)",
+            ),
+            (with(2, &|e| e.offset = 1152), "gray", "overlap entry 0"),
+            (
+                with(2, &|e| e.offset = u64::MAX - 63),
+                "gray",
+                "not 64-byte aligned",
+            ),
+            (
+                with(0, &|e| {
+                    e.width = 1 << 11;
+                    e.height = 1 << 11;
+                    e.len = 1 << 22
+                }),
+                "gray",
+                "pixels (the limit",
+            ),
+            (
+                with(1, &|e| e.flags = WIDE),
+                "gray",
+                "an absent image with pixels",
+            ),
+            (
+                with(1, &|e| e.len = 64),
+                "gray",
+                "an absent image with pixels",
+            ),
+        ];
+        for (entries, mode, want) in cases {
+            let err = why(&entries, mode);
+            assert!(err.contains(want), "{err} (want {want})");
+        }
+        // a byte changed without resealing: the entry's own checksum
+        let mut raw = index_of(&g);
+        raw[ENTRY_BYTES * 2 + 44] ^= 1;
+        let h = header("gray", (32, 24), &g, &[1]);
+        let err = validate_index(&raw, &h).unwrap_err();
+        assert!(
+            err.starts_with("entry 2") && err.contains("checksum"),
+            "{err}"
+        );
+        // the header's byte count
+        let mut h = header("gray", (32, 24), &g, &[1]);
+        h.bytes += 1;
+        assert!(validate_index(&index_of(&g), &h)
+            .unwrap_err()
+            .contains("header says"));
     }
 
     #[test]

@@ -10,9 +10,10 @@
 //! anything else is uploaded again. A prefix holding a finished cache of the same manifest and
 //! settings is left as is (nothing is built); one of another build is refused.
 //!
-//! **Reading** fetches `cache.json` and `index.bin` when the cache is opened (the index, 72 bytes
-//! per record, is kept in memory); an image's pixels are one ranged read of exactly its bytes in
-//! its shard, started when the batch is submitted.
+//! **Reading** fetches `cache.json` and `index.bin` when the cache is opened (the index, 80 bytes
+//! per record, is checked as a local one is and kept in memory); an image's pixels are one ranged
+//! read of exactly its bytes in its shard, started when the batch is submitted, and checked
+//! against their checksum as a local cache's are.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,11 @@ pub(crate) struct RemoteFiles {
 }
 
 impl RemoteFiles {
+    /// The URL of shard `shard`.
+    pub(crate) fn shard_url(&self, shard: u32) -> String {
+        object_url(&self.base, &shard_name(shard))
+    }
+
     /// Start reading bytes `range` of shard `shard` (one ranged read).
     pub(crate) fn prefetch(&self, shard: u32, range: Range<u64>) -> Result<Pending> {
         storage::prefetch_range(&object_url(&self.base, &shard_name(shard)), range)
@@ -79,9 +85,11 @@ pub(crate) fn open(url: &str) -> Result<(Header, RemoteFiles)> {
     let header = Header::parse(&text, &head_url, &base)?;
     let index_url = object_url(&base, "index.bin");
     // a little more than the index should be, so a wrong size is told as such
-    let limit = (header.records * ENTRY_BYTES) as u64 * 2 + 4096;
+    let limit = (header.records as u64)
+        .saturating_mul(ENTRY_BYTES as u64 * 2)
+        .saturating_add(4096);
     let index = storage::read_remote(&index_url, limit)?;
-    check_index(index.len(), &header, &index_url)?;
+    check_index(&index, &header, &index_url)?;
     Ok((header, RemoteFiles { base, index }))
 }
 

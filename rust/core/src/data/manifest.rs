@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -89,12 +90,58 @@ pub struct Record {
     pub line: usize,
 }
 
-/// A manifest's records: parsed rows (JSON lines, Parquet rows, records from memory), or the
-/// Arrow columns of a packed manifest, from which a record is built when it is asked for.
+/// A manifest's records: parsed rows (JSON lines, Parquet rows, records from memory), the
+/// Arrow columns of a packed manifest, from which a record is built when it is asked for, or
+/// chosen records of other manifests ([`Manifest::compose`]).
 #[derive(Clone, Debug)]
 pub enum Records {
     Rows(Vec<Record>),
     Columns(Columns),
+    Parts(Parts),
+}
+
+/// Chosen records of one opened manifest, shared (not copied): their indices in it
+/// ([`Manifest::select`]) and the source name they take (`None`: their own).
+#[derive(Clone, Debug)]
+pub struct Part {
+    pub manifest: Arc<Manifest>,
+    pub indices: Vec<u32>,
+    pub source: Option<String>,
+}
+
+/// The parts of a composed manifest, one after the other.
+#[derive(Clone, Debug)]
+pub struct Parts {
+    parts: Vec<Part>,
+    /// `starts[p]`: the index of part `p`'s first record; one more entry: the record count.
+    starts: Vec<usize>,
+}
+
+impl Parts {
+    fn len(&self) -> usize {
+        self.starts.last().copied().unwrap_or(0)
+    }
+
+    /// The part holding record `index` (`index < len()`) and the record's index in its manifest.
+    fn at(&self, index: usize) -> (&Part, usize) {
+        let p = self.starts.partition_point(|&s| s <= index) - 1;
+        let part = &self.parts[p];
+        (part, part.indices[index - self.starts[p]] as usize)
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+}
+
+/// What [`Manifest::select`] keeps: records of a split, of a source, of some tasks (`None`:
+/// any).
+#[derive(Clone, Debug, Default)]
+pub struct Selection<'a> {
+    pub split: Option<&'a str>,
+    pub source: Option<&'a str>,
+    pub tasks: Option<&'a [Task]>,
 }
 
 /// A validated manifest.
@@ -145,6 +192,7 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => r.len(),
             Records::Columns(c) => c.len(),
+            Records::Parts(p) => p.len(),
         }
     }
 
@@ -169,6 +217,18 @@ impl Manifest {
                     .map_err(|reason| self.source().issue(Some(r.line), Some("image"), reason))?;
                 Cow::Owned(r)
             }
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                let r = part.manifest.record(j)?;
+                match &part.source {
+                    Some(name) if *name != r.source => {
+                        let mut r = r.into_owned();
+                        r.source = name.clone();
+                        Cow::Owned(r)
+                    }
+                    _ => r,
+                }
+            }
         })
     }
 
@@ -184,6 +244,10 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => &r[index].id,
             Records::Columns(c) => c.str_at(Column::Id, index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.id(j)
+            }
         }
     }
 
@@ -192,6 +256,12 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => &r[index].source,
             Records::Columns(c) => c.str_at(Column::Source, index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.source
+                    .as_deref()
+                    .unwrap_or_else(|| part.manifest.source_name(j))
+            }
         }
     }
 
@@ -200,6 +270,10 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => &r[index].split,
             Records::Columns(c) => c.str_at(Column::Split, index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.split(j)
+            }
         }
     }
 
@@ -208,6 +282,10 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => r[index].hard_id.as_deref(),
             Records::Columns(c) => c.hard_id(index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.hard_id(j)
+            }
         }
     }
 
@@ -216,6 +294,10 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => r[index].boxes.first().map(|b| b.phrase.as_str()),
             Records::Columns(c) => c.first_phrase(index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.first_phrase(j)
+            }
         }
     }
 
@@ -224,6 +306,10 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => &r[index].text,
             Records::Columns(c) => c.str_at(Column::Text, index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.text(j)
+            }
         }
     }
 
@@ -232,6 +318,10 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => r[index].task,
             Records::Columns(c) => c.task(index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.task(j)
+            }
         }
     }
 
@@ -240,6 +330,10 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => r[index].line,
             Records::Columns(_) => index + 1,
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.line(j)
+            }
         }
     }
 
@@ -254,6 +348,10 @@ impl Manifest {
                     resolve(written, &self.options()).unwrap_or_else(|_| self.root.join(written)),
                 )
             }
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.image(j)
+            }
         }
     }
 
@@ -262,6 +360,10 @@ impl Manifest {
         match &self.records {
             Records::Rows(r) => r.iter().map(|r| r.boxes.len()).max().unwrap_or(0),
             Records::Columns(c) => c.max_boxes(),
+            Records::Parts(_) => (0..self.len())
+                .map(|i| self.box_count(i))
+                .max()
+                .unwrap_or(0),
         }
     }
 
@@ -275,6 +377,7 @@ impl Manifest {
                 remote(&self.root)
                     || (0..self.len()).any(|i| storage::is_remote(c.str_at(Column::Image, i)))
             }
+            Records::Parts(p) => p.parts.iter().any(|part| part.manifest.any_remote()),
         }
     }
 
@@ -282,6 +385,17 @@ impl Manifest {
     /// links resolved) stays under the real root unless the manifest allows otherwise, as
     /// absolute paths and `..` are checked when the manifest is read.
     pub fn image_path<'a>(&self, record: &'a Record) -> Result<&'a Path> {
+        if let Records::Parts(p) = &self.records {
+            // the part whose root holds the image (the longest such root), else the first
+            let holds = |part: &&Part| record.image.starts_with(&part.manifest.root);
+            let part = p
+                .parts
+                .iter()
+                .filter(holds)
+                .max_by_key(|part| part.manifest.root.as_os_str().len())
+                .unwrap_or(&p.parts[0]);
+            return part.manifest.image_path(record);
+        }
         if self.allow_outside_root || record.image.to_str().is_some_and(storage::is_remote) {
             return Ok(&record.image);
         }
@@ -312,6 +426,170 @@ impl Manifest {
             ));
         }
         Ok(&record.image)
+    }
+}
+
+impl Manifest {
+    /// [`Manifest::image_path`] of record `index` (as [`Manifest::record`] returned it), checked
+    /// against the root of the manifest it was read from.
+    pub fn image_path_at<'a>(&self, index: usize, record: &'a Record) -> Result<&'a Path> {
+        match &self.records {
+            Records::Parts(p) if index < self.len() => p.at(index).0.manifest.image_path(record),
+            _ => self.image_path(record),
+        }
+    }
+
+    /// Where record `index` (`index < len()`) was read: its manifest's name, what its rows are
+    /// and its 1-based line or row (in a composed manifest, those of the part's manifest).
+    pub fn place(&self, index: usize) -> (&str, &str, usize) {
+        match &self.records {
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.place(j)
+            }
+            _ => (&self.name, &self.row_kind, self.line(index)),
+        }
+    }
+
+    /// Record `index`'s box count (`index < len()`).
+    pub fn box_count(&self, index: usize) -> usize {
+        match &self.records {
+            Records::Rows(r) => r[index].boxes.len(),
+            Records::Columns(c) => c.box_count(index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.box_count(j)
+            }
+        }
+    }
+
+    /// Record `index`'s first box's anatomy (`index < len()`); `None` without boxes or anatomy.
+    pub fn first_anatomy(&self, index: usize) -> Option<&str> {
+        match &self.records {
+            Records::Rows(r) => r[index].boxes.first().and_then(|b| b.anatomy.as_deref()),
+            Records::Columns(c) => c.first_anatomy(index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.first_anatomy(j)
+            }
+        }
+    }
+
+    /// Record `index`'s prompt (`index < len()`); `None` where absent.
+    pub fn prompt(&self, index: usize) -> Option<&str> {
+        match &self.records {
+            Records::Rows(r) => r[index].prompt.as_deref(),
+            Records::Columns(c) => c.opt_str_at(Column::Prompt, index),
+            Records::Parts(p) => {
+                let (part, j) = p.at(index);
+                part.manifest.prompt(j)
+            }
+        }
+    }
+
+    /// The indices of the records `what` keeps, in manifest order: one pass over the fields it
+    /// names (columns of a packed manifest are read from its memory map), no record is built.
+    pub fn select(&self, what: &Selection<'_>) -> Result<Vec<u32>> {
+        if u32::try_from(self.len()).is_err() {
+            return Err(Error::invalid(format!(
+                "{}: {} records are more than a selection indexes (2^32)",
+                self.name,
+                self.len()
+            )));
+        }
+        let keep = |i: usize| {
+            what.split.is_none_or(|s| self.split(i) == s)
+                && what.source.is_none_or(|s| self.source_name(i) == s)
+                && what.tasks.is_none_or(|t| t.contains(&self.task(i)))
+        };
+        Ok((0..self.len())
+            .filter(|&i| keep(i))
+            .map(|i| i as u32)
+            .collect())
+    }
+
+    /// One manifest of `parts` one after the other (each part's records shared with its opened
+    /// manifest, not copied, under the part's source name). Ids must stay unique across the
+    /// parts (a repeated id is an error naming both places); no record at all is an error.
+    pub fn compose(parts: Vec<Part>) -> Result<Manifest> {
+        let mut starts = vec![0];
+        for (k, part) in parts.iter().enumerate() {
+            if let Some(&bad) = part
+                .indices
+                .iter()
+                .find(|&&i| i as usize >= part.manifest.len())
+            {
+                return Err(Error::invalid(format!(
+                    "part {k}: index {bad} is out of range for {} ({} records)",
+                    part.manifest.name,
+                    part.manifest.len()
+                )));
+            }
+            starts.push(starts[k] + part.indices.len());
+        }
+        let Some(first) = parts.first() else {
+            return Err(Error::invalid(
+                "a composed manifest needs at least one part",
+            ));
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for part in &parts {
+            if !names.contains(&part.manifest.name.as_str()) {
+                names.push(&part.manifest.name);
+            }
+        }
+        let name = names.join(" + ");
+        let row_kind = first.manifest.row_kind.clone();
+        let opts = ManifestOptions {
+            root: first.manifest.root.clone(),
+            allow_outside_root: first.manifest.allow_outside_root,
+        };
+        let records = Records::Parts(Parts { parts, starts });
+        let m = Manifest::new(
+            Source {
+                name: Some(&name),
+                row_kind: &row_kind,
+            },
+            &opts,
+            records,
+        )?;
+        m.check_unique_ids()?;
+        Ok(m)
+    }
+
+    /// A composed manifest's ids are unique, as any manifest's: the first repeat is an error
+    /// naming both records' manifests and lines.
+    fn check_unique_ids(&self) -> Result<()> {
+        let Records::Parts(p) = &self.records else {
+            return Ok(());
+        };
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.len());
+        for i in 0..self.len() {
+            let Some(first) = seen.insert(self.id(i), i) else {
+                continue;
+            };
+            let place = |k: usize| {
+                let (part, j) = p.at(k);
+                let m = &part.manifest;
+                (m, m.line(j))
+            };
+            let ((m, line), (m0, line0)) = (place(i), place(first));
+            let source = Source {
+                name: Some(&m.name),
+                row_kind: &m.row_kind,
+            };
+            return Err(source.issue(
+                Some(line),
+                Some("id"),
+                format!(
+                    "duplicate id {:?} among the selected records (first on {} {} {line0})",
+                    self.id(i),
+                    m0.name,
+                    m0.row_kind
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -353,6 +631,56 @@ impl Source<'_> {
 
 /// One row of a manifest: its 1-based number, and its value or why it could not be read.
 pub type Row = (usize, std::result::Result<Value, FieldError>);
+
+/// Refuse a manifest file `path` (named `name` in the error) that is not a regular file: a FIFO
+/// would block the open forever, a device such as `/dev/zero` would be read until memory runs
+/// out. Checked before the file is opened, as for images.
+pub fn check_regular_file(path: &Path, name: &str) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        name: name.to_string(),
+        source,
+    })?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file (a FIFO, socket or device)"
+    };
+    Err(Error::Manifest(ManifestIssue {
+        manifest: Some(name.to_string()),
+        row: None,
+        row_kind: "line".into(),
+        field: None,
+        reason: format!("{kind}; only regular files are read"),
+    }))
+}
+
+/// The bytes of the local manifest file `path` (named `name` in errors): only a regular file
+/// ([`check_regular_file`]), at most `limit` bytes.
+pub fn read_local_file(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
+    check_regular_file(path, name)?;
+    let io = |source| Error::Io {
+        name: name.to_string(),
+        source,
+    };
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    let mut head = file.take(limit.saturating_add(1));
+    head.read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::Manifest(ManifestIssue {
+            manifest: Some(name.to_string()),
+            row: None,
+            row_kind: "line".into(),
+            field: None,
+            reason: format!("the file has more than {limit} bytes, the most read for a manifest"),
+        }));
+    }
+    Ok(bytes)
+}
 
 /// The JSON lines of a JSONL manifest as [`Row`]s, blank lines skipped.
 pub fn jsonl_rows(text: &str) -> impl Iterator<Item = Row> + '_ {
@@ -1158,5 +1486,76 @@ mod tests {
             ..local
         };
         assert!(resolve(Path::new("https://h/x.png"), &allowed).is_ok());
+    }
+
+    /// Six records: ids r0..r5, source a/b alternating, split train except r4, task report
+    /// except r3 (vqa).
+    fn six() -> Arc<Manifest> {
+        let lines: Vec<String> = (0..6)
+            .map(|k| {
+                let task = if k == 3 { "vqa" } else { "report" };
+                let source = ["a", "b"][k % 2];
+                let split = if k == 4 { "test" } else { "train" };
+                line(
+                    json!({"id": format!("r{k}"), "source": source, "task": task,
+                            "split": split, "prompt": "q"}),
+                )
+            })
+            .collect();
+        Arc::new(Manifest::from_jsonl(&lines.join("\n"), "m.jsonl", &opts()).unwrap())
+    }
+
+    #[test]
+    fn select_keeps_split_source_and_tasks_in_manifest_order() {
+        let m = six();
+        let sel = |split, source, tasks: Option<&[Task]>| {
+            m.select(&Selection {
+                split,
+                source,
+                tasks,
+            })
+            .unwrap()
+        };
+        assert_eq!(sel(None, None, None), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(sel(Some("train"), Some("a"), None), vec![0, 2]);
+        assert_eq!(sel(Some("train"), Some("b"), None), vec![1, 3, 5]);
+        assert_eq!(sel(None, None, Some(&[Task::Vqa])), vec![3]);
+        assert!(sel(Some("validate"), None, None).is_empty());
+    }
+
+    #[test]
+    fn compose_shares_renames_and_refuses_repeated_ids() {
+        let m = six();
+        let part = |indices: Vec<u32>, source: Option<&str>| Part {
+            manifest: m.clone(),
+            indices,
+            source: source.map(str::to_string),
+        };
+        let c = Manifest::compose(vec![part(vec![5, 1], Some("B")), part(vec![0], None)]).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            (0..3).map(|i| c.id(i)).collect::<Vec<_>>(),
+            ["r5", "r1", "r0"]
+        );
+        assert_eq!(
+            (0..3).map(|i| c.source_name(i)).collect::<Vec<_>>(),
+            ["B", "B", "a"]
+        );
+        assert_eq!(c.record(1).unwrap().source, "B");
+        assert_eq!(c.record(2).unwrap().source, "a");
+        assert_eq!((c.line(0), c.place(0)), (6, ("m.jsonl", "line", 6)));
+        assert_eq!(c.image(2), m.image(0));
+        assert_eq!(Arc::strong_count(&m), 3); // shared by both parts, not copied
+        let err = Manifest::compose(vec![part(vec![0, 2], None), part(vec![2], Some("x"))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.jsonl line 3") && err.contains("duplicate id \"r2\""),
+            "{err}"
+        );
+        let out = Manifest::compose(vec![part(vec![6], None)])
+            .unwrap_err()
+            .to_string();
+        assert!(out.contains("index 6 is out of range"), "{out}");
     }
 }

@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -210,6 +211,28 @@ impl Columns {
         (!boxes.is_empty()).then(|| b.phrases.value(boxes.start))
     }
 
+    /// Record `index`'s first box's anatomy (`index < len()`); `None` without boxes or anatomy.
+    pub fn first_anatomy(&self, index: usize) -> Option<&str> {
+        let (b, i) = self.at(index);
+        let boxes = range(&b.boxes, i);
+        if boxes.is_empty() {
+            return None;
+        }
+        opt_str(&b.anatomy, boxes.start)
+    }
+
+    /// Record `index`'s box count (`index < len()`).
+    pub fn box_count(&self, index: usize) -> usize {
+        let (b, i) = self.at(index);
+        range(&b.boxes, i).len()
+    }
+
+    /// An optional string field of record `index` (`index < len()`); `None` where absent.
+    pub fn opt_str_at(&self, column: Column, index: usize) -> Option<&str> {
+        let (b, i) = self.at(index);
+        opt_str(&b.strings[column as usize], i)
+    }
+
     /// Record `index` (`index < len()`), its image as written and `line` its 1-based row.
     pub fn record(&self, index: usize) -> Record {
         let (b, i) = self.at(index);
@@ -261,16 +284,26 @@ pub fn write(records: &[Record], path: &Path) -> Result<()> {
     write_batches(records, path, BATCH_ROWS)
 }
 
+/// Write through `<path>.arrow.tmp`, renamed into place; on any failure (a full disk, a file
+/// size limit, a rename refused) the temporary file is removed, so nothing half-written is left.
 fn write_batches(records: &[Record], path: &Path, batch_rows: usize) -> Result<()> {
+    let tmp = path.with_extension("arrow.tmp");
+    let written = write_tmp(records, path, &tmp, batch_rows);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_tmp(records: &[Record], path: &Path, tmp: &Path, batch_rows: usize) -> Result<()> {
     let io = |source| Error::Io {
         name: path.display().to_string(),
         source,
     };
     let arrow =
         |e: arrow_schema::ArrowError| Error::invalid(format!("writing {}: {e}", path.display()));
-    let tmp = path.with_extension("arrow.tmp");
     let schema = Arc::new(schema());
-    let file = File::create(&tmp).map_err(io)?;
+    let file = File::create(tmp).map_err(io)?;
     let mut writer = FileWriter::try_new(BufWriter::new(file), &schema).map_err(arrow)?;
     for chunk in records.chunks(batch_rows) {
         writer
@@ -284,7 +317,7 @@ fn write_batches(records: &[Record], path: &Path, batch_rows: usize) -> Result<(
         .into_inner()
         .map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    std::fs::rename(tmp, path).map_err(io)
 }
 
 fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
@@ -357,39 +390,71 @@ fn batch_of(
 /// its schema and every record, and resolve its images under the root of `opts` as any
 /// manifest's; errors name the file, and the row and field.
 pub fn open(location: &str, opts: &ManifestOptions) -> Result<Manifest> {
-    let buffer = if storage::is_remote(location) {
-        Buffer::from_vec(storage::read_remote(location, MAX_REMOTE_BYTES)?)
-    } else {
-        let path = storage::local_path(location)?;
-        let io = |source| Error::Io {
-            name: location.to_string(),
-            source,
-        };
-        let file = File::open(&path).map_err(io)?;
-        if !file.metadata().map_err(io)?.is_file() {
-            return Err(Error::Manifest(crate::error::ManifestIssue {
-                manifest: Some(location.to_string()),
-                row: None,
-                row_kind: "row".into(),
-                field: None,
-                reason: "not a regular file".into(),
-            }));
-        }
-        // SAFETY: the map is read-only; a packed manifest is written once, to a temporary file
-        // renamed into place, and never modified afterwards (a file truncated under a live map
-        // is outside what gradatim can guard against, as for any memory-mapped reader)
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Buffer::from(bytes::Bytes::from_owner(map))
+    if storage::is_remote(location) {
+        let bytes = storage::read_remote(location, MAX_REMOTE_BYTES)?;
+        return from_buffer(Buffer::from_vec(bytes), location, opts, &|_| {});
+    }
+    let path = storage::local_path(location)?;
+    let io = |source| Error::Io {
+        name: location.to_string(),
+        source,
     };
-    from_buffer(buffer, location, opts)
+    // before the open: opening a FIFO blocks until a writer comes
+    crate::data::manifest::check_regular_file(&path, location)?;
+    let file = File::open(&path).map_err(io)?;
+    // SAFETY: the map is read-only; a packed manifest is written once, to a temporary file
+    // renamed into place, and never modified afterwards (a file truncated under a live map
+    // is outside what gradatim can guard against, as for any memory-mapped reader)
+    let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?);
+    let buffer = Buffer::from(bytes::Bytes::from_owner(SharedMap(map.clone())));
+    let manifest = from_buffer(buffer, location, opts, &|bytes| release_pages(&map, bytes))?;
+    release_pages(&map, 0..map.len());
+    Ok(manifest)
 }
+
+/// A memory map as the owner of an Arrow buffer (kept alive by the buffer and every slice of it).
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Unmap `bytes` of the file from this process (`MADV_DONTNEED`) once they are read and checked,
+/// batch by batch and then the whole file: the check of every record leaves at most one record
+/// batch's pages resident in the process at a time, and none after it. The pages stay in the
+/// page cache, shared by every rank that maps the file; reading a record faults its pages back
+/// in from there.
+#[cfg(unix)]
+fn release_pages(map: &memmap2::Mmap, bytes: Range<usize>) {
+    // SAFETY: the map is a shared (MAP_SHARED), read-only mapping of a file that is never modified
+    // while open (see `open`): after MADV_DONTNEED a read faults the same bytes back in from the
+    // page cache or the file, so every slice into the map stays valid and reads the bytes the
+    // check read. A failure (a range outside the map) only leaves the pages mapped.
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, bytes.start, bytes.len())
+    };
+}
+
+#[cfg(not(unix))]
+fn release_pages(_map: &memmap2::Mmap, _bytes: Range<usize>) {}
 
 /// [`open`] of a packed manifest's bytes; `name` names it in errors.
 pub fn from_bytes(bytes: Vec<u8>, name: &str, opts: &ManifestOptions) -> Result<Manifest> {
-    from_buffer(Buffer::from_vec(bytes), name, opts)
+    from_buffer(Buffer::from_vec(bytes), name, opts, &|_| {})
 }
 
-fn from_buffer(buffer: Buffer, name: &str, opts: &ManifestOptions) -> Result<Manifest> {
+/// The bytes of a packed manifest are done with (read and checked): a memory map unmaps them
+/// from this process ([`release_pages`]).
+type Release<'a> = &'a dyn Fn(Range<usize>);
+
+fn from_buffer(
+    buffer: Buffer,
+    name: &str,
+    opts: &ManifestOptions,
+    release: Release<'_>,
+) -> Result<Manifest> {
     let source = Source {
         name: Some(name),
         row_kind: "row",
@@ -403,16 +468,22 @@ fn from_buffer(buffer: Buffer, name: &str, opts: &ManifestOptions) -> Result<Man
             ),
         )
     };
-    let batches = crate::image::decode::without_panics(|| read_batches(&buffer))
+    let (batches, blocks) = crate::image::decode::without_panics(|| read_batches(&buffer, release))
         .unwrap_or_else(|why| Err(format!("malformed Arrow data: {why}")))
         .map_err(not_packed)?;
     let mut columns = columns_of(&batches).map_err(not_packed)?;
-    (columns.tasks, columns.max_boxes) = check(&columns, source, opts)?;
+    (columns.tasks, columns.max_boxes) =
+        check(&columns, source, opts, |b| release(blocks[b].clone()))?;
     Manifest::new(source, opts, Records::Columns(columns))
 }
 
-/// The record batches of an Arrow IPC file, with the packed schema.
-fn read_batches(buffer: &Buffer) -> std::result::Result<Vec<RecordBatch>, String> {
+/// The record batches of an Arrow IPC file, with the packed schema, and the bytes each was read
+/// from (released once it is read: its check reads them again).
+#[allow(clippy::type_complexity)]
+fn read_batches(
+    buffer: &Buffer,
+    release: Release<'_>,
+) -> std::result::Result<(Vec<RecordBatch>, Vec<Range<usize>>), String> {
     let n = buffer.len();
     if n < 18 || &buffer[..6] != b"ARROW1" {
         return Err("no Arrow IPC file header".into());
@@ -448,7 +519,7 @@ fn read_batches(buffer: &Buffer) -> std::result::Result<Vec<RecordBatch>, String
         return Err("dictionary-encoded columns".into());
     }
     let decoder = FileDecoder::new(Arc::new(schema), footer.version());
-    let mut batches = Vec::new();
+    let (mut batches, mut blocks) = (Vec::new(), Vec::new());
     for block in footer.recordBatches().iter().flatten() {
         let start = usize::try_from(block.offset()).ok();
         let len = usize::try_from(block.metaDataLength())
@@ -465,9 +536,11 @@ fn read_batches(buffer: &Buffer) -> std::result::Result<Vec<RecordBatch>, String
             .map_err(|e| e.to_string())?
         {
             batches.push(batch);
+            blocks.push(start..start + len);
         }
+        release(start..start + len);
     }
-    Ok(batches)
+    Ok((batches, blocks))
 }
 
 fn typed<T: 'static + Clone>(a: &ArrayRef, what: &str) -> std::result::Result<T, String> {
@@ -533,14 +606,18 @@ fn columns_of(batches: &[RecordBatch]) -> std::result::Result<Columns, String> {
 
 /// Check every record with the manifest's rules (those of `data::manifest`, in the same order
 /// as for a JSON record), ids unique, images resolvable; each record's task and the most boxes a
-/// record holds.
+/// record holds. `checked(b)`: batch `b` is checked.
 fn check(
     columns: &Columns,
     source: Source<'_>,
     opts: &ManifestOptions,
+    checked: impl Fn(usize),
 ) -> Result<(Vec<Task>, usize)> {
     let mut tasks = Vec::with_capacity(*columns.starts.last().unwrap_or(&0));
-    let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+    // sized for every id up front: never rehashed, so the ids of batches already checked (and
+    // released) are read again only to compare a colliding id
+    let mut seen: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(tasks.capacity());
     let mut max_boxes = 0;
     for (b, batch) in columns.batches.iter().enumerate() {
         for i in 0..batch.laterality.len() {
@@ -557,6 +634,7 @@ fn check(
             max_boxes = max_boxes.max(range(&batch.boxes, i).len());
             tasks.push(task);
         }
+        checked(b);
     }
     Ok((tasks, max_boxes))
 }
@@ -644,6 +722,79 @@ mod tests {
                 assert_eq!(m.image(i), want.image);
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// This process's resident kB of its maps of `path` (`/proc/self/smaps`).
+    #[cfg(target_os = "linux")]
+    fn resident_kb(path: &Path) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = path.to_str().unwrap();
+        let mut ours = false;
+        let mut kb = 0;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && !first.ends_with(':') {
+                ours = line.ends_with(name); // a mapping's header line: address range ... path
+            } else if ours && first == "Rss:" {
+                kb += line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+        kb
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_whole_file_check_leaves_no_page_resident() {
+        let dir = std::env::temp_dir().join(format!("gradatim-packed-rss-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = records();
+        let recs: Vec<Record> = (0..60_000)
+            .map(|i| {
+                let mut r = base[i % 3].clone();
+                r.id = format!("r{i}");
+                r.hard_id = None;
+                r.text = format!("{} {}", r.text, "x".repeat(300));
+                r
+            })
+            .collect();
+        let path = dir.join("big.arrow");
+        write_batches(&recs, &path, 6_000).unwrap(); // ten record batches
+        let size_kb = std::fs::metadata(&path).unwrap().len() / 1024;
+        assert!(size_kb > 16_000, "{size_kb} kB");
+        // while the records are checked, at most about one batch's pages are mapped (here: the
+        // most seen just before a batch is released, over all of them)
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&File::open(&path).unwrap()) }.unwrap());
+        let buffer = Buffer::from(bytes::Bytes::from_owner(SharedMap(map.clone())));
+        let (peak, releases) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        let checked = from_buffer(buffer, "big.arrow", &opts(), &|bytes| {
+            peak.set(peak.get().max(resident_kb(&path)));
+            releases.set(releases.get() + 1);
+            release_pages(&map, bytes);
+        })
+        .unwrap();
+        assert_eq!((checked.len(), releases.get()), (60_000, 20)); // read, then checked: per batch
+        assert!(peak.get() < size_kb / 4, "{} of {size_kb} kB", peak.get());
+        drop((checked, map));
+        let m = open(path.to_str().unwrap(), &opts()).unwrap();
+        // every record was checked (the whole file read) ...
+        assert_eq!(m.len(), 60_000);
+        // ... and none of its pages stay mapped in this process after the check
+        assert_eq!(resident_kb(&path), 0);
+        // a record read afterwards faults in its own pages only, and reads the checked bytes
+        let got = m.record(12_345).unwrap().into_owned();
+        assert_eq!(
+            (got.id.as_str(), got.text.as_str()),
+            ("r12345", recs[12_345].text.as_str())
+        );
+        let after = resident_kb(&path);
+        assert!(after > 0 && after < size_kb / 2, "{after} of {size_kb} kB");
+        drop(m);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -5,17 +5,21 @@
 
 use super::augment::AugmentConfig;
 use super::box_format::BoxFormat;
-use super::box_mask::{box_mask, MaskSpec};
+use super::box_mask::{box_mask, Cells, Empty, MaskSpec, Padding};
 use super::cache::SharedCache;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, ManifestOptions};
 use super::tasks::{answer_target, render, whole, Part, Templates};
 use crate::error::{Error, Result};
 use crate::image::decode::{
     decode_scaled, max_file_bytes, read_image_file, ColorMode, DecodeOptions, DecodedRef,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS,
 };
 use crate::image::{draw::draw_boxes, flip::swap_laterality, BoxXyxy, Image, ImageRef, Sample};
 use crate::rng;
 use crate::storage::{self, Pending};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Stream tags of `derive_key(seed, [tag, epoch, index])`: augmentation, text choices, skips.
 /// Text choices are keyed by the record's id instead of its index (`id_key`), so a record gets the
@@ -54,7 +58,8 @@ impl Stage {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum OutputKind {
     /// `(v / max - mean) / std`, float32.
     Float32,
@@ -62,38 +67,17 @@ pub enum OutputKind {
     Uint8,
 }
 
-impl std::str::FromStr for OutputKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "float32" => Ok(OutputKind::Float32),
-            "uint8" => Ok(OutputKind::Uint8),
-            o => Err(Error::invalid(format!(
-                "output must be 'float32' or 'uint8', not {o:?}"
-            ))),
-        }
-    }
-}
+named_enum!(OutputKind, "output", ["float32" => Float32, "uint8" => Uint8]);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum OnError {
     Raise,
     /// Replace the sample by a deterministic other one and count it.
     Skip,
 }
 
-impl std::str::FromStr for OnError {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "raise" => Ok(OnError::Raise),
-            "skip" => Ok(OnError::Skip),
-            o => Err(Error::invalid(format!(
-                "on_error must be 'raise' or 'skip', not {o:?}"
-            ))),
-        }
-    }
-}
+named_enum!(OnError, "on_error", ["raise" => Raise, "skip" => Skip]);
 
 /// How a data set turns records into samples: everything of a [`DatasetSpec`] but the manifest
 /// and what is derived from it.
@@ -118,13 +102,193 @@ pub struct DatasetConfig {
     pub overlay_thickness: usize,
 }
 
+/// A value per channel: one for every channel, or one each.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged, expecting = "a number, or one number per channel")]
+pub enum PerChannel {
+    All(f32),
+    Each(Vec<f32>),
+}
+
+impl PerChannel {
+    /// One value per channel of `channels`; a count that is neither 1 nor `channels` is an error
+    /// naming `option`.
+    fn resolve(&self, option: &str, channels: usize) -> Result<Vec<f32>> {
+        match self {
+            PerChannel::All(v) => Ok(vec![*v; channels]),
+            PerChannel::Each(v) if v.len() == 1 => Ok(vec![v[0]; channels]),
+            PerChannel::Each(v) if v.len() == channels => Ok(v.clone()),
+            PerChannel::Each(v) => Err(Error::invalid(format!(
+                "{option} has {} values for {channels} channels",
+                v.len()
+            ))),
+        }
+    }
+}
+
+/// The prompt/target templates as an option: a preset's name, or overrides of a preset (key
+/// `"preset"`, default `"cure"`): see [`Templates::from_value`].
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(
+    untagged,
+    expecting = "a preset name ('cure' or 'gradatim') or a mapping of template overrides"
+)]
+pub enum TemplatesOption {
+    Preset(String),
+    Overrides(serde_json::Map<String, serde_json::Value>),
+}
+
+/// A data set's options as a front end names them (Python's `ManifestDataset` keywords), with
+/// their defaults: the one place either is written. Read from JSON (a Python dict crosses as one)
+/// by [`DatasetOptions::from_value`]: a missing option takes its default, an unknown or ill-typed
+/// one is an error naming it. [`DatasetOptions::resolve`] turns them into the manifest's options
+/// and the [`DatasetConfig`].
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatasetOptions {
+    /// The folder relative image paths resolve under (`None`: the current directory; a front end
+    /// passes the manifest's folder).
+    pub root: Option<PathBuf>,
+    /// Allow absolute image paths and paths climbing out of `root`.
+    pub allow_outside_root: bool,
+    /// Output `(width, height)`.
+    pub image_size: (usize, usize),
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    pub output: OutputKind,
+    /// Per-channel normalisation on the [0, 1] scale (`None`: 0 and 1).
+    pub mean: Option<PerChannel>,
+    pub std: Option<PerChannel>,
+    /// `None`: no augmentation (a part missing from the mapping is off too).
+    pub augment: Option<AugmentConfig>,
+    pub box_format: BoxFormat,
+    /// `None`: the `"cure"` preset.
+    pub templates: Option<TemplatesOption>,
+    pub on_error: OnError,
+    pub max_pixels: u64,
+    pub max_bytes: u64,
+    /// The Medium-stage box mask ([`MaskSpec`]): grid `(w, h)`, sigma in cells, kernel taps
+    /// (`None`: `2 ceil(3 sigma) + 1`), padding, cell rule, rule for a sample without a box.
+    pub mask_grid: (usize, usize),
+    pub mask_sigma: f64,
+    pub mask_kernel: Option<usize>,
+    pub mask_padding: Padding,
+    pub mask_cells: Cells,
+    pub mask_empty: Empty,
+    /// Outline width of the Easy-stage overlay, in output pixels.
+    pub overlay_thickness: usize,
+}
+
+impl Default for DatasetOptions {
+    fn default() -> Self {
+        let mask = MaskSpec::default();
+        DatasetOptions {
+            root: None,
+            allow_outside_root: false,
+            image_size: (512, 512),
+            channels: 1,
+            output: OutputKind::Float32,
+            mean: None,
+            std: None,
+            augment: None,
+            box_format: BoxFormat::Cure,
+            templates: None,
+            on_error: OnError::Raise,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            mask_grid: mask.grid,
+            mask_sigma: mask.sigma,
+            mask_kernel: mask.kernel,
+            mask_padding: mask.padding,
+            mask_cells: mask.cells,
+            mask_empty: mask.empty,
+            overlay_thickness: 3,
+        }
+    }
+}
+
+impl DatasetOptions {
+    /// Read the options from a JSON object; a missing option takes its default. An unknown
+    /// option, or one of the wrong type, is an error naming it (`mask_grid[1]: invalid type:
+    /// ...`).
+    pub fn from_value(value: serde_json::Value) -> Result<DatasetOptions> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let reason = e.into_inner().to_string();
+            if reason.starts_with(&path) {
+                Error::invalid(reason) // names the option itself
+            } else if path == "." || path == "?" {
+                Error::invalid(format!("data set options: {reason}"))
+            } else {
+                Error::invalid(format!("{path}: {reason}"))
+            }
+        })
+    }
+
+    /// The options as a JSON object (the shape [`DatasetOptions::from_value`] reads).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("data set options always serialise")
+    }
+
+    /// How the manifest's image paths resolve.
+    pub fn manifest_options(&self) -> ManifestOptions {
+        ManifestOptions {
+            root: self.root.clone().unwrap_or_else(|| PathBuf::from(".")),
+            allow_outside_root: self.allow_outside_root,
+        }
+    }
+
+    /// The manifest's options and the data set's configuration, validated.
+    pub fn resolve(self) -> Result<(ManifestOptions, DatasetConfig)> {
+        let opts = self.manifest_options();
+        let channels = self.channels;
+        let per_channel = |v: &Option<PerChannel>, option: &str, default: f32| match v {
+            Some(v) => v.resolve(option, channels),
+            None => Ok(vec![default; channels]),
+        };
+        let templates = match self.templates {
+            None => Templates::default(),
+            Some(TemplatesOption::Preset(name)) => Templates::preset(&name)?,
+            Some(TemplatesOption::Overrides(m)) => {
+                Templates::from_value(serde_json::Value::Object(m))?
+            }
+        };
+        let config = DatasetConfig {
+            width: self.image_size.0,
+            height: self.image_size.1,
+            channels,
+            output: self.output,
+            mean: per_channel(&self.mean, "mean", 0.0)?,
+            std: per_channel(&self.std, "std", 1.0)?,
+            augment: self.augment.unwrap_or_else(AugmentConfig::none),
+            box_format: self.box_format,
+            templates,
+            on_error: self.on_error,
+            max_pixels: self.max_pixels,
+            max_bytes: self.max_bytes,
+            mask: MaskSpec {
+                grid: self.mask_grid,
+                sigma: self.mask_sigma,
+                kernel: self.mask_kernel,
+                padding: self.mask_padding,
+                cells: self.mask_cells,
+                empty: self.mask_empty,
+            },
+            overlay_thickness: self.overlay_thickness,
+        };
+        config.validate()?;
+        Ok((opts, config))
+    }
+}
+
 /// Everything the workers need to turn an index into a sample: the manifest, its configuration
 /// (read through `Deref`: `spec.width`, `spec.augment`, ...) and what is derived from the two.
 /// Made only by [`DatasetSpec::new`], which validates the configuration, so a spec that exists is
 /// valid.
 #[derive(Clone, Debug)]
 pub struct DatasetSpec {
-    pub manifest: Manifest,
+    /// Shared with other data sets over the same opened manifest ([`DatasetSpec::shared`]).
+    pub manifest: Arc<Manifest>,
     config: DatasetConfig,
     /// Box slots per sample in a batch: the largest box count of the manifest (at least 1).
     pub max_boxes: usize,
@@ -149,6 +313,11 @@ impl std::ops::Deref for DatasetSpec {
 impl DatasetSpec {
     /// The spec of `manifest` read with `config`; an invalid configuration is an error.
     pub fn new(manifest: Manifest, config: DatasetConfig) -> Result<DatasetSpec> {
+        DatasetSpec::shared(Arc::new(manifest), config)
+    }
+
+    /// [`DatasetSpec::new`] of a manifest shared with other data sets (no copy of its records).
+    pub fn shared(manifest: Arc<Manifest>, config: DatasetConfig) -> Result<DatasetSpec> {
         config.validate()?;
         let max_boxes = manifest.max_boxes().max(1);
         let remote = manifest.any_remote();
@@ -174,14 +343,15 @@ impl DatasetSpec {
         }
         match (self.manifest.hard_id(index), self.partners[index]) {
             (Some(_), Some(partner)) => Ok(partner),
-            (Some(h), None) => Err(Error::invalid(format!(
-                "sample {index} (id {:?}, {} {} {}): its hard_id {h:?} names no record of this \
-                 data set (a Hard-stage draw reads that record's image, prompt and answer)",
-                self.manifest.id(index),
-                self.manifest.name,
-                self.manifest.row_kind,
-                self.manifest.line(index),
-            ))),
+            (Some(h), None) => {
+                let (name, row_kind, line) = self.manifest.place(index);
+                Err(Error::invalid(format!(
+                    "sample {index} (id {:?}, {name} {row_kind} {line}): its hard_id {h:?} names \
+                     no record of this data set (a Hard-stage draw reads that record's image, \
+                     prompt and answer)",
+                    self.manifest.id(index),
+                )))
+            }
             (None, _) => Ok(index),
         }
     }
@@ -287,6 +457,43 @@ impl DatasetConfig {
         self.augment.validate()
     }
 
+    /// This configuration as the options that give it, every value explicit (`mean` and `std`
+    /// per channel, the templates in full), without the manifest's (`root`,
+    /// `allow_outside_root`): [`DatasetOptions::from_value`] of it gives this configuration.
+    pub fn to_value(&self) -> serde_json::Value {
+        let templates = match serde_json::to_value(&self.templates) {
+            Ok(serde_json::Value::Object(m)) => Some(TemplatesOption::Overrides(m)),
+            _ => None,
+        };
+        let options = DatasetOptions {
+            image_size: (self.width, self.height),
+            channels: self.channels,
+            output: self.output,
+            mean: Some(PerChannel::Each(self.mean.clone())),
+            std: Some(PerChannel::Each(self.std.clone())),
+            augment: Some(self.augment.clone()),
+            box_format: self.box_format,
+            templates,
+            on_error: self.on_error,
+            max_pixels: self.max_pixels,
+            max_bytes: self.max_bytes,
+            mask_grid: self.mask.grid,
+            mask_sigma: self.mask.sigma,
+            mask_kernel: self.mask.kernel,
+            mask_padding: self.mask.padding,
+            mask_cells: self.mask.cells,
+            mask_empty: self.mask.empty,
+            overlay_thickness: self.overlay_thickness,
+            ..DatasetOptions::default()
+        };
+        let mut value = options.to_value();
+        if let serde_json::Value::Object(m) = &mut value {
+            m.remove("root");
+            m.remove("allow_outside_root");
+        }
+        value
+    }
+
     pub fn pixels_per_sample(&self) -> usize {
         self.width * self.height * self.channels
     }
@@ -334,11 +541,9 @@ pub fn load_sample<P: OutPixel>(
 ) -> Result<SampleOut> {
     let read = spec.read_index(index, stage)?;
     let rec = spec.manifest.record(read)?;
+    let (name, row_kind, line) = spec.manifest.place(read);
     let wrap = |e: Error| Error::InSample {
-        context: format!(
-            "sample {read} (id {:?}, {} {} {})",
-            rec.id, spec.manifest.name, spec.manifest.row_kind, rec.line
-        ),
+        context: format!("sample {read} (id {:?}, {name} {row_kind} {line})", rec.id),
         source: Box::new(e),
     };
     let (w, h) = (spec.width, spec.height);
@@ -358,7 +563,7 @@ pub fn load_sample<P: OutPixel>(
         Some(c) => (c.image(), c.denom),
         None => {
             let opts = spec.decode_options();
-            let path = spec.manifest.image_path(&rec).map_err(wrap)?;
+            let path = spec.manifest.image_path_at(read, &rec).map_err(wrap)?;
             let name = path.display().to_string();
             let limit = max_file_bytes(opts.max_bytes);
             let bytes = match prefetched {
@@ -513,5 +718,111 @@ impl OutPixel for u8 {
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(value: serde_json::Value) -> String {
+        DatasetOptions::from_value(value)
+            .and_then(DatasetOptions::resolve)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn missing_options_take_their_defaults() {
+        let read = DatasetOptions::from_value(json!({})).unwrap();
+        assert_eq!(read, DatasetOptions::default());
+        // the defaults written out by hand (Python's ManifestDataset keywords show them)
+        let v = DatasetOptions::default().to_value();
+        assert_eq!(v["image_size"], json!([512, 512]));
+        assert_eq!(v["output"], json!("float32"));
+        assert_eq!(v["box_format"], json!("cure"));
+        assert_eq!(v["mask_grid"], json!([24, 24]));
+        assert_eq!(v["mask_kernel"], json!(9));
+        assert_eq!(v["mask_cells"], json!("truncate"));
+        assert_eq!(v["max_pixels"], json!(1u64 << 28));
+        assert_eq!(v["mean"], json!(null));
+        // an explicit null is None, not the default (mask_kernel: computed from sigma)
+        let o = DatasetOptions::from_value(json!({"mask_kernel": null})).unwrap();
+        assert_eq!(o.mask_kernel, None);
+        // the defaults read back as themselves
+        assert_eq!(
+            DatasetOptions::from_value(v).unwrap(),
+            DatasetOptions::default()
+        );
+        let (opts, c) = DatasetOptions::default().resolve().unwrap();
+        assert_eq!((c.width, c.height, c.channels), (512, 512, 1));
+        assert_eq!((c.mean.clone(), c.std.clone()), (vec![0.0], vec![1.0]));
+        assert_eq!(c.augment, AugmentConfig::none());
+        assert_eq!(c.mask, MaskSpec::default());
+        assert!(!opts.allow_outside_root);
+    }
+
+    #[test]
+    fn an_unknown_or_ill_typed_option_is_named() {
+        let m = message(json!({"overlay_thicknes": 3}));
+        assert!(m.contains("unknown field `overlay_thicknes`"), "{m}");
+        let m = message(json!({"overlay_thickness": "3"}));
+        assert!(
+            m.starts_with("overlay_thickness: invalid type: string"),
+            "{m}"
+        );
+        let m = message(json!({"mask_grid": [4, -1]}));
+        assert!(m.starts_with("mask_grid[1]: invalid value"), "{m}");
+        let m = message(json!({"output": "float16"}));
+        assert_eq!(m, "output must be 'float32' or 'uint8', not \"float16\"");
+        let m = message(json!({"mask_cells": "half"}));
+        assert!(m.contains("mask_cells must be 'truncate', 'whole' or 'fraction'"));
+        let m = message(json!({"augment": {"clahe": {"p": "x"}}}));
+        assert!(m.starts_with("augment.clahe.p: invalid type"), "{m}");
+        let m = message(json!({"mean": "x"}));
+        assert!(
+            m.contains("mean: a number, or one number per channel"),
+            "{m}"
+        );
+        let m = message(json!({"channels": 3, "mean": [0.1, 0.2]}));
+        assert!(m.contains("mean has 2 values for 3 channels"), "{m}");
+        for m in [
+            &message(json!({"x": 1})),
+            &message(json!({"image_size": "a"})),
+        ] {
+            assert!(!m.contains('\n'), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_configuration_reads_back_from_its_value() {
+        let given = json!({
+            "image_size": [64, 48], "channels": 3, "output": "uint8", "mean": 0.5,
+            "std": [0.2, 0.3, 0.4], "augment": {"flip": {}}, "box_format": "xyxy",
+            "templates": "gradatim", "on_error": "skip", "mask_grid": [4, 6], "mask_sigma": 0,
+            "mask_kernel": null, "mask_padding": "zero", "mask_cells": "whole",
+            "mask_empty": "zeros", "overlay_thickness": 1, "max_pixels": 1000, "max_bytes": 5000,
+        });
+        let (_, c) = DatasetOptions::from_value(given)
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(c.mean, vec![0.5; 3]);
+        assert_eq!(c.templates.grounded_style, "gradatim");
+        assert_eq!(c.mask.kernel, None);
+        let (_, again) = DatasetOptions::from_value(c.to_value())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(again.to_value(), c.to_value());
+        assert_eq!(
+            (again.width, again.height, again.output, again.on_error),
+            (64, 48, OutputKind::Uint8, OnError::Skip)
+        );
+        assert_eq!(again.box_format, BoxFormat::Xyxy);
+        assert_eq!((again.max_pixels, again.max_bytes), (1000, 5000));
+        assert_eq!(again.mask, c.mask);
+        assert_eq!(again.augment, c.augment);
     }
 }

@@ -1,13 +1,15 @@
 //! The threaded pipeline: `threads` workers take batch jobs from a queue and build whole batches
 //! (GIL-free, no Python involved); the consumer takes results in submission order or as they
-//! finish. Jobs are submitted by the consumer a few batches ahead (the prefetch window), so
-//! per-batch decisions that depend on training (MedCLM stages, curriculum weights) are made as
-//! late as possible. Dropping the stream stops and joins every worker.
+//! finish. Jobs are submitted by the consumer a few batches ahead (the prefetch window); when a
+//! per-batch decision that depends on training changes (MedCLM stages, curriculum weights) the
+//! consumer withdraws the jobs it affects ([`BatchStream::cancel`]) and submits them again, so
+//! what is delivered does not depend on the window. Dropping the stream stops and joins every
+//! worker.
 //!
 //! With `threads == 0` nothing runs in the background: `next` builds the job inline, as
 //! `torch.utils.data.DataLoader(num_workers=0)` does in the main process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -41,6 +43,10 @@ struct State {
     queue: VecDeque<(BatchJob, Vec<Option<Pending>>)>,
     done: HashMap<u64, Result<Batch>>,
     running: usize,
+    /// The jobs workers are building.
+    building: HashSet<u64>,
+    /// Cancelled jobs a worker is building: their results are dropped when they finish.
+    discard: HashSet<u64>,
     stop: bool,
     /// Workers that have not returned yet.
     alive: usize,
@@ -118,6 +124,7 @@ impl BatchStream {
                             }
                             if let Some(job) = st.queue.pop_front() {
                                 st.running += 1;
+                                st.building.insert(job.0.id);
                                 break job;
                             }
                             st = shared.job_ready.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -127,7 +134,10 @@ impl BatchStream {
                     let result = run_job(&spec, &job, prefetched, epoch, seed);
                     let mut st = shared.lock();
                     st.running -= 1;
-                    st.done.insert(job.id, result);
+                    st.building.remove(&job.id);
+                    if !st.discard.remove(&job.id) {
+                        st.done.insert(job.id, result);
+                    }
                     shared.result_ready.notify_all();
                 })
             })
@@ -150,10 +160,29 @@ impl BatchStream {
         self.shared.job_ready.notify_one();
     }
 
-    /// Jobs submitted and not yet taken by `next`.
+    /// Jobs submitted and not yet taken by `next` (cancelled ones not counted).
     pub fn pending(&self) -> usize {
         let st = self.shared.lock();
-        st.queue.len() + st.running + st.done.len()
+        st.queue.len() + st.running + st.done.len() - st.discard.len()
+    }
+
+    /// Withdraw jobs `ids` (a curriculum changed what they should hold): a queued job is dropped,
+    /// a finished result discarded, and the result of a job a worker is building is dropped when
+    /// it finishes. `next` never returns a cancelled job. Returns how many of `ids` were pending.
+    /// Ids should not be reused after a cancel (a worker may still be building the old job).
+    pub fn cancel(&self, ids: &[u64]) -> usize {
+        let wanted: HashSet<u64> = ids.iter().copied().collect();
+        let mut st = self.shared.lock();
+        let before = st.queue.len();
+        st.queue.retain(|(job, _)| !wanted.contains(&job.id));
+        let mut found = before - st.queue.len();
+        for id in &wanted {
+            let finished = st.done.remove(id).is_some();
+            if finished || (st.building.contains(id) && st.discard.insert(*id)) {
+                found += 1;
+            }
+        }
+        found
     }
 
     /// The result of job `id` (or, with `None`, of whichever job finishes first). Blocks until it

@@ -3,6 +3,11 @@
 //! JPEG 2000 is decoded by OpenJPEG's Rust port directly (`j2k`), at a reduced resolution when
 //! `reduce_to` allows. The first frame is returned.
 //!
+//! Nothing third-party sizes an allocation from the file unchecked: the file's lengths and counts
+//! are checked before dicom-rs parses it ([`super::dicom_parse`]), and the first frame's own
+//! header (JPEG, JPEG-LS, RLE: [`super::dicom_frame`]; JPEG 2000: [`super::j2k`]) before its
+//! decoder sizes the output from it.
+//!
 //! Grey values are the stored values with the Modality LUT's linear part applied
 //! (`out = slope * v + intercept`). MONOCHROME1 (minimum = white) is inverted to MONOCHROME2 over
 //! the stored range first: `v' = (2^BitsStored - 1) - v` for unsigned data. Results must fit in
@@ -14,14 +19,15 @@ use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use dicom_pixeldata::{PhotometricInterpretation, PixelDecoder, PixelRepresentation};
 
 use super::decode::{check_size, DecodeOptions, Decoded};
-use super::j2k;
 use super::Image;
+use super::{dicom_frame, dicom_parse, j2k};
 use crate::error::{Error, Result};
 
 /// Decode the first frame; also returns the reduction's denominator (1: full size; JPEG 2000
 /// may be decoded at `1 / 2^r`, see [`super::j2k::decode_frame`]).
 pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(Decoded, usize)> {
-    check_element_lengths(bytes).map_err(|why| Error::decode(name, format!("DICOM: {why}")))?;
+    dicom_parse::check_lengths(bytes)
+        .map_err(|why| Error::decode(name, format!("DICOM: {why}")))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(bytes)
@@ -91,6 +97,15 @@ pub fn decode_dicom(bytes: &[u8], name: &str, opts: &DecodeOptions) -> Result<(D
         };
         let image = to_image(name, &obj, samples, &photometric, false, opts)?;
         return Ok((image, f.denominator));
+    }
+    // the frame's own header sizes the decoder's output: held to the limits and the DICOM header
+    let dims = (cols, rows, spp, bits);
+    if dicom_frame::JPEG_SYNTAXES.contains(&syntax)
+        || dicom_frame::JPEG_LS_SYNTAXES.contains(&syntax)
+    {
+        dicom_frame::check_jpeg_frame(name, &obj, syntax, dims, opts)?;
+    } else if syntax == dicom_frame::RLE_SYNTAX {
+        dicom_frame::check_rle_frame(name, &obj, dims)?;
     }
     let px = obj
         .decode_pixel_data_frame(0)
@@ -419,184 +434,6 @@ fn palette_to_rgb(
     }
 }
 
-/// Walk the file's data elements, into sequences and items, and check every defined length
-/// against the bytes that are left, before dicom-rs allocates a value of that length: a 1.6 KB
-/// file declaring a 4 GB Pixel Data element (or a 3.7 GB value inside a nested item) is refused
-/// here. Encapsulated pixel data fragments are checked and skipped; an undefined-length UN value
-/// is walked as dicom-rs reads it (explicit VR, an unknown VR taken as a 4-byte length: a
-/// fuzzer-found 674-byte file made the parser allocate 3.7 GB that way), and so is any later
-/// element with an unknown VR; a data set whose first element has no VR was written in implicit
-/// VR against its transfer syntax and is walked as such (readers detect it); a deflated data set
-/// is inflated (at most [`MAX_INFLATED`] bytes: a fuzzer-found 4.6 KB file inflated to a 3 GB
-/// value) and walked. The walk stops without judging at an undefined length no reader follows.
-/// It never refuses a file it cannot walk.
-fn check_element_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
-    const LONG_VRS: [&[u8; 2]; 13] = [
-        b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
-    ];
-    /// Every VR of PS3.5 6.2; dicom-rs reads any other pair of bytes as UN (4-byte length).
-    const VRS: [&[u8; 2]; 34] = [
-        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB",
-        b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
-        b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
-    ];
-    const UNDEFINED: u32 = u32::MAX;
-    #[derive(PartialEq)]
-    enum Open {
-        /// A sequence of undefined length; `true`: the contents of a UN value, which dicom-rs
-        /// reads in the transfer syntax's explicit VR with an unknown VR taken as a 4-byte length
-        /// (the walk reads them the same way, so it checks the length the parser will allocate).
-        Sequence(bool),
-        Fragments,
-    }
-    let mut open: Vec<Open> = Vec::new();
-    let mut pos = 132; // preamble + "DICM"
-    let mut explicit = true; // the file meta group is explicit VR little endian
-    let mut big_endian = false;
-    let mut in_meta = true;
-    let mut first = false; // at the data set's first element
-    let mut deflated = false;
-    while pos + 8 <= bytes.len() {
-        let be = big_endian && !in_meta;
-        let u16_at = |i: usize| {
-            let b = [bytes[i], bytes[i + 1]];
-            if be {
-                u16::from_be_bytes(b)
-            } else {
-                u16::from_le_bytes(b)
-            }
-        };
-        let u32_at = |i: usize| {
-            let b = [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
-            if be {
-                u32::from_be_bytes(b)
-            } else {
-                u32::from_le_bytes(b)
-            }
-        };
-        let (group, element) = (u16_at(pos), u16_at(pos + 2));
-        if in_meta && group != 0x0002 && deflated {
-            // a deflated data set: walk what the parser will read, inflated (and bounded)
-            return check_element_lengths(&inflated_as_explicit_file(&bytes[pos..])?);
-        }
-        if in_meta && group != 0x0002 {
-            in_meta = false; // the data set follows, in the syntax the meta group named
-            first = true;
-            continue;
-        }
-        let left_after = |header: usize| bytes.len().saturating_sub(pos + header);
-        let too_long = |len: u32, header: usize| {
-            format!(
-                "element ({group:04X},{element:04X}) declares {len} bytes but only {} are left \
-                 in the file",
-                left_after(header)
-            )
-        };
-        if group == 0xFFFE {
-            // items and delimiters: tag + 4-byte length, no VR, in every transfer syntax
-            let len = u32_at(pos + 4);
-            match element {
-                0xE000 if open.last() == Some(&Open::Fragments) => {
-                    if len as usize > left_after(8) {
-                        return Err(too_long(len, 8));
-                    }
-                    pos += 8 + len as usize; // a compressed fragment: skip it
-                }
-                0xE000 => {
-                    if len != UNDEFINED && len as usize > left_after(8) {
-                        return Err(too_long(len, 8));
-                    }
-                    pos += 8; // an item of a sequence: its elements follow
-                }
-                0xE0DD => {
-                    open.pop();
-                    pos += 8;
-                }
-                _ => pos += 8, // item delimiter
-            }
-            continue;
-        }
-        let in_un = matches!(open.last(), Some(Open::Sequence(true)));
-        let (len, header, vr) = if explicit || in_meta {
-            let vr = [bytes[pos + 4], bytes[pos + 5]];
-            let known = VRS.contains(&&vr);
-            if !vr.iter().all(u8::is_ascii_uppercase) && first && !in_meta {
-                // the data set's first element has no VR: it was written in implicit VR whatever
-                // the transfer syntax says (readers detect this), so walk it that way
-                explicit = false;
-                continue;
-            }
-            if !known || LONG_VRS.contains(&&vr) {
-                if pos + 12 > bytes.len() {
-                    return Err(format!("element ({group:04X},{element:04X}) is cut short"));
-                }
-                (u32_at(pos + 8), 12, Some(vr))
-            } else {
-                (u16_at(pos + 6) as u32, 8, Some(vr))
-            }
-        } else {
-            (u32_at(pos + 4), 8, None)
-        };
-        first = false;
-        let pixel_data = (group, element) == (0x7FE0, 0x0010);
-        if len == UNDEFINED {
-            match vr {
-                Some(v) if &v == b"SQ" => open.push(Open::Sequence(in_un)),
-                _ if pixel_data => open.push(Open::Fragments),
-                Some(v) if &v == b"UN" || in_un => open.push(Open::Sequence(true)),
-                None => open.push(Open::Sequence(false)),
-                Some(_) => return Ok(()), // an undefined length no reader follows
-            }
-            pos += header;
-            continue;
-        }
-        if len as usize > left_after(header) {
-            return Err(too_long(len, header));
-        }
-        let start = pos + header;
-        if in_meta && (group, element) == (0x0002, 0x0010) {
-            let uid = String::from_utf8_lossy(&bytes[start..start + len as usize]);
-            match uid.trim_end_matches(['\0', ' ']) {
-                "1.2.840.10008.1.2" => explicit = false,
-                "1.2.840.10008.1.2.2" => big_endian = true,
-                "1.2.840.10008.1.2.1.99" => deflated = true,
-                _ => {}
-            }
-        }
-        // a defined-length sequence's items follow as elements; any other value is skipped
-        pos = if vr == Some(*b"SQ") {
-            start
-        } else {
-            start + len as usize
-        };
-    }
-    Ok(())
-}
-
-/// The most a deflated data set may inflate to (a deflate stream can expand 1000-fold).
-pub const MAX_INFLATED: u64 = 256 << 20;
-
-/// A deflated data set (raw deflate, PS3.5 A.5) inflated, behind a preamble and a meta group
-/// naming explicit VR little endian, as [`check_element_lengths`] walks a file.
-fn inflated_as_explicit_file(deflated: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    use std::io::Read;
-    const SYNTAX: &[u8; 20] = b"1.2.840.10008.1.2.1\0";
-    let mut out = vec![0u8; 128];
-    out.extend_from_slice(b"DICM");
-    out.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', 20, 0]);
-    out.extend_from_slice(SYNTAX);
-    let head = out.len();
-    let mut reader = flate2::read::DeflateDecoder::new(deflated).take(MAX_INFLATED + 1);
-    // a stream that stops early is the parser's error to report, not this walk's
-    let _ = reader.read_to_end(&mut out);
-    if (out.len() - head) as u64 > MAX_INFLATED {
-        return Err(format!(
-            "the deflated data set inflates to more than {MAX_INFLATED} bytes"
-        ));
-    }
-    Ok(out)
-}
-
 /// The stored value of a sample: the low `bits` bits, sign-extended when signed.
 fn stored_value(v: u32, bits: u32, signed: bool) -> i32 {
     let v = v & ((1u32 << bits) - 1);
@@ -648,94 +485,6 @@ mod tests {
         assert_eq!(stored_value(0xF000 | 0x0FFF, 12, false), 4095);
         assert_eq!(stored_value(0x0800, 12, true), -2048);
         assert_eq!(stored_value(0x07FF, 12, true), 2047);
-    }
-
-    /// Preamble, "DICM", a meta group naming `syntax`, then `body`.
-    fn file(syntax: &str, body: &[u8]) -> Vec<u8> {
-        let mut uid = syntax.as_bytes().to_vec();
-        if uid.len() % 2 == 1 {
-            uid.push(0);
-        }
-        let mut out = vec![0u8; 128];
-        out.extend_from_slice(b"DICM");
-        out.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-        out.extend_from_slice(&(uid.len() as u16).to_le_bytes());
-        out.extend_from_slice(&uid);
-        out.extend_from_slice(body);
-        out
-    }
-
-    #[test]
-    fn forged_element_lengths_are_refused_before_allocation() {
-        // explicit VR little endian: (7FE0,0010) OW, 4 GB declared, 8 bytes present
-        let mut body = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0];
-        body.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
-        body.extend_from_slice(&[0; 8]);
-        let f = file("1.2.840.10008.1.2.1", &body);
-        let e = check_element_lengths(&f).unwrap_err();
-        assert!(
-            e.contains("(7FE0,0010) declares 4294967280 bytes but only 8"),
-            "{e}"
-        );
-        let e = decode_dicom(&f, "forged.dcm", &DecodeOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("forged.dcm") && e.contains("4294967280"), "{e}");
-        // implicit VR: the length follows the tag directly
-        let mut body = vec![0xE0, 0x7F, 0x10, 0x00];
-        body.extend_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
-        assert!(check_element_lengths(&file("1.2.840.10008.1.2", &body)).is_err());
-        // inside a sequence and an item, both of undefined length
-        let mut body = vec![
-            0x08, 0x00, 0x15, 0x11, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
-        ];
-        body.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
-        body.extend_from_slice(&[0x08, 0x00, 0x50, 0x11, b'O', b'B', 0, 0]);
-        body.extend_from_slice(&0xE000_0000u32.to_le_bytes());
-        let e = check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
-        assert!(e.contains("(0008,1150) declares 3758096384"), "{e}");
-        // an undefined-length UN value holding an element with an unknown VR (the fuzzer's 3.7 GB
-        // find): dicom-rs reads a 4-byte length after the VR and 2 reserved bytes
-        let mut body = vec![
-            0x53, 0x44, 0x0C, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
-        ];
-        body.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
-        body.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, 0xFF, 0xFF, 0, 0]);
-        body.extend_from_slice(&0xE000_0000u32.to_le_bytes());
-        let e = check_element_lengths(&file("1.2.840.10008.1.2.4.70", &body)).unwrap_err();
-        assert!(e.contains("(0008,1115) declares 3758096384"), "{e}");
-        // a later element with an unknown VR: a 4-byte length after 2 reserved bytes, checked
-        let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
-        body.extend_from_slice(&[0xFF, 0x80, 0xFF, 0x80, 0xFF, 0x80, 0, 0]);
-        body.extend_from_slice(&0xFF80_80FFu32.to_le_bytes());
-        assert!(check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).is_err());
-        // letters that are no VR ("LM", the fuzzer's 1.4 GB find: one byte of pydicom's
-        // JPEG2000.dcm changed) are UN to dicom-rs: the next 4 bytes ("GEMS") are the length
-        let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
-        body.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'L', b'M', 0x0C, 0x00]);
-        body.extend_from_slice(b"GEMS_GENIE_1");
-        let e = check_element_lengths(&file("1.2.840.10008.1.2.1", &body)).unwrap_err();
-        assert!(e.contains("(0009,0010) declares 1397572935"), "{e}");
-        // a deflated data set is inflated and walked: a 3 GB OB value inside is refused
-        let mut inner = vec![0x08, 0x00, 0x16, 0x00, b'O', b'B', 0, 0];
-        inner.extend_from_slice(&0xBCA0_0000u32.to_le_bytes());
-        inner.extend_from_slice(&[0; 64]);
-        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut z, &inner).unwrap();
-        let f = file("1.2.840.10008.1.2.1.99", &z.finish().unwrap());
-        let e = check_element_lengths(&f).unwrap_err();
-        assert!(e.contains("(0008,0016) declares 3164602368"), "{e}");
-        // a data set written in implicit VR under an explicit transfer syntax walks as implicit
-        let mut body = vec![
-            0x08, 0x00, 0x08, 0x00, 0x04, 0x00, 0x00, 0x00, b'A', b'B', b'C', b'D',
-        ];
-        body.extend_from_slice(&[0x28, 0x00, 0x10, 0x00, 0x02, 0x00, 0x00, 0x00, 4, 0]);
-        assert!(check_element_lengths(&file("1.2.840.10008.1.2.4.50", &body)).is_ok());
-        // a consistent file passes; undefined lengths stop the walk
-        let mut body = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 4, 0];
-        body.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0]);
-        body.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(check_element_lengths(&file("1.2.840.10008.1.2.4.50", &body)).is_ok());
     }
 
     #[test]

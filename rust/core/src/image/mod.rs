@@ -8,6 +8,8 @@ pub mod clahe;
 pub mod cure;
 pub mod decode;
 pub mod dicom;
+pub mod dicom_frame;
+pub mod dicom_parse;
 pub mod draw;
 pub mod encode;
 pub mod flip;
