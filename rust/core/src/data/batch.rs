@@ -68,7 +68,7 @@ pub fn build_batch(
     epoch: u64,
     seed: u64,
 ) -> Result<Batch> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    crate::image::decode::without_panics(|| {
         build_batch_prefetched(
             spec,
             indices,
@@ -77,13 +77,8 @@ pub fn build_batch(
             seed,
             spec.prefetch(indices, stages),
         )
-    }))
-    .unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+    })
+    .unwrap_or_else(|what| {
         Err(Error::invalid(format!(
             "internal error while building a batch of samples {indices:?}: {what}"
         )))

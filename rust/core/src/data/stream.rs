@@ -10,7 +10,6 @@
 //! `torch.utils.data.DataLoader(num_workers=0)` does in the main process.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,15 +84,10 @@ fn run_job(
     epoch: u64,
     seed: u64,
 ) -> Result<Batch> {
-    catch_unwind(AssertUnwindSafe(|| {
+    crate::image::decode::without_panics(|| {
         build_batch_prefetched(spec, &job.indices, &job.stages, epoch, seed, prefetched)
-    }))
-    .unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+    })
+    .unwrap_or_else(|what| {
         Err(Error::invalid(format!(
             "internal error while building batch {}: {what}",
             job.id
