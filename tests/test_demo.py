@@ -19,8 +19,9 @@ LEARNING = ("grounding_iou", "prompt_only_iou", "blank_image_iou", "untrained_io
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 def test_training_demo_writes_metrics_checkpoint_and_plots(tmp_path: Path) -> None:
     metrics = run_training(
-        tmp_path / "demo", n=150, steps=10, grounding_steps=12, pretrain_steps=6, hidden=64
-    )
+        tmp_path / "demo", n=150, steps=10, grounding_steps=12, pretrain_steps=6, hidden=64,
+        pretrain_n=60,
+    )  # fmt: skip
     out = tmp_path / "demo"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["learning"] == metrics["learning"]
@@ -39,6 +40,11 @@ def test_training_demo_writes_metrics_checkpoint_and_plots(tmp_path: Path) -> No
     assert len(saved["pretrain_losses"]) == 18
     assert (Path(saved["checkpoint"]) / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "base" / "model.safetensors").is_file()
+    # the base was pre-trained on the separate corpus (other studies), not on the demo's data
+    pretrained_on = json.loads((out / "base" / "pretrain.json").read_text())["manifests"]
+    assert pretrained_on == [str((out / "pretrain_data" / "manifest.jsonl").resolve())]
+    corpus_images = {p.read_bytes() for p in (out / "pretrain_data" / "images").rglob("*.jpg")}
+    assert not corpus_images & {p.read_bytes() for p in (out / "data" / "images").rglob("*.jpg")}
     for name in ("loss.png", "curriculum_weights.png", "validation_iou.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("predictions.jsonl", "predictions_blank.jsonl", "predictions_untrained.jsonl"):

@@ -38,8 +38,9 @@ def test_a_tiny_experiment_end_to_end(tmp_path: Path) -> None:
     config.write_text(
         f'[experiment]\nout = "{tmp_path / "out"}"\nseeds = [0, 1]\nsteps = 6\n'
         'arms = ["uniform", "cure-interleave"]\n'
-        "[data]\nphantom = 150\nsize = 128\n"
-        "[model]\ngrounding_steps = 3\npretrain_steps = 2\nimage_size = 32\nhidden = 64\n"
+        "[data]\nphantom = 150\nsize = 128\npretrain_phantom = 60\n"
+        "[model]\ngrounding_steps = 3\npretrain_steps = 2\nimage_size = 32\npatch = 8\n"
+        "hidden = 64\n"
     )
     assert main(["experiment", str(config)]) == 0
     out = tmp_path / "out"
@@ -52,3 +53,7 @@ def test_a_tiny_experiment_end_to_end(tmp_path: Path) -> None:
     assert -1 <= results["difficulty_vs_truth"]["vns_gap"] <= 1
     assert (out / "table.md").read_text().startswith("| arm |")
     assert (out / "experiment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    base = json.loads((out / "base" / "pretrain.json").read_text())  # its own corpus, 4 x 4 tokens
+    assert base["manifests"] == [str((out / "pretrain_data" / "manifest.jsonl").resolve())]
+    assert base["settings"]["patch"] == 8
+    assert json.loads((out / "base" / "config.json").read_text())["image_seq_length"] == 16

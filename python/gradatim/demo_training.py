@@ -5,8 +5,10 @@ when present), in minutes, with what it learned measured against honest baseline
    split, and each record's true difficulty in ``truth.jsonl``);
 2. RRGCL difficulty (``gradatim difficulty``: VNS-Gap + ITAS on the offline MiniLM text encoder
    and the image fallback embeddings), and its Spearman correlation with the true difficulty;
-3. a tiny LLaVA pre-trained on the training split (``gradatim pretrain``: every parameter, saved
-   as a local checkpoint, the base model the curricula adapt; the same random model before
+3. a tiny LLaVA pre-trained on a separate phantom corpus (``pretrain_n`` other studies, seed 1:
+   none of them is a study of step 1; ``gradatim pretrain`` on its training split: every
+   parameter, saved as a local checkpoint, the base model the curricula adapt, as a real base
+   model comes pre-trained on other data of its domain; the same random model before
    pre-training is kept as the untrained baseline);
 4. a LoRA run on that base (CURE's ``modules_to_save``, lr 1e-4, no augmentation: the head and
    embeddings train too): CURE's phase 1 on anatomy-grounded reports, then the multi-task phase
@@ -34,10 +36,12 @@ from typing import Any
 
 from gradatim.train.experiment import SOURCES
 
-#: What the demo trains: phantom studies, image side of the phantom, the tiny model's input
-#: side and width, pre-training steps, LoRA steps (and how many of them are CURE's phase 1).
-DEMO = {"n": 3000, "size": 256, "image_size": 64, "hidden": 128, "grounding_steps": 2500,
-        "pretrain_steps": 1000, "steps": 120, "lora_lr": 1e-4}  # fmt: skip
+#: What the demo trains: phantom studies, image side of the phantom, the studies (and seed) of the
+#: separate pre-training corpus, the tiny model's input side, patch side and width, pre-training
+#: steps, LoRA steps (and how many of them are CURE's phase 1).
+DEMO = {"n": 3000, "size": 256, "pretrain_n": 12000, "pretrain_seed": 1, "image_size": 64,
+        "patch": 16, "hidden": 128, "grounding_steps": 5000, "pretrain_steps": 1500,
+        "steps": 120, "lora_lr": 1e-4}  # fmt: skip
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -178,6 +182,7 @@ def run_training(
     pretrain_steps: int = DEMO["pretrain_steps"],
     image_size: int = DEMO["image_size"],
     hidden: int = DEMO["hidden"],
+    pretrain_n: int = DEMO["pretrain_n"],
 ) -> dict[str, Any]:
     """Steps 1-7 of the module docstring under ``out``; returns the metrics."""
     from gradatim.datasets import phantom
@@ -189,7 +194,8 @@ def run_training(
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    manifest = phantom.generate(out / "data", n=n, seed=0, size=(DEMO["size"], DEMO["size"]))
+    size = (DEMO["size"], DEMO["size"])
+    manifest = phantom.generate(out / "data", n=n, seed=0, size=size)
     print(f"[1] phantom data (synthetic): {n} studies -> {manifest}")
     dif = out / "difficulty.parquet"
     cmd = [sys.executable, "-m", "gradatim", "difficulty", "--manifest", str(manifest),
@@ -200,16 +206,19 @@ def run_training(
         f"[2] RRGCL difficulty -> {dif}; Spearman with the true difficulty: "
         + ", ".join(f"{k} {v:+.2f}" for k, v in agreement.items() if not k.startswith("n"))
     )
-    shape = {"image_size": image_size, "hidden": hidden}
+    corpus = phantom.generate(
+        out / "pretrain_data", n=pretrain_n, seed=DEMO["pretrain_seed"], size=size
+    )
+    shape = {"image_size": image_size, "patch": DEMO["patch"], "hidden": hidden}
     settings = PretrainSettings(grounding_steps=grounding_steps, steps=pretrain_steps, **shape)
-    base = pretrain_tiny([manifest], out / "base", settings)
+    base = pretrain_tiny([corpus], out / "base", settings)
     untrained = pretrain_tiny(
-        [manifest], out / "untrained", PretrainSettings(grounding_steps=0, steps=0, **shape)
+        [corpus], out / "untrained", PretrainSettings(grounding_steps=0, steps=0, **shape)
     )
     pre = json.loads((base / "pretrain.json").read_text())
     print(
-        f"[3] tiny LLaVA pre-trained on the training split: {grounding_steps} grounding + "
-        f"{pretrain_steps} all-task steps, loss "
+        f"[3] tiny LLaVA pre-trained on a separate phantom corpus ({pretrain_n} other studies, "
+        f"its training split): {grounding_steps} grounding + {pretrain_steps} all-task steps, loss "
         f"{pre['losses'][0]:.3f} -> {pre['losses'][-1]:.3f} ({pre['seconds']:.0f} s) -> {base}"
     )
     phase1 = max(1, steps // 8)  # CURE's phase 1, then three curriculum updates
@@ -252,7 +261,8 @@ def run_training(
         if "curriculum_weights" in r
     ]
     metrics = {
-        "note": "SYNTHETIC phantom data; a tiny model pre-trained on it, then adapted with LoRA",
+        "note": "SYNTHETIC phantom data; a tiny model pre-trained on a separate phantom corpus "
+        "(other studies), then adapted with LoRA on the data's training split",
         "learning": learning,
         "difficulty_vs_truth": agreement,
         "evaluation": figures["evaluation"],

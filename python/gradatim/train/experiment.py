@@ -15,11 +15,14 @@ CONFIG (TOML)::
     [data]                         # phantom data made here (or: manifest = "...", truth = "...")
     phantom = 3000
     size = 256
+    pretrain_phantom = 12000       # the base's own corpus: other studies (seed 1); 0: the
+                                   # training split of the data above
 
     [model]                        # the tiny base, pre-trained once (or: path = "a local model")
-    grounding_steps = 2500
-    pretrain_steps = 1000
+    grounding_steps = 5000
+    pretrain_steps = 1500
     image_size = 64
+    patch = 16
     hidden = 128
 
 Arms: ``uniform`` (no curriculum: the sources at equal weight, independent draws), ``cure``
@@ -237,13 +240,21 @@ def run_experiment(config: str | Path) -> dict[str, Any]:
     else:
         base = out / "base"
         if not (base / "config.json").is_file():
+            defaults = PretrainSettings()
             settings = PretrainSettings(
-                image_size=int(model.get("image_size", 64)),
-                hidden=int(model.get("hidden", 128)),
-                grounding_steps=int(model.get("grounding_steps", 2500)),
-                steps=int(model.get("pretrain_steps", 1000)),
+                image_size=int(model.get("image_size", defaults.image_size)),
+                patch=int(model.get("patch", defaults.patch)),
+                hidden=int(model.get("hidden", defaults.hidden)),
+                grounding_steps=int(model.get("grounding_steps", defaults.grounding_steps)),
+                steps=int(model.get("pretrain_steps", defaults.steps)),
             )
-            pretrain_tiny([manifest], base, settings)
+            corpus = manifest
+            if int(data.get("pretrain_phantom", 0)) > 0:  # other studies than the data's
+                size = int(data.get("size", 256))
+                corpus = phantom.generate(out / "pretrain_data",
+                                          n=int(data["pretrain_phantom"]), seed=1,
+                                          size=(size, size))  # fmt: skip
+            pretrain_tiny([corpus], base, settings)
     runs: list[dict[str, Any]] = []
     weights: dict[str, list[dict[str, float]]] = {}
     for arm in arms:

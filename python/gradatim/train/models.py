@@ -87,9 +87,17 @@ def tiny_patch(image_size: int) -> int:
 
 
 def tiny_model(
-    family: str, tokenizer: Any, *, image_size: int = 32, hidden: int = 64, seed: int = 0
+    family: str,
+    tokenizer: Any,
+    *,
+    image_size: int = 32,
+    hidden: int = 64,
+    seed: int = 0,
+    patch: int | None = None,
 ) -> ModelBundle:
-    """A randomly initialised model of ``family`` built from a small config."""
+    """A randomly initialised model of ``family`` built from a small config; ``patch``: the
+    vision tower's patch side in pixels (default :func:`tiny_patch`; it must divide
+    ``image_size``)."""
     from transformers import (
         CLIPVisionConfig,
         Gemma3Config,
@@ -111,7 +119,9 @@ def tiny_model(
         t: tokenizer.convert_tokens_to_ids(t)
         for t in ("<image>", "<start_of_image>", "<end_of_image>")
     }
-    patch = tiny_patch(image_size)
+    patch = tiny_patch(image_size) if patch is None else patch
+    if patch <= 0 or image_size % patch:
+        raise ValueError(f"patch must divide image_size ({image_size} px), not {patch}")
     grid = (image_size // patch) ** 2
     small = {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 2,
              "num_attention_heads": 2}  # fmt: skip
