@@ -82,7 +82,7 @@ bench: sysdeps deps-test testdata build
 	$(PYTHON) benches/difficulty.py
 
 ## The curricula's effect (README, "Does a curriculum help?"): every arm x 3 seeds on the phantom
-## data, same budget; table and plot in out/experiment/. About an hour on 2 cores.
+## data, same budget; table and plot in out/experiment/. About 16 minutes on 2 cores.
 .PHONY: experiment
 experiment: sysdeps deps-demo build
 	$(PYTHON) -m gradatim experiment docs/experiment/curricula.toml
