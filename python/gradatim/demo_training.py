@@ -36,12 +36,12 @@ from typing import Any
 
 from gradatim.train.experiment import SOURCES
 
-#: What the demo trains: phantom studies, image side of the phantom, the studies (and seed) of the
-#: separate pre-training corpus, the tiny model's input side, patch side and width, pre-training
-#: steps, LoRA steps (and how many of them are CURE's phase 1).
-DEMO = {"n": 3000, "size": 256, "pretrain_n": 12000, "pretrain_seed": 1, "image_size": 64,
-        "patch": 16, "hidden": 128, "grounding_steps": 5000, "pretrain_steps": 1500,
-        "steps": 120, "lora_lr": 1e-4}  # fmt: skip
+#: What the demo trains: phantom studies, image side of the phantom, the studies of the separate
+#: pre-training corpus (``pretrain.phantom_corpus``), the tiny model's input side, patch side and
+#: width, pre-training steps, LoRA steps (and how many of them are CURE's phase 1).
+DEMO = {"n": 3000, "size": 256, "pretrain_n": 12000, "image_size": 64, "patch": 16,
+        "hidden": 128, "grounding_steps": 5000, "pretrain_steps": 1500, "steps": 120,
+        "lora_lr": 1e-4}  # fmt: skip
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -189,13 +189,12 @@ def run_training(
     from gradatim.train.config import load_config
     from gradatim.train.experiment import run_config
     from gradatim.train.loop import train
-    from gradatim.train.pretrain import PretrainSettings, pretrain_tiny
+    from gradatim.train.pretrain import PretrainSettings, phantom_corpus, pretrain_tiny
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    size = (DEMO["size"], DEMO["size"])
-    manifest = phantom.generate(out / "data", n=n, seed=0, size=size)
+    manifest = phantom.generate(out / "data", n=n, seed=0, size=(DEMO["size"], DEMO["size"]))
     print(f"[1] phantom data (synthetic): {n} studies -> {manifest}")
     dif = out / "difficulty.parquet"
     cmd = [sys.executable, "-m", "gradatim", "difficulty", "--manifest", str(manifest),
@@ -206,9 +205,7 @@ def run_training(
         f"[2] RRGCL difficulty -> {dif}; Spearman with the true difficulty: "
         + ", ".join(f"{k} {v:+.2f}" for k, v in agreement.items() if not k.startswith("n"))
     )
-    corpus = phantom.generate(
-        out / "pretrain_data", n=pretrain_n, seed=DEMO["pretrain_seed"], size=size
-    )
+    corpus = phantom_corpus(out / "pretrain_data", pretrain_n, DEMO["size"])
     shape = {"image_size": image_size, "patch": DEMO["patch"], "hidden": hidden}
     settings = PretrainSettings(grounding_steps=grounding_steps, steps=pretrain_steps, **shape)
     base = pretrain_tiny([corpus], out / "base", settings)

@@ -205,7 +205,7 @@ def run_experiment(config: str | Path) -> dict[str, Any]:
     from gradatim.train.config import load_config
     from gradatim.train.loop import train
     from gradatim.train.predict import predict
-    from gradatim.train.pretrain import PretrainSettings, pretrain_tiny
+    from gradatim.train.pretrain import PretrainSettings, phantom_corpus, pretrain_tiny
 
     path = Path(config)
     raw = tomllib.loads(path.read_text())
@@ -250,10 +250,8 @@ def run_experiment(config: str | Path) -> dict[str, Any]:
             )
             corpus = manifest
             if int(data.get("pretrain_phantom", 0)) > 0:  # other studies than the data's
-                size = int(data.get("size", 256))
-                corpus = phantom.generate(out / "pretrain_data",
-                                          n=int(data["pretrain_phantom"]), seed=1,
-                                          size=(size, size))  # fmt: skip
+                corpus = phantom_corpus(out / "pretrain_data", int(data["pretrain_phantom"]),
+                                        int(data.get("size", 256)))  # fmt: skip
             pretrain_tiny([corpus], base, settings)
     runs: list[dict[str, Any]] = []
     weights: dict[str, list[dict[str, float]]] = {}

@@ -42,7 +42,7 @@ from typing import Any
 
 from gradatim import cli_paths
 
-__all__ = ["PretrainSettings", "pretrain_tiny", "add_parser", "PROMPT_WORDS"]
+__all__ = ["PretrainSettings", "pretrain_tiny", "phantom_corpus", "add_parser", "PROMPT_WORDS"]
 
 #: Prompt words the dataset's task templates use, added to the tokenizer's training text.
 PROMPT_WORDS = "Ground the phrase: Locate the Describe the Location of the Description:"
@@ -69,6 +69,19 @@ class PretrainSettings:
     seed: int = 0
     box_format: str = "cure"
     split: str = "train"
+
+
+#: The seed of the phantom pre-training corpus: the data the curricula train and are evaluated on
+#: is drawn with seed 0, so the corpus holds other studies.
+CORPUS_SEED = 1
+
+
+def phantom_corpus(out: str | Path, n: int, size: int) -> Path:
+    """Write a phantom pre-training corpus of ``n`` studies (``size`` px, seed
+    :data:`CORPUS_SEED`) under ``out``; returns its manifest."""
+    from gradatim.datasets import phantom
+
+    return phantom.generate(out, n=n, seed=CORPUS_SEED, size=(size, size))
 
 
 def _records(manifests: Sequence[str | Path], split: str) -> list[dict[str, Any]]:
