@@ -146,7 +146,7 @@ FLOOR_TESTS := tests/test_loader.py tests/test_loader_dropin.py tests/test_loade
   tests/test_evaluate_clinical.py tests/test_manifest_packed.py \
   tests/test_manifest_schema_agreement.py tests/test_difficulty_cli.py tests/test_difficulty_io.py \
   tests/test_difficulty_itas.py tests/test_difficulty_vns_gap.py tests/test_curriculum_rrgcl.py \
-  tests/test_curriculum_plot.py
+  tests/test_curriculum_plot.py tests/test_pretrain.py
 .PHONY: test-floors
 test-floors: sysdeps testdata build $(FLOOR_VENV)/.synced
 	$(FLOOR_VENV)/bin/uv pip install --quiet --no-deps --reinstall --python $(FLOOR_PYTHON) \

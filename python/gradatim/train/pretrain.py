@@ -123,10 +123,15 @@ def _sampler(part: list[dict[str, Any]], samples: int, s: PretrainSettings, mixe
 
 def _save(bundle: Any, model: Any, out: Path, settings: PretrainSettings) -> None:
     """The model, its tokenizer and a processor, as a Hugging Face checkpoint folder."""
-    from transformers import CLIPImageProcessorPil, LlavaProcessor
+    from transformers import LlavaProcessor
+
+    try:  # transformers 5: the PIL-backed processor has its own name
+        from transformers import CLIPImageProcessorPil as ImageProcessor
+    except ImportError:  # transformers 4.56 (the declared minimum): it is CLIPImageProcessor
+        from transformers import CLIPImageProcessor as ImageProcessor
 
     side = settings.image_size
-    images = CLIPImageProcessorPil(
+    images = ImageProcessor(
         size={"height": side, "width": side},
         crop_size={"height": side, "width": side},
         do_center_crop=False,
